@@ -1,0 +1,316 @@
+//! SSH daemon hardening: CIS-benchmark-style checks of the effective
+//! OpenSSH server configuration (`sshd_config` with its `Include`s and
+//! `Match` blocks).
+//!
+//! Grants it needs: `read = ["/etc/ssh"]`.
+
+mod sshd_config;
+
+use assessment_sdk::{
+    AccessError, Check, Plugin, PluginInfo, RunError, RunSummary, Severity, ValueKind, config,
+    register, target,
+};
+use sshd_config::{Directive, Files, SshdConfig, parse_time};
+
+const ROOT_LOGIN: Check = Check::new("sshd-permit-root-login", "SSH root login is disabled", Severity::High)
+    .reference("CIS 5.2.10")
+    .remediation("Set `PermitRootLogin no` in /etc/ssh/sshd_config and in every Match block.");
+const EMPTY_PASSWORDS: Check = Check::new(
+    "sshd-permit-empty-passwords",
+    "SSH login with empty passwords is disabled",
+    Severity::Critical,
+)
+.reference("CIS 5.2.11")
+.remediation("Set `PermitEmptyPasswords no` in /etc/ssh/sshd_config.");
+const HOSTBASED: Check = Check::new(
+    "sshd-hostbased-authentication",
+    "SSH host-based authentication is disabled",
+    Severity::Medium,
+)
+.reference("CIS 5.2.9")
+.remediation("Set `HostbasedAuthentication no` in /etc/ssh/sshd_config.");
+const IGNORE_RHOSTS: Check = Check::new("sshd-ignore-rhosts", "SSH ignores .rhosts files", Severity::Medium)
+    .reference("CIS 5.2.8")
+    .remediation("Set `IgnoreRhosts yes` in /etc/ssh/sshd_config.");
+const USER_ENVIRONMENT: Check = Check::new(
+    "sshd-permit-user-environment",
+    "SSH users cannot set environment options",
+    Severity::Medium,
+)
+.reference("CIS 5.2.12")
+.remediation("Set `PermitUserEnvironment no` in /etc/ssh/sshd_config.");
+const X11_FORWARDING: Check = Check::new("sshd-x11-forwarding", "SSH X11 forwarding is disabled", Severity::Low)
+    .reference("CIS 5.2.12")
+    .remediation("Set `X11Forwarding no` in /etc/ssh/sshd_config.");
+const MAX_AUTH_TRIES: Check = Check::new(
+    "sshd-max-auth-tries",
+    "SSH MaxAuthTries is 4 or less",
+    Severity::Medium,
+)
+.reference("CIS 5.2.18")
+.remediation("Set `MaxAuthTries 4` (or less) in /etc/ssh/sshd_config.");
+const LOG_LEVEL: Check = Check::new("sshd-log-level", "SSH LogLevel is INFO or VERBOSE", Severity::Low)
+    .reference("CIS 5.2.5")
+    .remediation("Set `LogLevel VERBOSE` (or INFO) in /etc/ssh/sshd_config.");
+const LOGIN_GRACE_TIME: Check = Check::new(
+    "sshd-login-grace-time",
+    "SSH LoginGraceTime is one minute or less",
+    Severity::Low,
+)
+.reference("CIS 5.2.21")
+.remediation("Set `LoginGraceTime 60` in /etc/ssh/sshd_config.");
+const CLIENT_ALIVE: Check = Check::new(
+    "sshd-client-alive-interval",
+    "SSH idle sessions are timed out",
+    Severity::Low,
+)
+.reference("CIS 5.2.22")
+.remediation("Set `ClientAliveInterval 300` and `ClientAliveCountMax 3` in /etc/ssh/sshd_config.");
+const WEAK_CIPHERS: Check = Check::new("sshd-weak-ciphers", "SSH offers no weak ciphers", Severity::High)
+    .reference("CIS 5.2.13")
+    .remediation("Remove CBC, 3DES, arcfour, blowfish and cast ciphers from `Ciphers`.");
+const WEAK_MACS: Check = Check::new("sshd-weak-macs", "SSH offers no weak MAC algorithms", Severity::High)
+    .reference("CIS 5.2.14")
+    .remediation("Remove MD5, 96-bit and umac-64 MACs from `MACs`.");
+
+const CHECKS: [&Check; 12] = [
+    &ROOT_LOGIN,
+    &EMPTY_PASSWORDS,
+    &HOSTBASED,
+    &IGNORE_RHOSTS,
+    &USER_ENVIRONMENT,
+    &X11_FORWARDING,
+    &MAX_AUTH_TRIES,
+    &LOG_LEVEL,
+    &LOGIN_GRACE_TIME,
+    &CLIENT_ALIVE,
+    &WEAK_CIPHERS,
+    &WEAK_MACS,
+];
+
+const WEAK_CIPHER_NAMES: &[&str] = &[
+    "3des-cbc",
+    "aes128-cbc",
+    "aes192-cbc",
+    "aes256-cbc",
+    "arcfour",
+    "arcfour128",
+    "arcfour256",
+    "blowfish-cbc",
+    "cast128-cbc",
+    "rijndael-cbc@lysator.liu.se",
+];
+const WEAK_MAC_NAMES: &[&str] = &[
+    "hmac-md5",
+    "hmac-md5-96",
+    "hmac-md5-etm@openssh.com",
+    "hmac-md5-96-etm@openssh.com",
+    "hmac-sha1-96",
+    "hmac-sha1-96-etm@openssh.com",
+    "hmac-ripemd160",
+    "umac-64@openssh.com",
+    "umac-64-etm@openssh.com",
+];
+
+struct SshdHardening;
+
+impl Plugin for SshdHardening {
+    fn describe() -> PluginInfo {
+        PluginInfo::new(
+            "sshd-hardening",
+            env!("CARGO_PKG_VERSION"),
+            "Checks the effective OpenSSH server configuration against CIS benchmark items",
+        )
+        .checks(CHECKS)
+        .config_option("config_path", ValueKind::Text, "sshd_config to assess (default /etc/ssh/sshd_config)")
+        .config_option("max_auth_tries", ValueKind::Integer, "highest acceptable MaxAuthTries (default 4)")
+        .config_option(
+            "max_client_alive_interval",
+            ValueKind::Integer,
+            "highest acceptable ClientAliveInterval in seconds (default 900)",
+        )
+        .config_option("skip", ValueKind::TextList, "check ids not to run")
+    }
+
+    fn run() -> Result<RunSummary, RunError> {
+        let path = config::string_or("config_path", "/etc/ssh/sshd_config")?;
+        let max_tries = config::integer_or("max_auth_tries", 4)?;
+        let max_alive = config::integer_or("max_client_alive_interval", 900)?;
+        let skip = config::string_list_or_empty("skip")?;
+
+        let parsed = match sshd_config::parse(&HostFiles, &path) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => {
+                for check in CHECKS {
+                    check
+                        .skipped(format!("{path} does not exist: no SSH server to assess"))
+                        .emit()?;
+                }
+                return Ok(RunSummary::with_note(format!("{path} not found")));
+            }
+            Err(e) => {
+                for check in CHECKS {
+                    check.error(format!("cannot read the SSH configuration: {e}")).emit()?;
+                }
+                return Ok(RunSummary::with_note(e));
+            }
+        };
+
+        for check in CHECKS {
+            if skip.iter().any(|s| s == check.id) {
+                check.skipped("disabled by configuration (`skip`)").emit()?;
+                continue;
+            }
+            let verdict = match check.id {
+                "sshd-permit-root-login" => exact(&parsed, "PermitRootLogin", "prohibit-password", &["no"]),
+                "sshd-permit-empty-passwords" => exact(&parsed, "PermitEmptyPasswords", "no", &["no"]),
+                "sshd-hostbased-authentication" => exact(&parsed, "HostbasedAuthentication", "no", &["no"]),
+                "sshd-ignore-rhosts" => exact(&parsed, "IgnoreRhosts", "yes", &["yes"]),
+                "sshd-permit-user-environment" => exact(&parsed, "PermitUserEnvironment", "no", &["no"]),
+                "sshd-x11-forwarding" => exact(&parsed, "X11Forwarding", "no", &["no"]),
+                "sshd-log-level" => exact(&parsed, "LogLevel", "INFO", &["info", "verbose"]),
+                "sshd-max-auth-tries" => judged(&parsed, "MaxAuthTries", "6", |v| {
+                    v.parse::<i64>().ok().map(|n| (n <= max_tries, format!("at most {max_tries}")))
+                }),
+                "sshd-login-grace-time" => judged(&parsed, "LoginGraceTime", "120", |v| {
+                    parse_time(v).map(|s| (s > 0 && s <= 60, "between 1 and 60 seconds".to_string()))
+                }),
+                "sshd-client-alive-interval" => judged(&parsed, "ClientAliveInterval", "0", |v| {
+                    parse_time(v).map(|s| {
+                        (
+                            s > 0 && s as i64 <= max_alive,
+                            format!("between 1 and {max_alive} seconds"),
+                        )
+                    })
+                }),
+                "sshd-weak-ciphers" => algorithms(&parsed, "Ciphers", WEAK_CIPHER_NAMES),
+                "sshd-weak-macs" => algorithms(&parsed, "MACs", WEAK_MAC_NAMES),
+                _ => continue,
+            };
+            let finding = check
+                .verdict(verdict.ok, verdict.message)
+                .evidence("configured", &verdict.observed)
+                .evidence("source", &verdict.source)
+                .evidence("expected", &verdict.expected);
+            let finding = verdict
+                .overrides
+                .iter()
+                .fold(finding, |f, d| f.evidence("match-override", describe_override(d)));
+            finding.evidence("files", parsed.files.join(", ")).emit()?;
+        }
+        Ok(RunSummary::default())
+    }
+}
+
+register!(SshdHardening);
+
+struct Verdict {
+    ok: bool,
+    message: String,
+    observed: String,
+    source: String,
+    expected: String,
+    /// Match-block lines that set the keyword to a failing value.
+    overrides: Vec<Directive>,
+}
+
+/// The global value of `keyword` (or sshd's default), judged by `judge`,
+/// and every Match block that overrides it with a failing value.
+fn judged(
+    parsed: &SshdConfig,
+    keyword: &str,
+    default: &str,
+    judge: impl Fn(&str) -> Option<(bool, String)>,
+) -> Verdict {
+    let (observed, source) = match parsed.global(keyword) {
+        Some(d) => (d.value.clone(), d.source.clone()),
+        None => (default.to_string(), "OpenSSH default".to_string()),
+    };
+    let (global_ok, expected) = match judge(&observed) {
+        Some(j) => j,
+        None => (false, format!("a valid {keyword} value")),
+    };
+    let overrides: Vec<Directive> = parsed
+        .in_match_blocks(keyword)
+        .filter(|d| !judge(&d.value).is_some_and(|(ok, _)| ok))
+        .cloned()
+        .collect();
+    let ok = global_ok && overrides.is_empty();
+    let message = if !global_ok {
+        format!("{keyword} is {observed} ({source}); expected {expected}")
+    } else if !overrides.is_empty() {
+        format!(
+            "{keyword} is {observed} globally but {} Match block(s) override it",
+            overrides.len()
+        )
+    } else {
+        format!("{keyword} is {observed} ({source})")
+    };
+    Verdict {
+        ok,
+        message,
+        observed,
+        source,
+        expected,
+        overrides,
+    }
+}
+
+fn exact(parsed: &SshdConfig, keyword: &str, default: &str, allowed: &[&str]) -> Verdict {
+    let expected = allowed.join(" or ");
+    judged(parsed, keyword, default, |v| {
+        Some((allowed.iter().any(|a| a.eq_ignore_ascii_case(v)), expected.clone()))
+    })
+}
+
+/// Algorithm lists: the defaults of current OpenSSH contain no weak
+/// algorithm; a configured list fails when it names one (a `-` prefix removes
+/// algorithms from the default and is always fine).
+fn algorithms(parsed: &SshdConfig, keyword: &str, weak: &[&str]) -> Verdict {
+    judged(parsed, keyword, "OpenSSH defaults", |v| {
+        if v == "OpenSSH defaults" || v.starts_with('-') {
+            return Some((true, "no weak algorithm".to_string()));
+        }
+        let list = v.trim_start_matches(['+', '^']);
+        let bad: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|a| weak.iter().any(|w| w.eq_ignore_ascii_case(a)))
+            .collect();
+        Some((
+            bad.is_empty(),
+            if bad.is_empty() {
+                "no weak algorithm".to_string()
+            } else {
+                format!("no weak algorithm (found {})", bad.join(", "))
+            },
+        ))
+    })
+}
+
+fn describe_override(d: &Directive) -> String {
+    format!(
+        "Match {} sets {} {} ({})",
+        d.match_block.as_deref().unwrap_or(""),
+        d.keyword,
+        d.value,
+        d.source
+    )
+}
+
+/// Reads configuration files through the host's `target` interface.
+struct HostFiles;
+
+impl Files for HostFiles {
+    fn read(&self, path: &str) -> Result<Option<String>, String> {
+        target::read_optional(path).map_err(|e: AccessError| e.explain())
+    }
+
+    fn list(&self, dir: &str) -> Result<Option<Vec<String>>, String> {
+        match target::list_dir(dir) {
+            Ok(entries) => Ok(Some(entries.into_iter().map(|e| e.name).collect())),
+            Err(AccessError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.explain()),
+        }
+    }
+}

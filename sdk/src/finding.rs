@@ -1,0 +1,134 @@
+//! Checks and the finding builder.
+
+use crate::bindings::assessment::plugin::results;
+use crate::{CheckInfo, EmitError, Evidence, Finding, Severity, Status};
+
+/// A check a plugin performs. Declare checks as constants, announce them in
+/// [`crate::Plugin::describe`] and emit their verdicts with
+/// [`Check::pass`], [`Check::fail`], [`Check::error`] or [`Check::skipped`].
+#[derive(Debug, Clone, Copy)]
+pub struct Check {
+    /// Stable identifier, unique within the plugin.
+    pub id: &'static str,
+    /// One-line human title.
+    pub title: &'static str,
+    /// Severity of a failure.
+    pub severity: Severity,
+    /// The benchmark item implemented, e.g. `CIS 5.2.10`.
+    pub reference: Option<&'static str>,
+    /// What to do about a failure; attached to every failing finding.
+    pub remediation: Option<&'static str>,
+}
+
+impl Check {
+    /// A check with an id, a title and the severity of a failure.
+    pub const fn new(id: &'static str, title: &'static str, severity: Severity) -> Self {
+        Check {
+            id,
+            title,
+            severity,
+            reference: None,
+            remediation: None,
+        }
+    }
+
+    /// The benchmark item this check implements.
+    pub const fn reference(mut self, reference: &'static str) -> Self {
+        self.reference = Some(reference);
+        self
+    }
+
+    /// What an operator should do when the check fails.
+    pub const fn remediation(mut self, remediation: &'static str) -> Self {
+        self.remediation = Some(remediation);
+        self
+    }
+
+    /// The description `describe` announces.
+    pub fn info(&self) -> CheckInfo {
+        CheckInfo {
+            id: self.id.to_string(),
+            title: self.title.to_string(),
+            severity: self.severity,
+            reference: self.reference.map(str::to_string),
+        }
+    }
+
+    /// A finding with the given status.
+    pub fn finding(&self, status: Status, message: impl Into<String>) -> FindingBuilder {
+        let remediation = match status {
+            Status::Fail => self.remediation.map(str::to_string),
+            _ => None,
+        };
+        FindingBuilder {
+            finding: Finding {
+                check_id: self.id.to_string(),
+                title: self.title.to_string(),
+                status,
+                severity: self.severity,
+                message: message.into(),
+                evidence: Vec::new(),
+                remediation,
+            },
+        }
+    }
+
+    /// The system meets the requirement.
+    pub fn pass(&self, message: impl Into<String>) -> FindingBuilder {
+        self.finding(Status::Pass, message)
+    }
+
+    /// The system does not meet the requirement.
+    pub fn fail(&self, message: impl Into<String>) -> FindingBuilder {
+        self.finding(Status::Fail, message)
+    }
+
+    /// No verdict could be reached.
+    pub fn error(&self, message: impl Into<String>) -> FindingBuilder {
+        self.finding(Status::Error, message)
+    }
+
+    /// The check does not apply or was disabled.
+    pub fn skipped(&self, message: impl Into<String>) -> FindingBuilder {
+        self.finding(Status::Skipped, message)
+    }
+
+    /// `pass` when `ok`, `fail` otherwise, with the same message.
+    pub fn verdict(&self, ok: bool, message: impl Into<String>) -> FindingBuilder {
+        self.finding(if ok { Status::Pass } else { Status::Fail }, message)
+    }
+}
+
+/// A finding under construction. Finish it with [`FindingBuilder::emit`].
+#[derive(Debug, Clone)]
+#[must_use = "a finding does nothing until it is emitted"]
+pub struct FindingBuilder {
+    finding: Finding,
+}
+
+impl FindingBuilder {
+    /// Attach one piece of evidence.
+    pub fn evidence(mut self, key: impl Into<String>, value: impl ToString) -> Self {
+        self.finding.evidence.push(Evidence {
+            key: key.into(),
+            value: value.to_string(),
+        });
+        self
+    }
+
+    /// Set (or replace) the remediation text.
+    pub fn remediation(mut self, remediation: impl Into<String>) -> Self {
+        self.finding.remediation = Some(remediation.into());
+        self
+    }
+
+    /// The finding as built so far (for tests of plugin logic).
+    pub fn build(self) -> Finding {
+        self.finding
+    }
+
+    /// Hand the finding to the host. Once this returns `Ok`, the host owns it.
+    pub fn emit(self) -> Result<(), EmitError> {
+        results::emit(&self.finding)
+    }
+}

@@ -1,0 +1,76 @@
+//! Test plugin: exercises one host capability per configured action and
+//! reports the outcome as a finding, so the end-to-end tests can check what
+//! was granted and what was denied.
+//!
+//! `actions` is a list of `kind:argument` strings:
+//! `read-file:/path`, `stat:/path`, `list-dir:/path`, `host-facts:`,
+//! `env-var:NAME`, `run-command:/abs/program arg1 arg2`, `config:key`.
+//! Each action emits one finding with check id `probe`: `pass` with the
+//! result as evidence `output`, or `error` with evidence `error-kind`
+//! (`denied`, `not-found`, `invalid`, `too-large`, `io`).
+
+use assessment_sdk::{
+    AccessError, Check, Plugin, PluginInfo, RunError, RunSummary, Severity, ValueKind, config,
+    register, target,
+};
+
+const PROBE: Check = Check::new("probe", "Capability probe", Severity::Info);
+
+struct Probe;
+
+impl Plugin for Probe {
+    fn describe() -> PluginInfo {
+        PluginInfo::new("probe", "0.1.0", "Exercises host capabilities for tests")
+            .check(&PROBE)
+            .config_option("actions", ValueKind::TextList, "capability calls to make")
+            .config_option("greeting", ValueKind::Text, "a value read back by `config:greeting`")
+            .config_option("count", ValueKind::Integer, "a value read back by `config:count`")
+            .config_option("ratio", ValueKind::Float, "a value read back by `config:ratio`")
+            .config_option("enabled", ValueKind::Boolean, "a value read back by `config:enabled`")
+    }
+
+    fn run() -> Result<RunSummary, RunError> {
+        for action in config::string_list_or_empty("actions")? {
+            let (kind, arg) = action.split_once(':').unwrap_or((action.as_str(), ""));
+            let outcome: Result<String, AccessError> = match kind {
+                "read-file" => target::read_to_string(arg),
+                "stat" => target::stat(arg).map(|s| {
+                    format!("kind={:?} mode={} uid={} gid={} size={}", s.kind, target::mode_string(s.mode), s.uid, s.gid, s.size)
+                }),
+                "list-dir" => target::list_dir(arg)
+                    .map(|es| es.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(",")),
+                "host-facts" => target::host_facts().map(|f| {
+                    format!("hostname={} os={} os-id={} arch={} kernel={}", f.hostname, f.os, f.os_id, f.arch, f.kernel_release)
+                }),
+                "env-var" => target::env_var(arg).map(|v| v.unwrap_or_else(|| "<unset>".to_string())),
+                "run-command" => {
+                    let mut words = arg.split_whitespace();
+                    let program = words.next().unwrap_or_default();
+                    let args: Vec<&str> = words.collect();
+                    target::run_command(program, &args).map(|o| {
+                        format!("exit={:?} stdout={}", o.exit_code, String::from_utf8_lossy(&o.stdout).trim())
+                    })
+                }
+                "config" => Ok(format!("{:?}", config::get(arg))),
+                other => return Err(RunError::InvalidConfig(format!("unknown action kind `{other}`"))),
+            };
+            let finding = match outcome {
+                Ok(output) => PROBE.pass(action.clone()).evidence("output", output),
+                Err(e) => {
+                    let kind = match &e {
+                        AccessError::Denied(_) => "denied",
+                        AccessError::NotFound(_) => "not-found",
+                        AccessError::Invalid(_) => "invalid",
+                        AccessError::TooLarge(_) => "too-large",
+                        AccessError::Io(_) => "io",
+                    };
+                    PROBE.error(action.clone()).evidence("error-kind", kind).evidence("error", e.explain())
+                }
+            };
+            finding.evidence("action", &action).emit()?;
+        }
+        Ok(RunSummary::with_note("probe done"))
+    }
+}
+
+register!(Probe);
