@@ -1,0 +1,25 @@
+//! Assessment Runtime: runs compliance and security assessment plugins as
+//! sandboxed WebAssembly components.
+//!
+//! The pieces, one concern each (see `ARCHITECTURE.md`):
+//! - [`agent_config`]: the operator's TOML configuration, validated on load;
+//! - [`policy`]: what a plugin is granted and the bounds of one run;
+//! - [`plugins`]: reading a component, its identity and ABI compatibility;
+//! - [`engine`]: the one wasmtime engine, compilation and the epoch ticker;
+//! - [`bindings`]: the host side of the WIT plugin ABI;
+//! - [`capabilities`]: one module per WIT interface the plugins import;
+//! - [`runner`]: one plugin, one job, limits and traps turned into job errors;
+//! - [`scheduler`]: configured plugins to jobs (here: one cycle);
+//! - [`report`]: the results of a cycle as a table or a JSON document;
+//! - [`cli`]: the `assessment-runtime` command line.
+
+pub mod agent_config;
+pub mod bindings;
+pub mod capabilities;
+pub mod cli;
+pub mod engine;
+pub mod plugins;
+pub mod policy;
+pub mod report;
+pub mod runner;
+pub mod scheduler;

@@ -1,0 +1,488 @@
+//! The operator's agent configuration file (TOML): where the assessed
+//! system is, which plugins run, with which configuration values, grants,
+//! limits and schedules.
+//!
+//! Loading validates everything that can be checked without the plugins
+//! themselves and fails with an error naming the field. What needs the plugin
+//! (its component, the keys it accepts, whether a granted path exists) is
+//! checked per plugin when it is prepared, so one bad plugin never stops the
+//! others.
+//!
+//! ```toml
+//! [runtime]
+//! assessment_root = "/"          # or a mounted image / directory tree
+//! max_concurrent_jobs = 2
+//!
+//! [[plugin]]
+//! name = "sshd-hardening"
+//! path = "plugins/sshd_hardening.wasm"   # relative to this file
+//! schedule = { every = "6h" }            # or { cron = "0 3 * * *" }
+//! config = { max_auth_tries = 4 }
+//! grants = { read = ["/etc/ssh"] }
+//! limits = { memory_mib = 64, timeout = "30s" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::policy::{GrantSet, Limits, ceilings};
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the agent configuration {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("invalid agent configuration {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line, column and key.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid agent configuration {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Names the field and the fix.
+        message: String,
+    },
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    runtime: RawRuntime,
+    #[serde(default)]
+    plugin: Vec<RawPlugin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    #[serde(default = "default_root")]
+    assessment_root: PathBuf,
+    #[serde(default = "default_concurrency")]
+    max_concurrent_jobs: usize,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+impl Default for RawRuntime {
+    fn default() -> Self {
+        RawRuntime {
+            assessment_root: default_root(),
+            max_concurrent_jobs: default_concurrency(),
+            limits: RawLimits::default(),
+        }
+    }
+}
+
+fn default_root() -> PathBuf {
+    PathBuf::from("/")
+}
+
+fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    name: String,
+    path: PathBuf,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    schedule: Option<RawSchedule>,
+    #[serde(default)]
+    config: toml::Table,
+    #[serde(default)]
+    grants: RawGrants,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrants {
+    #[serde(default)]
+    host_facts: bool,
+    #[serde(default)]
+    read: Vec<String>,
+    #[serde(default)]
+    commands: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory_mib: Option<u64>,
+    timeout: Option<String>,
+    max_findings: Option<u32>,
+    log_kib: Option<u64>,
+    max_file_kib: Option<u64>,
+    command_timeout: Option<String>,
+    command_output_kib: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    every: Option<String>,
+    cron: Option<String>,
+}
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The file it was loaded from.
+    pub source: PathBuf,
+    /// Where the assessed system's `/` is.
+    pub assessment_root: PathBuf,
+    /// How many plugin runs may be in flight at once.
+    pub max_concurrent_jobs: usize,
+    /// The configured plugins, enabled or not, in file order.
+    pub plugins: Vec<PluginSpec>,
+}
+
+/// One configured plugin.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// The name the operator gave it; the component must describe itself
+    /// with the same name.
+    pub name: String,
+    /// The component file (absolute).
+    pub path: PathBuf,
+    /// Disabled plugins are listed but never run.
+    pub enabled: bool,
+    /// When it runs in daemon mode.
+    pub schedule: Option<Schedule>,
+    /// Configuration values passed to the plugin, by key.
+    pub config: BTreeMap<String, ConfigValue>,
+    /// What it may reach.
+    pub grants: GrantSet,
+    /// The bounds of one run.
+    pub limits: Limits,
+}
+
+/// A configuration value passed to a plugin.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    /// A string.
+    Text(String),
+    /// An integer.
+    Integer(i64),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Boolean(bool),
+    /// A list of strings.
+    TextList(Vec<String>),
+}
+
+/// When a plugin runs.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    /// At a fixed interval.
+    Every(Duration),
+    /// On a cron expression (five fields, or six with seconds).
+    Cron(Box<croner::Cron>),
+}
+
+impl AgentConfig {
+    /// Read and validate `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = if base.as_os_str().is_empty() { Path::new(".") } else { base };
+        Self::parse(&text, path, base)
+    }
+
+    /// Validate configuration `text`; relative plugin paths are taken
+    /// relative to `base`. `source` only names the file in errors.
+    pub fn parse(text: &str, source: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: source.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: source.to_path_buf(),
+            message,
+        };
+
+        if raw.runtime.max_concurrent_jobs == 0 || raw.runtime.max_concurrent_jobs > 256 {
+            return Err(invalid(format!(
+                "runtime.max_concurrent_jobs = {}: must be between 1 and 256",
+                raw.runtime.max_concurrent_jobs
+            )));
+        }
+        if !raw.runtime.assessment_root.is_absolute() {
+            return Err(invalid(format!(
+                "runtime.assessment_root = {:?}: must be an absolute path",
+                raw.runtime.assessment_root
+            )));
+        }
+        let defaults = resolve_limits("runtime.limits", &raw.runtime.limits, &Limits::default()).map_err(invalid)?;
+
+        let mut plugins = Vec::with_capacity(raw.plugin.len());
+        for (i, p) in raw.plugin.into_iter().enumerate() {
+            let field = format!("plugin[{i}]");
+            if !valid_plugin_name(&p.name) {
+                return Err(invalid(format!(
+                    "{field}.name = {:?}: use lowercase letters, digits and `-` (e.g. \"sshd-hardening\")",
+                    p.name
+                )));
+            }
+            if plugins.iter().any(|q: &PluginSpec| q.name == p.name) {
+                return Err(invalid(format!(
+                    "{field}.name = {:?}: another plugin already has this name",
+                    p.name
+                )));
+            }
+            let field = format!("plugin[{i}] ({})", p.name);
+            let grants = GrantSet::from_config(
+                &format!("{field}.grants"),
+                p.grants.host_facts,
+                &p.grants.read,
+                &p.grants.commands,
+                &p.grants.env,
+            )
+            .map_err(invalid)?;
+            let limits = resolve_limits(&format!("{field}.limits"), &p.limits, &defaults).map_err(invalid)?;
+            let schedule = p
+                .schedule
+                .map(|s| resolve_schedule(&format!("{field}.schedule"), s))
+                .transpose()
+                .map_err(invalid)?;
+            let config = p
+                .config
+                .into_iter()
+                .map(|(key, value)| {
+                    config_value(&value)
+                        .map(|v| (key.clone(), v))
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "{field}.config.{key}: plugins accept strings, integers, floats, booleans and lists of strings, not {}",
+                                value.type_str()
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            let path = if p.path.is_absolute() { p.path } else { base.join(p.path) };
+            plugins.push(PluginSpec {
+                name: p.name,
+                path,
+                enabled: p.enabled,
+                schedule,
+                config,
+                grants,
+                limits,
+            });
+        }
+
+        Ok(AgentConfig {
+            source: source.to_path_buf(),
+            assessment_root: raw.runtime.assessment_root,
+            max_concurrent_jobs: raw.runtime.max_concurrent_jobs,
+            plugins,
+        })
+    }
+}
+
+fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn config_value(value: &toml::Value) -> Option<ConfigValue> {
+    Some(match value {
+        toml::Value::String(s) => ConfigValue::Text(s.clone()),
+        toml::Value::Integer(i) => ConfigValue::Integer(*i),
+        toml::Value::Float(f) => ConfigValue::Float(*f),
+        toml::Value::Boolean(b) => ConfigValue::Boolean(*b),
+        toml::Value::Array(items) => ConfigValue::TextList(
+            items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        toml::Value::Datetime(_) | toml::Value::Table(_) => return None,
+    })
+}
+
+fn duration(field: &str, text: &str, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{field} = {text:?}: {e} (write durations like \"30s\", \"5m\", \"6h\")"))?;
+    if d.is_zero() || d > max {
+        return Err(format!(
+            "{field} = {text:?}: must be more than 0 and at most {}",
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn bounded<T: PartialOrd + Copy + std::fmt::Display + From<u8>>(field: &str, value: T, max: T) -> Result<T, String> {
+    if value < T::from(1) || value > max {
+        return Err(format!("{field} = {value}: must be between 1 and {max}"));
+    }
+    Ok(value)
+}
+
+fn resolve_limits(field: &str, raw: &RawLimits, base: &Limits) -> Result<Limits, String> {
+    let mut limits = base.clone();
+    if let Some(v) = raw.memory_mib {
+        limits.memory_bytes = bounded(&format!("{field}.memory_mib"), v, ceilings::MEMORY_MIB)? << 20;
+    }
+    if let Some(v) = &raw.timeout {
+        limits.timeout = duration(&format!("{field}.timeout"), v, ceilings::TIMEOUT)?;
+    }
+    if let Some(v) = raw.max_findings {
+        limits.max_findings = bounded(&format!("{field}.max_findings"), v, ceilings::MAX_FINDINGS)?;
+    }
+    if let Some(v) = raw.log_kib {
+        limits.log_bytes = bounded(&format!("{field}.log_kib"), v, ceilings::LOG_KIB)? << 10;
+    }
+    if let Some(v) = raw.max_file_kib {
+        limits.max_file_bytes = bounded(&format!("{field}.max_file_kib"), v, ceilings::MAX_FILE_KIB)? << 10;
+    }
+    if let Some(v) = &raw.command_timeout {
+        limits.command_timeout = duration(&format!("{field}.command_timeout"), v, ceilings::COMMAND_TIMEOUT)?;
+    }
+    if let Some(v) = raw.command_output_kib {
+        limits.command_output_bytes =
+            bounded(&format!("{field}.command_output_kib"), v, ceilings::COMMAND_OUTPUT_KIB)? << 10;
+    }
+    Ok(limits)
+}
+
+fn resolve_schedule(field: &str, raw: RawSchedule) -> Result<Schedule, String> {
+    match (raw.every, raw.cron) {
+        (Some(every), None) => Ok(Schedule::Every(duration(
+            &format!("{field}.every"),
+            &every,
+            Duration::from_secs(366 * 86_400),
+        )?)),
+        (None, Some(cron)) => croner::Cron::from_str(&cron)
+            .map(|c| Schedule::Cron(Box::new(c)))
+            .map_err(|e| format!("{field}.cron = {cron:?}: {e} (e.g. \"0 3 * * *\" for 03:00 every day)")),
+        _ => Err(format!(
+            "{field}: set exactly one of `every` (e.g. \"6h\") or `cron` (e.g. \"0 3 * * *\")"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(text, Path::new("agent.toml"), Path::new("/opt/agent"))
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_complete_configuration_loads() {
+        let c = parse(
+            r#"
+            [runtime]
+            assessment_root = "/mnt/image"
+            max_concurrent_jobs = 3
+            limits = { timeout = "20s" }
+
+            [[plugin]]
+            name = "sshd-hardening"
+            path = "plugins/sshd.wasm"
+            schedule = { cron = "0 3 * * *" }
+            config = { max_auth_tries = 3, skip = ["sshd-log-level"], strict = true, ratio = 0.5, label = "x" }
+            grants = { read = ["/etc/ssh/"], commands = ["/usr/sbin/sshd"], env = ["LANG"], host_facts = true }
+            limits = { memory_mib = 32 }
+
+            [[plugin]]
+            name = "kernel-params"
+            path = "/abs/kernel.wasm"
+            enabled = false
+            schedule = { every = "6h" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.assessment_root, Path::new("/mnt/image"));
+        assert_eq!(c.max_concurrent_jobs, 3);
+        let p = &c.plugins[0];
+        assert_eq!(p.path, Path::new("/opt/agent/plugins/sshd.wasm"));
+        assert_eq!(p.limits.memory_bytes, 32 << 20);
+        assert_eq!(p.limits.timeout, Duration::from_secs(20), "runtime defaults apply");
+        assert_eq!(p.grants.read, vec![PathBuf::from("/etc/ssh")]);
+        assert_eq!(p.config["max_auth_tries"], ConfigValue::Integer(3));
+        assert_eq!(p.config["skip"], ConfigValue::TextList(vec!["sshd-log-level".into()]));
+        assert!(matches!(p.schedule, Some(Schedule::Cron(_))));
+        assert_eq!(c.plugins[1].path, Path::new("/abs/kernel.wasm"));
+        assert!(!c.plugins[1].enabled);
+        assert!(matches!(c.plugins[1].schedule, Some(Schedule::Every(d)) if d == Duration::from_secs(6 * 3600)));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nfoo = 1\n", "unknown field `foo`"),
+            ("[runtime]\nmax_concurrent_jobs = 0\n", "runtime.max_concurrent_jobs"),
+            ("[runtime]\nassessment_root = \"rel\"\n", "runtime.assessment_root"),
+            ("[[plugin]]\nname = \"A b\"\npath = \"a.wasm\"\n", "plugin[0].name"),
+            (
+                "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\n[[plugin]]\nname = \"a\"\npath = \"b.wasm\"\n",
+                "plugin[1].name = \"a\": another plugin",
+            ),
+            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\ngrants = { read = [\"etc\"] }\n", "plugin[0] (a).grants.read[0]"),
+            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nlimits = { memory_mib = 0 }\n", "plugin[0] (a).limits.memory_mib"),
+            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nlimits = { memory_mib = 100000 }\n", "between 1 and 4096"),
+            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nlimits = { timeout = \"soon\" }\n", "plugin[0] (a).limits.timeout"),
+            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nlimits = { timeout = \"2h\" }\n", "at most 1h"),
+            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nschedule = {}\n", "exactly one of `every`"),
+            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nschedule = { cron = \"61 * * * *\" }\n", "plugin[0] (a).schedule.cron"),
+            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nconfig = { t = { x = 1 } }\n", "plugin[0] (a).config.t"),
+            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nconfig = { l = [1, 2] }\n", "plugin[0] (a).config.l"),
+            ("[[plugin]]\nname = \"a\"\n", "missing field `path`"),
+            ("this is not toml", "invalid agent configuration agent.toml"),
+        ];
+        for (text, expected) in cases {
+            let e = error(text);
+            assert!(e.contains(expected), "{text:?}: expected {expected:?} in: {e}");
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_an_empty_configuration() {
+        let c = parse("").unwrap();
+        assert!(c.plugins.is_empty());
+        assert_eq!(c.assessment_root, Path::new("/"));
+    }
+}

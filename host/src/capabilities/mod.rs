@@ -1,0 +1,203 @@
+//! What a plugin instance can reach: one module per WIT interface, each with
+//! its own context, all held by [`PluginState`], the data of one store.
+//!
+//! WASI is linked because Rust's standard library for `wasm32-wasip2`
+//! imports it, but with nothing reachable: no preopened directory, no
+//! environment, no arguments, no sockets or name lookups, an empty stdin,
+//! and stdout/stderr routed to the plugin's bounded log.
+
+pub mod config;
+pub mod log;
+pub mod results;
+pub mod target;
+
+use std::fmt;
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::latest::{Assessment, assessment::plugin::types};
+
+/// Who is running: attached to every log line and denial.
+#[derive(Debug, Clone)]
+pub struct JobLabels {
+    /// Plugin name.
+    pub plugin: String,
+    /// Plugin version.
+    pub version: String,
+    /// Component digest.
+    pub digest: String,
+    /// This run.
+    pub job_id: String,
+}
+
+impl fmt::Display for JobLabels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{} job {}", self.plugin, self.version, self.job_id)
+    }
+}
+
+/// The data of one plugin instance's store.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// `assessment:plugin/config`.
+    pub config: config::ConfigCtx,
+    /// `assessment:plugin/target`.
+    pub target: target::TargetCtx,
+    /// `assessment:plugin/results`.
+    pub results: results::ResultsCtx,
+    /// `assessment:plugin/log`, plus stdout and stderr.
+    pub log: Arc<log::LogSink>,
+    /// Linear-memory accounting.
+    pub limiter: MemoryLimiter,
+}
+
+impl PluginState {
+    /// A state for one instance. stdout and stderr go to `log`.
+    pub fn new(
+        config: config::ConfigCtx,
+        target: target::TargetCtx,
+        results: results::ResultsCtx,
+        log: Arc<log::LogSink>,
+        memory_bytes: u64,
+    ) -> Self {
+        let wasi = WasiCtx::builder()
+            .stdout(log::PluginOutput::new(log.clone(), log::Stream::Stdout))
+            .stderr(log::PluginOutput::new(log.clone(), log::Stream::Stderr))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        PluginState {
+            wasi,
+            table: ResourceTable::new(),
+            config,
+            target,
+            results,
+            log,
+            limiter: MemoryLimiter::new(memory_bytes),
+        }
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for PluginState {}
+
+/// Link WASI (with nothing reachable) and the plugin ABI.
+pub fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    Assessment::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |state| state)
+}
+
+/// Caps the linear memory of all memories of an instance together and
+/// records that the cap was hit, so the trap can be reported as such.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    max_bytes: usize,
+    used_bytes: usize,
+    /// The instance tried to grow past the cap.
+    pub hit: bool,
+}
+
+/// Table elements an instance may have (function tables stay small; this
+/// only stops a plugin from exhausting host memory through tables).
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl MemoryLimiter {
+    /// A limiter for `max_bytes` of linear memory.
+    pub fn new(max_bytes: u64) -> Self {
+        MemoryLimiter {
+            max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+            used_bytes: 0,
+            hit: false,
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.used_bytes.saturating_sub(current).saturating_add(desired);
+        if total > self.max_bytes {
+            self.hit = true;
+            wasmtime::bail!(
+                "memory limit reached: growing linear memory to {} MiB exceeds the {} MiB limit",
+                total >> 20,
+                self.max_bytes >> 20
+            );
+        }
+        self.used_bytes = total;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Replace control characters (newlines, escape sequences) so that
+/// plugin-supplied text can neither forge log lines nor drive a terminal.
+pub fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_capped_across_memories() {
+        let mut l = MemoryLimiter::new(10 << 20);
+        assert!(l.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(l.memory_growing(0, 4 << 20, None).unwrap(), "a second memory");
+        assert!(l.memory_growing(4 << 20, 6 << 20, None).is_err(), "12 MiB in total");
+        assert!(l.hit);
+    }
+
+    #[test]
+    fn sanitize_removes_control_characters() {
+        assert_eq!(sanitize("a\nb\x1b[31mc\td"), "a\u{fffd}b\u{fffd}[31mc\td");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+    use crate::policy::{GrantSet, Limits};
+
+    pub fn labels() -> Arc<JobLabels> {
+        Arc::new(JobLabels {
+            plugin: "test".into(),
+            version: "0.0.0".into(),
+            digest: "sha256:00".into(),
+            job_id: "job-1".into(),
+        })
+    }
+
+    fn state(config: config::ConfigCtx, target: target::TargetCtx) -> PluginState {
+        let log = Arc::new(log::LogSink::new(labels(), 1024));
+        PluginState::new(config, target, results::ResultsCtx::default(), log, 1 << 20)
+    }
+
+    pub fn state_with_target(target: target::TargetCtx) -> PluginState {
+        state(config::ConfigCtx::default(), target)
+    }
+
+    pub fn state_with_config(config: config::ConfigCtx) -> PluginState {
+        let target = target::TargetCtx::open(labels(), std::path::Path::new("/"), GrantSet::default(), Limits::default())
+            .unwrap();
+        state(config, target)
+    }
+}

@@ -1,0 +1,290 @@
+//! The policy of one plugin: what it may reach ([`GrantSet`]) and the bounds
+//! of one run ([`Limits`]). Both are validated when the configuration is
+//! loaded, before any instance exists; every capability asks the grant set
+//! before it touches anything.
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+/// A request the policy refuses, before any resource is touched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The request is well formed but not granted.
+    #[error("{0}")]
+    Denied(String),
+    /// The request is malformed (relative path, `..`, bad name).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What the operator granted to one plugin. Nothing is granted by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantSet {
+    /// `target.facts`.
+    pub host_facts: bool,
+    /// Paths of the assessed system (absolute, normalised) that may be read,
+    /// with everything below them.
+    pub read: Vec<PathBuf>,
+    /// Absolute program paths that may be run.
+    pub commands: BTreeSet<String>,
+    /// Environment variables of the host process that may be read.
+    pub env: BTreeSet<String>,
+}
+
+impl GrantSet {
+    /// Validate and normalise the grants as written by the operator. `field`
+    /// names the configuration field in errors (e.g. `plugin[0].grants`).
+    pub fn from_config(
+        field: &str,
+        host_facts: bool,
+        read: &[String],
+        commands: &[String],
+        env: &[String],
+    ) -> Result<Self, String> {
+        let mut grants = GrantSet {
+            host_facts,
+            ..GrantSet::default()
+        };
+        for (i, path) in read.iter().enumerate() {
+            let normalised = normalise_absolute(path).map_err(|e| {
+                format!("{field}.read[{i}] = {path:?}: {e} (grant absolute paths such as \"/etc/ssh\")")
+            })?;
+            grants.read.push(normalised);
+        }
+        for (i, command) in commands.iter().enumerate() {
+            let normalised = normalise_absolute(command).map_err(|e| {
+                format!("{field}.commands[{i}] = {command:?}: {e} (grant absolute program paths such as \"/usr/sbin/sysctl\")")
+            })?;
+            if normalised == Path::new("/") {
+                return Err(format!("{field}.commands[{i}]: \"/\" is not a program"));
+            }
+            grants.commands.insert(normalised.to_string_lossy().into_owned());
+        }
+        for (i, name) in env.iter().enumerate() {
+            if !valid_env_name(name) {
+                return Err(format!(
+                    "{field}.env[{i}] = {name:?}: an environment variable name is letters, digits and `_`, not starting with a digit"
+                ));
+            }
+            grants.env.insert(name.clone());
+        }
+        grants.read.sort();
+        grants.read.dedup();
+        Ok(grants)
+    }
+
+    /// The read grant that covers `path` (the longest granted prefix), after
+    /// normalising the request. `..` is refused outright: a plugin has no
+    /// reason to climb, and refusing it keeps resolution purely lexical.
+    pub fn read_grant_for(&self, path: &str) -> Result<(&Path, PathBuf), Refusal> {
+        let request = normalise_absolute(path).map_err(|e| Refusal::Invalid(format!("{path:?}: {e}")))?;
+        self.read
+            .iter()
+            .filter(|grant| request.starts_with(grant))
+            .max_by_key(|grant| grant.components().count())
+            .map(|grant| (grant.as_path(), request.clone()))
+            .ok_or_else(|| Refusal::Denied(format!("{} is outside the plugin's read grants", request.display())))
+    }
+
+    /// Whether `command` may be run.
+    pub fn check_command(&self, command: &str) -> Result<(), Refusal> {
+        if command.is_empty() {
+            return Err(Refusal::Invalid("empty command".to_string()));
+        }
+        if !command.starts_with('/') {
+            return Err(Refusal::Invalid(format!(
+                "{command:?} is not an absolute program path"
+            )));
+        }
+        if self.commands.contains(command) {
+            Ok(())
+        } else {
+            Err(Refusal::Denied(format!("command {command} is not in the plugin's command grants")))
+        }
+    }
+
+    /// Whether environment variable `name` may be read.
+    pub fn check_env(&self, name: &str) -> Result<(), Refusal> {
+        if !valid_env_name(name) {
+            return Err(Refusal::Invalid(format!("{name:?} is not an environment variable name")));
+        }
+        if self.env.contains(name) {
+            Ok(())
+        } else {
+            Err(Refusal::Denied(format!("environment variable {name} is not in the plugin's env grants")))
+        }
+    }
+
+    /// Whether the host facts may be read.
+    pub fn check_host_facts(&self) -> Result<(), Refusal> {
+        if self.host_facts {
+            Ok(())
+        } else {
+            Err(Refusal::Denied("host facts are not granted (grants.host_facts = false)".to_string()))
+        }
+    }
+}
+
+/// An absolute path without `.` components, repeated slashes or a trailing
+/// slash; `..` is an error.
+pub fn normalise_absolute(path: &str) -> Result<PathBuf, &'static str> {
+    if !path.starts_with('/') {
+        return Err("not an absolute path");
+    }
+    if path.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    let mut out = PathBuf::from("/");
+    for component in Path::new(path).components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => return Err("`..` is not allowed"),
+            Component::Prefix(_) => return Err("not a Unix path"),
+        }
+    }
+    Ok(out)
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The bounds of one run of one plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory, all memories of the instance together.
+    pub memory_bytes: u64,
+    /// Wall-clock time of one run (instantiation + `run`).
+    pub timeout: Duration,
+    /// Findings one run may emit.
+    pub max_findings: u32,
+    /// Bytes of log messages (and stdout/stderr) one run may write.
+    pub log_bytes: u64,
+    /// Largest file `read-file` returns.
+    pub max_file_bytes: u64,
+    /// Wall-clock time of one command.
+    pub command_timeout: Duration,
+    /// Bytes of stdout (and of stderr) one command may produce.
+    pub command_output_bytes: u64,
+    /// Entries `list-dir` returns at most.
+    pub max_dir_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            timeout: Duration::from_secs(30),
+            max_findings: 1000,
+            log_bytes: 64 << 10,
+            max_file_bytes: 1 << 20,
+            command_timeout: Duration::from_secs(10),
+            command_output_bytes: 1 << 20,
+            max_dir_entries: 10_000,
+        }
+    }
+}
+
+/// Upper bounds an operator may configure, so that a typo cannot disable a
+/// limit.
+pub mod ceilings {
+    use std::time::Duration;
+
+    /// Largest `memory_mib`.
+    pub const MEMORY_MIB: u64 = 4096;
+    /// Longest `timeout`.
+    pub const TIMEOUT: Duration = Duration::from_secs(3600);
+    /// Largest `max_findings`.
+    pub const MAX_FINDINGS: u32 = 100_000;
+    /// Largest `log_kib`.
+    pub const LOG_KIB: u64 = 16 * 1024;
+    /// Largest `max_file_kib`.
+    pub const MAX_FILE_KIB: u64 = 64 * 1024;
+    /// Longest `command_timeout`.
+    pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+    /// Largest `command_output_kib`.
+    pub const COMMAND_OUTPUT_KIB: u64 = 64 * 1024;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants(read: &[&str]) -> GrantSet {
+        let read: Vec<String> = read.iter().map(|s| s.to_string()).collect();
+        GrantSet::from_config(
+            "plugin[0].grants",
+            false,
+            &read,
+            &["/usr/bin/uname".to_string()],
+            &["LANG".to_string()],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn read_requests_are_resolved_against_the_longest_grant() {
+        let g = grants(&["/etc", "/etc/ssh/", "/proc/sys"]);
+        let cases: &[(&str, Result<(&str, &str), &str>)] = &[
+            ("/etc/passwd", Ok(("/etc", "/etc/passwd"))),
+            ("/etc/ssh/sshd_config", Ok(("/etc/ssh", "/etc/ssh/sshd_config"))),
+            ("/etc//ssh/./sshd_config", Ok(("/etc/ssh", "/etc/ssh/sshd_config"))),
+            ("/etc", Ok(("/etc", "/etc"))),
+            ("/proc/sys/kernel/osrelease", Ok(("/proc/sys", "/proc/sys/kernel/osrelease"))),
+            ("/etcetera/x", Err("denied")),
+            ("/proc/self/environ", Err("denied")),
+            ("/", Err("denied")),
+            ("/etc/../root/.ssh", Err("invalid")),
+            ("etc/passwd", Err("invalid")),
+            ("", Err("invalid")),
+        ];
+        for (request, expected) in cases {
+            let got = g.read_grant_for(request);
+            match (expected, got) {
+                (Ok((grant, path)), Ok((g, p))) => {
+                    assert_eq!((g, p.as_path()), (Path::new(grant), Path::new(path)), "{request}")
+                }
+                (Err("denied"), Err(Refusal::Denied(_))) => {}
+                (Err("invalid"), Err(Refusal::Invalid(_))) => {}
+                (expected, got) => panic!("{request}: expected {expected:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_is_granted_by_default() {
+        let g = GrantSet::default();
+        assert!(matches!(g.read_grant_for("/etc/passwd"), Err(Refusal::Denied(_))));
+        assert!(matches!(g.check_command("/usr/bin/id"), Err(Refusal::Denied(_))));
+        assert!(matches!(g.check_env("HOME"), Err(Refusal::Denied(_))));
+        assert!(matches!(g.check_host_facts(), Err(Refusal::Denied(_))));
+    }
+
+    #[test]
+    fn commands_and_env_are_exact_allow_lists() {
+        let g = grants(&[]);
+        assert_eq!(g.check_command("/usr/bin/uname"), Ok(()));
+        assert!(matches!(g.check_command("/usr/bin/uname2"), Err(Refusal::Denied(_))));
+        assert!(matches!(g.check_command("uname"), Err(Refusal::Invalid(_))));
+        assert!(matches!(g.check_command(""), Err(Refusal::Invalid(_))));
+        assert_eq!(g.check_env("LANG"), Ok(()));
+        assert!(matches!(g.check_env("LANGUAGE"), Err(Refusal::Denied(_))));
+        assert!(matches!(g.check_env("A=B"), Err(Refusal::Invalid(_))));
+    }
+
+    #[test]
+    fn bad_grants_name_the_field() {
+        let e = GrantSet::from_config("plugin[2].grants", false, &["etc".into()], &[], &[]).unwrap_err();
+        assert!(e.contains("plugin[2].grants.read[0]"), "{e}");
+        let e = GrantSet::from_config("p", false, &["/etc/../root".into()], &[], &[]).unwrap_err();
+        assert!(e.contains("`..`"), "{e}");
+        let e = GrantSet::from_config("p", false, &[], &["sysctl".into()], &[]).unwrap_err();
+        assert!(e.contains("p.commands[0]"), "{e}");
+        let e = GrantSet::from_config("p", false, &[], &[], &["1X".into()]).unwrap_err();
+        assert!(e.contains("p.env[0]"), "{e}");
+    }
+}

@@ -1,0 +1,134 @@
+//! The results of one assessment cycle: a JSON document with a stable,
+//! versioned schema (`docs/run-report.md`) and a table for people.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::capabilities::results::FindingStatus;
+use crate::capabilities::sanitize;
+use crate::plugins::short_digest;
+use crate::runner::JobReport;
+
+/// The schema identifier of the JSON document; bumped on any incompatible
+/// change.
+pub const SCHEMA: &str = "assessment-runtime/run-report@1";
+
+/// Counts over all jobs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Jobs run (or attempted).
+    pub jobs: usize,
+    /// Jobs that failed.
+    pub jobs_failed: usize,
+    /// Findings in all jobs.
+    pub findings: usize,
+    /// Findings by status.
+    pub pass: usize,
+    /// Failed checks.
+    pub fail: usize,
+    /// Checks without a verdict.
+    pub error: usize,
+    /// Skipped checks.
+    pub skipped: usize,
+}
+
+/// One assessment cycle.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// [`SCHEMA`].
+    pub schema: &'static str,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub finished_at: String,
+    /// The assessed system's root.
+    pub assessment_root: PathBuf,
+    /// Counts.
+    pub summary: Summary,
+    /// One entry per enabled plugin, in configuration order.
+    pub jobs: Vec<JobReport>,
+}
+
+impl RunReport {
+    /// A report of `jobs` started at `started_at` and finished now.
+    pub fn new(started_at: SystemTime, root: &Path, jobs: Vec<JobReport>) -> Self {
+        let mut summary = Summary {
+            jobs: jobs.len(),
+            jobs_failed: jobs.iter().filter(|j| !j.completed()).count(),
+            ..Summary::default()
+        };
+        for finding in jobs.iter().flat_map(|j| &j.findings) {
+            summary.findings += 1;
+            match finding.status {
+                FindingStatus::Pass => summary.pass += 1,
+                FindingStatus::Fail => summary.fail += 1,
+                FindingStatus::Error => summary.error += 1,
+                FindingStatus::Skipped => summary.skipped += 1,
+            }
+        }
+        RunReport {
+            schema: SCHEMA,
+            started_at: humantime::format_rfc3339_millis(started_at).to_string(),
+            finished_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            assessment_root: root.to_path_buf(),
+            summary,
+            jobs,
+        }
+    }
+
+    /// The JSON document.
+    pub fn to_json(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// The human-readable table.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        for job in &self.jobs {
+            let who = match &job.id {
+                Some(id) => format!("{} {} ({})", id.name, id.version, short_digest(&id.digest)),
+                None => job.plugin.clone(),
+            };
+            let state = match &job.error {
+                None => format!("completed in {} ms", job.duration_ms),
+                Some(e) => format!("FAILED ({})", serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+            };
+            let _ = writeln!(out, "== {who}: {state}");
+            if let Some(e) = &job.error {
+                let _ = writeln!(out, "   error: {}", sanitize(&e.message));
+            }
+            if !job.findings.is_empty() {
+                let width = job.findings.iter().map(|f| f.check_id.len()).max().unwrap_or(0).min(40);
+                let _ = writeln!(out, "   {:<7}  {:<8}  {:<width$}  MESSAGE", "STATUS", "SEVERITY", "CHECK");
+                for f in &job.findings {
+                    let _ = writeln!(
+                        out,
+                        "   {:<7}  {:<8}  {:<width$}  {}",
+                        f.status.as_str().to_uppercase(),
+                        f.severity.as_str(),
+                        sanitize(&f.check_id),
+                        sanitize(&f.message)
+                    );
+                }
+            }
+            if job.denial_count > 0 {
+                let _ = writeln!(out, "   {} call(s) denied by policy, e.g. {}", job.denial_count, sanitize(job.denials.first().map_or("", String::as_str)));
+            }
+            if let Some(note) = &job.note {
+                let _ = writeln!(out, "   note: {}", sanitize(note));
+            }
+            out.push('\n');
+        }
+        let s = &self.summary;
+        let _ = writeln!(
+            out,
+            "{} plugin(s), {} failed to run; {} finding(s): {} pass, {} fail, {} error, {} skipped",
+            s.jobs, s.jobs_failed, s.findings, s.pass, s.fail, s.error, s.skipped
+        );
+        out
+    }
+}

@@ -1,0 +1,416 @@
+//! One plugin, one job: prepare a configured plugin (read, check, compile,
+//! describe, validate its configuration and grants), then run it with its
+//! grants and limits, turning every way it can end into a [`JobReport`].
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tracing::Instrument;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::agent_config::PluginSpec;
+use crate::bindings::latest::AssessmentPre;
+use crate::bindings::latest::exports::assessment::plugin::plugin::{PluginInfo, RunError};
+use crate::capabilities::config::ConfigCtx;
+use crate::capabilities::log::LogSink;
+use crate::capabilities::results::{Finding, ResultsCtx};
+use crate::capabilities::target::TargetCtx;
+use crate::capabilities::{JobLabels, PluginState};
+use crate::engine::PluginEngine;
+use crate::plugins::{ComponentFile, PluginId};
+use crate::policy::{GrantSet, Limits};
+
+/// `describe` must answer within this time (or the run timeout, if shorter).
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Slack past the deadline before a run blocked in the host is abandoned
+/// (a plugin executing wasm is interrupted at the deadline itself).
+const DEADLINE_GRACE: Duration = Duration::from_secs(2);
+
+/// How a job ended badly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobErrorKind {
+    /// The component could not be read, is not a compatible plugin, or does
+    /// not compile or link.
+    Load,
+    /// `describe` failed or described something invalid.
+    Describe,
+    /// The operator's configuration does not fit the plugin.
+    Config,
+    /// A read grant does not resolve under the assessment root.
+    Grant,
+    /// The plugin exceeded its memory limit.
+    MemoryLimit,
+    /// The plugin exceeded its deadline.
+    Deadline,
+    /// The plugin emitted more findings than allowed.
+    FindingLimit,
+    /// The plugin trapped (a panic, a bug).
+    Trap,
+    /// `run` returned `run-error.invalid-config`.
+    PluginConfig,
+    /// `run` returned `run-error.failed`.
+    PluginFailed,
+    /// The host itself failed.
+    Host,
+}
+
+/// Why a job failed, for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobError {
+    /// The category.
+    pub kind: JobErrorKind,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+impl JobError {
+    /// An error of `kind`.
+    pub fn new(kind: JobErrorKind, message: impl Into<String>) -> Self {
+        JobError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The outcome of one job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    /// The configured plugin name.
+    pub plugin: String,
+    /// The component file.
+    pub path: PathBuf,
+    /// Name, version and digest, once known.
+    pub id: Option<PluginId>,
+    /// Unique id of this job.
+    pub job_id: String,
+    /// RFC 3339 start time.
+    pub started_at: String,
+    /// Wall-clock duration in milliseconds.
+    pub duration_ms: u64,
+    /// `None` when the job completed.
+    pub error: Option<JobError>,
+    /// The plugin's note from its run summary.
+    pub note: Option<String>,
+    /// Accepted findings (kept when the job failed after emitting them).
+    pub findings: Vec<Finding>,
+    /// Denied calls (the first hundred).
+    pub denials: Vec<String>,
+    /// How many calls were denied.
+    pub denial_count: u64,
+    /// Log bytes dropped past the log budget.
+    pub log_dropped_bytes: u64,
+}
+
+impl JobReport {
+    /// Whether the job completed.
+    pub fn completed(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// A job that failed before the plugin ran.
+    pub fn not_run(spec: &PluginSpec, id: Option<PluginId>, error: JobError) -> Self {
+        JobReport {
+            plugin: spec.name.clone(),
+            path: spec.path.clone(),
+            id,
+            job_id: new_job_id(),
+            started_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            duration_ms: 0,
+            error: Some(error),
+            note: None,
+            findings: Vec::new(),
+            denials: Vec::new(),
+            denial_count: 0,
+            log_dropped_bytes: 0,
+        }
+    }
+}
+
+fn new_job_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A plugin ready to run: compiled, linked, described and validated.
+#[derive(Clone)]
+pub struct PreparedPlugin {
+    /// The configuration it runs with.
+    pub spec: PluginSpec,
+    /// Who it is.
+    pub id: PluginId,
+    /// Its own description.
+    pub info: PluginInfo,
+    pre: AssessmentPre<PluginState>,
+}
+
+/// Read, check, compile and describe the plugin of `spec`, then check its
+/// configuration and grants against it.
+pub async fn prepare(engine: &PluginEngine, spec: &PluginSpec, root: &Path) -> Result<PreparedPlugin, (Option<PluginId>, JobError)> {
+    let load = |e: String| (None, JobError::new(JobErrorKind::Load, e));
+    let path = spec.path.clone();
+    let file = tokio::task::spawn_blocking(move || ComponentFile::read(&path))
+        .await
+        .map_err(|e| load(format!("host task failed: {e}")))?
+        .map_err(|e| load(e.to_string()))?;
+    let digest = file.digest.clone();
+    let component = engine
+        .compile(file.bytes)
+        .await
+        .map_err(|e| load(format!("{}: {e}", spec.path.display())))?;
+    let pre = engine
+        .pre_instantiate(&component)
+        .map_err(|e| load(format!("{}: {e}", spec.path.display())))?;
+
+    let provisional = PluginId {
+        name: spec.name.clone(),
+        version: "unknown".to_string(),
+        digest: digest.clone(),
+    };
+    let describe_limits = Limits {
+        timeout: spec.limits.timeout.min(DESCRIBE_TIMEOUT),
+        ..spec.limits.clone()
+    };
+    let labels = Arc::new(JobLabels {
+        plugin: spec.name.clone(),
+        version: "unknown".to_string(),
+        digest: digest.clone(),
+        job_id: "describe".to_string(),
+    });
+    // `describe` runs without any grant: it must not depend on the system.
+    let state = new_state(&labels, ConfigCtx::default(), GrantSet::default(), Path::new("/"), &describe_limits, BTreeSet::new())
+        .map_err(|e| (Some(provisional.clone()), e))?;
+    let (outcome, _state) = call_limited(engine, &pre, state, &describe_limits, |plugin, store| {
+        Box::pin(async move { plugin.assessment_plugin_plugin().call_describe(store).await })
+    })
+    .await;
+    let info = outcome.map_err(|e| {
+        (
+            Some(provisional.clone()),
+            JobError::new(JobErrorKind::Describe, format!("describe() failed: {}", e.message)),
+        )
+    })?;
+
+    let id = PluginId {
+        name: info.name.clone(),
+        version: info.version.clone(),
+        digest,
+    };
+    let describe_error = |message: String| (Some(id.clone()), JobError::new(JobErrorKind::Describe, message));
+    if info.name != spec.name {
+        return Err(describe_error(format!(
+            "{} describes itself as `{}`, but the configuration names it `{}`; fix `name` or `path`",
+            spec.path.display(),
+            info.name,
+            spec.name
+        )));
+    }
+    if semver::Version::parse(&info.version).is_err() {
+        return Err(describe_error(format!("version {:?} is not a semantic version", info.version)));
+    }
+    let mut ids = BTreeSet::new();
+    for check in &info.checks {
+        if check.id.is_empty() || check.id.len() > 128 || !ids.insert(check.id.as_str()) {
+            return Err(describe_error(format!(
+                "check id {:?} is empty, too long or announced twice",
+                check.id
+            )));
+        }
+    }
+    ConfigCtx::new(spec.config.clone())
+        .validate(&spec.name, &info.config)
+        .map_err(|e| (Some(id.clone()), JobError::new(JobErrorKind::Config, e)))?;
+    TargetCtx::open(labels, root, spec.grants.clone(), spec.limits.clone())
+        .map_err(|e| (Some(id.clone()), JobError::new(JobErrorKind::Grant, format!("plugin `{}`: {e}", spec.name))))?;
+
+    Ok(PreparedPlugin {
+        spec: spec.clone(),
+        id,
+        info,
+        pre,
+    })
+}
+
+fn new_state(
+    labels: &Arc<JobLabels>,
+    config: ConfigCtx,
+    grants: GrantSet,
+    root: &Path,
+    limits: &Limits,
+    known_checks: BTreeSet<String>,
+) -> Result<PluginState, JobError> {
+    let target = TargetCtx::open(labels.clone(), root, grants, limits.clone())
+        .map_err(|e| JobError::new(JobErrorKind::Grant, format!("plugin `{}`: {e}", labels.plugin)))?;
+    let log = Arc::new(LogSink::new(labels.clone(), limits.log_bytes));
+    Ok(PluginState::new(
+        config,
+        target,
+        ResultsCtx::new(known_checks, limits.max_findings),
+        log,
+        limits.memory_bytes,
+    ))
+}
+
+type CallFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<T>> + Send + 'a>>;
+
+/// Instantiate and call one export within the memory limit and the
+/// deadline; traps become job errors.
+async fn call_limited<T>(
+    engine: &PluginEngine,
+    pre: &AssessmentPre<PluginState>,
+    state: PluginState,
+    limits: &Limits,
+    call: impl for<'a> FnOnce(&'a crate::bindings::latest::Assessment, &'a mut Store<PluginState>) -> CallFuture<'a, T>,
+) -> (Result<T, JobError>, PluginState) {
+    let mut store = Store::new(engine.engine(), state);
+    store.limiter(|state| &mut state.limiter);
+    let deadline = Instant::now() + limits.timeout;
+    // Yield to the executor every epoch tick so one plugin cannot hold a
+    // worker thread; interrupt at the deadline.
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+    store.set_epoch_deadline(1);
+
+    let outcome = tokio::time::timeout(limits.timeout + DEADLINE_GRACE, async {
+        let plugin = pre.instantiate_async(&mut store).await?;
+        call(&plugin, &mut store).await
+    })
+    .await;
+    let state = store.into_data();
+    let result = match outcome {
+        Err(_) => Err(deadline_error(limits)),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(classify_trap(&error, &state, limits)),
+    };
+    (result, state)
+}
+
+fn deadline_error(limits: &Limits) -> JobError {
+    JobError::new(
+        JobErrorKind::Deadline,
+        format!(
+            "the plugin did not finish within its deadline of {} and was stopped; raise `limits.timeout` if the assessment legitimately needs longer",
+            humantime::format_duration(limits.timeout)
+        ),
+    )
+}
+
+fn classify_trap(error: &wasmtime::Error, state: &PluginState, limits: &Limits) -> JobError {
+    if state.limiter.hit {
+        return JobError::new(
+            JobErrorKind::MemoryLimit,
+            format!(
+                "the plugin exceeded its memory limit of {} MiB and was stopped; raise `limits.memory_mib` if the assessment legitimately needs more",
+                limits.memory_bytes >> 20
+            ),
+        );
+    }
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return deadline_error(limits);
+    }
+    JobError::new(
+        JobErrorKind::Trap,
+        format!("the plugin trapped (a panic or a bug in the plugin; its stderr is in the log): {error:#}"),
+    )
+}
+
+/// Run a prepared plugin once against `root`.
+pub async fn run_job(engine: &PluginEngine, prepared: &PreparedPlugin, root: &Path) -> JobReport {
+    let job_id = new_job_id();
+    let span = tracing::info_span!(
+        "job",
+        plugin = %prepared.id.name,
+        version = %prepared.id.version,
+        digest = %prepared.id.digest,
+        job = %job_id
+    );
+    run_job_inner(engine, prepared, root, job_id).instrument(span).await
+}
+
+async fn run_job_inner(engine: &PluginEngine, prepared: &PreparedPlugin, root: &Path, job_id: String) -> JobReport {
+    let spec = &prepared.spec;
+    let started = Instant::now();
+    let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let labels = Arc::new(JobLabels {
+        plugin: prepared.id.name.clone(),
+        version: prepared.id.version.clone(),
+        digest: prepared.id.digest.clone(),
+        job_id: job_id.clone(),
+    });
+    let mut report = JobReport {
+        plugin: spec.name.clone(),
+        path: spec.path.clone(),
+        id: Some(prepared.id.clone()),
+        job_id,
+        started_at,
+        duration_ms: 0,
+        error: None,
+        note: None,
+        findings: Vec::new(),
+        denials: Vec::new(),
+        denial_count: 0,
+        log_dropped_bytes: 0,
+    };
+    let known: BTreeSet<String> = prepared.info.checks.iter().map(|c| c.id.clone()).collect();
+    let state = match new_state(
+        &labels,
+        ConfigCtx::new(spec.config.clone()),
+        spec.grants.clone(),
+        root,
+        &spec.limits,
+        known,
+    ) {
+        Ok(state) => state,
+        Err(e) => {
+            report.error = Some(e);
+            return report;
+        }
+    };
+    tracing::info!("run started");
+    let (outcome, mut state) = call_limited(engine, &prepared.pre, state, &spec.limits, |plugin, store| {
+        Box::pin(async move { plugin.assessment_plugin_plugin().call_run(store).await })
+    })
+    .await;
+
+    report.findings = state.results.take();
+    let (denials, count) = state.target.denials();
+    report.denials = denials.to_vec();
+    report.denial_count = count;
+    report.log_dropped_bytes = state.log.dropped_bytes();
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    report.error = if state.results.limit_reached {
+        Some(JobError::new(
+            JobErrorKind::FindingLimit,
+            format!(
+                "the plugin tried to emit more than {} findings; the first {} are kept; raise `limits.max_findings` if that many are legitimate",
+                spec.limits.max_findings, spec.limits.max_findings
+            ),
+        ))
+    } else {
+        match outcome {
+            Ok(Ok(summary)) => {
+                report.note = summary.note;
+                None
+            }
+            Ok(Err(RunError::InvalidConfig(m))) => Some(JobError::new(
+                JobErrorKind::PluginConfig,
+                format!("the plugin rejected its configuration: {m}"),
+            )),
+            Ok(Err(RunError::Failed(m))) => Some(JobError::new(JobErrorKind::PluginFailed, format!("the plugin failed: {m}"))),
+            Err(e) => Some(e),
+        }
+    };
+    match &report.error {
+        None => tracing::info!(findings = report.findings.len(), duration_ms = report.duration_ms, "run completed"),
+        Some(e) => tracing::error!(kind = ?e.kind, findings = report.findings.len(), "run failed: {}", e.message),
+    }
+    report
+}
