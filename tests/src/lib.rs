@@ -1,0 +1,209 @@
+//! Helpers of the end-to-end tests: the guest components built by this
+//! crate's build script, the `assessment-runtime` binary, fixture trees and
+//! an agent-configuration builder that runs the binary and parses its JSON
+//! report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// A guest component built by the build script, e.g. `sshd_hardening`.
+pub fn guest(name: &str) -> PathBuf {
+    let path = Path::new(env!("GUEST_DIR")).join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("REPO_DIR"))
+}
+
+/// The `assessment-runtime` binary of this build (next to the test
+/// executables' directory), built by `cargo test --workspace`.
+pub fn runtime_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap();
+    let dir = if dir.ends_with("deps") { dir.parent().unwrap() } else { dir };
+    let bin = dir.join("assessment-runtime");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run the tests with `cargo test --workspace` (or `cargo build -p assessment-runtime` first)",
+        bin.display()
+    );
+    bin
+}
+
+/// Copy a directory tree (files, directories and symlinks).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        let ft = entry.file_type().unwrap();
+        if ft.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The outcome of one `assessment-runtime run --once --output json`.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Process exit code.
+    pub code: i32,
+    /// The parsed JSON report (`Value::Null` when stdout was not JSON).
+    pub report: Value,
+    /// Everything written on stderr (logs).
+    pub stderr: String,
+}
+
+impl RunOutcome {
+    /// The job of plugin `name`.
+    pub fn job(&self, name: &str) -> &Value {
+        self.report["jobs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no jobs in report; stderr:\n{}", self.stderr))
+            .iter()
+            .find(|j| j["plugin"] == name)
+            .unwrap_or_else(|| panic!("no job for {name} in {:#}", self.report))
+    }
+
+    /// The findings of plugin `name`.
+    pub fn findings(&self, name: &str) -> &Vec<Value> {
+        self.job(name)["findings"].as_array().unwrap()
+    }
+
+    /// The status of check `check` of plugin `name` (the first finding).
+    pub fn status(&self, name: &str, check: &str) -> String {
+        self.findings(name)
+            .iter()
+            .find(|f| f["check_id"] == check)
+            .unwrap_or_else(|| panic!("no finding for {check} in {:#}", self.job(name)))["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The error kind of plugin `name`'s job, `None` when it completed.
+    pub fn error_kind(&self, name: &str) -> Option<String> {
+        self.job(name)["error"]["kind"].as_str().map(str::to_string)
+    }
+
+    /// The error message of plugin `name`'s job.
+    pub fn error_message(&self, name: &str) -> String {
+        self.job(name)["error"]["message"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// An agent configuration under construction, in its own directory.
+pub struct Agent {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    plugins: Vec<String>,
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Agent {
+    /// An agent assessing an empty root.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        Agent {
+            dir,
+            root,
+            plugins: Vec::new(),
+        }
+    }
+
+    /// The assessed root (a directory the test may fill).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The agent's own directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Assess a copy of `tree` instead of the empty root.
+    pub fn with_tree(self, tree: &Path) -> Self {
+        copy_tree(tree, &self.root);
+        self
+    }
+
+    /// Add a `[[plugin]]` entry; `extra` is TOML for the rest of the table
+    /// (e.g. `grants = { read = ["/etc"] }`).
+    pub fn plugin(mut self, name: &str, path: &Path, extra: &str) -> Self {
+        self.plugins.push(format!(
+            "[[plugin]]\nname = {name:?}\npath = {:?}\n{extra}\n",
+            path.display().to_string()
+        ));
+        self
+    }
+
+    /// Write the configuration file and return its path.
+    pub fn write(&self) -> PathBuf {
+        let config = format!(
+            "[runtime]\nassessment_root = {:?}\nmax_concurrent_jobs = 2\n\n{}",
+            self.root.display().to_string(),
+            self.plugins.join("\n")
+        );
+        let path = self.dir.path().join("agent.toml");
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+
+    /// Run one cycle and parse the JSON report.
+    pub fn run(&self) -> RunOutcome {
+        self.run_with(&[])
+    }
+
+    /// Run one cycle with extra arguments.
+    pub fn run_with(&self, extra: &[&str]) -> RunOutcome {
+        let config = self.write();
+        let output = Command::new(runtime_bin())
+            .args(["run", "--once", "--output", "json", "--config"])
+            .arg(&config)
+            .args(extra)
+            .env("ASSESSMENT_RUNTIME_LOG", "info")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        RunOutcome {
+            code: output.status.code().unwrap_or(-1),
+            report: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// Apply the modes of `[section]` of a `modes.toml` to files under `root`.
+pub fn apply_modes(modes_file: &Path, section: &str, root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(modes_file).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    for (path, mode) in table[section].as_table().unwrap() {
+        let mode = mode.as_integer().unwrap() as u32;
+        std::fs::set_permissions(root.join(path), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+/// The current user's uid and gid (fixture files are owned by them).
+pub fn current_ids(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    (meta.uid(), meta.gid())
+}

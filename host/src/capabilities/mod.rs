@@ -162,7 +162,8 @@ mod tests {
         let mut l = MemoryLimiter::new(10 << 20);
         assert!(l.memory_growing(0, 4 << 20, None).unwrap());
         assert!(l.memory_growing(0, 4 << 20, None).unwrap(), "a second memory");
-        assert!(l.memory_growing(4 << 20, 6 << 20, None).is_err(), "12 MiB in total");
+        assert!(l.memory_growing(4 << 20, 6 << 20, None).unwrap(), "10 MiB in total is the limit");
+        assert!(l.memory_growing(6 << 20, 7 << 20, None).is_err(), "11 MiB in total");
         assert!(l.hit);
     }
 

@@ -1,0 +1,154 @@
+//! Every capability granted and denied, through the real binary, with the
+//! probe test plugin reporting what each call returned.
+
+use assessment_e2e::{Agent, RunOutcome, guest};
+use serde_json::Value;
+
+/// Run the probe with `actions` and `grants` against a small tree.
+fn probe(actions: &[&str], grants: &str) -> RunOutcome {
+    let agent = Agent::new();
+    let root = agent.root();
+    std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
+    std::fs::create_dir_all(root.join("secret")).unwrap();
+    std::fs::write(root.join("etc/ssh/sshd_config"), "PermitRootLogin no\n").unwrap();
+    std::fs::set_permissions(root.join("etc/ssh/sshd_config"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::write(root.join("etc/hostname"), "probe-host\n").unwrap();
+    std::fs::write(root.join("etc/os-release"), "PRETTY_NAME=\"Probe OS 1\"\nID=probe\n").unwrap();
+    std::fs::write(root.join("secret/key"), "TOP SECRET").unwrap();
+    std::os::unix::fs::symlink("/secret/key", root.join("etc/ssh/abs-escape")).unwrap();
+    std::os::unix::fs::symlink("../../secret/key", root.join("etc/ssh/rel-escape")).unwrap();
+    let actions: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();
+    let out = agent
+        .plugin(
+            "probe",
+            &guest("test_plugin_probe"),
+            &format!("config = {{ actions = [{}], greeting = \"hello\", count = 7 }}\ngrants = {grants}", actions.join(", ")),
+        )
+        .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out
+}
+
+/// (status, output-or-error-kind) per action, in order.
+fn outcomes(out: &RunOutcome) -> Vec<(String, String)> {
+    out.findings("probe")
+        .iter()
+        .map(|f| {
+            let evidence = |key: &str| {
+                f["evidence"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["key"] == key)
+                    .map(|e| e["value"].as_str().unwrap().to_string())
+            };
+            let status = f["status"].as_str().unwrap().to_string();
+            let detail = evidence("output").or_else(|| evidence("error-kind")).unwrap_or_default();
+            (status, detail)
+        })
+        .collect()
+}
+
+fn pass(detail: &str) -> (String, String) {
+    ("pass".to_string(), detail.to_string())
+}
+
+fn refused(kind: &str) -> (String, String) {
+    ("error".to_string(), kind.to_string())
+}
+
+#[test]
+fn files_are_readable_only_inside_read_grants() {
+    let out = probe(
+        &["read-file:/etc/ssh/sshd_config", "read-file:/etc/hostname", "read-file:/secret/key", "stat:/secret/key", "list-dir:/secret", "list-dir:/etc/ssh", "read-file:/etc/ssh/nope"],
+        "{ read = [\"/etc/ssh\"] }",
+    );
+    let got = outcomes(&out);
+    assert_eq!(got[0], pass("PermitRootLogin no\n"));
+    assert_eq!(got[1], refused("denied"));
+    assert_eq!(got[2], refused("denied"));
+    assert_eq!(got[3], refused("denied"));
+    assert_eq!(got[4], refused("denied"));
+    assert_eq!(got[5], pass("abs-escape,rel-escape,sshd_config"));
+    assert_eq!(got[6], refused("not-found"));
+    assert_eq!(out.job("probe")["denial_count"], 4);
+    assert!(out.stderr.contains("denied: /secret/key is outside the plugin's read grants"), "{}", out.stderr);
+}
+
+#[test]
+fn path_escapes_are_refused() {
+    let out = probe(
+        &["read-file:/etc/ssh/../../secret/key", "read-file:/etc/ssh/abs-escape", "read-file:/etc/ssh/rel-escape", "read-file:etc/ssh/sshd_config", "stat:/etc/ssh/rel-escape"],
+        "{ read = [\"/etc/ssh\"] }",
+    );
+    for (i, got) in outcomes(&out).into_iter().enumerate() {
+        assert_eq!(got, refused("invalid"), "action {i}");
+    }
+    let text = out.report.to_string();
+    assert!(!text.contains("TOP SECRET"), "the secret leaked: {text}");
+}
+
+#[test]
+fn stat_reports_modes() {
+    let out = probe(&["stat:/etc/ssh/sshd_config"], "{ read = [\"/etc\"] }");
+    let got = &outcomes(&out)[0];
+    assert_eq!(got.0, "pass");
+    assert!(got.1.contains("kind=EntryKind::File mode=0600") && got.1.contains("size=19"), "{got:?}");
+}
+
+#[test]
+fn host_facts_need_their_grant() {
+    let out = probe(&["host-facts:"], "{ read = [] }");
+    assert_eq!(outcomes(&out)[0], refused("denied"));
+    let out = probe(&["host-facts:"], "{ host_facts = true }");
+    let (status, detail) = &outcomes(&out)[0];
+    assert_eq!(status, "pass");
+    assert!(detail.contains("hostname=probe-host") && detail.contains("os=Probe OS 1") && detail.contains("os-id=probe"), "{detail}");
+}
+
+#[test]
+fn environment_variables_need_their_grant() {
+    // The runtime's own environment has PATH and HOME; the plugin sees
+    // only what is granted.
+    let out = probe(&["env-var:PATH", "env-var:HOME", "env-var:NOT_SET_ANYWHERE"], "{ env = [\"PATH\", \"NOT_SET_ANYWHERE\"] }");
+    let got = outcomes(&out);
+    assert_eq!(got[0].0, "pass");
+    assert!(!got[0].1.is_empty());
+    assert_eq!(got[1], refused("denied"));
+    assert_eq!(got[2], pass("<unset>"));
+}
+
+#[test]
+fn commands_need_their_grant() {
+    let out = probe(
+        &["run-command:/bin/echo granted", "run-command:/bin/cat /etc/passwd", "run-command:echo relative", "run-command:/nonexistent/tool"],
+        "{ commands = [\"/bin/echo\", \"/nonexistent/tool\"] }",
+    );
+    let got = outcomes(&out);
+    assert_eq!(got[0], pass("exit=Some(0) stdout=granted"));
+    assert_eq!(got[1], refused("denied"));
+    assert_eq!(got[2], refused("invalid"));
+    assert_eq!(got[3], refused("not-found"));
+}
+
+#[test]
+fn config_values_reach_the_plugin_typed() {
+    let out = probe(&["config:greeting", "config:count", "config:ratio"], "{}");
+    let got = outcomes(&out);
+    assert_eq!(got[0], pass("Some(Value::Text(\"hello\"))"));
+    assert_eq!(got[1], pass("Some(Value::Integer(7))"));
+    assert_eq!(got[2], pass("None"));
+}
+
+#[test]
+fn nothing_is_reachable_without_grants() {
+    let out = probe(
+        &["read-file:/etc/hostname", "list-dir:/", "stat:/etc", "host-facts:", "env-var:PATH", "run-command:/bin/echo x"],
+        "{}",
+    );
+    for (i, got) in outcomes(&out).into_iter().enumerate() {
+        assert_eq!(got, refused("denied"), "action {i}");
+    }
+    let job: &Value = out.job("probe");
+    assert_eq!(job["denial_count"], 6);
+}
