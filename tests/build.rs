@@ -7,24 +7,45 @@ use std::process::Command;
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
-    let repo = manifest_dir.parent().unwrap_or(Path::new("..")).to_path_buf();
+    let repo = manifest_dir
+        .parent()
+        .unwrap_or(Path::new(".."))
+        .to_path_buf();
     let guests = repo.join("plugins-examples/Cargo.toml");
     let target_dir = repo.join("target/guests");
 
-    for watched in ["wit", "sdk/src", "sdk/Cargo.toml", "plugins-examples", "tests/test-plugins"] {
+    for watched in [
+        "wit",
+        "sdk/src",
+        "sdk/Cargo.toml",
+        "plugins-examples",
+        "tests/test-plugins",
+    ] {
         println!("cargo:rerun-if-changed={}", repo.join(watched).display());
     }
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
         .arg(&guests)
         .arg("--target-dir")
         .arg(&target_dir);
     // The outer build's flags and target settings are for the host, not
     // for the guests.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         command.env_remove(var);
     }
     let status = command.status();

@@ -218,7 +218,11 @@ impl AgentConfig {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let base = if base.as_os_str().is_empty() { Path::new(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
         Self::parse(&text, path, base)
     }
 
@@ -246,7 +250,8 @@ impl AgentConfig {
                 raw.runtime.assessment_root
             )));
         }
-        let defaults = resolve_limits("runtime.limits", &raw.runtime.limits, &Limits::default()).map_err(invalid)?;
+        let defaults = resolve_limits("runtime.limits", &raw.runtime.limits, &Limits::default())
+            .map_err(invalid)?;
 
         let mut plugins = Vec::with_capacity(raw.plugin.len());
         for (i, p) in raw.plugin.into_iter().enumerate() {
@@ -272,7 +277,8 @@ impl AgentConfig {
                 &p.grants.env,
             )
             .map_err(invalid)?;
-            let limits = resolve_limits(&format!("{field}.limits"), &p.limits, &defaults).map_err(invalid)?;
+            let limits = resolve_limits(&format!("{field}.limits"), &p.limits, &defaults)
+                .map_err(invalid)?;
             let schedule = p
                 .schedule
                 .map(|s| resolve_schedule(&format!("{field}.schedule"), s))
@@ -292,7 +298,11 @@ impl AgentConfig {
                         })
                 })
                 .collect::<Result<_, _>>()?;
-            let path = if p.path.is_absolute() { p.path } else { base.join(p.path) };
+            let path = if p.path.is_absolute() {
+                p.path
+            } else {
+                base.join(p.path)
+            };
             plugins.push(PluginSpec {
                 name: p.name,
                 path,
@@ -317,7 +327,9 @@ fn valid_plugin_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 fn config_value(value: &toml::Value) -> Option<ConfigValue> {
@@ -337,8 +349,9 @@ fn config_value(value: &toml::Value) -> Option<ConfigValue> {
 }
 
 fn duration(field: &str, text: &str, max: Duration) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text)
-        .map_err(|e| format!("{field} = {text:?}: {e} (write durations like \"30s\", \"5m\", \"6h\")"))?;
+    let d = humantime::parse_duration(text).map_err(|e| {
+        format!("{field} = {text:?}: {e} (write durations like \"30s\", \"5m\", \"6h\")")
+    })?;
     if d.is_zero() || d > max {
         return Err(format!(
             "{field} = {text:?}: must be more than 0 and at most {}",
@@ -348,7 +361,11 @@ fn duration(field: &str, text: &str, max: Duration) -> Result<Duration, String> 
     Ok(d)
 }
 
-fn bounded<T: PartialOrd + Copy + std::fmt::Display + From<u8>>(field: &str, value: T, max: T) -> Result<T, String> {
+fn bounded<T: PartialOrd + Copy + std::fmt::Display + From<u8>>(
+    field: &str,
+    value: T,
+    max: T,
+) -> Result<T, String> {
     if value < T::from(1) || value > max {
         return Err(format!("{field} = {value}: must be between 1 and {max}"));
     }
@@ -358,7 +375,8 @@ fn bounded<T: PartialOrd + Copy + std::fmt::Display + From<u8>>(field: &str, val
 fn resolve_limits(field: &str, raw: &RawLimits, base: &Limits) -> Result<Limits, String> {
     let mut limits = base.clone();
     if let Some(v) = raw.memory_mib {
-        limits.memory_bytes = bounded(&format!("{field}.memory_mib"), v, ceilings::MEMORY_MIB)? << 20;
+        limits.memory_bytes =
+            bounded(&format!("{field}.memory_mib"), v, ceilings::MEMORY_MIB)? << 20;
     }
     if let Some(v) = &raw.timeout {
         limits.timeout = duration(&format!("{field}.timeout"), v, ceilings::TIMEOUT)?;
@@ -370,14 +388,22 @@ fn resolve_limits(field: &str, raw: &RawLimits, base: &Limits) -> Result<Limits,
         limits.log_bytes = bounded(&format!("{field}.log_kib"), v, ceilings::LOG_KIB)? << 10;
     }
     if let Some(v) = raw.max_file_kib {
-        limits.max_file_bytes = bounded(&format!("{field}.max_file_kib"), v, ceilings::MAX_FILE_KIB)? << 10;
+        limits.max_file_bytes =
+            bounded(&format!("{field}.max_file_kib"), v, ceilings::MAX_FILE_KIB)? << 10;
     }
     if let Some(v) = &raw.command_timeout {
-        limits.command_timeout = duration(&format!("{field}.command_timeout"), v, ceilings::COMMAND_TIMEOUT)?;
+        limits.command_timeout = duration(
+            &format!("{field}.command_timeout"),
+            v,
+            ceilings::COMMAND_TIMEOUT,
+        )?;
     }
     if let Some(v) = raw.command_output_kib {
-        limits.command_output_bytes =
-            bounded(&format!("{field}.command_output_kib"), v, ceilings::COMMAND_OUTPUT_KIB)? << 10;
+        limits.command_output_bytes = bounded(
+            &format!("{field}.command_output_kib"),
+            v,
+            ceilings::COMMAND_OUTPUT_KIB,
+        )? << 10;
     }
     Ok(limits)
 }
@@ -391,7 +417,9 @@ fn resolve_schedule(field: &str, raw: RawSchedule) -> Result<Schedule, String> {
         )?)),
         (None, Some(cron)) => croner::Cron::from_str(&cron)
             .map(|c| Schedule::Cron(Box::new(c)))
-            .map_err(|e| format!("{field}.cron = {cron:?}: {e} (e.g. \"0 3 * * *\" for 03:00 every day)")),
+            .map_err(|e| {
+                format!("{field}.cron = {cron:?}: {e} (e.g. \"0 3 * * *\" for 03:00 every day)")
+            }),
         _ => Err(format!(
             "{field}: set exactly one of `every` (e.g. \"6h\") or `cron` (e.g. \"0 3 * * *\")"
         )),
@@ -440,42 +468,93 @@ mod tests {
         let p = &c.plugins[0];
         assert_eq!(p.path, Path::new("/opt/agent/plugins/sshd.wasm"));
         assert_eq!(p.limits.memory_bytes, 32 << 20);
-        assert_eq!(p.limits.timeout, Duration::from_secs(20), "runtime defaults apply");
+        assert_eq!(
+            p.limits.timeout,
+            Duration::from_secs(20),
+            "runtime defaults apply"
+        );
         assert_eq!(p.grants.read, vec![PathBuf::from("/etc/ssh")]);
         assert_eq!(p.config["max_auth_tries"], ConfigValue::Integer(3));
-        assert_eq!(p.config["skip"], ConfigValue::TextList(vec!["sshd-log-level".into()]));
+        assert_eq!(
+            p.config["skip"],
+            ConfigValue::TextList(vec!["sshd-log-level".into()])
+        );
         assert!(matches!(p.schedule, Some(Schedule::Cron(_))));
         assert_eq!(c.plugins[1].path, Path::new("/abs/kernel.wasm"));
         assert!(!c.plugins[1].enabled);
-        assert!(matches!(c.plugins[1].schedule, Some(Schedule::Every(d)) if d == Duration::from_secs(6 * 3600)));
+        assert!(
+            matches!(c.plugins[1].schedule, Some(Schedule::Every(d)) if d == Duration::from_secs(6 * 3600))
+        );
     }
 
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nfoo = 1\n", "unknown field `foo`"),
-            ("[runtime]\nmax_concurrent_jobs = 0\n", "runtime.max_concurrent_jobs"),
-            ("[runtime]\nassessment_root = \"rel\"\n", "runtime.assessment_root"),
-            ("[[plugin]]\nname = \"A b\"\npath = \"a.wasm\"\n", "plugin[0].name"),
+            (
+                "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nfoo = 1\n",
+                "unknown field `foo`",
+            ),
+            (
+                "[runtime]\nmax_concurrent_jobs = 0\n",
+                "runtime.max_concurrent_jobs",
+            ),
+            (
+                "[runtime]\nassessment_root = \"rel\"\n",
+                "runtime.assessment_root",
+            ),
+            (
+                "[[plugin]]\nname = \"A b\"\npath = \"a.wasm\"\n",
+                "plugin[0].name",
+            ),
             (
                 "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\n[[plugin]]\nname = \"a\"\npath = \"b.wasm\"\n",
                 "plugin[1].name = \"a\": another plugin",
             ),
-            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\ngrants = { read = [\"etc\"] }\n", "plugin[0] (a).grants.read[0]"),
-            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nlimits = { memory_mib = 0 }\n", "plugin[0] (a).limits.memory_mib"),
-            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nlimits = { memory_mib = 100000 }\n", "between 1 and 4096"),
-            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nlimits = { timeout = \"soon\" }\n", "plugin[0] (a).limits.timeout"),
-            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nlimits = { timeout = \"2h\" }\n", "at most 1h"),
-            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nschedule = {}\n", "exactly one of `every`"),
-            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nschedule = { cron = \"61 * * * *\" }\n", "plugin[0] (a).schedule.cron"),
-            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nconfig = { t = { x = 1 } }\n", "plugin[0] (a).config.t"),
-            ("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nconfig = { l = [1, 2] }\n", "plugin[0] (a).config.l"),
+            (
+                "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\ngrants = { read = [\"etc\"] }\n",
+                "plugin[0] (a).grants.read[0]",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nlimits = { memory_mib = 0 }\n",
+                "plugin[0] (a).limits.memory_mib",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nlimits = { memory_mib = 100000 }\n",
+                "between 1 and 4096",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nlimits = { timeout = \"soon\" }\n",
+                "plugin[0] (a).limits.timeout",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nlimits = { timeout = \"2h\" }\n",
+                "at most 1h",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nschedule = {}\n",
+                "exactly one of `every`",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nschedule = { cron = \"61 * * * *\" }\n",
+                "plugin[0] (a).schedule.cron",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nconfig = { t = { x = 1 } }\n",
+                "plugin[0] (a).config.t",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nconfig = { l = [1, 2] }\n",
+                "plugin[0] (a).config.l",
+            ),
             ("[[plugin]]\nname = \"a\"\n", "missing field `path`"),
             ("this is not toml", "invalid agent configuration agent.toml"),
         ];
         for (text, expected) in cases {
             let e = error(text);
-            assert!(e.contains(expected), "{text:?}: expected {expected:?} in: {e}");
+            assert!(
+                e.contains(expected),
+                "{text:?}: expected {expected:?} in: {e}"
+            );
         }
     }
 

@@ -1,7 +1,7 @@
 //! The `assessment-runtime` command line: thin, everything it does is a
 //! library call.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -20,7 +20,11 @@ pub const EXIT_FINDINGS_FAILED: u8 = 2;
 pub const EXIT_UNUSABLE: u8 = 3;
 
 #[derive(Debug, Parser)]
-#[command(name = "assessment-runtime", version, about = "Runs compliance and security assessment plugins as sandboxed WebAssembly components")]
+#[command(
+    name = "assessment-runtime",
+    version,
+    about = "Runs compliance and security assessment plugins as sandboxed WebAssembly components"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -78,7 +82,10 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -97,17 +104,24 @@ pub fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ASSESSMENT_RUNTIME_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
-fn load(config: &PathBuf, root: Option<PathBuf>) -> anyhow::Result<AgentConfig> {
-    let mut agent = AgentConfig::load(config).with_context(|| "fix the configuration file and retry")?;
+fn load(config: &Path, root: Option<PathBuf>) -> anyhow::Result<AgentConfig> {
+    let mut agent =
+        AgentConfig::load(config).with_context(|| "fix the configuration file and retry")?;
     if let Some(root) = root {
-        anyhow::ensure!(root.is_absolute() || root.exists(), "--root {}: no such directory", root.display());
+        anyhow::ensure!(
+            root.is_absolute() || root.exists(),
+            "--root {}: no such directory",
+            root.display()
+        );
         agent.assessment_root = std::fs::canonicalize(&root)
             .with_context(|| format!("--root {}: cannot resolve the directory", root.display()))?;
     }
@@ -163,7 +177,11 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             for spec in agent.plugins.iter().filter(|p| !p.enabled) {
                 println!("off     {} (disabled)", spec.name);
             }
-            Ok(if failed > 0 { ExitCode::from(EXIT_JOB_FAILED) } else { ExitCode::SUCCESS })
+            Ok(if failed > 0 {
+                ExitCode::from(EXIT_JOB_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

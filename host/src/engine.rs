@@ -49,7 +49,8 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(|e| EngineError::Setup(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&engine);
-        capabilities::add_to_linker(&mut linker).map_err(|e| EngineError::Setup(format!("{e:#}")))?;
+        capabilities::add_to_linker(&mut linker)
+            .map_err(|e| EngineError::Setup(format!("{e:#}")))?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -85,7 +86,10 @@ impl PluginEngine {
 
     /// Resolve the component's imports against the host once, so each run
     /// only instantiates.
-    pub fn pre_instantiate(&self, component: &Component) -> Result<AssessmentPre<PluginState>, EngineError> {
+    pub fn pre_instantiate(
+        &self,
+        component: &Component,
+    ) -> Result<AssessmentPre<PluginState>, EngineError> {
         let pre = self
             .linker
             .instantiate_pre(component)

@@ -25,7 +25,13 @@ pub struct PluginId {
 
 impl fmt::Display for PluginId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{} ({})", self.name, self.version, short_digest(&self.digest))
+        write!(
+            f,
+            "{}@{} ({})",
+            self.name,
+            self.version,
+            short_digest(&self.digest)
+        )
     }
 }
 
@@ -38,7 +44,9 @@ pub fn short_digest(digest: &str) -> &str {
 #[derive(Debug, thiserror::Error)]
 pub enum PluginFileError {
     /// No file at the configured path.
-    #[error("{path}: no such file; build the plugin (`cargo build --release --target wasm32-wasip2`) or fix `path`")]
+    #[error(
+        "{path}: no such file; build the plugin (`cargo build --release --target wasm32-wasip2`) or fix `path`"
+    )]
     Missing {
         /// The configured path.
         path: PathBuf,
@@ -52,7 +60,9 @@ pub enum PluginFileError {
         source: std::io::Error,
     },
     /// The file is larger than [`MAX_COMPONENT_BYTES`].
-    #[error("{path}: {size} bytes is larger than the {MAX_COMPONENT_BYTES}-byte limit for a plugin component")]
+    #[error(
+        "{path}: {size} bytes is larger than the {MAX_COMPONENT_BYTES}-byte limit for a plugin component"
+    )]
     TooLarge {
         /// The configured path.
         path: PathBuf,
@@ -141,7 +151,9 @@ impl ComponentFile {
     /// this host's plugin ABI.
     pub fn read(path: &Path) -> Result<Self, PluginFileError> {
         let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => PluginFileError::Missing { path: path.to_path_buf() },
+            std::io::ErrorKind::NotFound => PluginFileError::Missing {
+                path: path.to_path_buf(),
+            },
             _ => PluginFileError::Read {
                 path: path.to_path_buf(),
                 source,
@@ -169,10 +181,11 @@ impl ComponentFile {
         if !Parser::is_component(&bytes) {
             return Err(PluginFileError::NotWasm { path: path_buf });
         }
-        let (imports, exports) = top_level_names(&bytes).map_err(|message| PluginFileError::Malformed {
-            path: path_buf.clone(),
-            message,
-        })?;
+        let (imports, exports) =
+            top_level_names(&bytes).map_err(|message| PluginFileError::Malformed {
+                path: path_buf.clone(),
+                message,
+            })?;
         check_abi(&path_buf, &imports, &exports)?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         Ok(ComponentFile {
@@ -221,7 +234,10 @@ fn abi_version_of(name: &str, interface: &str) -> Option<String> {
 /// Versions in the same semver-compatible line (same major, and same minor
 /// while the major is 0) are interchangeable, as in the component model.
 fn compatible(found: &str) -> bool {
-    let (Ok(found), Ok(ours)) = (semver::Version::parse(found), semver::Version::parse(ABI_VERSION)) else {
+    let (Ok(found), Ok(ours)) = (
+        semver::Version::parse(found),
+        semver::Version::parse(ABI_VERSION),
+    ) else {
         return false;
     };
     found.major == ours.major && (ours.major != 0 || found.minor == ours.minor)
@@ -231,7 +247,11 @@ fn check_abi(path: &Path, imports: &[String], exports: &[String]) -> Result<(), 
     let Some(found) = exports.iter().find_map(|e| abi_version_of(e, "plugin")) else {
         return Err(PluginFileError::NotAPlugin {
             path: path.to_path_buf(),
-            exports: if exports.is_empty() { "none".to_string() } else { exports.join(", ") },
+            exports: if exports.is_empty() {
+                "none".to_string()
+            } else {
+                exports.join(", ")
+            },
         });
     };
     if !compatible(&found) {
@@ -266,9 +286,18 @@ mod tests {
         assert!(!compatible("0.2.0"));
         assert!(!compatible("1.1.0"));
         assert!(!compatible("banana"));
-        assert_eq!(abi_version_of("assessment:plugin/plugin@0.1.0", "plugin").as_deref(), Some("0.1.0"));
-        assert_eq!(abi_version_of("assessment:plugin/target@0.1.0", "plugin"), None);
-        assert_eq!(abi_version_of("assessment:plugin/target@0.1.0", "").as_deref(), Some("0.1.0"));
+        assert_eq!(
+            abi_version_of("assessment:plugin/plugin@0.1.0", "plugin").as_deref(),
+            Some("0.1.0")
+        );
+        assert_eq!(
+            abi_version_of("assessment:plugin/target@0.1.0", "plugin"),
+            None
+        );
+        assert_eq!(
+            abi_version_of("assessment:plugin/target@0.1.0", "").as_deref(),
+            Some("0.1.0")
+        );
         assert_eq!(abi_version_of("other:plugin/plugin@0.1.0", "plugin"), None);
     }
 
@@ -280,9 +309,16 @@ mod tests {
             "wasi:cli/environment@0.2.6".to_string(),
         ];
         assert!(check_abi(Path::new("p"), &ok, &exports).is_ok());
-        for bad in ["wasi:http/outgoing-handler@0.2.0", "evil:host/exec", "wasi:cli/environment@0.3.0"] {
+        for bad in [
+            "wasi:http/outgoing-handler@0.2.0",
+            "evil:host/exec",
+            "wasi:cli/environment@0.3.0",
+        ] {
             let err = check_abi(Path::new("p"), &[bad.to_string()], &exports).unwrap_err();
-            assert!(matches!(err, PluginFileError::UnsupportedImport { .. }), "{bad}");
+            assert!(
+                matches!(err, PluginFileError::UnsupportedImport { .. }),
+                "{bad}"
+            );
         }
     }
 

@@ -48,7 +48,9 @@ impl GrantSet {
         };
         for (i, path) in read.iter().enumerate() {
             let normalised = normalise_absolute(path).map_err(|e| {
-                format!("{field}.read[{i}] = {path:?}: {e} (grant absolute paths such as \"/etc/ssh\")")
+                format!(
+                    "{field}.read[{i}] = {path:?}: {e} (grant absolute paths such as \"/etc/ssh\")"
+                )
             })?;
             grants.read.push(normalised);
         }
@@ -59,7 +61,9 @@ impl GrantSet {
             if normalised == Path::new("/") {
                 return Err(format!("{field}.commands[{i}]: \"/\" is not a program"));
             }
-            grants.commands.insert(normalised.to_string_lossy().into_owned());
+            grants
+                .commands
+                .insert(normalised.to_string_lossy().into_owned());
         }
         for (i, name) in env.iter().enumerate() {
             if !valid_env_name(name) {
@@ -78,13 +82,19 @@ impl GrantSet {
     /// normalising the request. `..` is refused outright: a plugin has no
     /// reason to climb, and refusing it keeps resolution purely lexical.
     pub fn read_grant_for(&self, path: &str) -> Result<(&Path, PathBuf), Refusal> {
-        let request = normalise_absolute(path).map_err(|e| Refusal::Invalid(format!("{path:?}: {e}")))?;
+        let request =
+            normalise_absolute(path).map_err(|e| Refusal::Invalid(format!("{path:?}: {e}")))?;
         self.read
             .iter()
             .filter(|grant| request.starts_with(grant))
             .max_by_key(|grant| grant.components().count())
             .map(|grant| (grant.as_path(), request.clone()))
-            .ok_or_else(|| Refusal::Denied(format!("{} is outside the plugin's read grants", request.display())))
+            .ok_or_else(|| {
+                Refusal::Denied(format!(
+                    "{} is outside the plugin's read grants",
+                    request.display()
+                ))
+            })
     }
 
     /// Whether `command` may be run.
@@ -100,19 +110,25 @@ impl GrantSet {
         if self.commands.contains(command) {
             Ok(())
         } else {
-            Err(Refusal::Denied(format!("command {command} is not in the plugin's command grants")))
+            Err(Refusal::Denied(format!(
+                "command {command} is not in the plugin's command grants"
+            )))
         }
     }
 
     /// Whether environment variable `name` may be read.
     pub fn check_env(&self, name: &str) -> Result<(), Refusal> {
         if !valid_env_name(name) {
-            return Err(Refusal::Invalid(format!("{name:?} is not an environment variable name")));
+            return Err(Refusal::Invalid(format!(
+                "{name:?} is not an environment variable name"
+            )));
         }
         if self.env.contains(name) {
             Ok(())
         } else {
-            Err(Refusal::Denied(format!("environment variable {name} is not in the plugin's env grants")))
+            Err(Refusal::Denied(format!(
+                "environment variable {name} is not in the plugin's env grants"
+            )))
         }
     }
 
@@ -121,7 +137,9 @@ impl GrantSet {
         if self.host_facts {
             Ok(())
         } else {
-            Err(Refusal::Denied("host facts are not granted (grants.host_facts = false)".to_string()))
+            Err(Refusal::Denied(
+                "host facts are not granted (grants.host_facts = false)".to_string(),
+            ))
         }
     }
 }
@@ -229,12 +247,23 @@ mod tests {
     #[test]
     fn read_requests_are_resolved_against_the_longest_grant() {
         let g = grants(&["/etc", "/etc/ssh/", "/proc/sys"]);
-        let cases: &[(&str, Result<(&str, &str), &str>)] = &[
+        // (request, Ok((grant, normalised path)) or Err(refusal kind))
+        type Case<'a> = (&'a str, Result<(&'a str, &'a str), &'a str>);
+        let cases: &[Case] = &[
             ("/etc/passwd", Ok(("/etc", "/etc/passwd"))),
-            ("/etc/ssh/sshd_config", Ok(("/etc/ssh", "/etc/ssh/sshd_config"))),
-            ("/etc//ssh/./sshd_config", Ok(("/etc/ssh", "/etc/ssh/sshd_config"))),
+            (
+                "/etc/ssh/sshd_config",
+                Ok(("/etc/ssh", "/etc/ssh/sshd_config")),
+            ),
+            (
+                "/etc//ssh/./sshd_config",
+                Ok(("/etc/ssh", "/etc/ssh/sshd_config")),
+            ),
             ("/etc", Ok(("/etc", "/etc"))),
-            ("/proc/sys/kernel/osrelease", Ok(("/proc/sys", "/proc/sys/kernel/osrelease"))),
+            (
+                "/proc/sys/kernel/osrelease",
+                Ok(("/proc/sys", "/proc/sys/kernel/osrelease")),
+            ),
             ("/etcetera/x", Err("denied")),
             ("/proc/self/environ", Err("denied")),
             ("/", Err("denied")),
@@ -246,7 +275,11 @@ mod tests {
             let got = g.read_grant_for(request);
             match (expected, got) {
                 (Ok((grant, path)), Ok((g, p))) => {
-                    assert_eq!((g, p.as_path()), (Path::new(grant), Path::new(path)), "{request}")
+                    assert_eq!(
+                        (g, p.as_path()),
+                        (Path::new(grant), Path::new(path)),
+                        "{request}"
+                    )
                 }
                 (Err("denied"), Err(Refusal::Denied(_))) => {}
                 (Err("invalid"), Err(Refusal::Invalid(_))) => {}
@@ -258,8 +291,14 @@ mod tests {
     #[test]
     fn nothing_is_granted_by_default() {
         let g = GrantSet::default();
-        assert!(matches!(g.read_grant_for("/etc/passwd"), Err(Refusal::Denied(_))));
-        assert!(matches!(g.check_command("/usr/bin/id"), Err(Refusal::Denied(_))));
+        assert!(matches!(
+            g.read_grant_for("/etc/passwd"),
+            Err(Refusal::Denied(_))
+        ));
+        assert!(matches!(
+            g.check_command("/usr/bin/id"),
+            Err(Refusal::Denied(_))
+        ));
         assert!(matches!(g.check_env("HOME"), Err(Refusal::Denied(_))));
         assert!(matches!(g.check_host_facts(), Err(Refusal::Denied(_))));
     }
@@ -268,7 +307,10 @@ mod tests {
     fn commands_and_env_are_exact_allow_lists() {
         let g = grants(&[]);
         assert_eq!(g.check_command("/usr/bin/uname"), Ok(()));
-        assert!(matches!(g.check_command("/usr/bin/uname2"), Err(Refusal::Denied(_))));
+        assert!(matches!(
+            g.check_command("/usr/bin/uname2"),
+            Err(Refusal::Denied(_))
+        ));
         assert!(matches!(g.check_command("uname"), Err(Refusal::Invalid(_))));
         assert!(matches!(g.check_command(""), Err(Refusal::Invalid(_))));
         assert_eq!(g.check_env("LANG"), Ok(()));
@@ -278,7 +320,8 @@ mod tests {
 
     #[test]
     fn bad_grants_name_the_field() {
-        let e = GrantSet::from_config("plugin[2].grants", false, &["etc".into()], &[], &[]).unwrap_err();
+        let e = GrantSet::from_config("plugin[2].grants", false, &["etc".into()], &[], &[])
+            .unwrap_err();
         assert!(e.contains("plugin[2].grants.read[0]"), "{e}");
         let e = GrantSet::from_config("p", false, &["/etc/../root".into()], &[], &[]).unwrap_err();
         assert!(e.contains("`..`"), "{e}");

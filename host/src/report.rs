@@ -95,15 +95,31 @@ impl RunReport {
             };
             let state = match &job.error {
                 None => format!("completed in {} ms", job.duration_ms),
-                Some(e) => format!("FAILED ({})", serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+                Some(e) => format!(
+                    "FAILED ({})",
+                    serde_json::to_value(e.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ),
             };
             let _ = writeln!(out, "== {who}: {state}");
             if let Some(e) = &job.error {
                 let _ = writeln!(out, "   error: {}", sanitize(&e.message));
             }
             if !job.findings.is_empty() {
-                let width = job.findings.iter().map(|f| f.check_id.len()).max().unwrap_or(0).min(40);
-                let _ = writeln!(out, "   {:<7}  {:<8}  {:<width$}  MESSAGE", "STATUS", "SEVERITY", "CHECK");
+                let width = job
+                    .findings
+                    .iter()
+                    .map(|f| f.check_id.len())
+                    .max()
+                    .unwrap_or(0)
+                    .min(40);
+                let _ = writeln!(
+                    out,
+                    "   {:<7}  {:<8}  {:<width$}  MESSAGE",
+                    "STATUS", "SEVERITY", "CHECK"
+                );
                 for f in &job.findings {
                     let _ = writeln!(
                         out,
@@ -116,7 +132,12 @@ impl RunReport {
                 }
             }
             if job.denial_count > 0 {
-                let _ = writeln!(out, "   {} call(s) denied by policy, e.g. {}", job.denial_count, sanitize(job.denials.first().map_or("", String::as_str)));
+                let _ = writeln!(
+                    out,
+                    "   {} call(s) denied by policy, e.g. {}",
+                    job.denial_count,
+                    sanitize(job.denials.first().map_or("", String::as_str))
+                );
             }
             if let Some(note) = &job.note {
                 let _ = writeln!(out, "   note: {}", sanitize(note));

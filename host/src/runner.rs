@@ -149,7 +149,11 @@ pub struct PreparedPlugin {
 
 /// Read, check, compile and describe the plugin of `spec`, then check its
 /// configuration and grants against it.
-pub async fn prepare(engine: &PluginEngine, spec: &PluginSpec, root: &Path) -> Result<PreparedPlugin, (Option<PluginId>, JobError)> {
+pub async fn prepare(
+    engine: &PluginEngine,
+    spec: &PluginSpec,
+    root: &Path,
+) -> Result<PreparedPlugin, (Option<PluginId>, JobError)> {
     let load = |e: String| (None, JobError::new(JobErrorKind::Load, e));
     let path = spec.path.clone();
     let file = tokio::task::spawn_blocking(move || ComponentFile::read(&path))
@@ -181,8 +185,15 @@ pub async fn prepare(engine: &PluginEngine, spec: &PluginSpec, root: &Path) -> R
         job_id: "describe".to_string(),
     });
     // `describe` runs without any grant: it must not depend on the system.
-    let state = new_state(&labels, ConfigCtx::default(), GrantSet::default(), Path::new("/"), &describe_limits, BTreeSet::new())
-        .map_err(|e| (Some(provisional.clone()), e))?;
+    let state = new_state(
+        &labels,
+        ConfigCtx::default(),
+        GrantSet::default(),
+        Path::new("/"),
+        &describe_limits,
+        BTreeSet::new(),
+    )
+    .map_err(|e| (Some(provisional.clone()), e))?;
     let (outcome, _state) = call_limited(engine, &pre, state, &describe_limits, |plugin, store| {
         Box::pin(async move { plugin.assessment_plugin_plugin().call_describe(store).await })
     })
@@ -190,7 +201,10 @@ pub async fn prepare(engine: &PluginEngine, spec: &PluginSpec, root: &Path) -> R
     let info = outcome.map_err(|e| {
         (
             Some(provisional.clone()),
-            JobError::new(JobErrorKind::Describe, format!("describe() failed: {}", e.message)),
+            JobError::new(
+                JobErrorKind::Describe,
+                format!("describe() failed: {}", e.message),
+            ),
         )
     })?;
 
@@ -199,7 +213,12 @@ pub async fn prepare(engine: &PluginEngine, spec: &PluginSpec, root: &Path) -> R
         version: info.version.clone(),
         digest,
     };
-    let describe_error = |message: String| (Some(id.clone()), JobError::new(JobErrorKind::Describe, message));
+    let describe_error = |message: String| {
+        (
+            Some(id.clone()),
+            JobError::new(JobErrorKind::Describe, message),
+        )
+    };
     if info.name != spec.name {
         return Err(describe_error(format!(
             "{} describes itself as `{}`, but the configuration names it `{}`; fix `name` or `path`",
@@ -209,7 +228,10 @@ pub async fn prepare(engine: &PluginEngine, spec: &PluginSpec, root: &Path) -> R
         )));
     }
     if semver::Version::parse(&info.version).is_err() {
-        return Err(describe_error(format!("version {:?} is not a semantic version", info.version)));
+        return Err(describe_error(format!(
+            "version {:?} is not a semantic version",
+            info.version
+        )));
     }
     let mut ids = BTreeSet::new();
     for check in &info.checks {
@@ -223,8 +245,12 @@ pub async fn prepare(engine: &PluginEngine, spec: &PluginSpec, root: &Path) -> R
     ConfigCtx::new(spec.config.clone())
         .validate(&spec.name, &info.config)
         .map_err(|e| (Some(id.clone()), JobError::new(JobErrorKind::Config, e)))?;
-    TargetCtx::open(labels, root, spec.grants.clone(), spec.limits.clone())
-        .map_err(|e| (Some(id.clone()), JobError::new(JobErrorKind::Grant, format!("plugin `{}`: {e}", spec.name))))?;
+    TargetCtx::open(labels, root, spec.grants.clone(), spec.limits.clone()).map_err(|e| {
+        (
+            Some(id.clone()),
+            JobError::new(JobErrorKind::Grant, format!("plugin `{}`: {e}", spec.name)),
+        )
+    })?;
 
     Ok(PreparedPlugin {
         spec: spec.clone(),
@@ -242,8 +268,12 @@ fn new_state(
     limits: &Limits,
     known_checks: BTreeSet<String>,
 ) -> Result<PluginState, JobError> {
-    let target = TargetCtx::open(labels.clone(), root, grants, limits.clone())
-        .map_err(|e| JobError::new(JobErrorKind::Grant, format!("plugin `{}`: {e}", labels.plugin)))?;
+    let target = TargetCtx::open(labels.clone(), root, grants, limits.clone()).map_err(|e| {
+        JobError::new(
+            JobErrorKind::Grant,
+            format!("plugin `{}`: {e}", labels.plugin),
+        )
+    })?;
     let log = Arc::new(LogSink::new(labels.clone(), limits.log_bytes));
     Ok(PluginState::new(
         config,
@@ -254,7 +284,8 @@ fn new_state(
     ))
 }
 
-type CallFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<T>> + Send + 'a>>;
+type CallFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<T>> + Send + 'a>>;
 
 /// Instantiate and call one export within the memory limit and the
 /// deadline; traps become job errors.
@@ -263,7 +294,10 @@ async fn call_limited<T>(
     pre: &AssessmentPre<PluginState>,
     state: PluginState,
     limits: &Limits,
-    call: impl for<'a> FnOnce(&'a crate::bindings::latest::Assessment, &'a mut Store<PluginState>) -> CallFuture<'a, T>,
+    call: impl for<'a> FnOnce(
+        &'a crate::bindings::latest::Assessment,
+        &'a mut Store<PluginState>,
+    ) -> CallFuture<'a, T>,
 ) -> (Result<T, JobError>, PluginState) {
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limiter);
@@ -318,7 +352,9 @@ fn classify_trap(error: &wasmtime::Error, state: &PluginState, limits: &Limits) 
     }
     JobError::new(
         JobErrorKind::Trap,
-        format!("the plugin trapped (a panic or a bug in the plugin; its stderr is in the log): {error:#}"),
+        format!(
+            "the plugin trapped (a panic or a bug in the plugin; its stderr is in the log): {error:#}"
+        ),
     )
 }
 
@@ -332,10 +368,17 @@ pub async fn run_job(engine: &PluginEngine, prepared: &PreparedPlugin, root: &Pa
         digest = %prepared.id.digest,
         job = %job_id
     );
-    run_job_inner(engine, prepared, root, job_id).instrument(span).await
+    run_job_inner(engine, prepared, root, job_id)
+        .instrument(span)
+        .await
 }
 
-async fn run_job_inner(engine: &PluginEngine, prepared: &PreparedPlugin, root: &Path, job_id: String) -> JobReport {
+async fn run_job_inner(
+    engine: &PluginEngine,
+    prepared: &PreparedPlugin,
+    root: &Path,
+    job_id: String,
+) -> JobReport {
     let spec = &prepared.spec;
     let started = Instant::now();
     let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
@@ -375,9 +418,15 @@ async fn run_job_inner(engine: &PluginEngine, prepared: &PreparedPlugin, root: &
         }
     };
     tracing::info!("run started");
-    let (outcome, mut state) = call_limited(engine, &prepared.pre, state, &spec.limits, |plugin, store| {
-        Box::pin(async move { plugin.assessment_plugin_plugin().call_run(store).await })
-    })
+    let (outcome, mut state) = call_limited(
+        engine,
+        &prepared.pre,
+        state,
+        &spec.limits,
+        |plugin, store| {
+            Box::pin(async move { plugin.assessment_plugin_plugin().call_run(store).await })
+        },
+    )
     .await;
 
     report.findings = state.results.take();
@@ -404,13 +453,22 @@ async fn run_job_inner(engine: &PluginEngine, prepared: &PreparedPlugin, root: &
                 JobErrorKind::PluginConfig,
                 format!("the plugin rejected its configuration: {m}"),
             )),
-            Ok(Err(RunError::Failed(m))) => Some(JobError::new(JobErrorKind::PluginFailed, format!("the plugin failed: {m}"))),
+            Ok(Err(RunError::Failed(m))) => Some(JobError::new(
+                JobErrorKind::PluginFailed,
+                format!("the plugin failed: {m}"),
+            )),
             Err(e) => Some(e),
         }
     };
     match &report.error {
-        None => tracing::info!(findings = report.findings.len(), duration_ms = report.duration_ms, "run completed"),
-        Some(e) => tracing::error!(kind = ?e.kind, findings = report.findings.len(), "run failed: {}", e.message),
+        None => tracing::info!(
+            findings = report.findings.len(),
+            duration_ms = report.duration_ms,
+            "run completed"
+        ),
+        Some(e) => {
+            tracing::error!(kind = ?e.kind, findings = report.findings.len(), "run failed: {}", e.message)
+        }
     }
     report
 }

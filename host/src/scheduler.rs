@@ -18,7 +18,12 @@ use crate::runner::{self, JobError, JobErrorKind, JobReport};
 pub async fn run_once(engine: &PluginEngine, config: &AgentConfig) -> RunReport {
     let started_at = SystemTime::now();
     let permits = Arc::new(Semaphore::new(config.max_concurrent_jobs));
-    let specs: Vec<_> = config.plugins.iter().filter(|p| p.enabled).cloned().collect();
+    let specs: Vec<_> = config
+        .plugins
+        .iter()
+        .filter(|p| p.enabled)
+        .cloned()
+        .collect();
     let mut jobs = JoinSet::new();
     for (index, spec) in specs.iter().cloned().enumerate() {
         let engine = engine.clone();
@@ -51,7 +56,14 @@ pub async fn run_once(engine: &PluginEngine, config: &AgentConfig) -> RunReport 
         .zip(&specs)
         .map(|(report, spec)| {
             report.unwrap_or_else(|| {
-                JobReport::not_run(spec, None, JobError::new(JobErrorKind::Host, "the host failed while running this plugin; see the log"))
+                JobReport::not_run(
+                    spec,
+                    None,
+                    JobError::new(
+                        JobErrorKind::Host,
+                        "the host failed while running this plugin; see the log",
+                    ),
+                )
             })
         })
         .collect();

@@ -21,7 +21,11 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "configuration key `{}` must be {}", self.key, self.expected)
+        write!(
+            f,
+            "configuration key `{}` must be {}",
+            self.key, self.expected
+        )
     }
 }
 

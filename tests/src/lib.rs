@@ -26,7 +26,11 @@ pub fn repo() -> PathBuf {
 pub fn runtime_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap();
-    let dir = if dir.ends_with("deps") { dir.parent().unwrap() } else { dir };
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap()
+    } else {
+        dir
+    };
     let bin = dir.join("assessment-runtime");
     assert!(
         bin.exists(),
@@ -98,7 +102,10 @@ impl RunOutcome {
 
     /// The error message of plugin `name`'s job.
     pub fn error_message(&self, name: &str) -> String {
-        self.job(name)["error"]["message"].as_str().unwrap_or_default().to_string()
+        self.job(name)["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 

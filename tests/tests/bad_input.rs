@@ -2,21 +2,40 @@
 //! the fix, the other plugins still run, non-zero exit only when something
 //! failed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use assessment_e2e::{Agent, RunOutcome, guest, runtime_bin};
 
 /// A run with a well-behaved probe next to the plugin under test.
 fn with_good_neighbour(agent: Agent) -> RunOutcome {
     let out = agent
-        .plugin("probe", &guest("test_plugin_probe"), "config = { actions = [\"config:greeting\"] }")
+        .plugin(
+            "probe",
+            &guest("test_plugin_probe"),
+            "config = { actions = [\"config:greeting\"] }",
+        )
         .run();
-    assert_eq!(out.error_kind("probe"), None, "the other plugin still runs: {:#}", out.report);
+    assert_eq!(
+        out.error_kind("probe"),
+        None,
+        "the other plugin still runs: {:#}",
+        out.report
+    );
     assert_eq!(out.findings("probe").len(), 1);
-    assert_eq!(out.code, 1, "something failed, so the exit code is non-zero");
+    assert_eq!(
+        out.code, 1,
+        "something failed, so the exit code is non-zero"
+    );
     out
 }
 
 fn assert_load_error(out: &RunOutcome, plugin: &str, kind: &str, needles: &[&str]) {
-    assert_eq!(out.error_kind(plugin).as_deref(), Some(kind), "{:#}", out.job(plugin));
+    assert_eq!(
+        out.error_kind(plugin).as_deref(),
+        Some(kind),
+        "{:#}",
+        out.job(plugin)
+    );
     let message = out.error_message(plugin);
     for needle in needles {
         assert!(message.contains(needle), "{needle:?} not in {message:?}");
@@ -29,7 +48,16 @@ fn a_missing_component() {
     let agent = Agent::new();
     let missing = agent.dir().join("nope.wasm");
     let out = with_good_neighbour(agent.plugin("sshd-hardening", &missing, ""));
-    assert_load_error(&out, "sshd-hardening", "load", &["nope.wasm", "no such file", "cargo build --release --target wasm32-wasip2"]);
+    assert_load_error(
+        &out,
+        "sshd-hardening",
+        "load",
+        &[
+            "nope.wasm",
+            "no such file",
+            "cargo build --release --target wasm32-wasip2",
+        ],
+    );
 }
 
 #[test]
@@ -38,7 +66,12 @@ fn garbage_instead_of_a_component() {
     let path = agent.dir().join("garbage.wasm");
     std::fs::write(&path, b"this is not wasm").unwrap();
     let out = with_good_neighbour(agent.plugin("garbage", &path, ""));
-    assert_load_error(&out, "garbage", "load", &["garbage.wasm", "not a WebAssembly file"]);
+    assert_load_error(
+        &out,
+        "garbage",
+        "load",
+        &["garbage.wasm", "not a WebAssembly file"],
+    );
 }
 
 #[test]
@@ -48,7 +81,12 @@ fn a_truncated_component() {
     let bytes = std::fs::read(guest("kernel_params")).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let out = with_good_neighbour(agent.plugin("kernel-params", &path, ""));
-    assert_load_error(&out, "kernel-params", "load", &["truncated.wasm", "malformed component"]);
+    assert_load_error(
+        &out,
+        "kernel-params",
+        "load",
+        &["truncated.wasm", "malformed component"],
+    );
 }
 
 #[test]
@@ -58,44 +96,111 @@ fn a_core_module_instead_of_a_component() {
     // The smallest valid core module: magic and version.
     std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
     let out = with_good_neighbour(agent.plugin("core", &path, ""));
-    assert_load_error(&out, "core", "load", &["core.wasm", "core WebAssembly module, not a component", "wasm32-wasip2"]);
+    assert_load_error(
+        &out,
+        "core",
+        "load",
+        &[
+            "core.wasm",
+            "core WebAssembly module, not a component",
+            "wasm32-wasip2",
+        ],
+    );
 }
 
 #[test]
 fn a_component_for_another_abi_version() {
-    let out = with_good_neighbour(Agent::new().plugin("future-abi", &guest("test_plugin_future_abi"), ""));
-    assert_load_error(&out, "future-abi", "load", &["assessment:plugin@0.2.0", "supports assessment:plugin@0.1.0", "rebuild the plugin"]);
+    let out = with_good_neighbour(Agent::new().plugin(
+        "future-abi",
+        &guest("test_plugin_future_abi"),
+        "",
+    ));
+    assert_load_error(
+        &out,
+        "future-abi",
+        "load",
+        &[
+            "assessment:plugin@0.2.0",
+            "supports assessment:plugin@0.1.0",
+            "rebuild the plugin",
+        ],
+    );
 }
 
 #[test]
 fn an_unknown_config_key() {
-    let out = with_good_neighbour(
-        Agent::new().plugin("kernel-params", &guest("kernel_params"), "config = { alow = [\"x=1\"] }\ngrants = { read = [\"/\"] }"),
+    let out = with_good_neighbour(Agent::new().plugin(
+        "kernel-params",
+        &guest("kernel_params"),
+        "config = { alow = [\"x=1\"] }\ngrants = { read = [\"/\"] }",
+    ));
+    assert_load_error(
+        &out,
+        "kernel-params",
+        "config",
+        &[
+            "kernel-params",
+            "no configuration key `alow`",
+            "accepted keys: allow, skip",
+        ],
     );
-    assert_load_error(&out, "kernel-params", "config", &["kernel-params", "no configuration key `alow`", "accepted keys: allow, skip"]);
 }
 
 #[test]
 fn a_config_value_of_the_wrong_kind() {
-    let out = with_good_neighbour(Agent::new().plugin("kernel-params", &guest("kernel_params"), "config = { skip = \"net-ip-forward\" }"));
-    assert_load_error(&out, "kernel-params", "config", &["`skip` must be a list of strings"]);
+    let out = with_good_neighbour(Agent::new().plugin(
+        "kernel-params",
+        &guest("kernel_params"),
+        "config = { skip = \"net-ip-forward\" }",
+    ));
+    assert_load_error(
+        &out,
+        "kernel-params",
+        "config",
+        &["`skip` must be a list of strings"],
+    );
 }
 
 #[test]
 fn a_grant_to_a_path_that_does_not_exist() {
-    let out = with_good_neighbour(Agent::new().plugin("kernel-params", &guest("kernel_params"), "grants = { read = [\"/proc/sys\"] }"));
-    assert_load_error(&out, "kernel-params", "grant", &["kernel-params", "/proc/sys", "does not resolve", "grants.read"]);
+    let out = with_good_neighbour(Agent::new().plugin(
+        "kernel-params",
+        &guest("kernel_params"),
+        "grants = { read = [\"/proc/sys\"] }",
+    ));
+    assert_load_error(
+        &out,
+        "kernel-params",
+        "grant",
+        &[
+            "kernel-params",
+            "/proc/sys",
+            "does not resolve",
+            "grants.read",
+        ],
+    );
 }
 
 #[test]
 fn a_component_whose_name_differs_from_the_configuration() {
-    let out = with_good_neighbour(Agent::new().plugin("sshd-hardening", &guest("kernel_params"), ""));
-    assert_load_error(&out, "sshd-hardening", "describe", &["describes itself as `kernel-params`", "the configuration names it `sshd-hardening`"]);
+    let out =
+        with_good_neighbour(Agent::new().plugin("sshd-hardening", &guest("kernel_params"), ""));
+    assert_load_error(
+        &out,
+        "sshd-hardening",
+        "describe",
+        &[
+            "describes itself as `kernel-params`",
+            "the configuration names it `sshd-hardening`",
+        ],
+    );
 }
 
 #[test]
 fn everything_fine_exits_zero() {
-    let out = Agent::new().plugin("probe", &guest("test_plugin_probe"), "").run();
+    let out = Agent::new()
+        .plugin("probe", &guest("test_plugin_probe"), "")
+        .run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.report["schema"], "assessment-runtime/run-report@1");
     assert_eq!(out.report["summary"]["jobs"], 1);
@@ -106,23 +211,38 @@ fn everything_fine_exits_zero() {
 fn disabled_plugins_do_not_run() {
     let agent = Agent::new();
     let missing = agent.dir().join("missing.wasm");
-    let out = agent.plugin("off", &missing, "enabled = false").plugin("probe", &guest("test_plugin_probe"), "").run();
+    let out = agent
+        .plugin("off", &missing, "enabled = false")
+        .plugin("probe", &guest("test_plugin_probe"), "")
+        .run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.report["jobs"].as_array().unwrap().len(), 1);
 }
 
 #[test]
 fn a_broken_configuration_file_names_the_field_and_exits_3() {
-    let agent = Agent::new().plugin("probe", &guest("test_plugin_probe"), "grants = { reed = [\"/etc\"] }");
+    let agent = Agent::new().plugin(
+        "probe",
+        &guest("test_plugin_probe"),
+        "grants = { reed = [\"/etc\"] }",
+    );
     let out = agent.run();
     assert_eq!(out.code, 3, "{}", out.stderr);
-    assert!(out.stderr.contains("unknown field `reed`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown field `reed`"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("agent.toml"), "{}", out.stderr);
 }
 
 #[test]
 fn the_table_output_is_readable() {
-    let agent = Agent::new().plugin("probe", &guest("test_plugin_probe"), "config = { actions = [\"read-file:/etc/passwd\"] }");
+    let agent = Agent::new().plugin(
+        "probe",
+        &guest("test_plugin_probe"),
+        "config = { actions = [\"read-file:/etc/passwd\"] }",
+    );
     let config = agent.write();
     let output = std::process::Command::new(runtime_bin())
         .args(["run", "--once", "--config"])
@@ -131,9 +251,17 @@ fn the_table_output_is_readable() {
         .unwrap();
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.contains("== probe 0.1.0 (sha256:"), "{table}");
-    assert!(table.contains("ERROR    info      probe  read-file:/etc/passwd"), "{table}");
+    assert!(
+        table.contains("ERROR    info      probe  read-file:/etc/passwd"),
+        "{table}"
+    );
     assert!(table.contains("1 call(s) denied by policy"), "{table}");
-    assert!(table.contains("1 plugin(s), 0 failed to run; 1 finding(s): 0 pass, 0 fail, 1 error, 0 skipped"), "{table}");
+    assert!(
+        table.contains(
+            "1 plugin(s), 0 failed to run; 1 finding(s): 0 pass, 0 fail, 1 error, 0 skipped"
+        ),
+        "{table}"
+    );
 }
 
 #[test]

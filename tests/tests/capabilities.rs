@@ -1,6 +1,8 @@
 //! Every capability granted and denied, through the real binary, with the
 //! probe test plugin reporting what each call returned.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use assessment_e2e::{Agent, RunOutcome, guest};
 use serde_json::Value;
 
@@ -11,9 +13,17 @@ fn probe(actions: &[&str], grants: &str) -> RunOutcome {
     std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
     std::fs::create_dir_all(root.join("secret")).unwrap();
     std::fs::write(root.join("etc/ssh/sshd_config"), "PermitRootLogin no\n").unwrap();
-    std::fs::set_permissions(root.join("etc/ssh/sshd_config"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        root.join("etc/ssh/sshd_config"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     std::fs::write(root.join("etc/hostname"), "probe-host\n").unwrap();
-    std::fs::write(root.join("etc/os-release"), "PRETTY_NAME=\"Probe OS 1\"\nID=probe\n").unwrap();
+    std::fs::write(
+        root.join("etc/os-release"),
+        "PRETTY_NAME=\"Probe OS 1\"\nID=probe\n",
+    )
+    .unwrap();
     std::fs::write(root.join("secret/key"), "TOP SECRET").unwrap();
     std::os::unix::fs::symlink("/secret/key", root.join("etc/ssh/abs-escape")).unwrap();
     std::os::unix::fs::symlink("../../secret/key", root.join("etc/ssh/rel-escape")).unwrap();
@@ -22,7 +32,10 @@ fn probe(actions: &[&str], grants: &str) -> RunOutcome {
         .plugin(
             "probe",
             &guest("test_plugin_probe"),
-            &format!("config = {{ actions = [{}], greeting = \"hello\", count = 7 }}\ngrants = {grants}", actions.join(", ")),
+            &format!(
+                "config = {{ actions = [{}], greeting = \"hello\", count = 7 }}\ngrants = {grants}",
+                actions.join(", ")
+            ),
         )
         .run();
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -43,7 +56,9 @@ fn outcomes(out: &RunOutcome) -> Vec<(String, String)> {
                     .map(|e| e["value"].as_str().unwrap().to_string())
             };
             let status = f["status"].as_str().unwrap().to_string();
-            let detail = evidence("output").or_else(|| evidence("error-kind")).unwrap_or_default();
+            let detail = evidence("output")
+                .or_else(|| evidence("error-kind"))
+                .unwrap_or_default();
             (status, detail)
         })
         .collect()
@@ -60,7 +75,15 @@ fn refused(kind: &str) -> (String, String) {
 #[test]
 fn files_are_readable_only_inside_read_grants() {
     let out = probe(
-        &["read-file:/etc/ssh/sshd_config", "read-file:/etc/hostname", "read-file:/secret/key", "stat:/secret/key", "list-dir:/secret", "list-dir:/etc/ssh", "read-file:/etc/ssh/nope"],
+        &[
+            "read-file:/etc/ssh/sshd_config",
+            "read-file:/etc/hostname",
+            "read-file:/secret/key",
+            "stat:/secret/key",
+            "list-dir:/secret",
+            "list-dir:/etc/ssh",
+            "read-file:/etc/ssh/nope",
+        ],
         "{ read = [\"/etc/ssh\"] }",
     );
     let got = outcomes(&out);
@@ -72,13 +95,24 @@ fn files_are_readable_only_inside_read_grants() {
     assert_eq!(got[5], pass("abs-escape,rel-escape,sshd_config"));
     assert_eq!(got[6], refused("not-found"));
     assert_eq!(out.job("probe")["denial_count"], 4);
-    assert!(out.stderr.contains("denied: /secret/key is outside the plugin's read grants"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("denied: /secret/key is outside the plugin's read grants"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn path_escapes_are_refused() {
     let out = probe(
-        &["read-file:/etc/ssh/../../secret/key", "read-file:/etc/ssh/abs-escape", "read-file:/etc/ssh/rel-escape", "read-file:etc/ssh/sshd_config", "stat:/etc/ssh/rel-escape"],
+        &[
+            "read-file:/etc/ssh/../../secret/key",
+            "read-file:/etc/ssh/abs-escape",
+            "read-file:/etc/ssh/rel-escape",
+            "read-file:etc/ssh/sshd_config",
+            "stat:/etc/ssh/rel-escape",
+        ],
         "{ read = [\"/etc/ssh\"] }",
     );
     for (i, got) in outcomes(&out).into_iter().enumerate() {
@@ -93,7 +127,10 @@ fn stat_reports_modes() {
     let out = probe(&["stat:/etc/ssh/sshd_config"], "{ read = [\"/etc\"] }");
     let got = &outcomes(&out)[0];
     assert_eq!(got.0, "pass");
-    assert!(got.1.contains("kind=EntryKind::File mode=0600") && got.1.contains("size=19"), "{got:?}");
+    assert!(
+        got.1.contains("kind=EntryKind::File mode=0600") && got.1.contains("size=19"),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -103,14 +140,22 @@ fn host_facts_need_their_grant() {
     let out = probe(&["host-facts:"], "{ host_facts = true }");
     let (status, detail) = &outcomes(&out)[0];
     assert_eq!(status, "pass");
-    assert!(detail.contains("hostname=probe-host") && detail.contains("os=Probe OS 1") && detail.contains("os-id=probe"), "{detail}");
+    assert!(
+        detail.contains("hostname=probe-host")
+            && detail.contains("os=Probe OS 1")
+            && detail.contains("os-id=probe"),
+        "{detail}"
+    );
 }
 
 #[test]
 fn environment_variables_need_their_grant() {
     // The runtime's own environment has PATH and HOME; the plugin sees
     // only what is granted.
-    let out = probe(&["env-var:PATH", "env-var:HOME", "env-var:NOT_SET_ANYWHERE"], "{ env = [\"PATH\", \"NOT_SET_ANYWHERE\"] }");
+    let out = probe(
+        &["env-var:PATH", "env-var:HOME", "env-var:NOT_SET_ANYWHERE"],
+        "{ env = [\"PATH\", \"NOT_SET_ANYWHERE\"] }",
+    );
     let got = outcomes(&out);
     assert_eq!(got[0].0, "pass");
     assert!(!got[0].1.is_empty());
@@ -121,7 +166,12 @@ fn environment_variables_need_their_grant() {
 #[test]
 fn commands_need_their_grant() {
     let out = probe(
-        &["run-command:/bin/echo granted", "run-command:/bin/cat /etc/passwd", "run-command:echo relative", "run-command:/nonexistent/tool"],
+        &[
+            "run-command:/bin/echo granted",
+            "run-command:/bin/cat /etc/passwd",
+            "run-command:echo relative",
+            "run-command:/nonexistent/tool",
+        ],
         "{ commands = [\"/bin/echo\", \"/nonexistent/tool\"] }",
     );
     let got = outcomes(&out);
@@ -143,7 +193,14 @@ fn config_values_reach_the_plugin_typed() {
 #[test]
 fn nothing_is_reachable_without_grants() {
     let out = probe(
-        &["read-file:/etc/hostname", "list-dir:/", "stat:/etc", "host-facts:", "env-var:PATH", "run-command:/bin/echo x"],
+        &[
+            "read-file:/etc/hostname",
+            "list-dir:/",
+            "stat:/etc",
+            "host-facts:",
+            "env-var:PATH",
+            "run-command:/bin/echo x",
+        ],
         "{}",
     );
     for (i, got) in outcomes(&out).into_iter().enumerate() {

@@ -1,16 +1,27 @@
 //! The example plugins against their good and bad fixture trees, through
 //! the real binary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use assessment_e2e::{Agent, apply_modes, current_ids, guest, repo};
 
 fn fixture(plugin: &str, tree: &str) -> std::path::PathBuf {
-    repo().join("plugins-examples").join(plugin).join("fixtures").join(tree)
+    repo()
+        .join("plugins-examples")
+        .join(plugin)
+        .join("fixtures")
+        .join(tree)
 }
 
 fn statuses(out: &assessment_e2e::RunOutcome, plugin: &str) -> Vec<(String, String)> {
     out.findings(plugin)
         .iter()
-        .map(|f| (f["check_id"].as_str().unwrap().to_string(), f["status"].as_str().unwrap().to_string()))
+        .map(|f| {
+            (
+                f["check_id"].as_str().unwrap().to_string(),
+                f["status"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -18,24 +29,45 @@ fn statuses(out: &assessment_e2e::RunOutcome, plugin: &str) -> Vec<(String, Stri
 fn sshd_hardening_passes_a_hardened_config() {
     let out = Agent::new()
         .with_tree(&fixture("sshd-hardening", "good"))
-        .plugin("sshd-hardening", &guest("sshd_hardening"), "grants = { read = [\"/etc/ssh\"] }")
+        .plugin(
+            "sshd-hardening",
+            &guest("sshd_hardening"),
+            "grants = { read = [\"/etc/ssh\"] }",
+        )
         .run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     let all = statuses(&out, "sshd-hardening");
     assert_eq!(all.len(), 12);
     assert!(all.iter().all(|(_, s)| s == "pass"), "{all:?}");
     // The LogLevel comes from the included drop-in.
-    let log_level = out.findings("sshd-hardening").iter().find(|f| f["check_id"] == "sshd-log-level").unwrap();
-    assert!(log_level["evidence"].to_string().contains("sshd_config.d/10-logging.conf:1"), "{log_level}");
+    let log_level = out
+        .findings("sshd-hardening")
+        .iter()
+        .find(|f| f["check_id"] == "sshd-log-level")
+        .unwrap();
+    assert!(
+        log_level["evidence"]
+            .to_string()
+            .contains("sshd_config.d/10-logging.conf:1"),
+        "{log_level}"
+    );
 }
 
 #[test]
 fn sshd_hardening_fails_a_weak_config_with_evidence() {
     let agent = Agent::new()
         .with_tree(&fixture("sshd-hardening", "bad"))
-        .plugin("sshd-hardening", &guest("sshd_hardening"), "grants = { read = [\"/etc/ssh\"] }");
+        .plugin(
+            "sshd-hardening",
+            &guest("sshd_hardening"),
+            "grants = { read = [\"/etc/ssh\"] }",
+        );
     let out = agent.run();
-    assert_eq!(out.code, 0, "failed checks alone do not fail the run: {}", out.stderr);
+    assert_eq!(
+        out.code, 0,
+        "failed checks alone do not fail the run: {}",
+        out.stderr
+    );
     for check in [
         "sshd-permit-root-login",
         "sshd-permit-empty-passwords",
@@ -49,16 +81,39 @@ fn sshd_hardening_fails_a_weak_config_with_evidence() {
     ] {
         assert_eq!(out.status("sshd-hardening", check), "fail", "{check}");
     }
-    for check in ["sshd-ignore-rhosts", "sshd-hostbased-authentication", "sshd-permit-user-environment"] {
+    for check in [
+        "sshd-ignore-rhosts",
+        "sshd-hostbased-authentication",
+        "sshd-permit-user-environment",
+    ] {
         assert_eq!(out.status("sshd-hardening", check), "pass", "{check}");
     }
-    let root = out.findings("sshd-hardening").iter().find(|f| f["check_id"] == "sshd-permit-root-login").unwrap();
+    let root = out
+        .findings("sshd-hardening")
+        .iter()
+        .find(|f| f["check_id"] == "sshd-permit-root-login")
+        .unwrap();
     let evidence = root["evidence"].to_string();
-    assert!(evidence.contains("Match Address 10.0.0.0/8 sets permitrootlogin yes"), "{evidence}");
-    assert!(root["remediation"].as_str().unwrap().contains("PermitRootLogin no"));
+    assert!(
+        evidence.contains("Match Address 10.0.0.0/8 sets permitrootlogin yes"),
+        "{evidence}"
+    );
+    assert!(
+        root["remediation"]
+            .as_str()
+            .unwrap()
+            .contains("PermitRootLogin no")
+    );
     // The drop-in is read before the main file: its X11Forwarding wins.
-    let x11 = out.findings("sshd-hardening").iter().find(|f| f["check_id"] == "sshd-x11-forwarding").unwrap();
-    assert!(x11["evidence"].to_string().contains("50-cloud-init.conf:1"), "{x11}");
+    let x11 = out
+        .findings("sshd-hardening")
+        .iter()
+        .find(|f| f["check_id"] == "sshd-x11-forwarding")
+        .unwrap();
+    assert!(
+        x11["evidence"].to_string().contains("50-cloud-init.conf:1"),
+        "{x11}"
+    );
     assert_eq!(
         agent.run_with(&["--fail-on-findings"]).code,
         2,
@@ -69,10 +124,18 @@ fn sshd_hardening_fails_a_weak_config_with_evidence() {
 #[test]
 fn sshd_hardening_skips_when_no_server_is_installed() {
     let out = Agent::new()
-        .plugin("sshd-hardening", &guest("sshd_hardening"), "grants = { read = [\"/\"] }")
+        .plugin(
+            "sshd-hardening",
+            &guest("sshd_hardening"),
+            "grants = { read = [\"/\"] }",
+        )
         .run();
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(statuses(&out, "sshd-hardening").iter().all(|(_, s)| s == "skipped"));
+    assert!(
+        statuses(&out, "sshd-hardening")
+            .iter()
+            .all(|(_, s)| s == "skipped")
+    );
 }
 
 #[test]
@@ -96,10 +159,22 @@ fn file_permissions_good_and_bad_trees() {
         if expect_pass {
             assert!(all.iter().all(|(_, s)| s == "pass"), "{tree}: {all:?}");
         } else {
-            for check in ["perm-etc-passwd", "perm-etc-group", "perm-etc-shadow", "perm-etc-gshadow", "perm-etc-crontab", "perm-sshd-config", "perm-ssh-host-private-keys"] {
+            for check in [
+                "perm-etc-passwd",
+                "perm-etc-group",
+                "perm-etc-shadow",
+                "perm-etc-gshadow",
+                "perm-etc-crontab",
+                "perm-sshd-config",
+                "perm-ssh-host-private-keys",
+            ] {
                 assert_eq!(out.status("file-permissions", check), "fail", "{check}");
             }
-            for check in ["perm-etc-passwd-backup", "perm-etc-group-backup", "perm-etc-shadow-backup"] {
+            for check in [
+                "perm-etc-passwd-backup",
+                "perm-etc-group-backup",
+                "perm-etc-shadow-backup",
+            ] {
                 assert_eq!(out.status("file-permissions", check), "pass", "{check}");
             }
         }
@@ -128,19 +203,33 @@ fn file_permissions_reports_wrong_owner() {
 fn file_permissions_without_grant_reports_errors_not_passes() {
     let out = Agent::new()
         .with_tree(&fixture("file-permissions", "good"))
-        .plugin("file-permissions", &guest("file_permissions"), "grants = { read = [\"/etc/passwd\"] }")
+        .plugin(
+            "file-permissions",
+            &guest("file_permissions"),
+            "grants = { read = [\"/etc/passwd\"] }",
+        )
         .run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_ne!(out.status("file-permissions", "perm-etc-passwd"), "error");
-    assert_eq!(out.status("file-permissions", "perm-etc-shadow"), "error");
-    assert!(out.job("file-permissions")["denial_count"].as_u64().unwrap() > 0);
+    assert_eq!(out.status("file-permissions", "perm-etc-shadow"), "error", "a required file that is not granted is an error");
+    assert_eq!(out.status("file-permissions", "perm-etc-crontab"), "skipped", "an optional one is not assessed");
+    assert!(
+        out.job("file-permissions")["denial_count"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }
 
 #[test]
 fn kernel_params_good_and_bad_trees() {
     let out = Agent::new()
         .with_tree(&fixture("kernel-params", "good"))
-        .plugin("kernel-params", &guest("kernel_params"), "grants = { read = [\"/proc/sys\"] }")
+        .plugin(
+            "kernel-params",
+            &guest("kernel_params"),
+            "grants = { read = [\"/proc/sys\"] }",
+        )
         .run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     let all = statuses(&out, "kernel-params");
@@ -157,8 +246,20 @@ fn kernel_params_good_and_bad_trees() {
         .run();
     let all = statuses(&out, "kernel-params");
     assert_eq!(out.status("kernel-params", "kernel-aslr"), "fail");
-    assert_eq!(out.status("kernel-params", "net-ip-forward"), "pass", "allowed by configuration");
+    assert_eq!(
+        out.status("kernel-params", "net-ip-forward"),
+        "pass",
+        "allowed by configuration"
+    );
     assert_eq!(out.status("kernel-params", "net-tcp-syncookies"), "skipped");
-    assert_eq!(out.status("kernel-params", "kernel-ptrace-scope"), "skipped", "absent on this kernel");
-    assert_eq!(all.iter().filter(|(_, s)| s == "fail").count(), 16, "{all:?}");
+    assert_eq!(
+        out.status("kernel-params", "kernel-ptrace-scope"),
+        "skipped",
+        "absent on this kernel"
+    );
+    assert_eq!(
+        all.iter().filter(|(_, s)| s == "fail").count(),
+        16,
+        "{all:?}"
+    );
 }

@@ -1,21 +1,36 @@
 //! Every per-run bound, hit by the hostile test plugin, while a
 //! well-behaved plugin in the same cycle still runs to completion.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use assessment_e2e::{Agent, guest};
 
 fn hostile(agent: Agent, mode: &str, limits: &str) -> Agent {
-    agent.plugin("hostile", &guest("test_plugin_hostile"), &format!("config = {{ mode = {mode:?} }}\nlimits = {limits}"))
+    agent.plugin(
+        "hostile",
+        &guest("test_plugin_hostile"),
+        &format!("config = {{ mode = {mode:?} }}\nlimits = {limits}"),
+    )
 }
 
 fn with_bystander(agent: Agent) -> Agent {
     let root = agent.root().to_path_buf();
     std::fs::create_dir_all(root.join("proc/sys/kernel")).unwrap();
     std::fs::write(root.join("proc/sys/kernel/randomize_va_space"), "2\n").unwrap();
-    agent.plugin("kernel-params", &guest("kernel_params"), "grants = { read = [\"/proc/sys\"] }")
+    agent.plugin(
+        "kernel-params",
+        &guest("kernel_params"),
+        "grants = { read = [\"/proc/sys\"] }",
+    )
 }
 
 fn assert_bystander_ran(out: &assessment_e2e::RunOutcome) {
-    assert_eq!(out.error_kind("kernel-params"), None, "{:#}", out.job("kernel-params"));
+    assert_eq!(
+        out.error_kind("kernel-params"),
+        None,
+        "{:#}",
+        out.job("kernel-params")
+    );
     assert_eq!(out.status("kernel-params", "kernel-aslr"), "pass");
 }
 
@@ -23,8 +38,17 @@ fn assert_bystander_ran(out: &assessment_e2e::RunOutcome) {
 fn memory_limit_stops_the_plugin_and_not_the_others() {
     let out = with_bystander(hostile(Agent::new(), "memory-hog", "{ memory_mib = 16 }")).run();
     assert_eq!(out.code, 1, "a failed job makes the exit code non-zero");
-    assert_eq!(out.error_kind("hostile").as_deref(), Some("memory-limit"), "{:#}", out.job("hostile"));
-    assert!(out.error_message("hostile").contains("16 MiB"), "{}", out.error_message("hostile"));
+    assert_eq!(
+        out.error_kind("hostile").as_deref(),
+        Some("memory-limit"),
+        "{:#}",
+        out.job("hostile")
+    );
+    assert!(
+        out.error_message("hostile").contains("16 MiB"),
+        "{}",
+        out.error_message("hostile")
+    );
     assert_bystander_ran(&out);
 }
 
@@ -33,15 +57,29 @@ fn deadline_stops_a_spinning_plugin() {
     let started = std::time::Instant::now();
     let out = with_bystander(hostile(Agent::new(), "spin", "{ timeout = \"1s\" }")).run();
     assert_eq!(out.code, 1);
-    assert_eq!(out.error_kind("hostile").as_deref(), Some("deadline"), "{:#}", out.job("hostile"));
+    assert_eq!(
+        out.error_kind("hostile").as_deref(),
+        Some("deadline"),
+        "{:#}",
+        out.job("hostile")
+    );
     assert!(out.error_message("hostile").contains("1s"));
-    assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_bystander_ran(&out);
 }
 
 #[test]
 fn finding_limit_keeps_the_first_findings() {
-    let out = with_bystander(hostile(Agent::new(), "finding-flood", "{ max_findings = 25 }")).run();
+    let out = with_bystander(hostile(
+        Agent::new(),
+        "finding-flood",
+        "{ max_findings = 25 }",
+    ))
+    .run();
     assert_eq!(out.error_kind("hostile").as_deref(), Some("finding-limit"));
     assert_eq!(out.findings("hostile").len(), 25);
     assert_bystander_ran(&out);
@@ -56,26 +94,47 @@ fn log_budget_drops_excess_and_the_run_completes() {
         let dropped = out.job("hostile")["log_dropped_bytes"].as_u64().unwrap();
         assert!(dropped > 1_000_000, "{mode}: dropped {dropped}");
         assert!(out.stderr.contains("plugin log budget spent"), "{mode}");
-        assert!(out.stderr.len() < 64 * 1024, "{mode}: stderr is {} bytes", out.stderr.len());
+        assert!(
+            out.stderr.len() < 64 * 1024,
+            "{mode}: stderr is {} bytes",
+            out.stderr.len()
+        );
     }
 }
 
 #[test]
 fn panics_and_plugin_errors_are_reported_as_such() {
-    for (mode, kind) in [("panic", "trap"), ("fail", "plugin-failed"), ("invalid-config", "plugin-config")] {
+    for (mode, kind) in [
+        ("panic", "trap"),
+        ("fail", "plugin-failed"),
+        ("invalid-config", "plugin-config"),
+    ] {
         let out = with_bystander(hostile(Agent::new(), mode, "{}")).run();
         assert_eq!(out.code, 1, "{mode}");
-        assert_eq!(out.error_kind("hostile").as_deref(), Some(kind), "{mode}: {:#}", out.job("hostile"));
+        assert_eq!(
+            out.error_kind("hostile").as_deref(),
+            Some(kind),
+            "{mode}: {:#}",
+            out.job("hostile")
+        );
         assert_bystander_ran(&out);
     }
     let out = hostile(Agent::new(), "panic", "{}").run();
-    assert!(out.stderr.contains("hostile plugin panicked on purpose"), "the panic message reaches the log: {}", out.stderr);
+    assert!(
+        out.stderr.contains("hostile plugin panicked on purpose"),
+        "the panic message reaches the log: {}",
+        out.stderr
+    );
 }
 
 #[test]
 fn findings_for_unannounced_checks_are_refused() {
     let out = hostile(Agent::new(), "bad-check-id", "{}").run();
     assert_eq!(out.error_kind("hostile").as_deref(), Some("plugin-failed"));
-    assert!(out.error_message("hostile").contains("not announced"), "{}", out.error_message("hostile"));
+    assert!(
+        out.error_message("hostile").contains("not announced"),
+        "{}",
+        out.error_message("hostile")
+    );
     assert!(out.findings("hostile").is_empty());
 }

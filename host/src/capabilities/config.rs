@@ -30,14 +30,21 @@ impl ConfigCtx {
                 let known: Vec<&str> = options.iter().map(|o| o.name.as_str()).collect();
                 return Err(format!(
                     "plugin `{plugin}` has no configuration key `{key}`; remove it from the plugin's `config` (accepted keys: {})",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ));
             };
             let fits = matches!(
                 (option.kind, value),
                 (ValueKind::Text, ConfigValue::Text(_))
                     | (ValueKind::Integer, ConfigValue::Integer(_))
-                    | (ValueKind::Float, ConfigValue::Float(_) | ConfigValue::Integer(_))
+                    | (
+                        ValueKind::Float,
+                        ConfigValue::Float(_) | ConfigValue::Integer(_)
+                    )
                     | (ValueKind::Boolean, ConfigValue::Boolean(_))
                     | (ValueKind::TextList, ConfigValue::TextList(_))
             );
@@ -96,28 +103,54 @@ mod tests {
     }
 
     fn ctx(values: &[(&str, ConfigValue)]) -> ConfigCtx {
-        ConfigCtx::new(values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        ConfigCtx::new(
+            values
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
     }
 
     #[test]
     fn unknown_keys_and_wrong_kinds_are_refused() {
-        let options = [option("tries", ValueKind::Integer), option("ratio", ValueKind::Float)];
-        assert!(ctx(&[("tries", ConfigValue::Integer(3)), ("ratio", ConfigValue::Integer(1))])
+        let options = [
+            option("tries", ValueKind::Integer),
+            option("ratio", ValueKind::Float),
+        ];
+        assert!(
+            ctx(&[
+                ("tries", ConfigValue::Integer(3)),
+                ("ratio", ConfigValue::Integer(1))
+            ])
             .validate("p", &options)
-            .is_ok());
-        let e = ctx(&[("trys", ConfigValue::Integer(3))]).validate("p", &options).unwrap_err();
-        assert!(e.contains("no configuration key `trys`") && e.contains("tries, ratio"), "{e}");
-        let e = ctx(&[("tries", ConfigValue::Text("3".into()))]).validate("p", &options).unwrap_err();
+            .is_ok()
+        );
+        let e = ctx(&[("trys", ConfigValue::Integer(3))])
+            .validate("p", &options)
+            .unwrap_err();
+        assert!(
+            e.contains("no configuration key `trys`") && e.contains("tries, ratio"),
+            "{e}"
+        );
+        let e = ctx(&[("tries", ConfigValue::Text("3".into()))])
+            .validate("p", &options)
+            .unwrap_err();
         assert!(e.contains("`tries` must be an integer"), "{e}");
     }
 
     #[tokio::test]
     async fn the_plugin_sees_its_values() {
         use config::Host;
-        let c = ctx(&[("b", ConfigValue::Boolean(true)), ("a", ConfigValue::TextList(vec!["x".into()]))]);
+        let c = ctx(&[
+            ("b", ConfigValue::Boolean(true)),
+            ("a", ConfigValue::TextList(vec!["x".into()])),
+        ]);
         let mut state = super::super::tests_support::state_with_config(c);
         assert_eq!(state.keys().await.unwrap(), vec!["a", "b"]);
-        assert!(matches!(state.get("b".into()).await.unwrap(), Some(Value::Boolean(true))));
+        assert!(matches!(
+            state.get("b".into()).await.unwrap(),
+            Some(Value::Boolean(true))
+        ));
         assert!(state.get("c".into()).await.unwrap().is_none());
     }
 }

@@ -59,7 +59,9 @@ impl LogSink {
     pub fn write(&self, level: Level, stream: Stream, message: &str) {
         let size = message.len() as u64;
         {
-            let Ok(mut usage) = self.usage.lock() else { return };
+            let Ok(mut usage) = self.usage.lock() else {
+                return;
+            };
             if usage.used + size > self.budget {
                 usage.dropped += size;
                 if !usage.noticed {
@@ -133,9 +135,18 @@ impl StdoutStream for PluginOutput {
 }
 
 impl AsyncWrite for PluginOutput {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let level = if self.stream == Stream::Stderr { Level::Warn } else { Level::Info };
-        self.sink.write(level, self.stream, &String::from_utf8_lossy(buf));
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let level = if self.stream == Stream::Stderr {
+            Level::Warn
+        } else {
+            Level::Info
+        };
+        self.sink
+            .write(level, self.stream, &String::from_utf8_lossy(buf));
         Poll::Ready(Ok(buf.len()))
     }
 

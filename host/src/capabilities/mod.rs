@@ -14,8 +14,8 @@ pub mod target;
 use std::fmt;
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::ResourceLimiter;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::latest::{Assessment, assessment::plugin::types};
@@ -126,8 +126,16 @@ impl MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let total = self.used_bytes.saturating_sub(current).saturating_add(desired);
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self
+            .used_bytes
+            .saturating_sub(current)
+            .saturating_add(desired);
         if total > self.max_bytes {
             self.hit = true;
             wasmtime::bail!(
@@ -140,7 +148,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -149,7 +162,13 @@ impl ResourceLimiter for MemoryLimiter {
 /// plugin-supplied text can neither forge log lines nor drive a terminal.
 pub fn sanitize(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -161,9 +180,18 @@ mod tests {
     fn memory_is_capped_across_memories() {
         let mut l = MemoryLimiter::new(10 << 20);
         assert!(l.memory_growing(0, 4 << 20, None).unwrap());
-        assert!(l.memory_growing(0, 4 << 20, None).unwrap(), "a second memory");
-        assert!(l.memory_growing(4 << 20, 6 << 20, None).unwrap(), "10 MiB in total is the limit");
-        assert!(l.memory_growing(6 << 20, 7 << 20, None).is_err(), "11 MiB in total");
+        assert!(
+            l.memory_growing(0, 4 << 20, None).unwrap(),
+            "a second memory"
+        );
+        assert!(
+            l.memory_growing(4 << 20, 6 << 20, None).unwrap(),
+            "10 MiB in total is the limit"
+        );
+        assert!(
+            l.memory_growing(6 << 20, 7 << 20, None).is_err(),
+            "11 MiB in total"
+        );
         assert!(l.hit);
     }
 
@@ -197,8 +225,13 @@ pub(crate) mod tests_support {
     }
 
     pub fn state_with_config(config: config::ConfigCtx) -> PluginState {
-        let target = target::TargetCtx::open(labels(), std::path::Path::new("/"), GrantSet::default(), Limits::default())
-            .unwrap();
+        let target = target::TargetCtx::open(
+            labels(),
+            std::path::Path::new("/"),
+            GrantSet::default(),
+            Limits::default(),
+        )
+        .unwrap();
         state(config, target)
     }
 }

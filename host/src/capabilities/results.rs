@@ -173,7 +173,11 @@ fn validate(known: &BTreeSet<String>, f: types::Finding) -> Result<Finding, Stri
     }
     for e in &f.evidence {
         too_long("an evidence key", &e.key, bounds::EVIDENCE_KEY)?;
-        too_long(&format!("evidence {:?}", e.key), &e.value, bounds::EVIDENCE_VALUE)?;
+        too_long(
+            &format!("evidence {:?}", e.key),
+            &e.value,
+            bounds::EVIDENCE_VALUE,
+        )?;
     }
     Ok(Finding {
         check_id: f.check_id,
@@ -238,7 +242,10 @@ mod tests {
         let mut c = ctx(2);
         assert!(c.accept(finding("a")).is_ok());
         assert!(c.accept(finding("a")).is_ok());
-        assert!(matches!(c.accept(finding("a")), Err(EmitError::LimitReached(2))));
+        assert!(matches!(
+            c.accept(finding("a")),
+            Err(EmitError::LimitReached(2))
+        ));
         assert!(c.limit_reached);
         let kept = c.take();
         assert_eq!(kept.len(), 2);
@@ -249,13 +256,18 @@ mod tests {
     #[test]
     fn malformed_findings_are_refused() {
         let mut c = ctx(10);
-        assert!(matches!(c.accept(finding("b")), Err(EmitError::Invalid(m)) if m.contains("not announced")));
+        assert!(
+            matches!(c.accept(finding("b")), Err(EmitError::Invalid(m)) if m.contains("not announced"))
+        );
         let mut f = finding("a");
         f.message = "x".repeat(bounds::TEXT + 1);
         assert!(matches!(c.accept(f), Err(EmitError::Invalid(m)) if m.contains("message")));
         let mut f = finding("a");
         f.evidence = (0..=bounds::EVIDENCE_ITEMS)
-            .map(|i| types::Evidence { key: i.to_string(), value: String::new() })
+            .map(|i| types::Evidence {
+                key: i.to_string(),
+                value: String::new(),
+            })
             .collect();
         assert!(matches!(c.accept(f), Err(EmitError::Invalid(m)) if m.contains("evidence items")));
         let mut f = finding("a");

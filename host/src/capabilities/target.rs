@@ -6,8 +6,8 @@
 //! Commands run from an exact allow-list with a cleared environment, a
 //! timeout and capped output.
 
-use std::io::Read;
 use cap_std::fs::MetadataExt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -36,7 +36,9 @@ const MAX_RECORDED_DENIALS: usize = 100;
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
     /// The assessment root cannot be opened.
-    #[error("assessment root {root}: {source}; set runtime.assessment_root to an existing directory")]
+    #[error(
+        "assessment root {root}: {source}; set runtime.assessment_root to an existing directory"
+    )]
     Root {
         /// The root.
         root: PathBuf,
@@ -44,7 +46,9 @@ pub enum GrantError {
         source: std::io::Error,
     },
     /// A granted path does not exist or cannot be opened.
-    #[error("read grant {path} does not resolve under the assessment root {root}: {reason}; remove it from `grants.read` or fix the path")]
+    #[error(
+        "read grant {path} does not resolve under the assessment root {root}: {reason}; remove it from `grants.read` or fix the path"
+    )]
     Path {
         /// The granted path.
         path: PathBuf,
@@ -75,10 +79,17 @@ pub struct TargetCtx {
 impl TargetCtx {
     /// Open every read grant under `root`. Fails when a grant does not exist
     /// (or leaves the root through a symlink).
-    pub fn open(labels: Arc<JobLabels>, root: &Path, grants: GrantSet, limits: Limits) -> Result<Self, GrantError> {
-        let root_dir = Dir::open_ambient_dir(root, ambient_authority()).map_err(|source| GrantError::Root {
-            root: root.to_path_buf(),
-            source,
+    pub fn open(
+        labels: Arc<JobLabels>,
+        root: &Path,
+        grants: GrantSet,
+        limits: Limits,
+    ) -> Result<Self, GrantError> {
+        let root_dir = Dir::open_ambient_dir(root, ambient_authority()).map_err(|source| {
+            GrantError::Root {
+                root: root.to_path_buf(),
+                source,
+            }
         })?;
         let mut opened = Vec::with_capacity(grants.read.len());
         for path in &grants.read {
@@ -92,7 +103,10 @@ impl TargetCtx {
             let access = if meta.is_dir() {
                 GrantAccess::Dir(root_dir.open_dir(&rel).map_err(|e| fail(io_reason(&e)))?)
             } else {
-                let parent = rel.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let parent = rel
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
                 let name = rel
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -149,14 +163,33 @@ impl TargetCtx {
             Err(refusal) => return Err(self.refuse(call, refusal)),
         };
         let Some((_, access)) = self.opened.iter().find(|(p, _)| *p == grant) else {
-            return Err(AccessError::Io(format!("grant {} is not open", grant.display())));
+            return Err(AccessError::Io(format!(
+                "grant {} is not open",
+                grant.display()
+            )));
         };
-        let rel = request.strip_prefix(&grant).unwrap_or(Path::new("")).to_path_buf();
+        let rel = request
+            .strip_prefix(&grant)
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
         let (dir, rel) = match access {
-            GrantAccess::Dir(dir) => (dir, if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel }),
-            GrantAccess::File { parent, name } if rel.as_os_str().is_empty() => (parent, PathBuf::from(name)),
+            GrantAccess::Dir(dir) => (
+                dir,
+                if rel.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    rel
+                },
+            ),
+            GrantAccess::File { parent, name } if rel.as_os_str().is_empty() => {
+                (parent, PathBuf::from(name))
+            }
             GrantAccess::File { .. } => {
-                return Err(AccessError::NotFound(format!("{}: {} is a file", request.display(), grant.display())));
+                return Err(AccessError::NotFound(format!(
+                    "{}: {} is a file",
+                    request.display(),
+                    grant.display()
+                )));
             }
         };
         let dir = dir
@@ -168,12 +201,17 @@ impl TargetCtx {
 
 fn relative(path: &Path) -> PathBuf {
     let rel = path.strip_prefix("/").unwrap_or(path);
-    if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel.to_path_buf() }
+    if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel.to_path_buf()
+    }
 }
 
 /// cap-std reports a path that would leave its directory as this error.
 fn is_escape(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::PermissionDenied && e.to_string().contains("outside of the filesystem")
+    e.kind() == std::io::ErrorKind::PermissionDenied
+        && e.to_string().contains("outside of the filesystem")
 }
 
 fn io_reason(e: &std::io::Error) -> String {
@@ -193,7 +231,9 @@ fn access_error(path: &Path, e: &std::io::Error) -> AccessError {
     } else {
         match e.kind() {
             std::io::ErrorKind::NotFound => AccessError::NotFound(format!("{p} does not exist")),
-            std::io::ErrorKind::PermissionDenied => AccessError::Io(format!("{p}: permission denied by the operating system")),
+            std::io::ErrorKind::PermissionDenied => {
+                AccessError::Io(format!("{p}: permission denied by the operating system"))
+            }
             _ => AccessError::Io(format!("{p}: {e}")),
         }
     }
@@ -229,7 +269,10 @@ fn read_capped(mut reader: impl Read, max: u64) -> std::io::Result<Option<Vec<u8
     Ok((buf.len() as u64 <= max).then_some(buf))
 }
 
-async fn read_stream_capped(stream: Option<impl AsyncRead + Unpin>, max: u64) -> std::io::Result<Vec<u8>> {
+async fn read_stream_capped(
+    stream: Option<impl AsyncRead + Unpin>,
+    max: u64,
+) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     if let Some(stream) = stream {
         stream.take(max + 1).read_to_end(&mut buf).await?;
@@ -259,15 +302,23 @@ impl TargetCtx {
         let hostname = self
             .fact_file("etc/hostname")
             .filter(|h| !h.is_empty())
-            .or_else(|| (self.root == Path::new("/")).then(|| self.fact_file("proc/sys/kernel/hostname")).flatten())
+            .or_else(|| {
+                (self.root == Path::new("/"))
+                    .then(|| self.fact_file("proc/sys/kernel/hostname"))
+                    .flatten()
+            })
             .unwrap_or_else(|| "unknown".to_string());
         HostFacts {
             hostname,
-            os: field("PRETTY_NAME").or_else(|| field("NAME")).unwrap_or_else(|| "unknown".to_string()),
+            os: field("PRETTY_NAME")
+                .or_else(|| field("NAME"))
+                .unwrap_or_else(|| "unknown".to_string()),
             os_id: field("ID").unwrap_or_else(|| "unknown".to_string()),
             os_version: field("VERSION_ID").unwrap_or_default(),
             arch: std::env::consts::ARCH.to_string(),
-            kernel_release: self.fact_file("proc/sys/kernel/osrelease").unwrap_or_default(),
+            kernel_release: self
+                .fact_file("proc/sys/kernel/osrelease")
+                .unwrap_or_default(),
         }
     }
 }
@@ -291,11 +342,19 @@ impl target::Host for PluginState {
             let file = dir.open(&rel).map_err(|e| access_error(&request, &e))?;
             let meta = file.metadata().map_err(|e| access_error(&request, &e))?;
             if meta.is_dir() {
-                return Err(AccessError::Invalid(format!("{} is a directory", request.display())));
+                return Err(AccessError::Invalid(format!(
+                    "{} is a directory",
+                    request.display()
+                )));
             }
             read_capped(file, max)
                 .map_err(|e| access_error(&request, &e))?
-                .ok_or_else(|| AccessError::TooLarge(format!("{} is larger than {max} bytes", request.display())))
+                .ok_or_else(|| {
+                    AccessError::TooLarge(format!(
+                        "{} is larger than {max} bytes",
+                        request.display()
+                    ))
+                })
         })
         .await)
     }
@@ -319,7 +378,10 @@ impl target::Host for PluginState {
         .await)
     }
 
-    async fn list_dir(&mut self, path: String) -> wasmtime::Result<Result<Vec<DirEntry>, AccessError>> {
+    async fn list_dir(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<Vec<DirEntry>, AccessError>> {
         let max = self.target.limits.max_dir_entries;
         let (dir, rel, request) = match self.target.resolve("list-dir", &path) {
             Ok(r) => r,
@@ -335,7 +397,10 @@ impl target::Host for PluginState {
                         request.display()
                     )));
                 }
-                let kind = entry.file_type().map(entry_kind).unwrap_or(EntryKind::Other);
+                let kind = entry
+                    .file_type()
+                    .map(entry_kind)
+                    .unwrap_or(EntryKind::Other);
                 entries.push(DirEntry {
                     name: entry.file_name().to_string_lossy().into_owned(),
                     kind,
@@ -356,20 +421,36 @@ impl target::Host for PluginState {
             return Ok(Err(self.target.refuse("run-command", refusal)));
         }
         let limits = &self.target.limits;
-        Ok(run_bounded(&command, &args, limits.command_timeout, limits.command_output_bytes).await)
+        Ok(run_bounded(
+            &command,
+            &args,
+            limits.command_timeout,
+            limits.command_output_bytes,
+        )
+        .await)
     }
 
-    async fn env_var(&mut self, name: String) -> wasmtime::Result<Result<Option<String>, AccessError>> {
+    async fn env_var(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Option<String>, AccessError>> {
         if let Err(refusal) = self.target.grants.check_env(&name) {
             return Ok(Err(self.target.refuse("env-var", refusal)));
         }
-        Ok(Ok(std::env::var_os(&name).map(|v| v.to_string_lossy().into_owned())))
+        Ok(Ok(
+            std::env::var_os(&name).map(|v| v.to_string_lossy().into_owned())
+        ))
     }
 }
 
 /// Run an allow-listed command with no inherited environment, no stdin, a
 /// timeout and capped output. The child is killed when it overruns.
-async fn run_bounded(command: &str, args: &[String], timeout: Duration, max: u64) -> Result<CommandOutput, AccessError> {
+async fn run_bounded(
+    command: &str,
+    args: &[String],
+    timeout: Duration,
+    max: u64,
+) -> Result<CommandOutput, AccessError> {
     let mut child = tokio::process::Command::new(command)
         .args(args)
         .env_clear()
@@ -381,17 +462,24 @@ async fn run_bounded(command: &str, args: &[String], timeout: Duration, max: u64
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => AccessError::NotFound(format!("{command} does not exist")),
+            std::io::ErrorKind::NotFound => {
+                AccessError::NotFound(format!("{command} does not exist"))
+            }
             _ => AccessError::Io(format!("cannot start {command}: {e}")),
         })?;
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let work = async {
-        let (out, err) = tokio::try_join!(read_stream_capped(stdout, max), read_stream_capped(stderr, max))
-            .map_err(|e| AccessError::Io(format!("{command}: {e}")))?;
+        let (out, err) = tokio::try_join!(
+            read_stream_capped(stdout, max),
+            read_stream_capped(stderr, max)
+        )
+        .map_err(|e| AccessError::Io(format!("{command}: {e}")))?;
         if out.len() as u64 > max || err.len() as u64 > max {
             let _ = child.start_kill();
-            return Err(AccessError::TooLarge(format!("{command} wrote more than {max} bytes")));
+            return Err(AccessError::TooLarge(format!(
+                "{command} wrote more than {max} bytes"
+            )));
         }
         let status = child
             .wait()
@@ -403,12 +491,14 @@ async fn run_bounded(command: &str, args: &[String], timeout: Duration, max: u64
             stderr: err,
         })
     };
-    tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| {
-        Err(AccessError::Io(format!(
-            "{command} did not finish within {} and was killed",
-            humantime::format_duration(timeout)
-        )))
-    })
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(AccessError::Io(format!(
+                "{command} did not finish within {} and was killed",
+                humantime::format_duration(timeout)
+            )))
+        })
 }
 
 #[cfg(test)]
@@ -430,7 +520,11 @@ mod tests {
         std::fs::write(p.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
         std::fs::write(p.join("etc/shadow"), "root:*:1::::::\n").unwrap();
         std::fs::write(p.join("etc/hostname"), "fixture-host\n").unwrap();
-        std::fs::write(p.join("etc/os-release"), "NAME=\"Fixture\"\nID=fixture\nVERSION_ID=\"1.0\"\n").unwrap();
+        std::fs::write(
+            p.join("etc/os-release"),
+            "NAME=\"Fixture\"\nID=fixture\nVERSION_ID=\"1.0\"\n",
+        )
+        .unwrap();
         std::fs::write(p.join("big"), vec![b'x'; 2048]).unwrap();
         std::os::unix::fs::symlink("/etc/shadow", p.join("etc/ssh/abs-link")).unwrap();
         std::os::unix::fs::symlink("../shadow", p.join("etc/ssh/rel-link")).unwrap();
@@ -439,25 +533,52 @@ mod tests {
     }
 
     async fn state(root: &Path, g: GrantSet) -> PluginState {
-        let mut limits = Limits::default();
-        limits.max_file_bytes = 1024;
-        limits.max_dir_entries = 3;
-        limits.command_timeout = Duration::from_millis(500);
-        limits.command_output_bytes = 1000;
+        let limits = Limits {
+            max_file_bytes: 1024,
+            max_dir_entries: 3,
+            command_timeout: Duration::from_millis(500),
+            command_output_bytes: 1000,
+            ..Limits::default()
+        };
         state_with_target(TargetCtx::open(labels(), root, g, limits).unwrap())
     }
 
     #[tokio::test]
     async fn reads_inside_grants_and_denies_the_rest() {
         let root = tree();
-        let mut s = state(root.path(), grants(&["/etc/ssh", "/etc/passwd", "/big"], &[], &[], false)).await;
-        assert_eq!(s.read_file("/etc/ssh/sshd_config".into()).await.unwrap().unwrap(), b"PermitRootLogin no\n");
+        let mut s = state(
+            root.path(),
+            grants(&["/etc/ssh", "/etc/passwd", "/big"], &[], &[], false),
+        )
+        .await;
+        assert_eq!(
+            s.read_file("/etc/ssh/sshd_config".into())
+                .await
+                .unwrap()
+                .unwrap(),
+            b"PermitRootLogin no\n"
+        );
         assert!(s.read_file("/etc/passwd".into()).await.unwrap().is_ok());
-        assert!(matches!(s.read_file("/etc/shadow".into()).await.unwrap(), Err(AccessError::Denied(_))));
-        assert!(matches!(s.read_file("/etc/group".into()).await.unwrap(), Err(AccessError::Denied(_))));
-        assert!(matches!(s.read_file("/etc/ssh/missing".into()).await.unwrap(), Err(AccessError::NotFound(_))));
-        assert!(matches!(s.read_file("/etc/ssh".into()).await.unwrap(), Err(AccessError::Invalid(_))));
-        assert!(matches!(s.read_file("/big".into()).await.unwrap(), Err(AccessError::TooLarge(_))));
+        assert!(matches!(
+            s.read_file("/etc/shadow".into()).await.unwrap(),
+            Err(AccessError::Denied(_))
+        ));
+        assert!(matches!(
+            s.read_file("/etc/group".into()).await.unwrap(),
+            Err(AccessError::Denied(_))
+        ));
+        assert!(matches!(
+            s.read_file("/etc/ssh/missing".into()).await.unwrap(),
+            Err(AccessError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.read_file("/etc/ssh".into()).await.unwrap(),
+            Err(AccessError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.read_file("/big".into()).await.unwrap(),
+            Err(AccessError::TooLarge(_))
+        ));
         assert_eq!(s.target.denials().1, 2);
     }
 
@@ -465,57 +586,125 @@ mod tests {
     async fn escapes_are_refused() {
         let root = tree();
         let mut s = state(root.path(), grants(&["/etc/ssh"], &[], &[], false)).await;
-        for path in ["/etc/ssh/../shadow", "/etc/ssh/rel-link", "/etc/ssh/abs-link", "etc/ssh/sshd_config"] {
+        for path in [
+            "/etc/ssh/../shadow",
+            "/etc/ssh/rel-link",
+            "/etc/ssh/abs-link",
+            "etc/ssh/sshd_config",
+        ] {
             let r = s.read_file(path.into()).await.unwrap();
             assert!(matches!(r, Err(AccessError::Invalid(_))), "{path}: {r:?}");
         }
-        assert!(s.read_file("/etc/ssh/inner-link".into()).await.unwrap().is_ok(), "a symlink inside the grant is fine");
+        assert!(
+            s.read_file("/etc/ssh/inner-link".into())
+                .await
+                .unwrap()
+                .is_ok(),
+            "a symlink inside the grant is fine"
+        );
     }
 
     #[tokio::test]
     async fn a_grant_that_does_not_exist_is_an_error() {
         let root = tree();
-        let e = TargetCtx::open(labels(), root.path(), grants(&["/etc/nope"], &[], &[], false), Limits::default())
-            .err()
-            .unwrap();
+        let e = TargetCtx::open(
+            labels(),
+            root.path(),
+            grants(&["/etc/nope"], &[], &[], false),
+            Limits::default(),
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("/etc/nope"), "{e}");
     }
 
     #[tokio::test]
     async fn stat_and_list_dir() {
         let root = tree();
-        std::fs::set_permissions(root.path().join("etc/shadow"), std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+        std::fs::set_permissions(
+            root.path().join("etc/shadow"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o640),
+        )
+        .unwrap();
         let mut s = state(root.path(), grants(&["/etc"], &[], &[], false)).await;
         let st = s.stat("/etc/shadow".into()).await.unwrap().unwrap();
         assert_eq!(st.mode, 0o640);
         assert_eq!(st.kind, EntryKind::File);
-        let names: Vec<String> = s.list_dir("/etc/ssh/sshd_config.d".into()).await.unwrap().unwrap().into_iter().map(|e| e.name).collect();
+        let names: Vec<String> = s
+            .list_dir("/etc/ssh/sshd_config.d".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         assert!(names.is_empty());
         // /etc/ssh has 4 entries, above the test limit of 3.
-        assert!(matches!(s.list_dir("/etc/ssh".into()).await.unwrap(), Err(AccessError::TooLarge(_))));
+        assert!(matches!(
+            s.list_dir("/etc/ssh".into()).await.unwrap(),
+            Err(AccessError::TooLarge(_))
+        ));
     }
 
     #[tokio::test]
     async fn host_facts_come_from_the_root_when_granted() {
         let root = tree();
         let mut s = state(root.path(), grants(&[], &[], &[], false)).await;
-        assert!(matches!(s.facts().await.unwrap(), Err(AccessError::Denied(_))));
+        assert!(matches!(
+            s.facts().await.unwrap(),
+            Err(AccessError::Denied(_))
+        ));
         let mut s = state(root.path(), grants(&[], &[], &[], true)).await;
         let f = s.facts().await.unwrap().unwrap();
-        assert_eq!((f.hostname.as_str(), f.os.as_str(), f.os_id.as_str(), f.os_version.as_str()), ("fixture-host", "Fixture", "fixture", "1.0"));
+        assert_eq!(
+            (
+                f.hostname.as_str(),
+                f.os.as_str(),
+                f.os_id.as_str(),
+                f.os_version.as_str()
+            ),
+            ("fixture-host", "Fixture", "fixture", "1.0")
+        );
     }
 
     #[tokio::test]
     async fn commands_are_allow_listed_bounded_and_run_without_environment() {
         let root = tree();
-        let mut s = state(root.path(), grants(&[], &["/usr/bin/env", "/bin/sleep", "/usr/bin/yes"], &["PATH"], false)).await;
-        let out = s.run_command("/usr/bin/env".into(), vec![]).await.unwrap().unwrap();
+        let mut s = state(
+            root.path(),
+            grants(
+                &[],
+                &["/usr/bin/env", "/bin/sleep", "/usr/bin/yes"],
+                &["PATH"],
+                false,
+            ),
+        )
+        .await;
+        let out = s
+            .run_command("/usr/bin/env".into(), vec![])
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(out.exit_code, Some(0));
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("PATH={COMMAND_PATH}"));
-        assert!(matches!(s.run_command("/bin/ls".into(), vec![]).await.unwrap(), Err(AccessError::Denied(_))));
-        assert!(matches!(s.run_command("/bin/sleep".into(), vec!["5".into()]).await.unwrap(), Err(AccessError::Io(m)) if m.contains("killed")));
-        assert!(matches!(s.run_command("/usr/bin/yes".into(), vec![]).await.unwrap(), Err(AccessError::TooLarge(_))));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("PATH={COMMAND_PATH}")
+        );
+        assert!(matches!(
+            s.run_command("/bin/ls".into(), vec![]).await.unwrap(),
+            Err(AccessError::Denied(_))
+        ));
+        assert!(
+            matches!(s.run_command("/bin/sleep".into(), vec!["5".into()]).await.unwrap(), Err(AccessError::Io(m)) if m.contains("killed"))
+        );
+        assert!(matches!(
+            s.run_command("/usr/bin/yes".into(), vec![]).await.unwrap(),
+            Err(AccessError::TooLarge(_))
+        ));
         assert!(s.env_var("PATH".into()).await.unwrap().unwrap().is_some());
-        assert!(matches!(s.env_var("HOME".into()).await.unwrap(), Err(AccessError::Denied(_))));
+        assert!(matches!(
+            s.env_var("HOME".into()).await.unwrap(),
+            Err(AccessError::Denied(_))
+        ));
     }
 }

@@ -44,15 +44,87 @@ const fn rule(
 }
 
 const RULES: [Rule; 9] = [
-    rule("perm-etc-passwd", "/etc/passwd is 0644 or stricter, owned by root", "CIS 7.1.1", "/etc/passwd", 0o644, false, true),
-    rule("perm-etc-passwd-backup", "/etc/passwd- is 0644 or stricter, owned by root", "CIS 7.1.2", "/etc/passwd-", 0o644, false, false),
-    rule("perm-etc-group", "/etc/group is 0644 or stricter, owned by root", "CIS 7.1.3", "/etc/group", 0o644, false, true),
-    rule("perm-etc-group-backup", "/etc/group- is 0644 or stricter, owned by root", "CIS 7.1.4", "/etc/group-", 0o644, false, false),
-    rule("perm-etc-shadow", "/etc/shadow is 0640 or stricter, owned by root", "CIS 7.1.5", "/etc/shadow", 0o640, true, true),
-    rule("perm-etc-shadow-backup", "/etc/shadow- is 0640 or stricter, owned by root", "CIS 7.1.6", "/etc/shadow-", 0o640, true, false),
-    rule("perm-etc-gshadow", "/etc/gshadow is 0640 or stricter, owned by root", "CIS 7.1.7", "/etc/gshadow", 0o640, true, false),
-    rule("perm-etc-crontab", "/etc/crontab is 0600 or stricter, owned by root", "CIS 2.4.1.2", "/etc/crontab", 0o600, false, false),
-    rule("perm-sshd-config", "/etc/ssh/sshd_config is 0600 or stricter, owned by root", "CIS 5.1.1", "/etc/ssh/sshd_config", 0o600, false, false),
+    rule(
+        "perm-etc-passwd",
+        "/etc/passwd is 0644 or stricter, owned by root",
+        "CIS 7.1.1",
+        "/etc/passwd",
+        0o644,
+        false,
+        true,
+    ),
+    rule(
+        "perm-etc-passwd-backup",
+        "/etc/passwd- is 0644 or stricter, owned by root",
+        "CIS 7.1.2",
+        "/etc/passwd-",
+        0o644,
+        false,
+        false,
+    ),
+    rule(
+        "perm-etc-group",
+        "/etc/group is 0644 or stricter, owned by root",
+        "CIS 7.1.3",
+        "/etc/group",
+        0o644,
+        false,
+        true,
+    ),
+    rule(
+        "perm-etc-group-backup",
+        "/etc/group- is 0644 or stricter, owned by root",
+        "CIS 7.1.4",
+        "/etc/group-",
+        0o644,
+        false,
+        false,
+    ),
+    rule(
+        "perm-etc-shadow",
+        "/etc/shadow is 0640 or stricter, owned by root",
+        "CIS 7.1.5",
+        "/etc/shadow",
+        0o640,
+        true,
+        true,
+    ),
+    rule(
+        "perm-etc-shadow-backup",
+        "/etc/shadow- is 0640 or stricter, owned by root",
+        "CIS 7.1.6",
+        "/etc/shadow-",
+        0o640,
+        true,
+        false,
+    ),
+    rule(
+        "perm-etc-gshadow",
+        "/etc/gshadow is 0640 or stricter, owned by root",
+        "CIS 7.1.7",
+        "/etc/gshadow",
+        0o640,
+        true,
+        false,
+    ),
+    rule(
+        "perm-etc-crontab",
+        "/etc/crontab is 0600 or stricter, owned by root",
+        "CIS 2.4.1.2",
+        "/etc/crontab",
+        0o600,
+        false,
+        false,
+    ),
+    rule(
+        "perm-sshd-config",
+        "/etc/ssh/sshd_config is 0600 or stricter, owned by root",
+        "CIS 5.1.1",
+        "/etc/ssh/sshd_config",
+        0o600,
+        false,
+        false,
+    ),
 ];
 
 const HOST_KEYS: Check = Check::new(
@@ -81,8 +153,16 @@ impl Plugin for FilePermissions {
         )
         .checks(RULES.iter().map(|r| &r.check))
         .check(&HOST_KEYS)
-        .config_option("expected_uid", ValueKind::Integer, "uid that must own the files (default 0)")
-        .config_option("expected_gid", ValueKind::Integer, "gid that may own the files (default 0)")
+        .config_option(
+            "expected_uid",
+            ValueKind::Integer,
+            "uid that must own the files (default 0)",
+        )
+        .config_option(
+            "expected_gid",
+            ValueKind::Integer,
+            "gid that may own the files (default 0)",
+        )
         .config_option(
             "shadow_groups",
             ValueKind::TextList,
@@ -94,7 +174,8 @@ impl Plugin for FilePermissions {
     fn run() -> Result<RunSummary, RunError> {
         let uid = id_option("expected_uid")?;
         let gid = id_option("expected_gid")?;
-        let shadow_names = config::string_list("shadow_groups")?.unwrap_or_else(|| vec!["shadow".to_string()]);
+        let shadow_names =
+            config::string_list("shadow_groups")?.unwrap_or_else(|| vec!["shadow".to_string()]);
         let skip = config::string_list_or_empty("skip")?;
         let owners = Owners {
             uid,
@@ -104,14 +185,26 @@ impl Plugin for FilePermissions {
 
         for rule in &RULES {
             if skip.iter().any(|s| s == rule.check.id) {
-                rule.check.skipped("disabled by configuration (`skip`)").emit()?;
+                rule.check
+                    .skipped("disabled by configuration (`skip`)")
+                    .emit()?;
                 continue;
             }
-            check_file(&rule.check, rule.path, rule.max_mode, rule.shadow_group, rule.required, &owners).emit()?;
+            check_file(
+                &rule.check,
+                rule.path,
+                rule.max_mode,
+                rule.shadow_group,
+                rule.required,
+                &owners,
+            )
+            .emit()?;
         }
 
         if skip.iter().any(|s| s == HOST_KEYS.id) {
-            HOST_KEYS.skipped("disabled by configuration (`skip`)").emit()?;
+            HOST_KEYS
+                .skipped("disabled by configuration (`skip`)")
+                .emit()?;
         } else {
             check_host_keys(&owners)?;
         }
@@ -143,11 +236,20 @@ fn group_ids(names: &[String]) -> Vec<u32> {
 }
 
 /// The verdict for one file.
-fn check_file(check: &Check, path: &str, max_mode: u32, shadow_group: bool, required: bool, owners: &Owners) -> FindingBuilder {
+fn check_file(
+    check: &Check,
+    path: &str,
+    max_mode: u32,
+    shadow_group: bool,
+    required: bool,
+    owners: &Owners,
+) -> FindingBuilder {
     let stat = match target::stat(path) {
         Ok(stat) => stat,
         Err(AccessError::NotFound(_)) if !required => {
-            return check.skipped(format!("{path} does not exist")).evidence("path", path);
+            return check
+                .skipped(format!("{path} does not exist"))
+                .evidence("path", path);
         }
         Err(AccessError::NotFound(_)) => {
             return check
@@ -155,21 +257,42 @@ fn check_file(check: &Check, path: &str, max_mode: u32, shadow_group: bool, requ
                 .evidence("path", path)
                 .remediation(format!("Restore {path} from a backup or the base system."));
         }
+        // An optional file the operator chose not to grant is not assessed;
+        // a required one is an error, never a silent pass.
+        Err(AccessError::Denied(_)) if !required => {
+            return check
+                .skipped(format!("{path} is not granted to this plugin"))
+                .evidence("path", path)
+                .remediation(format!(
+                    "Add {path} to the plugin's `read` grants to assess it."
+                ));
+        }
         Err(AccessError::Denied(_)) => {
             return check
                 .error(format!("{path} is not readable by this plugin"))
                 .evidence("path", path)
-                .remediation(format!("Grant read access to {path} in the plugin's `read` grants."));
+                .remediation(format!(
+                    "Grant read access to {path} in the plugin's `read` grants."
+                ));
         }
-        Err(e) => return check.error(format!("cannot stat {path}: {}", e.explain())).evidence("path", path),
+        Err(e) => {
+            return check
+                .error(format!("cannot stat {path}: {}", e.explain()))
+                .evidence("path", path);
+        }
     };
     let mode = stat.mode & 0o7777;
     let extra_bits = mode & !max_mode;
-    let group_ok = owners.gids.contains(&stat.gid) || (shadow_group && owners.shadow_gids.contains(&stat.gid));
+    let group_ok =
+        owners.gids.contains(&stat.gid) || (shadow_group && owners.shadow_gids.contains(&stat.gid));
     let owner_ok = stat.uid == owners.uid;
     let mut problems = Vec::new();
     if extra_bits != 0 {
-        problems.push(format!("mode {} allows more than {}", target::mode_string(mode), target::mode_string(max_mode)));
+        problems.push(format!(
+            "mode {} allows more than {}",
+            target::mode_string(mode),
+            target::mode_string(max_mode)
+        ));
     }
     if !owner_ok {
         problems.push(format!("owner uid {} is not {}", stat.uid, owners.uid));
@@ -178,7 +301,12 @@ fn check_file(check: &Check, path: &str, max_mode: u32, shadow_group: bool, requ
         problems.push(format!("group gid {} is not an allowed group", stat.gid));
     }
     let message = if problems.is_empty() {
-        format!("{path} has mode {} and owner {}:{}", target::mode_string(mode), stat.uid, stat.gid)
+        format!(
+            "{path} has mode {} and owner {}:{}",
+            target::mode_string(mode),
+            stat.uid,
+            stat.gid
+        )
     } else {
         format!("{path}: {}", problems.join("; "))
     };
@@ -196,7 +324,13 @@ fn check_file(check: &Check, path: &str, max_mode: u32, shadow_group: bool, requ
             "chown {}:{} {path} && chmod u-x,go-wx{} {path}",
             owners.uid,
             owners.gids.first().copied().unwrap_or(0),
-            if max_mode & 0o044 == 0 { ",go-r" } else if max_mode & 0o004 == 0 { ",o-r" } else { "" }
+            if max_mode & 0o044 == 0 {
+                ",go-r"
+            } else if max_mode & 0o004 == 0 {
+                ",o-r"
+            } else {
+                ""
+            }
         ))
     }
 }
@@ -210,7 +344,9 @@ fn check_host_keys(owners: &Owners) -> Result<(), RunError> {
             return Ok(());
         }
         Err(e) => {
-            HOST_KEYS.error(format!("cannot list /etc/ssh: {}", e.explain())).emit()?;
+            HOST_KEYS
+                .error(format!("cannot list /etc/ssh: {}", e.explain()))
+                .emit()?;
             return Ok(());
         }
     };
@@ -220,10 +356,20 @@ fn check_host_keys(owners: &Owners) -> Result<(), RunError> {
         .filter(|n| n.starts_with("ssh_host_") && n.ends_with("_key"))
         .collect();
     if keys.is_empty() {
-        HOST_KEYS.skipped("no SSH host private key in /etc/ssh").emit()?;
+        HOST_KEYS
+            .skipped("no SSH host private key in /etc/ssh")
+            .emit()?;
     }
     for name in keys {
-        check_file(&HOST_KEYS, &format!("/etc/ssh/{name}"), 0o600, false, true, owners).emit()?;
+        check_file(
+            &HOST_KEYS,
+            &format!("/etc/ssh/{name}"),
+            0o600,
+            false,
+            true,
+            owners,
+        )
+        .emit()?;
     }
     Ok(())
 }

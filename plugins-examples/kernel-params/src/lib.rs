@@ -28,7 +28,11 @@ impl Expect {
     fn describe(self) -> String {
         match self {
             Expect::Equals(v) => v.to_string(),
-            Expect::OneOf(vs) => vs.iter().map(i64::to_string).collect::<Vec<_>>().join(" or "),
+            Expect::OneOf(vs) => vs
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(" or "),
             Expect::AtLeast(v) => format!("{v} or more"),
         }
     }
@@ -40,7 +44,14 @@ struct Param {
     expect: Expect,
 }
 
-const fn param(id: &'static str, title: &'static str, reference: &'static str, severity: Severity, sysctl: &'static str, expect: Expect) -> Param {
+const fn param(
+    id: &'static str,
+    title: &'static str,
+    reference: &'static str,
+    severity: Severity,
+    sysctl: &'static str,
+    expect: Expect,
+) -> Param {
     Param {
         check: Check::new(id, title, severity).reference(reference),
         sysctl,
@@ -52,25 +63,158 @@ use Expect::*;
 use Severity::{High, Low, Medium};
 
 const PARAMS: [Param; 19] = [
-    param("kernel-aslr", "Address space layout randomisation is fully enabled", "CIS 1.5.3", High, "kernel.randomize_va_space", Equals(2)),
-    param("kernel-kptr-restrict", "Kernel pointers are hidden from unprivileged users", "CIS 1.5.2", Medium, "kernel.kptr_restrict", OneOf(&[1, 2])),
-    param("kernel-dmesg-restrict", "The kernel log is restricted to privileged users", "CIS 1.5.1", Low, "kernel.dmesg_restrict", Equals(1)),
-    param("kernel-ptrace-scope", "ptrace is restricted (Yama)", "CIS 1.5.4", Medium, "kernel.yama.ptrace_scope", AtLeast(1)),
-    param("fs-suid-dumpable", "Core dumps of setuid programs are disabled", "CIS 1.5.5", Medium, "fs.suid_dumpable", Equals(0)),
-    param("fs-protected-hardlinks", "Hard link protection is enabled", "CIS 1.5.6", Medium, "fs.protected_hardlinks", Equals(1)),
-    param("fs-protected-symlinks", "Symlink protection is enabled", "CIS 1.5.6", Medium, "fs.protected_symlinks", Equals(1)),
-    param("net-ip-forward", "IPv4 forwarding is disabled", "CIS 3.3.1", Medium, "net.ipv4.ip_forward", Equals(0)),
-    param("net-send-redirects", "ICMP redirects are not sent", "CIS 3.3.2", Medium, "net.ipv4.conf.all.send_redirects", Equals(0)),
-    param("net-send-redirects-default", "ICMP redirects are not sent (default)", "CIS 3.3.2", Medium, "net.ipv4.conf.default.send_redirects", Equals(0)),
-    param("net-accept-redirects", "ICMP redirects are not accepted", "CIS 3.3.5", Medium, "net.ipv4.conf.all.accept_redirects", Equals(0)),
-    param("net-secure-redirects", "Secure ICMP redirects are not accepted", "CIS 3.3.6", Medium, "net.ipv4.conf.all.secure_redirects", Equals(0)),
-    param("net-accept-source-route", "Source-routed packets are not accepted", "CIS 3.3.8", Medium, "net.ipv4.conf.all.accept_source_route", Equals(0)),
-    param("net-log-martians", "Suspicious packets are logged", "CIS 3.3.9", Low, "net.ipv4.conf.all.log_martians", Equals(1)),
-    param("net-icmp-echo-ignore-broadcasts", "Broadcast ICMP requests are ignored", "CIS 3.3.4", Low, "net.ipv4.icmp_echo_ignore_broadcasts", Equals(1)),
-    param("net-icmp-ignore-bogus-errors", "Bogus ICMP responses are ignored", "CIS 3.3.3", Low, "net.ipv4.icmp_ignore_bogus_error_responses", Equals(1)),
-    param("net-rp-filter", "Reverse path filtering is enabled", "CIS 3.3.7", Medium, "net.ipv4.conf.all.rp_filter", Equals(1)),
-    param("net-tcp-syncookies", "TCP SYN cookies are enabled", "CIS 3.3.10", Medium, "net.ipv4.tcp_syncookies", Equals(1)),
-    param("net-ipv6-accept-ra", "IPv6 router advertisements are not accepted", "CIS 3.3.11", Medium, "net.ipv6.conf.all.accept_ra", Equals(0)),
+    param(
+        "kernel-aslr",
+        "Address space layout randomisation is fully enabled",
+        "CIS 1.5.3",
+        High,
+        "kernel.randomize_va_space",
+        Equals(2),
+    ),
+    param(
+        "kernel-kptr-restrict",
+        "Kernel pointers are hidden from unprivileged users",
+        "CIS 1.5.2",
+        Medium,
+        "kernel.kptr_restrict",
+        OneOf(&[1, 2]),
+    ),
+    param(
+        "kernel-dmesg-restrict",
+        "The kernel log is restricted to privileged users",
+        "CIS 1.5.1",
+        Low,
+        "kernel.dmesg_restrict",
+        Equals(1),
+    ),
+    param(
+        "kernel-ptrace-scope",
+        "ptrace is restricted (Yama)",
+        "CIS 1.5.4",
+        Medium,
+        "kernel.yama.ptrace_scope",
+        AtLeast(1),
+    ),
+    param(
+        "fs-suid-dumpable",
+        "Core dumps of setuid programs are disabled",
+        "CIS 1.5.5",
+        Medium,
+        "fs.suid_dumpable",
+        Equals(0),
+    ),
+    param(
+        "fs-protected-hardlinks",
+        "Hard link protection is enabled",
+        "CIS 1.5.6",
+        Medium,
+        "fs.protected_hardlinks",
+        Equals(1),
+    ),
+    param(
+        "fs-protected-symlinks",
+        "Symlink protection is enabled",
+        "CIS 1.5.6",
+        Medium,
+        "fs.protected_symlinks",
+        Equals(1),
+    ),
+    param(
+        "net-ip-forward",
+        "IPv4 forwarding is disabled",
+        "CIS 3.3.1",
+        Medium,
+        "net.ipv4.ip_forward",
+        Equals(0),
+    ),
+    param(
+        "net-send-redirects",
+        "ICMP redirects are not sent",
+        "CIS 3.3.2",
+        Medium,
+        "net.ipv4.conf.all.send_redirects",
+        Equals(0),
+    ),
+    param(
+        "net-send-redirects-default",
+        "ICMP redirects are not sent (default)",
+        "CIS 3.3.2",
+        Medium,
+        "net.ipv4.conf.default.send_redirects",
+        Equals(0),
+    ),
+    param(
+        "net-accept-redirects",
+        "ICMP redirects are not accepted",
+        "CIS 3.3.5",
+        Medium,
+        "net.ipv4.conf.all.accept_redirects",
+        Equals(0),
+    ),
+    param(
+        "net-secure-redirects",
+        "Secure ICMP redirects are not accepted",
+        "CIS 3.3.6",
+        Medium,
+        "net.ipv4.conf.all.secure_redirects",
+        Equals(0),
+    ),
+    param(
+        "net-accept-source-route",
+        "Source-routed packets are not accepted",
+        "CIS 3.3.8",
+        Medium,
+        "net.ipv4.conf.all.accept_source_route",
+        Equals(0),
+    ),
+    param(
+        "net-log-martians",
+        "Suspicious packets are logged",
+        "CIS 3.3.9",
+        Low,
+        "net.ipv4.conf.all.log_martians",
+        Equals(1),
+    ),
+    param(
+        "net-icmp-echo-ignore-broadcasts",
+        "Broadcast ICMP requests are ignored",
+        "CIS 3.3.4",
+        Low,
+        "net.ipv4.icmp_echo_ignore_broadcasts",
+        Equals(1),
+    ),
+    param(
+        "net-icmp-ignore-bogus-errors",
+        "Bogus ICMP responses are ignored",
+        "CIS 3.3.3",
+        Low,
+        "net.ipv4.icmp_ignore_bogus_error_responses",
+        Equals(1),
+    ),
+    param(
+        "net-rp-filter",
+        "Reverse path filtering is enabled",
+        "CIS 3.3.7",
+        Medium,
+        "net.ipv4.conf.all.rp_filter",
+        Equals(1),
+    ),
+    param(
+        "net-tcp-syncookies",
+        "TCP SYN cookies are enabled",
+        "CIS 3.3.10",
+        Medium,
+        "net.ipv4.tcp_syncookies",
+        Equals(1),
+    ),
+    param(
+        "net-ipv6-accept-ra",
+        "IPv6 router advertisements are not accepted",
+        "CIS 3.3.11",
+        Medium,
+        "net.ipv6.conf.all.accept_ra",
+        Equals(0),
+    ),
 ];
 
 struct KernelParams;
@@ -96,7 +240,9 @@ impl Plugin for KernelParams {
         let allow = parse_allow(&config::string_list_or_empty("allow")?)?;
         for p in &PARAMS {
             if skip.iter().any(|s| s == p.check.id) {
-                p.check.skipped("disabled by configuration (`skip`)").emit()?;
+                p.check
+                    .skipped("disabled by configuration (`skip`)")
+                    .emit()?;
                 continue;
             }
             let path = sysctl_path(p.sysctl);
@@ -110,18 +256,27 @@ impl Plugin for KernelParams {
                     continue;
                 }
                 Err(e) => {
-                    p.check.error(format!("cannot read {}: {}", p.sysctl, e.explain())).evidence("path", &path).emit()?;
+                    p.check
+                        .error(format!("cannot read {}: {}", p.sysctl, e.explain()))
+                        .evidence("path", &path)
+                        .emit()?;
                     continue;
                 }
             };
             let Ok(value) = raw.trim().parse::<i64>() else {
                 p.check
-                    .error(format!("{} has a non-numeric value {:?}", p.sysctl, raw.trim()))
+                    .error(format!(
+                        "{} has a non-numeric value {:?}",
+                        p.sysctl,
+                        raw.trim()
+                    ))
                     .evidence("path", &path)
                     .emit()?;
                 continue;
             };
-            let allowed = allow.iter().any(|(name, v)| name == p.sysctl && *v == value);
+            let allowed = allow
+                .iter()
+                .any(|(name, v)| name == p.sysctl && *v == value);
             let ok = p.expect.accepts(value) || allowed;
             let mut message = format!("{} = {value}; expected {}", p.sysctl, p.expect.describe());
             if allowed && !p.expect.accepts(value) {
@@ -162,10 +317,14 @@ fn parse_allow(entries: &[String]) -> Result<Vec<(String, i64)>, RunError> {
         .iter()
         .map(|entry| {
             let (name, value) = entry.split_once('=').ok_or_else(|| {
-                RunError::InvalidConfig(format!("`allow` entry {entry:?} must look like `sysctl.name=value`"))
+                RunError::InvalidConfig(format!(
+                    "`allow` entry {entry:?} must look like `sysctl.name=value`"
+                ))
             })?;
             let value = value.trim().parse::<i64>().map_err(|_| {
-                RunError::InvalidConfig(format!("`allow` entry {entry:?}: the value must be an integer"))
+                RunError::InvalidConfig(format!(
+                    "`allow` entry {entry:?}: the value must be an integer"
+                ))
             })?;
             Ok((name.trim().to_string(), value))
         })
@@ -178,7 +337,10 @@ mod tests {
 
     #[test]
     fn sysctl_names_map_to_proc_paths() {
-        assert_eq!(sysctl_path("net.ipv4.conf.all.rp_filter"), "/proc/sys/net/ipv4/conf/all/rp_filter");
+        assert_eq!(
+            sysctl_path("net.ipv4.conf.all.rp_filter"),
+            "/proc/sys/net/ipv4/conf/all/rp_filter"
+        );
     }
 
     #[test]
@@ -190,7 +352,10 @@ mod tests {
 
     #[test]
     fn allow_entries_are_validated() {
-        assert_eq!(parse_allow(&["net.ipv4.ip_forward=1".into()]).unwrap(), vec![("net.ipv4.ip_forward".to_string(), 1)]);
+        assert_eq!(
+            parse_allow(&["net.ipv4.ip_forward=1".into()]).unwrap(),
+            vec![("net.ipv4.ip_forward".to_string(), 1)]
+        );
         assert!(parse_allow(&["net.ipv4.ip_forward".into()]).is_err());
         assert!(parse_allow(&["net.ipv4.ip_forward=yes".into()]).is_err());
     }

@@ -12,9 +12,13 @@ use assessment_sdk::{
 };
 use sshd_config::{Directive, Files, SshdConfig, parse_time};
 
-const ROOT_LOGIN: Check = Check::new("sshd-permit-root-login", "SSH root login is disabled", Severity::High)
-    .reference("CIS 5.2.10")
-    .remediation("Set `PermitRootLogin no` in /etc/ssh/sshd_config and in every Match block.");
+const ROOT_LOGIN: Check = Check::new(
+    "sshd-permit-root-login",
+    "SSH root login is disabled",
+    Severity::High,
+)
+.reference("CIS 5.2.10")
+.remediation("Set `PermitRootLogin no` in /etc/ssh/sshd_config and in every Match block.");
 const EMPTY_PASSWORDS: Check = Check::new(
     "sshd-permit-empty-passwords",
     "SSH login with empty passwords is disabled",
@@ -29,9 +33,13 @@ const HOSTBASED: Check = Check::new(
 )
 .reference("CIS 5.2.9")
 .remediation("Set `HostbasedAuthentication no` in /etc/ssh/sshd_config.");
-const IGNORE_RHOSTS: Check = Check::new("sshd-ignore-rhosts", "SSH ignores .rhosts files", Severity::Medium)
-    .reference("CIS 5.2.8")
-    .remediation("Set `IgnoreRhosts yes` in /etc/ssh/sshd_config.");
+const IGNORE_RHOSTS: Check = Check::new(
+    "sshd-ignore-rhosts",
+    "SSH ignores .rhosts files",
+    Severity::Medium,
+)
+.reference("CIS 5.2.8")
+.remediation("Set `IgnoreRhosts yes` in /etc/ssh/sshd_config.");
 const USER_ENVIRONMENT: Check = Check::new(
     "sshd-permit-user-environment",
     "SSH users cannot set environment options",
@@ -39,9 +47,13 @@ const USER_ENVIRONMENT: Check = Check::new(
 )
 .reference("CIS 5.2.12")
 .remediation("Set `PermitUserEnvironment no` in /etc/ssh/sshd_config.");
-const X11_FORWARDING: Check = Check::new("sshd-x11-forwarding", "SSH X11 forwarding is disabled", Severity::Low)
-    .reference("CIS 5.2.12")
-    .remediation("Set `X11Forwarding no` in /etc/ssh/sshd_config.");
+const X11_FORWARDING: Check = Check::new(
+    "sshd-x11-forwarding",
+    "SSH X11 forwarding is disabled",
+    Severity::Low,
+)
+.reference("CIS 5.2.12")
+.remediation("Set `X11Forwarding no` in /etc/ssh/sshd_config.");
 const MAX_AUTH_TRIES: Check = Check::new(
     "sshd-max-auth-tries",
     "SSH MaxAuthTries is 4 or less",
@@ -49,9 +61,13 @@ const MAX_AUTH_TRIES: Check = Check::new(
 )
 .reference("CIS 5.2.18")
 .remediation("Set `MaxAuthTries 4` (or less) in /etc/ssh/sshd_config.");
-const LOG_LEVEL: Check = Check::new("sshd-log-level", "SSH LogLevel is INFO or VERBOSE", Severity::Low)
-    .reference("CIS 5.2.5")
-    .remediation("Set `LogLevel VERBOSE` (or INFO) in /etc/ssh/sshd_config.");
+const LOG_LEVEL: Check = Check::new(
+    "sshd-log-level",
+    "SSH LogLevel is INFO or VERBOSE",
+    Severity::Low,
+)
+.reference("CIS 5.2.5")
+.remediation("Set `LogLevel VERBOSE` (or INFO) in /etc/ssh/sshd_config.");
 const LOGIN_GRACE_TIME: Check = Check::new(
     "sshd-login-grace-time",
     "SSH LoginGraceTime is one minute or less",
@@ -66,12 +82,20 @@ const CLIENT_ALIVE: Check = Check::new(
 )
 .reference("CIS 5.2.22")
 .remediation("Set `ClientAliveInterval 300` and `ClientAliveCountMax 3` in /etc/ssh/sshd_config.");
-const WEAK_CIPHERS: Check = Check::new("sshd-weak-ciphers", "SSH offers no weak ciphers", Severity::High)
-    .reference("CIS 5.2.13")
-    .remediation("Remove CBC, 3DES, arcfour, blowfish and cast ciphers from `Ciphers`.");
-const WEAK_MACS: Check = Check::new("sshd-weak-macs", "SSH offers no weak MAC algorithms", Severity::High)
-    .reference("CIS 5.2.14")
-    .remediation("Remove MD5, 96-bit and umac-64 MACs from `MACs`.");
+const WEAK_CIPHERS: Check = Check::new(
+    "sshd-weak-ciphers",
+    "SSH offers no weak ciphers",
+    Severity::High,
+)
+.reference("CIS 5.2.13")
+.remediation("Remove CBC, 3DES, arcfour, blowfish and cast ciphers from `Ciphers`.");
+const WEAK_MACS: Check = Check::new(
+    "sshd-weak-macs",
+    "SSH offers no weak MAC algorithms",
+    Severity::High,
+)
+.reference("CIS 5.2.14")
+.remediation("Remove MD5, 96-bit and umac-64 MACs from `MACs`.");
 
 const CHECKS: [&Check; 12] = [
     &ROOT_LOGIN,
@@ -122,8 +146,16 @@ impl Plugin for SshdHardening {
             "Checks the effective OpenSSH server configuration against CIS benchmark items",
         )
         .checks(CHECKS)
-        .config_option("config_path", ValueKind::Text, "sshd_config to assess (default /etc/ssh/sshd_config)")
-        .config_option("max_auth_tries", ValueKind::Integer, "highest acceptable MaxAuthTries (default 4)")
+        .config_option(
+            "config_path",
+            ValueKind::Text,
+            "sshd_config to assess (default /etc/ssh/sshd_config)",
+        )
+        .config_option(
+            "max_auth_tries",
+            ValueKind::Integer,
+            "highest acceptable MaxAuthTries (default 4)",
+        )
         .config_option(
             "max_client_alive_interval",
             ValueKind::Integer,
@@ -150,7 +182,9 @@ impl Plugin for SshdHardening {
             }
             Err(e) => {
                 for check in CHECKS {
-                    check.error(format!("cannot read the SSH configuration: {e}")).emit()?;
+                    check
+                        .error(format!("cannot read the SSH configuration: {e}"))
+                        .emit()?;
                 }
                 return Ok(RunSummary::with_note(e));
             }
@@ -162,18 +196,29 @@ impl Plugin for SshdHardening {
                 continue;
             }
             let verdict = match check.id {
-                "sshd-permit-root-login" => exact(&parsed, "PermitRootLogin", "prohibit-password", &["no"]),
-                "sshd-permit-empty-passwords" => exact(&parsed, "PermitEmptyPasswords", "no", &["no"]),
-                "sshd-hostbased-authentication" => exact(&parsed, "HostbasedAuthentication", "no", &["no"]),
+                "sshd-permit-root-login" => {
+                    exact(&parsed, "PermitRootLogin", "prohibit-password", &["no"])
+                }
+                "sshd-permit-empty-passwords" => {
+                    exact(&parsed, "PermitEmptyPasswords", "no", &["no"])
+                }
+                "sshd-hostbased-authentication" => {
+                    exact(&parsed, "HostbasedAuthentication", "no", &["no"])
+                }
                 "sshd-ignore-rhosts" => exact(&parsed, "IgnoreRhosts", "yes", &["yes"]),
-                "sshd-permit-user-environment" => exact(&parsed, "PermitUserEnvironment", "no", &["no"]),
+                "sshd-permit-user-environment" => {
+                    exact(&parsed, "PermitUserEnvironment", "no", &["no"])
+                }
                 "sshd-x11-forwarding" => exact(&parsed, "X11Forwarding", "no", &["no"]),
                 "sshd-log-level" => exact(&parsed, "LogLevel", "INFO", &["info", "verbose"]),
                 "sshd-max-auth-tries" => judged(&parsed, "MaxAuthTries", "6", |v| {
-                    v.parse::<i64>().ok().map(|n| (n <= max_tries, format!("at most {max_tries}")))
+                    v.parse::<i64>()
+                        .ok()
+                        .map(|n| (n <= max_tries, format!("at most {max_tries}")))
                 }),
                 "sshd-login-grace-time" => judged(&parsed, "LoginGraceTime", "120", |v| {
-                    parse_time(v).map(|s| (s > 0 && s <= 60, "between 1 and 60 seconds".to_string()))
+                    parse_time(v)
+                        .map(|s| (s > 0 && s <= 60, "between 1 and 60 seconds".to_string()))
                 }),
                 "sshd-client-alive-interval" => judged(&parsed, "ClientAliveInterval", "0", |v| {
                     parse_time(v).map(|s| {
@@ -192,10 +237,9 @@ impl Plugin for SshdHardening {
                 .evidence("configured", &verdict.observed)
                 .evidence("source", &verdict.source)
                 .evidence("expected", &verdict.expected);
-            let finding = verdict
-                .overrides
-                .iter()
-                .fold(finding, |f, d| f.evidence("match-override", describe_override(d)));
+            let finding = verdict.overrides.iter().fold(finding, |f, d| {
+                f.evidence("match-override", describe_override(d))
+            });
             finding.evidence("files", parsed.files.join(", ")).emit()?;
         }
         Ok(RunSummary::default())
@@ -259,7 +303,10 @@ fn judged(
 fn exact(parsed: &SshdConfig, keyword: &str, default: &str, allowed: &[&str]) -> Verdict {
     let expected = allowed.join(" or ");
     judged(parsed, keyword, default, |v| {
-        Some((allowed.iter().any(|a| a.eq_ignore_ascii_case(v)), expected.clone()))
+        Some((
+            allowed.iter().any(|a| a.eq_ignore_ascii_case(v)),
+            expected.clone(),
+        ))
     })
 }
 

@@ -93,7 +93,9 @@ fn parse_text(
             }
             "include" => {
                 if depth >= MAX_INCLUDE_DEPTH {
-                    return Err(format!("{source}: Include nested deeper than {MAX_INCLUDE_DEPTH}"));
+                    return Err(format!(
+                        "{source}: Include nested deeper than {MAX_INCLUDE_DEPTH}"
+                    ));
                 }
                 for pattern in value.split_whitespace() {
                     for included in expand_include(files, pattern)? {
@@ -232,7 +234,10 @@ mod tests {
     #[test]
     fn includes_expand_globs_in_order_before_later_lines() {
         let f = files(&[
-            ("/etc/ssh/sshd_config", "Include /etc/ssh/sshd_config.d/*.conf\nX11Forwarding no\n"),
+            (
+                "/etc/ssh/sshd_config",
+                "Include /etc/ssh/sshd_config.d/*.conf\nX11Forwarding no\n",
+            ),
             ("/etc/ssh/sshd_config.d/20-b.conf", "X11Forwarding yes\n"),
             ("/etc/ssh/sshd_config.d/10-a.conf", "LogLevel VERBOSE\n"),
             ("/etc/ssh/sshd_config.d/notes.txt", "X11Forwarding maybe\n"),
@@ -285,7 +290,11 @@ mod tests {
 
     #[test]
     fn missing_config_is_none() {
-        assert!(parse(&files(&[]), "/etc/ssh/sshd_config").unwrap().is_none());
+        assert!(
+            parse(&files(&[]), "/etc/ssh/sshd_config")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

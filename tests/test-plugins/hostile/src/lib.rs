@@ -59,7 +59,11 @@ impl Plugin for Hostile {
             }
             "panic" => panic!("hostile plugin panicked on purpose"),
             "fail" => return Err(RunError::Failed("failed on purpose".to_string())),
-            "invalid-config" => return Err(RunError::InvalidConfig("`mode` is wrong on purpose".to_string())),
+            "invalid-config" => {
+                return Err(RunError::InvalidConfig(
+                    "`mode` is wrong on purpose".to_string(),
+                ));
+            }
             _ => HOSTILE.pass("behaved").emit()?,
         }
         Ok(RunSummary::default())

@@ -23,10 +23,26 @@ impl Plugin for Probe {
         PluginInfo::new("probe", "0.1.0", "Exercises host capabilities for tests")
             .check(&PROBE)
             .config_option("actions", ValueKind::TextList, "capability calls to make")
-            .config_option("greeting", ValueKind::Text, "a value read back by `config:greeting`")
-            .config_option("count", ValueKind::Integer, "a value read back by `config:count`")
-            .config_option("ratio", ValueKind::Float, "a value read back by `config:ratio`")
-            .config_option("enabled", ValueKind::Boolean, "a value read back by `config:enabled`")
+            .config_option(
+                "greeting",
+                ValueKind::Text,
+                "a value read back by `config:greeting`",
+            )
+            .config_option(
+                "count",
+                ValueKind::Integer,
+                "a value read back by `config:count`",
+            )
+            .config_option(
+                "ratio",
+                ValueKind::Float,
+                "a value read back by `config:ratio`",
+            )
+            .config_option(
+                "enabled",
+                ValueKind::Boolean,
+                "a value read back by `config:enabled`",
+            )
     }
 
     fn run() -> Result<RunSummary, RunError> {
@@ -35,24 +51,48 @@ impl Plugin for Probe {
             let outcome: Result<String, AccessError> = match kind {
                 "read-file" => target::read_to_string(arg),
                 "stat" => target::stat(arg).map(|s| {
-                    format!("kind={:?} mode={} uid={} gid={} size={}", s.kind, target::mode_string(s.mode), s.uid, s.gid, s.size)
+                    format!(
+                        "kind={:?} mode={} uid={} gid={} size={}",
+                        s.kind,
+                        target::mode_string(s.mode),
+                        s.uid,
+                        s.gid,
+                        s.size
+                    )
                 }),
-                "list-dir" => target::list_dir(arg)
-                    .map(|es| es.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(",")),
+                "list-dir" => target::list_dir(arg).map(|es| {
+                    es.iter()
+                        .map(|e| e.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }),
                 "host-facts" => target::host_facts().map(|f| {
-                    format!("hostname={} os={} os-id={} arch={} kernel={}", f.hostname, f.os, f.os_id, f.arch, f.kernel_release)
+                    format!(
+                        "hostname={} os={} os-id={} arch={} kernel={}",
+                        f.hostname, f.os, f.os_id, f.arch, f.kernel_release
+                    )
                 }),
-                "env-var" => target::env_var(arg).map(|v| v.unwrap_or_else(|| "<unset>".to_string())),
+                "env-var" => {
+                    target::env_var(arg).map(|v| v.unwrap_or_else(|| "<unset>".to_string()))
+                }
                 "run-command" => {
                     let mut words = arg.split_whitespace();
                     let program = words.next().unwrap_or_default();
                     let args: Vec<&str> = words.collect();
                     target::run_command(program, &args).map(|o| {
-                        format!("exit={:?} stdout={}", o.exit_code, String::from_utf8_lossy(&o.stdout).trim())
+                        format!(
+                            "exit={:?} stdout={}",
+                            o.exit_code,
+                            String::from_utf8_lossy(&o.stdout).trim()
+                        )
                     })
                 }
                 "config" => Ok(format!("{:?}", config::get(arg))),
-                other => return Err(RunError::InvalidConfig(format!("unknown action kind `{other}`"))),
+                other => {
+                    return Err(RunError::InvalidConfig(format!(
+                        "unknown action kind `{other}`"
+                    )));
+                }
             };
             let finding = match outcome {
                 Ok(output) => PROBE.pass(action.clone()).evidence("output", output),
@@ -64,7 +104,10 @@ impl Plugin for Probe {
                         AccessError::TooLarge(_) => "too-large",
                         AccessError::Io(_) => "io",
                     };
-                    PROBE.error(action.clone()).evidence("error-kind", kind).evidence("error", e.explain())
+                    PROBE
+                        .error(action.clone())
+                        .evidence("error-kind", kind)
+                        .evidence("error", e.explain())
                 }
             };
             finding.evidence("action", &action).emit()?;
