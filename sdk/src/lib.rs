@@ -193,3 +193,8 @@ impl EmitError {
         }
     }
 }
+
+/// The README's example plugin, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExample;
