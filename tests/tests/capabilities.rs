@@ -209,3 +209,30 @@ fn nothing_is_reachable_without_grants() {
     let job: &Value = out.job("probe");
     assert_eq!(job["denial_count"], 6);
 }
+
+#[test]
+fn no_ambient_authority_through_the_standard_library() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let written = tempfile::tempdir().unwrap();
+    let target = written.path().join("planted");
+    let connect = format!("std-connect:127.0.0.1:{port}");
+    let write = format!("std-write:{}", target.display());
+    // Every grant given: the standard library still reaches nothing.
+    let out = probe(
+        &[
+            "std-read:/etc/passwd",
+            "std-read:/etc/ssh/sshd_config",
+            write.as_str(),
+            "std-env:",
+            connect.as_str(),
+        ],
+        "{ read = [\"/etc\"], env = [\"PATH\"], host_facts = true }",
+    );
+    for (i, got) in outcomes(&out).into_iter().enumerate() {
+        assert_eq!(got, refused("io"), "action {i}");
+    }
+    assert!(!target.exists(), "the plugin wrote a file on the host");
+    assert!(listener.accept().is_err(), "the plugin opened a connection");
+}

@@ -211,8 +211,16 @@ fn file_permissions_without_grant_reports_errors_not_passes() {
         .run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_ne!(out.status("file-permissions", "perm-etc-passwd"), "error");
-    assert_eq!(out.status("file-permissions", "perm-etc-shadow"), "error", "a required file that is not granted is an error");
-    assert_eq!(out.status("file-permissions", "perm-etc-crontab"), "skipped", "an optional one is not assessed");
+    assert_eq!(
+        out.status("file-permissions", "perm-etc-shadow"),
+        "error",
+        "a required file that is not granted is an error"
+    );
+    assert_eq!(
+        out.status("file-permissions", "perm-etc-crontab"),
+        "skipped",
+        "an optional one is not assessed"
+    );
     assert!(
         out.job("file-permissions")["denial_count"]
             .as_u64()

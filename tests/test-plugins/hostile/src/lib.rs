@@ -1,7 +1,8 @@
 //! Test plugin: misbehaves on purpose, one way per `mode`, so the
 //! end-to-end tests can prove that every per-run bound holds:
 //! `memory-hog`, `spin`, `finding-flood`, `log-flood`, `stdout-flood`,
-//! `bad-check-id`, `panic`, `fail`, `invalid-config`, `well-behaved`.
+//! `bad-check-id`, `deep-recursion`, `panic`, `fail`, `invalid-config`,
+//! `well-behaved`.
 
 use assessment_sdk::{
     Check, Plugin, PluginInfo, RunError, RunSummary, Severity, ValueKind, config, log, register,
@@ -57,6 +58,12 @@ impl Plugin for Hostile {
                 finding.check_id = "not-announced".to_string();
                 assessment_sdk::bindings::assessment::plugin::results::emit(&finding)?;
             }
+            "deep-recursion" => {
+                let depth = recurse(std::hint::black_box(u64::MAX));
+                HOSTILE
+                    .pass(format!("returned from depth {depth}"))
+                    .emit()?;
+            }
             "panic" => panic!("hostile plugin panicked on purpose"),
             "fail" => return Err(RunError::Failed("failed on purpose".to_string())),
             "invalid-config" => {
@@ -71,3 +78,14 @@ impl Plugin for Hostile {
 }
 
 register!(Hostile);
+
+/// Recursion that only ends by exhausting the stack.
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    let frame = std::hint::black_box([n; 16]);
+    if n == 0 {
+        frame[3]
+    } else {
+        recurse(n - 1).wrapping_add(frame[7])
+    }
+}

@@ -4,7 +4,10 @@
 //!
 //! `actions` is a list of `kind:argument` strings:
 //! `read-file:/path`, `stat:/path`, `list-dir:/path`, `host-facts:`,
-//! `env-var:NAME`, `run-command:/abs/program arg1 arg2`, `config:key`.
+//! `env-var:NAME`, `run-command:/abs/program arg1 arg2`, `config:key`, and
+//! attempts at ambient authority through Rust's standard library, which
+//! must all fail: `std-read:/path`, `std-write:/path`, `std-env:`,
+//! `std-connect:127.0.0.1:port`.
 //! Each action emits one finding with check id `probe`: `pass` with the
 //! result as evidence `output`, or `error` with evidence `error-kind`
 //! (`denied`, `not-found`, `invalid`, `too-large`, `io`).
@@ -88,6 +91,28 @@ impl Plugin for Probe {
                     })
                 }
                 "config" => Ok(format!("{:?}", config::get(arg))),
+                // Ambient authority: a plugin has none, so these fail and
+                // report `io` with the standard library's error.
+                "std-read" => {
+                    std::fs::read_to_string(arg).map_err(|e| AccessError::Io(e.to_string()))
+                }
+                "std-write" => std::fs::write(arg, b"written by a plugin")
+                    .map(|_| "written".to_string())
+                    .map_err(|e| AccessError::Io(e.to_string())),
+                "std-env" => {
+                    let vars: Vec<String> = std::env::vars()
+                        .map(|(k, _)| k)
+                        .chain(std::env::args())
+                        .collect();
+                    if vars.is_empty() {
+                        Err(AccessError::Io("empty".to_string()))
+                    } else {
+                        Ok(vars.join(","))
+                    }
+                }
+                "std-connect" => std::net::TcpStream::connect(arg)
+                    .map(|_| "connected".to_string())
+                    .map_err(|e| AccessError::Io(e.to_string())),
                 other => {
                     return Err(RunError::InvalidConfig(format!(
                         "unknown action kind `{other}`"
