@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 
 scripts/prerequisites.sh
 
+# Test output is also kept here, to print one total at the end.
+mkdir -p target
+log=target/test-output.log
+: >"$log"
+
 echo "== formatting"
 cargo fmt --all --check
 cargo fmt --all --check --manifest-path plugins-examples/Cargo.toml
@@ -18,7 +23,12 @@ cargo clippy --locked --manifest-path plugins-examples/Cargo.toml --target wasm3
     --target-dir target/guests --all-targets -- -D warnings
 
 echo "== plugin unit tests (native)"
-cargo test --locked --manifest-path plugins-examples/Cargo.toml --target-dir target/guests-native
+cargo test --locked --manifest-path plugins-examples/Cargo.toml --target-dir target/guests-native 2>&1 | tee -a "$log"
 
 echo "== host and end-to-end tests"
-cargo test --locked --workspace
+cargo test --locked --workspace 2>&1 | tee -a "$log"
+
+read -r passed failed < <(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$log" |
+    awk '{ p += $4; f += $6 } END { print p + 0, f + 0 }')
+echo
+echo "summary: $passed passed, $failed failed"
