@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 
 scripts/prerequisites.sh
 
+# minisign proves signature interoperability; install it where the system's
+# package manager has it (the tests then require it).
+if ! command -v minisign >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo -n"; fi
+    { $sudo apt-get update -qq && $sudo apt-get install -y -qq minisign >/dev/null; } ||
+        echo "warning: could not install minisign; the interoperability test will say SKIPPED" >&2
+fi
+if command -v minisign >/dev/null 2>&1; then export REQUIRE_MINISIGN=1; fi
+
 # Test output is also kept here, to print one total at the end.
 mkdir -p target
 log=target/test-output.log

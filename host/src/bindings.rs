@@ -13,7 +13,6 @@ pub mod v0_1_0 {
 
 pub use v0_1_0 as latest;
 
-/// The WIT package every supported plugin exports.
-pub const ABI_PACKAGE: &str = "assessment:plugin";
-/// The ABI version this host implements.
-pub const ABI_VERSION: &str = "0.1.0";
+/// The WIT package and version this host implements (shared with the audit,
+/// which refuses plugins built for another version).
+pub use assessment_registry::audit::{ABI_PACKAGE, ABI_VERSION};

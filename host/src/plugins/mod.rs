@@ -1,0 +1,164 @@
+//! Plugins as files: reading a component, its identity (name, version,
+//! sha256 digest) and the audit (ABI, imports, constructs, size) made before
+//! anything is compiled.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use assessment_registry::audit::audit;
+use assessment_registry::manifest::Manifest;
+
+/// Components larger than this are refused before parsing.
+pub const MAX_COMPONENT_BYTES: u64 = assessment_registry::audit::DEFAULT_MAX_BYTES;
+
+/// The identity of a plugin build: what it says it is and what it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginId {
+    /// Name, as the plugin describes itself.
+    pub name: String,
+    /// Version, as the plugin describes itself.
+    pub version: String,
+    /// `sha256:` + hex digest of the component bytes.
+    pub digest: String,
+}
+
+impl fmt::Display for PluginId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}@{} ({})",
+            self.name,
+            self.version,
+            short_digest(&self.digest)
+        )
+    }
+}
+
+/// `sha256:0123456789ab` — enough to tell builds apart in logs.
+pub fn short_digest(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
+}
+
+/// Why a plugin file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginFileError {
+    /// No file at the configured path.
+    #[error(
+        "{path}: no such file; build the plugin (`cargo build --release --target wasm32-wasip2`) or fix `path`"
+    )]
+    Missing {
+        /// The configured path.
+        path: PathBuf,
+    },
+    /// The file exists but cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The configured path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The audit refused the component (not a component, malformed, another
+    /// ABI, a forbidden import or construct, too large).
+    #[error("{path}: {message}")]
+    Rejected {
+        /// The configured path.
+        path: PathBuf,
+        /// The audit rule.
+        rule: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// A component read from disk and audited, not compiled.
+#[derive(Debug, Clone)]
+pub struct ComponentFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// `sha256:` + hex digest of the bytes.
+    pub digest: String,
+}
+
+impl ComponentFile {
+    /// Read `path` and audit it (without a manifest: a local development
+    /// plugin).
+    pub fn read(path: &Path) -> Result<Self, PluginFileError> {
+        let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => PluginFileError::Missing {
+                path: path.to_path_buf(),
+            },
+            _ => PluginFileError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        if meta.len() > MAX_COMPONENT_BYTES {
+            return Err(PluginFileError::Rejected {
+                path: path.to_path_buf(),
+                rule: "size",
+                message: format!(
+                    "{} bytes is more than the {MAX_COMPONENT_BYTES}-byte limit",
+                    meta.len()
+                ),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(|source| PluginFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::audited(path, bytes, None)
+    }
+
+    /// Audit `bytes` (named `path` in errors), against `manifest` if given.
+    pub fn audited(
+        path: &Path,
+        bytes: Vec<u8>,
+        manifest: Option<&Manifest>,
+    ) -> Result<Self, PluginFileError> {
+        let report = audit(&bytes, manifest, MAX_COMPONENT_BYTES);
+        if let Some(rejection) = report.first_rejection() {
+            return Err(PluginFileError::Rejected {
+                path: path.to_path_buf(),
+                rule: rejection.rule,
+                message: rejection.message.clone(),
+            });
+        }
+        Ok(ComponentFile {
+            path: path.to_path_buf(),
+            bytes,
+            digest: format!("sha256:{}", report.sha256),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_modules_and_garbage_are_rejected_with_the_audit_message() {
+        let core = ComponentFile::audited(Path::new("m.wasm"), b"\0asm\x01\0\0\0".to_vec(), None)
+            .unwrap_err();
+        assert!(
+            matches!(
+                &core,
+                PluginFileError::Rejected {
+                    rule: "component",
+                    ..
+                }
+            ),
+            "{core}"
+        );
+        assert!(
+            core.to_string()
+                .starts_with("m.wasm: a core WebAssembly module"),
+            "{core}"
+        );
+        let garbage =
+            ComponentFile::audited(Path::new("t.wasm"), b"hello".to_vec(), None).unwrap_err();
+        assert_eq!(garbage.to_string(), "t.wasm: not a WebAssembly file");
+    }
+}

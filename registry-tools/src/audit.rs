@@ -1,0 +1,378 @@
+//! The audit of a plugin component: the sandboxing rules a component must
+//! meet before it is signed (in CI) and before it is stored or compiled (in
+//! the host). Rejections are findings with `level: reject`; anything worth a
+//! reviewer's look is `level: warn`.
+
+use serde::Serialize;
+use wasmparser::{Parser, Payload, Validator};
+
+use crate::manifest::Manifest;
+
+/// The WIT package every plugin exports.
+pub const ABI_PACKAGE: &str = "assessment:plugin";
+/// The ABI version this build implements.
+pub const ABI_VERSION: &str = "0.1.0";
+/// Default size limit of a component.
+pub const DEFAULT_MAX_BYTES: u64 = 16 << 20;
+
+/// Interfaces (prefixes, any 0.2.x version) that a plugin may import besides
+/// the plugin ABI: what Rust's standard library links for `wasm32-wasip2`.
+/// The host links them with nothing reachable.
+pub const WASI_PREFIXES: &[&str] = &[
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+];
+
+/// How serious an audit finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// The component is refused.
+    Reject,
+    /// Worth a reviewer's look; not a refusal.
+    Warn,
+}
+
+/// One rule outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditFinding {
+    /// Stable rule id, e.g. `abi-version`.
+    pub rule: &'static str,
+    /// Reject or warn.
+    pub level: Level,
+    /// What was found and how to fix it.
+    pub message: String,
+}
+
+/// The audit of one component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditReport {
+    /// `accepted` or `rejected`.
+    pub verdict: &'static str,
+    /// Lowercase hex SHA-256 of the component.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The ABI version the component targets, if found.
+    pub abi_version: Option<String>,
+    /// Top-level imports.
+    pub imports: Vec<String>,
+    /// Top-level exports.
+    pub exports: Vec<String>,
+    /// Every rule that did not simply pass.
+    pub findings: Vec<AuditFinding>,
+}
+
+impl AuditReport {
+    /// Whether the component was accepted.
+    pub fn accepted(&self) -> bool {
+        self.findings.iter().all(|f| f.level != Level::Reject)
+    }
+
+    /// The first rejection, if any.
+    pub fn first_rejection(&self) -> Option<&AuditFinding> {
+        self.findings.iter().find(|f| f.level == Level::Reject)
+    }
+
+    /// The report as text for people.
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "verdict: {}\nsha256:  {}\nsize:    {} bytes\nabi:     {}\n",
+            self.verdict,
+            self.sha256,
+            self.size,
+            self.abi_version
+                .as_deref()
+                .map_or("unknown".to_string(), |v| format!("{ABI_PACKAGE}@{v}"))
+        );
+        out.push_str(&format!(
+            "imports: {}\n",
+            if self.imports.is_empty() {
+                "none".to_string()
+            } else {
+                self.imports.join(", ")
+            }
+        ));
+        for f in &self.findings {
+            out.push_str(&format!(
+                "{:<6} {}: {}\n",
+                if f.level == Level::Reject {
+                    "REJECT"
+                } else {
+                    "warn"
+                },
+                f.rule,
+                f.message
+            ));
+        }
+        out
+    }
+}
+
+/// Versions in the same semver-compatible line (same major, and same minor
+/// while the major is 0) are interchangeable, as in the component model.
+pub fn abi_compatible(found: &str) -> bool {
+    let (Ok(found), Ok(ours)) = (
+        semver::Version::parse(found),
+        semver::Version::parse(ABI_VERSION),
+    ) else {
+        return false;
+    };
+    found.major == ours.major && (ours.major != 0 || found.minor == ours.minor)
+}
+
+/// `assessment:plugin/plugin@0.1.3` → `Some("0.1.3")` for `interface =
+/// "plugin"` (or any interface when `interface` is empty).
+fn abi_version_of(name: &str, interface: &str) -> Option<String> {
+    let rest = name.strip_prefix(ABI_PACKAGE)?.strip_prefix('/')?;
+    let (iface, version) = rest.split_once('@')?;
+    (interface.is_empty() || iface == interface).then(|| version.to_string())
+}
+
+/// Audit `bytes`; with `manifest`, also check that the component is the one
+/// the manifest describes and uses no more than it declares.
+pub fn audit(bytes: &[u8], manifest: Option<&Manifest>, max_bytes: u64) -> AuditReport {
+    let mut findings = Vec::new();
+    let mut reject = |rule, message: String| {
+        findings.push(AuditFinding {
+            rule,
+            level: Level::Reject,
+            message,
+        })
+    };
+    let sha256 = crate::manifest::sha256_hex(bytes);
+    let size = bytes.len() as u64;
+    let mut report = AuditReport {
+        verdict: "rejected",
+        sha256,
+        size,
+        abi_version: None,
+        imports: Vec::new(),
+        exports: Vec::new(),
+        findings: Vec::new(),
+    };
+
+    if size > max_bytes {
+        reject(
+            "size",
+            format!("{size} bytes is more than the {max_bytes}-byte limit"),
+        );
+    }
+    if Parser::is_core_wasm(bytes) {
+        reject(
+            "component",
+            "a core WebAssembly module, not a component; build plugins for `wasm32-wasip2` (or wrap the module with `wasm-tools component new`)".to_string(),
+        );
+    } else if !Parser::is_component(bytes) {
+        reject("component", "not a WebAssembly file".to_string());
+    } else if let Err(e) = Validator::new().validate_all(bytes) {
+        reject("validation", format!("malformed component: {e}"));
+    } else {
+        match structure(bytes) {
+            Err(e) => reject("validation", format!("malformed component: {e}")),
+            Ok(s) => {
+                if s.start_sections > 0 {
+                    reject("start-function", "the component has a start function; plugins must do nothing until `run` is called".to_string());
+                }
+                match s.exports.iter().find_map(|e| abi_version_of(e, "plugin")) {
+                    None => reject(
+                        "abi-export",
+                        format!(
+                            "does not export `{ABI_PACKAGE}/plugin`; is it an Assessment Runtime plugin? (exports: {})",
+                            if s.exports.is_empty() {
+                                "none".to_string()
+                            } else {
+                                s.exports.join(", ")
+                            }
+                        ),
+                    ),
+                    Some(found) => {
+                        if !abi_compatible(&found) {
+                            reject(
+                                "abi-version",
+                                format!(
+                                    "built for plugin ABI {ABI_PACKAGE}@{found}, this host supports {ABI_PACKAGE}@{ABI_VERSION}; rebuild the plugin with a matching assessment-sdk or upgrade the host"
+                                ),
+                            );
+                        }
+                        report.abi_version = Some(found);
+                    }
+                }
+                for import in &s.imports {
+                    let ok = match abi_version_of(import, "") {
+                        Some(version) => abi_compatible(&version),
+                        None => {
+                            WASI_PREFIXES.iter().any(|p| import.starts_with(p))
+                                && import.contains("@0.2.")
+                        }
+                    };
+                    if !ok {
+                        reject(
+                            "imports",
+                            format!(
+                                "imports `{import}`, which the host does not provide to plugins"
+                            ),
+                        );
+                    }
+                }
+                report.imports = s.imports;
+                report.exports = s.exports;
+            }
+        }
+    }
+
+    if let Some(m) = manifest {
+        if m.component.sha256 != report.sha256 {
+            reject(
+                "manifest-digest",
+                format!(
+                    "the component's sha256 is {}, the manifest says {}",
+                    report.sha256, m.component.sha256
+                ),
+            );
+        }
+        if m.component.size != size {
+            reject(
+                "manifest-size",
+                format!(
+                    "the component has {size} bytes, the manifest says {}",
+                    m.component.size
+                ),
+            );
+        }
+        if let Some(found) = &report.abi_version {
+            let declared = format!("{ABI_PACKAGE}@{found}");
+            if m.abi != declared {
+                reject(
+                    "manifest-abi",
+                    format!(
+                        "the manifest declares ABI {}, the component targets {declared}",
+                        m.abi
+                    ),
+                );
+            }
+        }
+        let uses_target = report
+            .imports
+            .iter()
+            .any(|i| i.starts_with(&format!("{ABI_PACKAGE}/target@")));
+        let declares = {
+            let c = &m.capabilities;
+            !c.read.is_empty() || !c.commands.is_empty() || !c.env.is_empty() || c.host_facts
+        };
+        if uses_target && !declares {
+            reject(
+                "undeclared-capability",
+                format!(
+                    "the component imports `{ABI_PACKAGE}/target` but the manifest declares no capability; declare what it reads in plugin.toml"
+                ),
+            );
+        }
+        if declares && !uses_target {
+            findings.push(AuditFinding {
+                rule: "unused-capability",
+                level: Level::Warn,
+                message: "the manifest declares capabilities the component never uses (it does not import `target`)".to_string(),
+            });
+        }
+    }
+
+    report.findings = findings;
+    if report.accepted() {
+        report.verdict = "accepted";
+    }
+    report
+}
+
+struct Structure {
+    imports: Vec<String>,
+    exports: Vec<String>,
+    start_sections: usize,
+}
+
+/// Top-level import and export names, and start sections at any depth.
+fn structure(bytes: &[u8]) -> Result<Structure, String> {
+    let mut s = Structure {
+        imports: Vec::new(),
+        exports: Vec::new(),
+        start_sections: 0,
+    };
+    // Nested modules and components have their own sections; only depth 0
+    // is the plugin's interface.
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(|e| e.to_string())? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentStartSection { .. } | Payload::StartSection { .. } => {
+                s.start_sections += 1
+            }
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    s.imports
+                        .push(import.map_err(|e| e.to_string())?.name.name.to_string());
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 0 => {
+                for export in reader {
+                    s.exports
+                        .push(export.map_err(|e| e.to_string())?.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_versions_follow_component_model_semver() {
+        assert!(abi_compatible("0.1.0"));
+        assert!(abi_compatible("0.1.7"));
+        assert!(!abi_compatible("0.2.0"));
+        assert!(!abi_compatible("1.1.0"));
+        assert!(!abi_compatible("banana"));
+        assert_eq!(
+            abi_version_of("assessment:plugin/plugin@0.1.0", "plugin").as_deref(),
+            Some("0.1.0")
+        );
+        assert_eq!(
+            abi_version_of("assessment:plugin/target@0.1.0", "plugin"),
+            None
+        );
+        assert_eq!(
+            abi_version_of("assessment:plugin/target@0.1.0", "").as_deref(),
+            Some("0.1.0")
+        );
+        assert_eq!(abi_version_of("other:plugin/plugin@0.1.0", "plugin"), None);
+    }
+
+    #[test]
+    fn core_modules_garbage_and_oversized_files_are_rejected() {
+        let core = audit(b"\0asm\x01\0\0\0", None, DEFAULT_MAX_BYTES);
+        assert!(!core.accepted());
+        assert_eq!(core.first_rejection().unwrap().rule, "component");
+        assert!(
+            core.first_rejection()
+                .unwrap()
+                .message
+                .contains("core WebAssembly module")
+        );
+        let garbage = audit(b"hello", None, DEFAULT_MAX_BYTES);
+        assert_eq!(
+            garbage.first_rejection().unwrap().message,
+            "not a WebAssembly file"
+        );
+        let big = audit(b"\0asm\x01\0\0\0", None, 4);
+        assert_eq!(big.first_rejection().unwrap().rule, "size");
+        assert_eq!(big.verdict, "rejected");
+    }
+}

@@ -1,0 +1,308 @@
+//! Release assets of a plugin version — component, manifest, signature —
+//! and their upload to a GitHub release.
+//!
+//! A plugin crate declares what it needs in `plugin.toml` next to its
+//! `Cargo.toml` (which gives the name and version):
+//!
+//! ```toml
+//! description = "Checks the OpenSSH server configuration"
+//! [capabilities]
+//! read = ["/etc/ssh"]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::audit::{ABI_PACKAGE, AuditReport, audit};
+use crate::manifest::{
+    Capabilities, ComponentRef, MANIFEST_SCHEMA, Manifest, Source, asset_names, sha256_hex,
+};
+use crate::minisign::SecretKey;
+
+/// Why packaging or publishing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `Cargo.toml` or `plugin.toml` is invalid.
+    #[error("{path}: {message}")]
+    PluginFiles {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The audit rejected the component.
+    #[error("the audit rejected the component: {}", .0.first_rejection().map_or(String::new(), |f| format!("{}: {}", f.rule, f.message)))]
+    Rejected(Box<AuditReport>),
+    /// The GitHub API refused a request.
+    #[error("GitHub API: {0}")]
+    Api(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct CargoToml {
+    package: CargoPackage,
+}
+
+#[derive(Debug, Deserialize)]
+struct CargoPackage {
+    name: String,
+    version: toml::Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginToml {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    capabilities: Capabilities,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ReleaseError> {
+    std::fs::read(path).map_err(|source| ReleaseError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), ReleaseError> {
+    std::fs::write(path, bytes).map_err(|source| ReleaseError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// What a release says about its plugin, besides the component itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginDescription {
+    /// Plugin name.
+    pub name: String,
+    /// Semantic version.
+    pub version: String,
+    /// One-line description.
+    pub description: String,
+    /// Declared capabilities.
+    pub capabilities: Capabilities,
+    /// Provenance.
+    pub source: Source,
+}
+
+/// Name, version (from `Cargo.toml`; a workspace-inherited version is read
+/// from `workspace_version`), description and capabilities (`plugin.toml`).
+pub fn read_plugin_dir(
+    dir: &Path,
+    workspace_version: Option<&str>,
+) -> Result<PluginDescription, ReleaseError> {
+    let cargo_path = dir.join("Cargo.toml");
+    let bad = |path: &Path, message: String| ReleaseError::PluginFiles {
+        path: path.to_path_buf(),
+        message,
+    };
+    let cargo: CargoToml = toml::from_str(&String::from_utf8_lossy(&read(&cargo_path)?))
+        .map_err(|e| bad(&cargo_path, e.to_string()))?;
+    let version = match &cargo.package.version {
+        toml::Value::String(v) => v.clone(),
+        _ => workspace_version.map(str::to_string).ok_or_else(|| {
+            bad(
+                &cargo_path,
+                "the version is inherited from the workspace; pass --version".to_string(),
+            )
+        })?,
+    };
+    let plugin_path = dir.join("plugin.toml");
+    let plugin: PluginToml = if plugin_path.exists() {
+        toml::from_str(&String::from_utf8_lossy(&read(&plugin_path)?))
+            .map_err(|e| bad(&plugin_path, e.to_string()))?
+    } else {
+        PluginToml::default()
+    };
+    Ok(PluginDescription {
+        name: cargo.package.name,
+        version,
+        description: plugin.description,
+        capabilities: plugin.capabilities,
+        source: Source::default(),
+    })
+}
+
+/// The release assets written by [`package`].
+#[derive(Debug, Clone)]
+pub struct Packaged {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Component, manifest and signature files.
+    pub files: [PathBuf; 3],
+    /// The audit of the component.
+    pub report: AuditReport,
+}
+
+/// Build the manifest of `component`, audit the component against it, sign
+/// the manifest and write the three release assets into `out_dir`.
+pub fn package(
+    component: &[u8],
+    plugin: &PluginDescription,
+    key: &SecretKey,
+    out_dir: &Path,
+    max_bytes: u64,
+) -> Result<Packaged, ReleaseError> {
+    let (name, version) = (plugin.name.as_str(), plugin.version.as_str());
+    let (component_file, manifest_file, signature_file) = asset_names(name, version);
+    let probe = audit(component, None, max_bytes);
+    let abi = format!(
+        "{ABI_PACKAGE}@{}",
+        probe.abi_version.clone().unwrap_or_default()
+    );
+    let manifest = Manifest {
+        schema: MANIFEST_SCHEMA.to_string(),
+        name: name.to_string(),
+        version: version.to_string(),
+        abi,
+        description: plugin.description.clone(),
+        component: ComponentRef {
+            file: component_file.clone(),
+            sha256: sha256_hex(component),
+            size: component.len() as u64,
+        },
+        capabilities: plugin.capabilities.clone(),
+        source: plugin.source.clone(),
+    };
+    manifest.validate().map_err(|e| ReleaseError::PluginFiles {
+        path: PathBuf::from(&manifest_file),
+        message: e.to_string(),
+    })?;
+    let report = audit(component, Some(&manifest), max_bytes);
+    if !report.accepted() {
+        return Err(ReleaseError::Rejected(Box::new(report)));
+    }
+    let manifest_bytes = manifest.to_bytes();
+    let trusted_comment = format!(
+        "timestamp:{}\tfile:{manifest_file}\tplugin:{name}@{version}\tsha256:{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        manifest.component.sha256
+    );
+    let signature = key.sign(&manifest_bytes, &trusted_comment);
+    std::fs::create_dir_all(out_dir).map_err(|source| ReleaseError::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    let files = [
+        out_dir.join(component_file),
+        out_dir.join(manifest_file),
+        out_dir.join(signature_file),
+    ];
+    write(&files[0], component)?;
+    write(&files[1], &manifest_bytes)?;
+    write(&files[2], signature.to_text().as_bytes())?;
+    Ok(Packaged {
+        manifest,
+        files,
+        report,
+    })
+}
+
+/// Upload `assets` to the GitHub release `tag` of `repo` (`owner/name`),
+/// creating the release if needed. Existing assets are never replaced: a
+/// published version is immutable.
+pub async fn publish(
+    api_url: &str,
+    repo: &str,
+    token: &str,
+    tag: &str,
+    assets: &[PathBuf],
+) -> Result<String, ReleaseError> {
+    let api = |e: reqwest::Error| ReleaseError::Api(e.to_string());
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("plugin-registry/", env!("CARGO_PKG_VERSION")))
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .map_err(api)?;
+    let api_url = api_url.trim_end_matches('/');
+    let request = |method: reqwest::Method, url: &str| {
+        client
+            .request(method, url)
+            .bearer_auth(token)
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28")
+    };
+
+    let existing = request(
+        reqwest::Method::GET,
+        &format!("{api_url}/repos/{repo}/releases/tags/{tag}"),
+    )
+    .send()
+    .await
+    .map_err(api)?;
+    let release: serde_json::Value = match existing.status().as_u16() {
+        200 => existing.json().await.map_err(api)?,
+        404 => {
+            let created = request(reqwest::Method::POST, &format!("{api_url}/repos/{repo}/releases"))
+                .json(&serde_json::json!({ "tag_name": tag, "name": tag, "draft": false, "prerelease": false }))
+                .send()
+                .await
+                .map_err(api)?;
+            if created.status().as_u16() != 201 {
+                let status = created.status();
+                return Err(ReleaseError::Api(format!(
+                    "creating release {tag}: {status}: {}",
+                    created.text().await.unwrap_or_default()
+                )));
+            }
+            created.json().await.map_err(api)?
+        }
+        status => {
+            return Err(ReleaseError::Api(format!(
+                "looking up release {tag}: HTTP {status}"
+            )));
+        }
+    };
+    let upload_url = release["upload_url"]
+        .as_str()
+        .ok_or_else(|| ReleaseError::Api("the release has no upload_url".to_string()))?;
+    let upload_url = upload_url
+        .split('{')
+        .next()
+        .unwrap_or(upload_url)
+        .to_string();
+    let present: Vec<&str> = release["assets"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
+    for path in assets {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| ReleaseError::Api(format!("{} has no file name", path.display())))?;
+        if present.contains(&name.as_str()) {
+            return Err(ReleaseError::Api(format!(
+                "release {tag} already has an asset {name}; published versions are immutable, bump the version"
+            )));
+        }
+        let bytes = read(path)?;
+        let response = request(reqwest::Method::POST, &upload_url)
+            .query(&[("name", name.as_str())])
+            .header("Content-Type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .map_err(api)?;
+        if response.status().as_u16() != 201 {
+            let status = response.status();
+            return Err(ReleaseError::Api(format!(
+                "uploading {name}: {status}: {}",
+                response.text().await.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(release["html_url"].as_str().unwrap_or(tag).to_string())
+}
