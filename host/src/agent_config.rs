@@ -29,6 +29,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use assessment_registry::minisign::PublicKey;
+
 use crate::policy::{GrantSet, Limits, ceilings};
 
 /// Why a configuration file was refused.
@@ -79,6 +81,14 @@ struct RawRuntime {
     max_concurrent_jobs: usize,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default = "default_state_dir")]
+    state_dir: PathBuf,
+    #[serde(default)]
+    trusted_keys: Vec<String>,
+    #[serde(default)]
+    download_timeout: Option<String>,
+    #[serde(default)]
+    download_retries: Option<usize>,
 }
 
 impl Default for RawRuntime {
@@ -87,8 +97,16 @@ impl Default for RawRuntime {
             assessment_root: default_root(),
             max_concurrent_jobs: default_concurrency(),
             limits: RawLimits::default(),
+            state_dir: default_state_dir(),
+            trusted_keys: Vec::new(),
+            download_timeout: None,
+            download_retries: None,
         }
     }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/assessment-runtime")
 }
 
 fn default_root() -> PathBuf {
@@ -103,7 +121,12 @@ fn default_concurrency() -> usize {
 #[serde(deny_unknown_fields)]
 struct RawPlugin {
     name: String,
-    path: PathBuf,
+    #[serde(default)]
+    path: Option<PathBuf>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    source: Option<RawSource>,
     #[serde(default = "yes")]
     enabled: bool,
     #[serde(default)]
@@ -147,6 +170,13 @@ struct RawLimits {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawSource {
+    github: Option<String>,
+    url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawSchedule {
     every: Option<String>,
     cron: Option<String>,
@@ -163,6 +193,31 @@ pub struct AgentConfig {
     pub max_concurrent_jobs: usize,
     /// The configured plugins, enabled or not, in file order.
     pub plugins: Vec<PluginSpec>,
+    /// Where the plugin store and other state live.
+    pub state_dir: PathBuf,
+    /// Keys whose signatures make a registry plugin acceptable.
+    pub trusted_keys: Vec<PublicKey>,
+    /// Timeout of one registry request.
+    pub download_timeout: Duration,
+    /// Retries of a registry request after a transient failure.
+    pub download_retries: usize,
+}
+
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginOrigin {
+    /// A local file, unsigned (development).
+    Local {
+        /// The component file (absolute).
+        path: PathBuf,
+    },
+    /// A signed release from a registry.
+    Registry {
+        /// The exact version to run.
+        version: String,
+        /// Base URL of the release layout (`{base}/{name}/v{version}/{asset}`).
+        base_url: String,
+    },
 }
 
 /// One configured plugin.
@@ -171,8 +226,8 @@ pub struct PluginSpec {
     /// The name the operator gave it; the component must describe itself
     /// with the same name.
     pub name: String,
-    /// The component file (absolute).
-    pub path: PathBuf,
+    /// Where its component comes from.
+    pub origin: PluginOrigin,
     /// Disabled plugins are listed but never run.
     pub enabled: bool,
     /// When it runs in daemon mode.
@@ -208,6 +263,22 @@ pub enum Schedule {
     Every(Duration),
     /// On a cron expression (five fields, or six with seconds).
     Cron(Box<croner::Cron>),
+}
+
+impl PluginSpec {
+    /// The component file or release URL, for messages.
+    pub fn location(&self) -> String {
+        match &self.origin {
+            PluginOrigin::Local { path } => path.display().to_string(),
+            PluginOrigin::Registry { version, base_url } => {
+                format!(
+                    "{}/{}",
+                    base_url,
+                    assessment_registry::manifest::release_tag(&self.name, version)
+                )
+            }
+        }
+    }
 }
 
 impl AgentConfig {
@@ -298,14 +369,11 @@ impl AgentConfig {
                         })
                 })
                 .collect::<Result<_, _>>()?;
-            let path = if p.path.is_absolute() {
-                p.path
-            } else {
-                base.join(p.path)
-            };
+            let origin = resolve_origin(&field, &p.name, p.path, p.version, p.source, base)
+                .map_err(invalid)?;
             plugins.push(PluginSpec {
                 name: p.name,
-                path,
+                origin,
                 enabled: p.enabled,
                 schedule,
                 config,
@@ -314,12 +382,122 @@ impl AgentConfig {
             });
         }
 
+        let trusted_keys = raw
+            .runtime
+            .trusted_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                PublicKey::from_text(k).map_err(|e| {
+                    invalid(format!("runtime.trusted_keys[{i}]: {e} (give the base64 line of a minisign public key, \"RW…\")"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let first_registry_plugin = plugins
+            .iter()
+            .enumerate()
+            .find(|(_, p)| matches!(p.origin, PluginOrigin::Registry { .. }));
+        if let (true, Some((i, p))) = (trusted_keys.is_empty(), first_registry_plugin) {
+            return Err(invalid(format!(
+                "plugin[{i}] ({}) comes from a registry but runtime.trusted_keys is empty; add the publisher's minisign public key",
+                p.name
+            )));
+        }
+        if !raw.runtime.state_dir.is_absolute() {
+            return Err(invalid(format!(
+                "runtime.state_dir = {:?}: must be an absolute path",
+                raw.runtime.state_dir
+            )));
+        }
+        let download_timeout = match &raw.runtime.download_timeout {
+            Some(t) => duration("runtime.download_timeout", t, Duration::from_secs(3600))
+                .map_err(invalid)?,
+            None => Duration::from_secs(60),
+        };
+        let download_retries = raw.runtime.download_retries.unwrap_or(3);
+        if download_retries > 10 {
+            return Err(invalid(format!(
+                "runtime.download_retries = {download_retries}: at most 10"
+            )));
+        }
+
         Ok(AgentConfig {
             source: source.to_path_buf(),
             assessment_root: raw.runtime.assessment_root,
             max_concurrent_jobs: raw.runtime.max_concurrent_jobs,
             plugins,
+            state_dir: raw.runtime.state_dir,
+            trusted_keys,
+            download_timeout,
+            download_retries,
         })
+    }
+}
+
+fn resolve_origin(
+    field: &str,
+    name: &str,
+    path: Option<PathBuf>,
+    version: Option<String>,
+    source: Option<RawSource>,
+    base: &Path,
+) -> Result<PluginOrigin, String> {
+    match (path, version, source) {
+        (Some(path), None, None) => Ok(PluginOrigin::Local {
+            path: if path.is_absolute() {
+                path
+            } else {
+                base.join(path)
+            },
+        }),
+        (None, Some(version), Some(source)) => {
+            if semver::Version::parse(&version).is_err() {
+                return Err(format!(
+                    "{field}.version = {version:?}: give the exact semantic version to run, e.g. \"1.2.3\""
+                ));
+            }
+            let base_url = match (source.github, source.url) {
+                (Some(repo), None) => {
+                    let mut parts = repo.split('/');
+                    let valid = |p: Option<&str>| {
+                        p.is_some_and(|p| {
+                            !p.is_empty()
+                                && p.chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                        })
+                    };
+                    if !(valid(parts.next()) && valid(parts.next()) && parts.next().is_none()) {
+                        return Err(format!(
+                            "{field}.source.github = {repo:?}: write \"owner/repository\""
+                        ));
+                    }
+                    format!("https://github.com/{repo}/releases/download")
+                }
+                (None, Some(url)) => {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(format!(
+                            "{field}.source.url = {url:?}: must be an http(s) URL"
+                        ));
+                    }
+                    url.trim_end_matches('/').to_string()
+                }
+                _ => {
+                    return Err(format!(
+                        "{field}.source: set exactly one of `github` (\"owner/repo\") or `url`"
+                    ));
+                }
+            };
+            Ok(PluginOrigin::Registry { version, base_url })
+        }
+        (Some(_), _, Some(_)) | (Some(_), Some(_), None) => Err(format!(
+            "{field}: `path` (a local development build of `{name}`) excludes `version` and `source` (a signed release)"
+        )),
+        (None, None, Some(_)) => Err(format!(
+            "{field}: a plugin from `source` needs the exact `version` to run"
+        )),
+        (None, _, None) => Err(format!(
+            "{field}: set `path` (a local component) or `version` and `source` (a signed release)"
+        )),
     }
 }
 
@@ -466,7 +644,12 @@ mod tests {
         assert_eq!(c.assessment_root, Path::new("/mnt/image"));
         assert_eq!(c.max_concurrent_jobs, 3);
         let p = &c.plugins[0];
-        assert_eq!(p.path, Path::new("/opt/agent/plugins/sshd.wasm"));
+        assert_eq!(
+            p.origin,
+            PluginOrigin::Local {
+                path: PathBuf::from("/opt/agent/plugins/sshd.wasm")
+            }
+        );
         assert_eq!(p.limits.memory_bytes, 32 << 20);
         assert_eq!(
             p.limits.timeout,
@@ -480,7 +663,12 @@ mod tests {
             ConfigValue::TextList(vec!["sshd-log-level".into()])
         );
         assert!(matches!(p.schedule, Some(Schedule::Cron(_))));
-        assert_eq!(c.plugins[1].path, Path::new("/abs/kernel.wasm"));
+        assert_eq!(
+            c.plugins[1].origin,
+            PluginOrigin::Local {
+                path: PathBuf::from("/abs/kernel.wasm")
+            }
+        );
         assert!(!c.plugins[1].enabled);
         assert!(
             matches!(c.plugins[1].schedule, Some(Schedule::Every(d)) if d == Duration::from_secs(6 * 3600))
@@ -546,7 +734,43 @@ mod tests {
                 "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nconfig = { l = [1, 2] }\n",
                 "plugin[0] (a).config.l",
             ),
-            ("[[plugin]]\nname = \"a\"\n", "missing field `path`"),
+            (
+                "[[plugin]]\nname = \"a\"\n",
+                "set `path` (a local component) or `version` and `source`",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\nversion = \"1.0.0\"\n",
+                "excludes `version` and `source`",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\nsource = { url = \"https://r\" }\n",
+                "needs the exact `version`",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\nversion = \"1\"\nsource = { url = \"https://r\" }\n",
+                "plugin[0] (a).version",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\nversion = \"1.0.0\"\nsource = { github = \"nope\" }\n",
+                "source.github",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\nversion = \"1.0.0\"\nsource = { url = \"ftp://r\" }\n",
+                "source.url",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\nversion = \"1.0.0\"\nsource = { github = \"o/r\" }\n",
+                "runtime.trusted_keys is empty",
+            ),
+            (
+                "[runtime]\ntrusted_keys = [\"RWQnope\"]\n",
+                "runtime.trusted_keys[0]",
+            ),
+            ("[runtime]\nstate_dir = \"rel\"\n", "runtime.state_dir"),
+            (
+                "[runtime]\ndownload_retries = 11\n",
+                "runtime.download_retries",
+            ),
             ("this is not toml", "invalid agent configuration agent.toml"),
         ];
         for (text, expected) in cases {
@@ -556,6 +780,24 @@ mod tests {
                 "{text:?}: expected {expected:?} in: {e}"
             );
         }
+    }
+
+    #[test]
+    fn registry_plugins_resolve_their_release_location() {
+        let key = "RWRlhfIL4e2ssaUm6G05FcNgLm6DQ4nojJJgb+z5R7RjvfoFnfgWKYGU";
+        let c = parse(&format!(
+            "[runtime]\ntrusted_keys = [\"{key}\"]\nstate_dir = \"/tmp/s\"\ndownload_timeout = \"5s\"\n\
+             [[plugin]]\nname = \"a\"\nversion = \"1.2.3\"\nsource = {{ github = \"acme/plugins\" }}\n\
+             [[plugin]]\nname = \"b\"\nversion = \"0.1.0\"\nsource = {{ url = \"http://127.0.0.1:9/rel/\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.trusted_keys.len(), 1);
+        assert_eq!(c.download_timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.plugins[0].location(),
+            "https://github.com/acme/plugins/releases/download/a/v1.2.3"
+        );
+        assert_eq!(c.plugins[1].location(), "http://127.0.0.1:9/rel/b/v0.1.0");
     }
 
     #[test]

@@ -3,13 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::agent_config::AgentConfig;
-use crate::engine::PluginEngine;
-use crate::runner;
+use crate::agent_config::{AgentConfig, PluginOrigin};
+use crate::runner::{self, Runtime};
 use crate::scheduler;
 
 /// Exit code when a plugin could not be run or failed.
@@ -66,6 +66,11 @@ enum Command {
         #[arg(long)]
         fail_on_findings: bool,
     },
+    /// Manage the local plugin store.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
     /// Check the configuration and every plugin (component, ABI, configuration
     /// keys, grants) without running any assessment.
     Validate {
@@ -75,6 +80,35 @@ enum Command {
         /// Validate grants against this directory tree instead of `runtime.assessment_root`.
         #[arg(long)]
         root: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsCommand {
+    /// List the releases in the store.
+    List {
+        /// The agent configuration file.
+        #[arg(long, short, env = "ASSESSMENT_RUNTIME_CONFIG")]
+        config: PathBuf,
+    },
+    /// Download and verify every configured registry plugin into the store.
+    Fetch {
+        /// The agent configuration file.
+        #[arg(long, short, env = "ASSESSMENT_RUNTIME_CONFIG")]
+        config: PathBuf,
+    },
+    /// Verify every release in the store against the trusted keys and digests.
+    Verify {
+        /// The agent configuration file.
+        #[arg(long, short, env = "ASSESSMENT_RUNTIME_CONFIG")]
+        config: PathBuf,
+    },
+    /// Remove releases, components and precompiled artifacts no configured
+    /// plugin uses.
+    Gc {
+        /// The agent configuration file.
+        #[arg(long, short, env = "ASSESSMENT_RUNTIME_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -142,8 +176,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 "only single cycles are supported by `run`: add --once (the scheduling daemon is not available in this version)"
             );
             let agent = load(&config, root)?;
-            let engine = PluginEngine::new().context("cannot set up the WebAssembly engine")?;
-            let report = scheduler::run_once(&engine, &agent).await;
+            let runtime = Arc::new(Runtime::new(&agent).context("cannot set up the runtime")?);
+            let report = scheduler::run_once(&runtime, &agent).await;
             match output {
                 Output::Table => print!("{}", report.to_table()),
                 Output::Json => println!("{}", report.to_json()),
@@ -158,15 +192,15 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Validate { config, root } => {
             let agent = load(&config, root)?;
-            let engine = PluginEngine::new().context("cannot set up the WebAssembly engine")?;
+            let runtime = Runtime::new(&agent).context("cannot set up the runtime")?;
             let mut failed = 0;
             for spec in agent.plugins.iter().filter(|p| p.enabled) {
-                match runner::prepare(&engine, spec, &agent.assessment_root).await {
+                match runner::prepare(&runtime, spec, &agent.assessment_root).await {
                     Ok(p) => println!(
                         "ok      {} ({} checks, {})",
                         p.id,
                         p.info.checks.len(),
-                        spec.path.display()
+                        p.path
                     ),
                     Err((_, e)) => {
                         failed += 1;
@@ -183,5 +217,96 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Plugins { command } => plugins_command(command).await,
     }
+}
+
+async fn plugins_command(command: PluginsCommand) -> anyhow::Result<ExitCode> {
+    let (PluginsCommand::List { config }
+    | PluginsCommand::Fetch { config }
+    | PluginsCommand::Verify { config }
+    | PluginsCommand::Gc { config }) = &command;
+    let agent = load(config, None)?;
+    let runtime = Runtime::new(&agent).context("cannot set up the runtime")?;
+    let manager = &runtime.manager;
+    let store = manager.store().with_context(|| {
+        format!(
+            "cannot open the plugin store in {}; set runtime.state_dir",
+            agent.state_dir.display()
+        )
+    })?;
+    let configured: Vec<(String, String, String)> = agent
+        .plugins
+        .iter()
+        .filter_map(|p| match &p.origin {
+            PluginOrigin::Registry { version, base_url } => {
+                Some((p.name.clone(), version.clone(), base_url.clone()))
+            }
+            PluginOrigin::Local { .. } => None,
+        })
+        .collect();
+    let is_configured =
+        |name: &str, version: &str| configured.iter().any(|(n, v, _)| n == name && v == version);
+    let mut failed = 0;
+    match command {
+        PluginsCommand::List { .. } => {
+            for r in store.releases()? {
+                let note = if is_configured(&r.name, &r.version) {
+                    ""
+                } else {
+                    "  (not configured)"
+                };
+                println!("{}@{}{note}", r.name, r.version);
+            }
+        }
+        PluginsCommand::Fetch { .. } => {
+            for (name, version, base_url) in &configured {
+                match manager.resolve(name, version, base_url).await {
+                    Ok(r) => println!("ok      {name}@{version} {}", r.file.digest),
+                    Err(e) => {
+                        failed += 1;
+                        println!("FAILED  {name}@{version}: {e}");
+                    }
+                }
+            }
+        }
+        PluginsCommand::Verify { .. } => {
+            for r in store.releases()? {
+                match manager.verify_stored(store, &r) {
+                    Ok(v) => println!("ok      {}@{} {}", r.name, r.version, v.file.digest),
+                    Err(e) => {
+                        failed += 1;
+                        println!("FAILED  {}@{}: {e}", r.name, r.version);
+                    }
+                }
+            }
+        }
+        PluginsCommand::Gc { .. } => {
+            let keep: Vec<(String, String)> = configured
+                .iter()
+                .map(|(n, v, _)| (n.clone(), v.clone()))
+                .collect();
+            // Only components of kept releases that still verify are kept.
+            let referenced: Vec<String> = store
+                .releases()?
+                .iter()
+                .filter(|r| is_configured(&r.name, &r.version))
+                .filter_map(|r| manager.verify_stored(store, r).ok())
+                .map(|v| v.manifest.component.sha256)
+                .collect();
+            let report = store.gc(&keep, &referenced, runtime.engine.fingerprint())?;
+            for r in &report.releases {
+                println!("removed release {r}");
+            }
+            for b in &report.blobs {
+                println!("removed component sha256:{b}");
+            }
+            println!("removed {} other file(s)", report.other_files);
+        }
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(EXIT_JOB_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

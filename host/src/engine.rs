@@ -2,6 +2,8 @@
 //! interruption driven by a ticker thread, and the linker every plugin is
 //! instantiated against.
 
+use std::hash::{Hash, Hasher};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use wasmtime::{Config, Engine};
 
 use crate::bindings::latest::AssessmentPre;
 use crate::capabilities::{self, PluginState};
+use crate::plugins::store::PluginStore;
 
 /// How often the epoch advances: the granularity of deadlines and of the
 /// cooperative yields of running plugins.
@@ -34,6 +37,7 @@ pub enum EngineError {
 pub struct PluginEngine {
     engine: Engine,
     linker: Arc<Linker<PluginState>>,
+    fingerprint: String,
 }
 
 impl PluginEngine {
@@ -64,9 +68,17 @@ impl PluginEngine {
             })
             .map_err(|e| EngineError::Setup(format!("cannot start the epoch ticker: {e}")))?;
 
+        // Precompiled artifacts are only valid for the same wasmtime build
+        // and settings: the file name carries this fingerprint.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        env!("CARGO_PKG_VERSION").hash(&mut hasher);
+        let fingerprint = format!("{:016x}", hasher.finish());
+
         Ok(PluginEngine {
             engine,
             linker: Arc::new(linker),
+            fingerprint,
         })
     }
 
@@ -84,6 +96,41 @@ impl PluginEngine {
             .map_err(|e| EngineError::Compile(format!("{e:#}")))
     }
 
+    /// Fingerprint of the engine build and settings.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Compile a verified component, or load its precompiled artifact from
+    /// the store; a fresh compilation is saved for the next start.
+    pub async fn compile_cached(
+        &self,
+        bytes: Vec<u8>,
+        sha256: &str,
+        store: &PluginStore,
+    ) -> Result<Component, EngineError> {
+        let path = store.compiled_path(sha256, &self.fingerprint);
+        if path.exists() {
+            match load_precompiled(&self.engine, &path) {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "discarding an unusable precompiled artifact: {e:#}");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let component = self.compile(bytes).await?;
+        match component.serialize() {
+            Ok(artifact) => {
+                if let Err(e) = store.write_atomic(&path, &artifact) {
+                    tracing::warn!("cannot cache the compiled component: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot serialise the compiled component: {e:#}"),
+        }
+        Ok(component)
+    }
+
     /// Resolve the component's imports against the host once, so each run
     /// only instantiates.
     pub fn pre_instantiate(
@@ -96,4 +143,16 @@ impl PluginEngine {
             .map_err(|e| EngineError::Link(format!("{e:#}")))?;
         AssessmentPre::new(pre).map_err(|e| EngineError::Link(format!("{e:#}")))
     }
+}
+
+/// Load a precompiled artifact written by [`PluginEngine::compile_cached`].
+#[allow(unsafe_code)]
+fn load_precompiled(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: wasmtime requires that the file is an artifact it produced and
+    // that nobody else can modify it. It is written only by this host, from
+    // a component whose signature and digest were verified, into the store's
+    // 0700 directory, atomically, under a name carrying the digest and the
+    // engine fingerprint; wasmtime also checks the artifact's own header
+    // against this engine.
+    unsafe { Component::deserialize_file(engine, path) }
 }

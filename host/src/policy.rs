@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use assessment_registry::manifest::Capabilities;
+
 /// A request the policy refuses, before any resource is touched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -76,6 +78,58 @@ impl GrantSet {
         grants.read.sort();
         grants.read.dedup();
         Ok(grants)
+    }
+
+    /// The grants that are also declared in a plugin's signed manifest: a
+    /// read grant narrows to the declared paths below it (or stays when it
+    /// lies below a declared path); commands, variables and host facts must
+    /// be both granted and declared. Returns what was granted but dropped.
+    pub fn restrict_to(&self, declared: &Capabilities) -> (GrantSet, Vec<String>) {
+        let mut effective = GrantSet {
+            host_facts: self.host_facts && declared.host_facts,
+            ..GrantSet::default()
+        };
+        let mut dropped = Vec::new();
+        let declared_read: Vec<PathBuf> = declared
+            .read
+            .iter()
+            .filter_map(|d| normalise_absolute(d).ok())
+            .collect();
+        for grant in &self.read {
+            let mut kept = false;
+            for d in &declared_read {
+                if d.starts_with(grant) {
+                    effective.read.push(d.clone());
+                    kept = true;
+                } else if grant.starts_with(d) {
+                    effective.read.push(grant.clone());
+                    kept = true;
+                }
+            }
+            if !kept {
+                dropped.push(format!("read {}", grant.display()));
+            }
+        }
+        effective.read.sort();
+        effective.read.dedup();
+        for c in &self.commands {
+            if declared.commands.contains(c) {
+                effective.commands.insert(c.clone());
+            } else {
+                dropped.push(format!("command {c}"));
+            }
+        }
+        for e in &self.env {
+            if declared.env.contains(e) {
+                effective.env.insert(e.clone());
+            } else {
+                dropped.push(format!("env {e}"));
+            }
+        }
+        if self.host_facts && !declared.host_facts {
+            dropped.push("host_facts".to_string());
+        }
+        (effective, dropped)
     }
 
     /// The read grant that covers `path` (the longest granted prefix), after
@@ -316,6 +370,55 @@ mod tests {
         assert_eq!(g.check_env("LANG"), Ok(()));
         assert!(matches!(g.check_env("LANGUAGE"), Err(Refusal::Denied(_))));
         assert!(matches!(g.check_env("A=B"), Err(Refusal::Invalid(_))));
+    }
+
+    #[test]
+    fn grants_are_narrowed_to_what_the_manifest_declares() {
+        let granted = GrantSet::from_config(
+            "g",
+            true,
+            &["/etc".into(), "/proc/sys/net".into(), "/var/log".into()],
+            &["/usr/bin/id".into(), "/usr/bin/uname".into()],
+            &["LANG".into(), "HOME".into()],
+        )
+        .unwrap();
+        let declared = Capabilities {
+            read: [
+                "/etc/ssh".to_string(),
+                "/etc/passwd".to_string(),
+                "/proc/sys".to_string(),
+            ]
+            .into(),
+            commands: ["/usr/bin/uname".to_string()].into(),
+            env: ["LANG".to_string()].into(),
+            host_facts: false,
+        };
+        let (effective, dropped) = granted.restrict_to(&declared);
+        assert_eq!(
+            effective.read,
+            vec![
+                PathBuf::from("/etc/passwd"),
+                PathBuf::from("/etc/ssh"),
+                PathBuf::from("/proc/sys/net")
+            ]
+        );
+        assert_eq!(
+            effective.commands.iter().collect::<Vec<_>>(),
+            vec!["/usr/bin/uname"]
+        );
+        assert_eq!(effective.env.iter().collect::<Vec<_>>(), vec!["LANG"]);
+        assert!(!effective.host_facts);
+        assert_eq!(
+            dropped,
+            vec![
+                "read /var/log",
+                "command /usr/bin/id",
+                "env HOME",
+                "host_facts"
+            ]
+        );
+        let (nothing, _) = GrantSet::default().restrict_to(&declared);
+        assert_eq!(nothing, GrantSet::default(), "declaring is not granting");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! grants and limits, turning every way it can end into a [`JobReport`].
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,7 +11,7 @@ use serde::Serialize;
 use tracing::Instrument;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use crate::agent_config::PluginSpec;
+use crate::agent_config::{AgentConfig, PluginOrigin, PluginSpec};
 use crate::bindings::latest::AssessmentPre;
 use crate::bindings::latest::exports::assessment::plugin::plugin::{PluginInfo, RunError};
 use crate::capabilities::config::ConfigCtx;
@@ -20,6 +20,8 @@ use crate::capabilities::results::{Finding, ResultsCtx};
 use crate::capabilities::target::TargetCtx;
 use crate::capabilities::{JobLabels, PluginState};
 use crate::engine::PluginEngine;
+use crate::plugins::fetch::Downloader;
+use crate::plugins::manager::{PluginManager, ResolveError};
 use crate::plugins::{ComponentFile, PluginId};
 use crate::policy::{GrantSet, Limits};
 
@@ -54,6 +56,11 @@ pub enum JobErrorKind {
     PluginConfig,
     /// `run` returned `run-error.failed`.
     PluginFailed,
+    /// A registry plugin could not be downloaded.
+    Fetch,
+    /// A registry plugin failed verification (signature, name, version,
+    /// digest, audit); nothing of it was stored or run.
+    Verify,
     /// The host itself failed.
     Host,
 }
@@ -82,8 +89,8 @@ impl JobError {
 pub struct JobReport {
     /// The configured plugin name.
     pub plugin: String,
-    /// The component file.
-    pub path: PathBuf,
+    /// The component file run, or the release it comes from.
+    pub path: String,
     /// Name, version and digest, once known.
     pub id: Option<PluginId>,
     /// Unique id of this job.
@@ -116,7 +123,7 @@ impl JobReport {
     pub fn not_run(spec: &PluginSpec, id: Option<PluginId>, error: JobError) -> Self {
         JobReport {
             plugin: spec.name.clone(),
-            path: spec.path.clone(),
+            path: spec.location(),
             id,
             job_id: new_job_id(),
             started_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -135,11 +142,37 @@ fn new_job_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// What preparing and running plugins share: the engine and the plugin
+/// manager (with its store).
+pub struct Runtime {
+    /// The wasmtime engine.
+    pub engine: PluginEngine,
+    /// Registry plugins and the store.
+    pub manager: PluginManager,
+}
+
+impl Runtime {
+    /// The engine and a manager configured by `config`.
+    pub fn new(config: &AgentConfig) -> anyhow::Result<Self> {
+        let engine = PluginEngine::new()?;
+        let downloader = Downloader::new(config.download_timeout, config.download_retries)?;
+        Ok(Runtime {
+            engine,
+            manager: PluginManager::new(&config.state_dir, downloader, config.trusted_keys.clone()),
+        })
+    }
+}
+
 /// A plugin ready to run: compiled, linked, described and validated.
 #[derive(Clone)]
 pub struct PreparedPlugin {
     /// The configuration it runs with.
     pub spec: PluginSpec,
+    /// The component file run.
+    pub path: String,
+    /// The grants in force: the configured ones, narrowed to what a signed
+    /// manifest declares.
+    pub grants: GrantSet,
     /// Who it is.
     pub id: PluginId,
     /// Its own description.
@@ -147,27 +180,79 @@ pub struct PreparedPlugin {
     pre: AssessmentPre<PluginState>,
 }
 
-/// Read, check, compile and describe the plugin of `spec`, then check its
-/// configuration and grants against it.
+/// Read (or download and verify), check, compile and describe the plugin
+/// of `spec`, then check its configuration and grants against it.
 pub async fn prepare(
-    engine: &PluginEngine,
+    runtime: &Runtime,
     spec: &PluginSpec,
     root: &Path,
 ) -> Result<PreparedPlugin, (Option<PluginId>, JobError)> {
+    let engine = &runtime.engine;
     let load = |e: String| (None, JobError::new(JobErrorKind::Load, e));
-    let path = spec.path.clone();
-    let file = tokio::task::spawn_blocking(move || ComponentFile::read(&path))
-        .await
-        .map_err(|e| load(format!("host task failed: {e}")))?
-        .map_err(|e| load(e.to_string()))?;
+    let (file, manifest) = match &spec.origin {
+        PluginOrigin::Local { path } => {
+            let path = path.clone();
+            let file = tokio::task::spawn_blocking(move || ComponentFile::read(&path))
+                .await
+                .map_err(|e| load(format!("host task failed: {e}")))?
+                .map_err(|e| load(e.to_string()))?;
+            (file, None)
+        }
+        PluginOrigin::Registry { version, base_url } => {
+            let resolved = runtime
+                .manager
+                .resolve(&spec.name, version, base_url)
+                .await
+                .map_err(|e| {
+                    let kind = match e {
+                        ResolveError::Fetch(_) => JobErrorKind::Fetch,
+                        ResolveError::Verify(_) => JobErrorKind::Verify,
+                        ResolveError::Store(_) => JobErrorKind::Host,
+                    };
+                    (
+                        None,
+                        JobError::new(
+                            kind,
+                            format!(
+                                "plugin `{}` {version} from {}: {e}",
+                                spec.name,
+                                spec.location()
+                            ),
+                        ),
+                    )
+                })?;
+            (resolved.file, Some(resolved.manifest))
+        }
+    };
     let digest = file.digest.clone();
-    let component = engine
-        .compile(file.bytes)
-        .await
-        .map_err(|e| load(format!("{}: {e}", spec.path.display())))?;
+    let location = file.path.display().to_string();
+    let component = match &manifest {
+        Some(m) => {
+            let store = runtime.manager.store().map_err(|e| load(e.to_string()))?;
+            engine
+                .compile_cached(file.bytes, &m.component.sha256, store)
+                .await
+        }
+        None => engine.compile(file.bytes).await,
+    }
+    .map_err(|e| load(format!("{location}: {e}")))?;
     let pre = engine
         .pre_instantiate(&component)
-        .map_err(|e| load(format!("{}: {e}", spec.path.display())))?;
+        .map_err(|e| load(format!("{location}: {e}")))?;
+    let grants = match &manifest {
+        Some(m) => {
+            let (effective, dropped) = spec.grants.restrict_to(&m.capabilities);
+            if !dropped.is_empty() {
+                tracing::warn!(
+                    plugin = %spec.name,
+                    "granted but not declared in the signed manifest, so not in force: {}",
+                    dropped.join(", ")
+                );
+            }
+            effective
+        }
+        None => spec.grants.clone(),
+    };
 
     let provisional = PluginId {
         name: spec.name.clone(),
@@ -221,10 +306,14 @@ pub async fn prepare(
     };
     if info.name != spec.name {
         return Err(describe_error(format!(
-            "{} describes itself as `{}`, but the configuration names it `{}`; fix `name` or `path`",
-            spec.path.display(),
-            info.name,
-            spec.name
+            "{location} describes itself as `{}`, but the configuration names it `{}`; fix `name` or `path`",
+            info.name, spec.name
+        )));
+    }
+    if let Some(m) = manifest.as_ref().filter(|m| m.version != info.version) {
+        return Err(describe_error(format!(
+            "{location} describes itself as version {}, but its signed manifest says {}; the release is inconsistent",
+            info.version, m.version
         )));
     }
     if semver::Version::parse(&info.version).is_err() {
@@ -245,7 +334,7 @@ pub async fn prepare(
     ConfigCtx::new(spec.config.clone())
         .validate(&spec.name, &info.config)
         .map_err(|e| (Some(id.clone()), JobError::new(JobErrorKind::Config, e)))?;
-    TargetCtx::open(labels, root, spec.grants.clone(), spec.limits.clone()).map_err(|e| {
+    TargetCtx::open(labels, root, grants.clone(), spec.limits.clone()).map_err(|e| {
         (
             Some(id.clone()),
             JobError::new(JobErrorKind::Grant, format!("plugin `{}`: {e}", spec.name)),
@@ -254,6 +343,8 @@ pub async fn prepare(
 
     Ok(PreparedPlugin {
         spec: spec.clone(),
+        path: location,
+        grants,
         id,
         info,
         pre,
@@ -390,7 +481,7 @@ async fn run_job_inner(
     });
     let mut report = JobReport {
         plugin: spec.name.clone(),
-        path: spec.path.clone(),
+        path: prepared.path.clone(),
         id: Some(prepared.id.clone()),
         job_id,
         started_at,
@@ -406,7 +497,7 @@ async fn run_job_inner(
     let state = match new_state(
         &labels,
         ConfigCtx::new(spec.config.clone()),
-        spec.grants.clone(),
+        prepared.grants.clone(),
         root,
         &spec.limits,
         known,

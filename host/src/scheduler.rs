@@ -9,13 +9,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::agent_config::AgentConfig;
-use crate::engine::PluginEngine;
 use crate::report::RunReport;
-use crate::runner::{self, JobError, JobErrorKind, JobReport};
+use crate::runner::{self, JobError, JobErrorKind, JobReport, Runtime};
 
 /// Prepare and run every enabled plugin once; the report lists the jobs in
 /// configuration order.
-pub async fn run_once(engine: &PluginEngine, config: &AgentConfig) -> RunReport {
+pub async fn run_once(runtime: &Arc<Runtime>, config: &AgentConfig) -> RunReport {
     let started_at = SystemTime::now();
     let permits = Arc::new(Semaphore::new(config.max_concurrent_jobs));
     let specs: Vec<_> = config
@@ -26,14 +25,14 @@ pub async fn run_once(engine: &PluginEngine, config: &AgentConfig) -> RunReport 
         .collect();
     let mut jobs = JoinSet::new();
     for (index, spec) in specs.iter().cloned().enumerate() {
-        let engine = engine.clone();
+        let runtime = runtime.clone();
         let root = config.assessment_root.clone();
         let permits = permits.clone();
         jobs.spawn(async move {
             // The semaphore is never closed, so acquiring only waits.
             let _permit = permits.acquire_owned().await.ok();
-            let report = match runner::prepare(&engine, &spec, &root).await {
-                Ok(prepared) => runner::run_job(&engine, &prepared, &root).await,
+            let report = match runner::prepare(&runtime, &spec, &root).await {
+                Ok(prepared) => runner::run_job(&runtime.engine, &prepared, &root).await,
                 Err((id, error)) => {
                     tracing::error!(plugin = %spec.name, "cannot run plugin: {}", error.message);
                     JobReport::not_run(&spec, id, error)

@@ -5,6 +5,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub mod fetch;
+pub mod manager;
+pub mod store;
+
 use assessment_registry::audit::audit;
 use assessment_registry::manifest::Manifest;
 

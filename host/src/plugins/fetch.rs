@@ -1,0 +1,126 @@
+//! Downloads from a plugin registry: HTTPS with rustls, a timeout per
+//! request, retries with exponential backoff for transient failures, and a
+//! size cap enforced while streaming (a body is never held past its cap).
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The server answered with an error status.
+    #[error("{url}: HTTP {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The body is larger than allowed.
+    #[error("{url}: larger than {max} bytes; refusing it")]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// The cap.
+        max: u64,
+    },
+    /// Connection, TLS, timeout or truncated body.
+    #[error("{url}: {message}")]
+    Transport {
+        /// The URL.
+        url: String,
+        /// What happened.
+        message: String,
+        /// Whether retrying may help.
+        transient: bool,
+    },
+}
+
+impl FetchError {
+    fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Status { status, .. } => *status >= 500 || *status == 429,
+            FetchError::TooLarge { .. } => false,
+            FetchError::Transport { transient, .. } => *transient,
+        }
+    }
+}
+
+/// An HTTP client for registry downloads.
+#[derive(Debug, Clone)]
+pub struct Downloader {
+    client: reqwest::Client,
+    retries: usize,
+}
+
+impl Downloader {
+    /// A client whose requests time out after `timeout` and are retried
+    /// `retries` times when the failure is transient.
+    pub fn new(timeout: Duration, retries: usize) -> Result<Self, FetchError> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("assessment-runtime/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .timeout(timeout)
+            .https_only(false)
+            .build()
+            .map_err(|e| FetchError::Transport {
+                url: String::new(),
+                message: format!("cannot create the HTTP client: {e}"),
+                transient: false,
+            })?;
+        Ok(Downloader { client, retries })
+    }
+
+    /// GET `url`, at most `max` bytes.
+    pub async fn get(&self, url: &str, max: u64) -> Result<Vec<u8>, FetchError> {
+        (|| self.get_once(url, max))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(10))
+                    .with_max_times(self.retries),
+            )
+            .sleep(tokio::time::sleep)
+            .when(FetchError::is_transient)
+            .notify(|e, after| tracing::warn!("download failed, retrying in {after:?}: {e}"))
+            .await
+    }
+
+    async fn get_once(&self, url: &str, max: u64) -> Result<Vec<u8>, FetchError> {
+        let transport = |e: reqwest::Error| FetchError::Transport {
+            url: url.to_string(),
+            message: if e.is_timeout() {
+                "timed out".to_string()
+            } else if e.is_body() || e.is_decode() {
+                format!("incomplete or corrupt body: {e}")
+            } else {
+                e.to_string()
+            },
+            transient: e.is_timeout() || e.is_connect() || e.is_body() || e.is_request(),
+        };
+        let mut response = self.client.get(url).send().await.map_err(transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+            });
+        }
+        let too_large = || FetchError::TooLarge {
+            url: url.to_string(),
+            max,
+        };
+        if response.content_length().is_some_and(|len| len > max) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if (body.len() + chunk.len()) as u64 > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}

@@ -1,0 +1,219 @@
+//! The plugin manager: from "plugin X version V from registry R" to a
+//! verified component, downloading only when the store does not already
+//! hold it. Nothing is stored, compiled or run before it is verified:
+//! signature of the manifest by a trusted key, the manifest naming exactly
+//! the plugin and version asked for (no substitution, no rollback), the
+//! component's size and sha256 digest, and the audit.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use assessment_registry::manifest::{Manifest, asset_names, release_tag, sha256_hex};
+use assessment_registry::minisign::{PublicKey, SignatureBox};
+
+use super::fetch::{Downloader, FetchError};
+use super::store::{PluginStore, StoreError, StoredRelease};
+use super::{ComponentFile, MAX_COMPONENT_BYTES};
+
+/// Largest manifest accepted.
+const MAX_MANIFEST_BYTES: u64 = 64 << 10;
+/// Largest signature file accepted.
+const MAX_SIGNATURE_BYTES: u64 = 4 << 10;
+
+/// Why a plugin could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The download failed.
+    #[error("download failed: {0}")]
+    Fetch(#[from] FetchError),
+    /// Verification failed; nothing was stored.
+    #[error("verification failed: {0}")]
+    Verify(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A verified plugin, ready to compile.
+#[derive(Debug, Clone)]
+pub struct ResolvedPlugin {
+    /// The component (its path is the store's blob).
+    pub file: ComponentFile,
+    /// Its verified manifest.
+    pub manifest: Manifest,
+}
+
+/// Resolves registry plugins through the store.
+#[derive(Debug)]
+pub struct PluginManager {
+    state_dir: std::path::PathBuf,
+    store: OnceLock<PluginStore>,
+    downloader: Downloader,
+    keys: Vec<PublicKey>,
+}
+
+impl PluginManager {
+    /// A manager whose store lives in `state_dir/plugins` (created on first
+    /// use), trusting `keys`.
+    pub fn new(state_dir: &Path, downloader: Downloader, keys: Vec<PublicKey>) -> Self {
+        PluginManager {
+            state_dir: state_dir.to_path_buf(),
+            store: OnceLock::new(),
+            downloader,
+            keys,
+        }
+    }
+
+    /// The store, opened (and created) on first use.
+    pub fn store(&self) -> Result<&PluginStore, StoreError> {
+        if let Some(store) = self.store.get() {
+            return Ok(store);
+        }
+        let store = PluginStore::open(&self.state_dir)?;
+        Ok(self.store.get_or_init(|| store))
+    }
+
+    /// The verified plugin `name` `version`, from the store or downloaded
+    /// from `base_url` (release layout: `{base_url}/{name}/v{version}/{asset}`).
+    pub async fn resolve(
+        &self,
+        name: &str,
+        version: &str,
+        base_url: &str,
+    ) -> Result<ResolvedPlugin, ResolveError> {
+        let store = self.store()?;
+        if let Some(stored) = store.release(name, version)? {
+            match self.verify_stored(store, &stored) {
+                Ok(resolved) => return Ok(resolved),
+                Err(e) => tracing::warn!(
+                    plugin = name,
+                    version,
+                    "the stored release does not verify, downloading it again: {e}"
+                ),
+            }
+        }
+        self.fetch(store, name, version, base_url).await
+    }
+
+    /// Re-verify a stored release against the current trusted keys.
+    pub fn verify_stored(
+        &self,
+        store: &PluginStore,
+        stored: &StoredRelease,
+    ) -> Result<ResolvedPlugin, ResolveError> {
+        let manifest = self.verify_manifest(
+            &stored.name,
+            &stored.version,
+            &stored.manifest,
+            &stored.signature,
+        )?;
+        let path = store.blob_path(&manifest.component.sha256);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| ResolveError::Verify(format!("{}: {e}", path.display())))?;
+        let file = verify_component(&path, bytes, &manifest)?;
+        Ok(ResolvedPlugin { file, manifest })
+    }
+
+    async fn fetch(
+        &self,
+        store: &PluginStore,
+        name: &str,
+        version: &str,
+        base_url: &str,
+    ) -> Result<ResolvedPlugin, ResolveError> {
+        let (_, manifest_asset, signature_asset) = asset_names(name, version);
+        let base = format!(
+            "{}/{}",
+            base_url.trim_end_matches('/'),
+            release_tag(name, version)
+        );
+        tracing::info!(plugin = name, version, from = %base, "downloading plugin");
+        let manifest_bytes = self
+            .downloader
+            .get(&format!("{base}/{manifest_asset}"), MAX_MANIFEST_BYTES)
+            .await?;
+        let signature = self
+            .downloader
+            .get(&format!("{base}/{signature_asset}"), MAX_SIGNATURE_BYTES)
+            .await?;
+        let signature = String::from_utf8(signature)
+            .map_err(|_| ResolveError::Verify("the signature file is not text".to_string()))?;
+        let manifest = self.verify_manifest(name, version, &manifest_bytes, &signature)?;
+
+        // Never accept more bytes than the signed manifest announces.
+        let max = manifest.component.size.min(MAX_COMPONENT_BYTES);
+        let url = format!("{base}/{}", manifest.component.file);
+        let bytes = self.downloader.get(&url, max).await?;
+        let file = verify_component(Path::new(&url), bytes, &manifest)?;
+
+        let _lock = store.write_lock()?;
+        let path = store.put_blob(&manifest.component.sha256, &file.bytes)?;
+        store.put_release(&StoredRelease {
+            name: name.to_string(),
+            version: version.to_string(),
+            manifest: manifest_bytes,
+            signature,
+        })?;
+        tracing::info!(plugin = name, version, digest = %file.digest, "plugin verified and stored");
+        Ok(ResolvedPlugin {
+            file: ComponentFile { path, ..file },
+            manifest,
+        })
+    }
+
+    fn verify_manifest(
+        &self,
+        name: &str,
+        version: &str,
+        bytes: &[u8],
+        signature: &str,
+    ) -> Result<Manifest, ResolveError> {
+        let verify = |m: String| ResolveError::Verify(m);
+        let signature = SignatureBox::from_text(signature)
+            .map_err(|e| verify(format!("manifest signature: {e}")))?;
+        let key = signature
+            .verify_any(&self.keys, bytes)
+            .map_err(|e| verify(format!("manifest of {name} {version}: {e}; add the publisher's key to runtime.trusted_keys only if you trust it")))?;
+        let manifest = Manifest::from_bytes(bytes).map_err(|e| verify(e.to_string()))?;
+        if manifest.name != name {
+            return Err(verify(format!(
+                "the release of `{name}` {version} carries a manifest for plugin `{}`; refusing a substituted plugin",
+                manifest.name
+            )));
+        }
+        if manifest.version != version {
+            return Err(verify(format!(
+                "the release of `{name}` {version} carries a manifest for version {}; refusing a substitution or rollback",
+                manifest.version
+            )));
+        }
+        tracing::debug!(plugin = name, version, key = %key.key_id_hex(), "manifest signature verified");
+        Ok(manifest)
+    }
+}
+
+/// Size, digest, then the full audit against the manifest.
+fn verify_component(
+    path: &Path,
+    bytes: Vec<u8>,
+    manifest: &Manifest,
+) -> Result<ComponentFile, ResolveError> {
+    if bytes.len() as u64 != manifest.component.size {
+        return Err(ResolveError::Verify(format!(
+            "{}: {} bytes, the signed manifest says {}",
+            path.display(),
+            bytes.len(),
+            manifest.component.size
+        )));
+    }
+    let digest = sha256_hex(&bytes);
+    if digest != manifest.component.sha256 {
+        return Err(ResolveError::Verify(format!(
+            "{}: sha256 {digest} does not match the signed manifest's {}",
+            path.display(),
+            manifest.component.sha256
+        )));
+    }
+    ComponentFile::audited(path, bytes, Some(manifest))
+        .map_err(|e| ResolveError::Verify(e.to_string()))
+}
