@@ -5,6 +5,7 @@
 //! `Cargo.toml` (which gives the name and version):
 //!
 //! ```toml
+//! name = "sshd-hardening"   # optional: when it differs from the crate name
 //! description = "Checks the OpenSSH server configuration"
 //! [capabilities]
 //! read = ["/etc/ssh"]
@@ -61,6 +62,9 @@ struct CargoPackage {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PluginToml {
+    /// The plugin's name when it differs from the crate's.
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     description: String,
     #[serde(default)]
@@ -126,7 +130,7 @@ pub fn read_plugin_dir(
         PluginToml::default()
     };
     Ok(PluginDescription {
-        name: cargo.package.name,
+        name: plugin.name.unwrap_or(cargo.package.name),
         version,
         description: plugin.description,
         capabilities: plugin.capabilities,

@@ -4,6 +4,8 @@
 //! report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -35,6 +37,17 @@ pub fn runtime_bin() -> PathBuf {
     assert!(
         bin.exists(),
         "{} does not exist: run the tests with `cargo test --workspace` (or `cargo build -p assessment-runtime` first)",
+        bin.display()
+    );
+    bin
+}
+
+/// The `plugin-registry` binary of this build.
+pub fn registry_bin() -> PathBuf {
+    let bin = runtime_bin().with_file_name("plugin-registry");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run the tests with `cargo test --workspace`",
         bin.display()
     );
     bin
@@ -113,6 +126,7 @@ impl RunOutcome {
 pub struct Agent {
     dir: tempfile::TempDir,
     root: PathBuf,
+    runtime: String,
     plugins: Vec<String>,
 }
 
@@ -131,6 +145,7 @@ impl Agent {
         Agent {
             dir,
             root,
+            runtime: String::new(),
             plugins: Vec::new(),
         }
     }
@@ -138,6 +153,11 @@ impl Agent {
     /// The assessed root (a directory the test may fill).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The agent's state directory (its plugin store is `plugins/` in it).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     /// The agent's own directory.
@@ -148,6 +168,21 @@ impl Agent {
     /// Assess a copy of `tree` instead of the empty root.
     pub fn with_tree(self, tree: &Path) -> Self {
         copy_tree(tree, &self.root);
+        self
+    }
+
+    /// Add lines to the `[runtime]` table (e.g. `trusted_keys = [...]`).
+    pub fn runtime(mut self, lines: &str) -> Self {
+        self.runtime.push_str(lines);
+        self.runtime.push('\n');
+        self
+    }
+
+    /// Add a `[[plugin]]` entry for a registry release.
+    pub fn registry_plugin(mut self, name: &str, version: &str, url: &str, extra: &str) -> Self {
+        self.plugins.push(format!(
+            "[[plugin]]\nname = {name:?}\nversion = {version:?}\nsource = {{ url = {url:?} }}\n{extra}\n"
+        ));
         self
     }
 
@@ -164,8 +199,10 @@ impl Agent {
     /// Write the configuration file and return its path.
     pub fn write(&self) -> PathBuf {
         let config = format!(
-            "[runtime]\nassessment_root = {:?}\nmax_concurrent_jobs = 2\n\n{}",
+            "[runtime]\nassessment_root = {:?}\nmax_concurrent_jobs = 2\nstate_dir = {:?}\n{}\n{}",
             self.root.display().to_string(),
+            self.state_dir().display().to_string(),
+            self.runtime,
             self.plugins.join("\n")
         );
         let path = self.dir.path().join("agent.toml");
@@ -180,20 +217,29 @@ impl Agent {
 
     /// Run one cycle with extra arguments.
     pub fn run_with(&self, extra: &[&str]) -> RunOutcome {
-        let config = self.write();
-        let output = Command::new(runtime_bin())
-            .args(["run", "--once", "--output", "json", "--config"])
-            .arg(&config)
-            .args(extra)
-            .env("ASSESSMENT_RUNTIME_LOG", "info")
-            .output()
-            .unwrap();
+        let mut args = vec!["run", "--once", "--output", "json"];
+        args.extend_from_slice(extra);
+        let output = self.command(&args);
         let stdout = String::from_utf8_lossy(&output.stdout);
         RunOutcome {
             code: output.status.code().unwrap_or(-1),
             report: serde_json::from_str(&stdout).unwrap_or(Value::Null),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
+    }
+}
+
+impl Agent {
+    /// Run `assessment-runtime ARGS --config <this agent's file>`.
+    pub fn command(&self, args: &[&str]) -> std::process::Output {
+        let config = self.write();
+        Command::new(runtime_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("ASSESSMENT_RUNTIME_LOG", "info")
+            .output()
+            .unwrap()
     }
 }
 

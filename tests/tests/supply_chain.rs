@@ -1,0 +1,634 @@
+//! The plugin supply chain end to end: generate a key, audit, sign and
+//! package a plugin with `plugin-registry`, serve the release layout from a
+//! local HTTP server, and have the host fetch, verify, store and run it —
+//! then the attacks, each refused with nothing stored or run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use assessment_e2e::http::{Reply, Request, Server};
+use assessment_e2e::{Agent, RunOutcome, guest, registry_bin, repo};
+
+fn tool(args: &[&str]) -> Output {
+    Command::new(registry_bin())
+        .args(args)
+        .env_remove("PLUGIN_REGISTRY_PASSWORD")
+        .env_remove("PLUGIN_REGISTRY_SECRET_KEY")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A publisher: a key pair and a directory of release assets.
+struct Publisher {
+    dir: tempfile::TempDir,
+    public_key: String,
+}
+
+impl Publisher {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sk = dir.path().join("publisher.key");
+        let pk = dir.path().join("publisher.pub");
+        ok(tool(&[
+            "keygen",
+            "--unencrypted",
+            "--secret-key",
+            sk.to_str().unwrap(),
+            "--public-key",
+            pk.to_str().unwrap(),
+        ]));
+        let text = std::fs::read_to_string(&pk).unwrap();
+        let public_key = text.lines().nth(1).unwrap().to_string();
+        Publisher { dir, public_key }
+    }
+
+    fn dist(&self) -> PathBuf {
+        self.dir.path().join("dist")
+    }
+
+    /// Audit, sign and package a guest component.
+    fn package(&self, component: &Path, plugin_dir: &Path, version: &str) {
+        let sk = self.dir.path().join("publisher.key");
+        ok(tool(&[
+            "package",
+            component.to_str().unwrap(),
+            "--plugin-dir",
+            plugin_dir.to_str().unwrap(),
+            "--version",
+            version,
+            "--out",
+            self.dist().to_str().unwrap(),
+            "--secret-key",
+            sk.to_str().unwrap(),
+            "--repository",
+            "https://example.invalid/plugins",
+            "--commit",
+            "0123abc",
+        ]));
+    }
+
+    fn asset(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dist().join(name)).unwrap()
+    }
+}
+
+fn kernel_params_dir() -> PathBuf {
+    repo().join("plugins-examples/kernel-params")
+}
+
+/// A registry serving the publisher's assets under `/releases/<tag>/<asset>`,
+/// with `overrides` (path → reply) taking precedence.
+fn registry(publisher: &Publisher, overrides: Vec<(String, Reply)>) -> Server {
+    let dist = publisher.dist();
+    let overrides = Arc::new(overrides);
+    Server::start(move |req: &Request| {
+        if let Some((_, reply)) = overrides.iter().find(|(p, _)| *p == req.target) {
+            return reply.clone();
+        }
+        let Some(rest) = req.target.strip_prefix("/releases/") else {
+            return Reply::not_found();
+        };
+        // `<name>/v<version>/<asset>`: the asset is the last segment.
+        let asset = rest.rsplit('/').next().unwrap_or_default();
+        match std::fs::read(dist.join(asset)) {
+            Ok(bytes) => Reply::bytes(bytes),
+            Err(_) => Reply::not_found(),
+        }
+    })
+}
+
+fn good_tree() -> PathBuf {
+    kernel_params_dir().join("fixtures/good")
+}
+
+fn agent_for(publisher: &Publisher, server: &Server, version: &str) -> Agent {
+    Agent::new()
+        .with_tree(&good_tree())
+        .runtime(&format!(
+            "trusted_keys = [{:?}]\ndownload_timeout = \"2s\"\ndownload_retries = 1",
+            publisher.public_key
+        ))
+        .registry_plugin(
+            "kernel-params",
+            version,
+            &format!("{}/releases", server.url()),
+            "grants = { read = [\"/proc/sys\"] }",
+        )
+}
+
+fn store_files(agent: &Agent, sub: &str) -> Vec<String> {
+    let dir = agent.state_dir().join("plugins").join(sub);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn assert_refused(out: &RunOutcome, agent: &Agent, kind: &str, needles: &[&str]) {
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        out.error_kind("kernel-params").as_deref(),
+        Some(kind),
+        "{:#}",
+        out.job("kernel-params")
+    );
+    let message = out.error_message("kernel-params");
+    for needle in needles {
+        assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    }
+    assert!(out.findings("kernel-params").is_empty(), "nothing ran");
+    assert!(
+        store_files(agent, "blobs/sha256").is_empty(),
+        "nothing stored"
+    );
+    assert!(store_files(agent, "releases").is_empty(), "nothing stored");
+}
+
+#[test]
+fn fetch_verify_store_and_run_then_run_offline() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&publisher.asset("kernel-params-0.1.0.manifest.json")).unwrap();
+    assert_eq!(
+        manifest["capabilities"]["read"],
+        serde_json::json!(["/proc/sys"])
+    );
+    assert_eq!(manifest["source"]["commit"], "0123abc");
+
+    let server = registry(&publisher, vec![]);
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    let out = agent.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.status("kernel-params", "kernel-aslr"), "pass");
+    let job = out.job("kernel-params");
+    let digest = manifest["component"]["sha256"].as_str().unwrap();
+    assert_eq!(job["id"]["digest"], format!("sha256:{digest}"));
+    assert!(
+        job["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("blobs/sha256/{digest}.wasm")),
+        "{job}"
+    );
+    assert_eq!(
+        store_files(&agent, "blobs/sha256"),
+        vec![format!("{digest}.wasm")]
+    );
+    assert_eq!(
+        store_files(&agent, "compiled").len(),
+        1,
+        "the compiled component is cached"
+    );
+    let requests = server.requests.lock().unwrap().len();
+    assert_eq!(requests, 3, "manifest, signature, component");
+
+    // The registry goes away: the store serves the next run.
+    drop(server);
+    let out = agent.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.status("kernel-params", "kernel-aslr"), "pass");
+
+    // Operators' store commands.
+    let listed = String::from_utf8_lossy(&agent.command(&["plugins", "list"]).stdout).into_owned();
+    assert_eq!(listed.trim(), "kernel-params@0.1.0");
+    let verified = agent.command(&["plugins", "verify"]);
+    assert!(verified.status.success(), "{verified:?}");
+    assert!(
+        String::from_utf8_lossy(&verified.stdout)
+            .contains(&format!("ok      kernel-params@0.1.0 sha256:{digest}"))
+    );
+
+    // A component altered in the store is detected by `plugins verify`.
+    let blob = agent
+        .state_dir()
+        .join(format!("plugins/blobs/sha256/{digest}.wasm"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let verified = agent.command(&["plugins", "verify"]);
+    assert_eq!(verified.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains("does not match the signed manifest"),
+        "{verified:?}"
+    );
+}
+
+#[test]
+fn gc_removes_what_is_no_longer_configured() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let server = registry(&publisher, vec![]);
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    ok(agent.command(&["plugins", "fetch"]));
+    assert_eq!(store_files(&agent, "blobs/sha256").len(), 1);
+    // Still configured: nothing to collect.
+    let kept = ok(agent.command(&["plugins", "gc"]));
+    assert!(
+        kept.contains("removed 0 other file(s)") && !kept.contains("removed release"),
+        "{kept}"
+    );
+    assert_eq!(store_files(&agent, "blobs/sha256").len(), 1);
+    // No longer configured: everything goes.
+    let unconfigured =
+        Agent::new().runtime(&format!("trusted_keys = [{:?}]", publisher.public_key));
+    let config = unconfigured.write();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &unconfigured.state_dir().display().to_string(),
+        &agent.state_dir().display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(assessment_e2e::runtime_bin())
+        .args(["plugins", "gc", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let removed = ok(out);
+    assert!(
+        removed.contains("removed release kernel-params@0.1.0"),
+        "{removed}"
+    );
+    assert!(store_files(&agent, "blobs/sha256").is_empty());
+    assert!(store_files(&agent, "releases").is_empty());
+}
+
+#[test]
+fn a_flipped_byte_in_the_component_is_refused() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let mut component = publisher.asset("kernel-params-0.1.0.wasm");
+    component[100] ^= 0x01;
+    let server = registry(
+        &publisher,
+        vec![(
+            "/releases/kernel-params/v0.1.0/kernel-params-0.1.0.wasm".into(),
+            Reply::bytes(component),
+        )],
+    );
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    assert_refused(
+        &agent.run(),
+        &agent,
+        "verify",
+        &["does not match the signed manifest"],
+    );
+}
+
+#[test]
+fn a_manifest_signed_by_an_unknown_key_is_refused() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let impostor = Publisher::new();
+    let server = registry(&publisher, vec![]);
+    let agent = agent_for(&impostor, &server, "0.1.0");
+    assert_refused(
+        &agent.run(),
+        &agent,
+        "verify",
+        &["not by the trusted key", "runtime.trusted_keys"],
+    );
+}
+
+#[test]
+fn an_older_version_served_in_place_of_the_configured_one_is_refused() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let base = "/releases/kernel-params/v0.2.0";
+    let server = registry(
+        &publisher,
+        vec![
+            (
+                format!("{base}/kernel-params-0.2.0.manifest.json"),
+                Reply::bytes(publisher.asset("kernel-params-0.1.0.manifest.json")),
+            ),
+            (
+                format!("{base}/kernel-params-0.2.0.manifest.json.minisig"),
+                Reply::bytes(publisher.asset("kernel-params-0.1.0.manifest.json.minisig")),
+            ),
+        ],
+    );
+    let agent = agent_for(&publisher, &server, "0.2.0");
+    assert_refused(
+        &agent.run(),
+        &agent,
+        "verify",
+        &["carries a manifest for version 0.1.0", "rollback"],
+    );
+}
+
+#[test]
+fn a_manifest_naming_another_plugin_is_refused() {
+    let publisher = Publisher::new();
+    publisher.package(
+        &guest("sshd_hardening"),
+        &repo().join("plugins-examples/sshd-hardening"),
+        "0.1.0",
+    );
+    let base = "/releases/kernel-params/v0.1.0";
+    let server = registry(
+        &publisher,
+        vec![
+            (
+                format!("{base}/kernel-params-0.1.0.manifest.json"),
+                Reply::bytes(publisher.asset("sshd-hardening-0.1.0.manifest.json")),
+            ),
+            (
+                format!("{base}/kernel-params-0.1.0.manifest.json.minisig"),
+                Reply::bytes(publisher.asset("sshd-hardening-0.1.0.manifest.json.minisig")),
+            ),
+        ],
+    );
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    assert_refused(
+        &agent.run(),
+        &agent,
+        "verify",
+        &["carries a manifest for plugin `sshd-hardening`"],
+    );
+}
+
+#[test]
+fn a_truncated_download_is_refused() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let component = publisher.asset("kernel-params-0.1.0.wasm");
+    let half = component.len() / 2;
+    let server = registry(
+        &publisher,
+        vec![(
+            "/releases/kernel-params/v0.1.0/kernel-params-0.1.0.wasm".into(),
+            Reply::Truncated(component, half),
+        )],
+    );
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    assert_refused(&agent.run(), &agent, "fetch", &["kernel-params-0.1.0.wasm"]);
+}
+
+#[test]
+fn a_server_that_hangs_times_out() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let server = registry(
+        &publisher,
+        vec![(
+            "/releases/kernel-params/v0.1.0/kernel-params-0.1.0.manifest.json".into(),
+            Reply::Hang,
+        )],
+    );
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    let started = std::time::Instant::now();
+    let out = agent.run();
+    assert_refused(&out, &agent, "fetch", &["timed out"]);
+    // 2 s timeout, one retry after a short backoff.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_oversized_asset_is_refused() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let mut component = publisher.asset("kernel-params-0.1.0.wasm");
+    component.extend(std::iter::repeat_n(0u8, 1 << 20));
+    let server = registry(
+        &publisher,
+        vec![(
+            "/releases/kernel-params/v0.1.0/kernel-params-0.1.0.wasm".into(),
+            Reply::bytes(component),
+        )],
+    );
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    assert_refused(&agent.run(), &agent, "fetch", &["larger than"]);
+}
+
+#[test]
+fn grants_are_narrowed_to_the_signed_declaration() {
+    let publisher = Publisher::new();
+    publisher.package(
+        &guest("test_plugin_probe"),
+        &repo().join("tests/test-plugins/probe"),
+        "0.1.0",
+    );
+    let server = registry(&publisher, vec![]);
+    let agent = Agent::new().runtime(&format!("trusted_keys = [{:?}]", publisher.public_key));
+    std::fs::create_dir_all(agent.root().join("etc/ssh")).unwrap();
+    std::fs::write(agent.root().join("etc/ssh/sshd_config"), "x\n").unwrap();
+    std::fs::write(agent.root().join("etc/hostname"), "h\n").unwrap();
+    let out = agent
+        .registry_plugin(
+            "probe",
+            "0.1.0",
+            &format!("{}/releases", server.url()),
+            "config = { actions = [\"read-file:/etc/ssh/sshd_config\", \"read-file:/etc/hostname\", \"env-var:HOME\"] }\n\
+             grants = { read = [\"/etc\"], env = [\"HOME\", \"PATH\"] }",
+        )
+        .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let statuses: Vec<String> = out
+        .findings("probe")
+        .iter()
+        .map(|f| f["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec!["pass", "error", "error"],
+        "{:#}",
+        out.job("probe")
+    );
+    assert!(
+        out.stderr
+            .contains("granted but not declared in the signed manifest"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn audit_reports_on_every_example_plugin_and_rejects_bad_components() {
+    let dir = tempfile::tempdir().unwrap();
+    for plugin in ["sshd_hardening", "file_permissions", "kernel_params"] {
+        let json = dir.path().join(format!("{plugin}.json"));
+        let text = dir.path().join(format!("{plugin}.txt"));
+        ok(tool(&[
+            "audit",
+            guest(plugin).to_str().unwrap(),
+            "--json-report",
+            json.to_str().unwrap(),
+            "--text-report",
+            text.to_str().unwrap(),
+        ]));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(report["verdict"], "accepted", "{plugin}: {report:#}");
+        assert_eq!(report["abi_version"], "0.1.0");
+        assert!(
+            std::fs::read_to_string(&text)
+                .unwrap()
+                .contains("verdict: accepted")
+        );
+    }
+
+    let rejected = |args: &[&str], rule: &str| {
+        let out = tool(args);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains(&format!("REJECT {rule}:")), "{rule}: {text}");
+    };
+    let future = guest("test_plugin_future_abi");
+    rejected(&["audit", future.to_str().unwrap()], "abi-version");
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    rejected(&["audit", core.to_str().unwrap()], "component");
+    let kp = guest("kernel_params");
+    rejected(
+        &["audit", kp.to_str().unwrap(), "--max-size", "1000"],
+        "size",
+    );
+
+    // A plugin that reads the system but declares nothing cannot be packaged.
+    let undeclared = dir.path().join("undeclared");
+    std::fs::create_dir_all(&undeclared).unwrap();
+    std::fs::write(
+        undeclared.join("Cargo.toml"),
+        "[package]\nname = \"probe\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
+    let publisher = Publisher::new();
+    let sk = publisher.dir.path().join("publisher.key");
+    let out = tool(&[
+        "package",
+        guest("test_plugin_probe").to_str().unwrap(),
+        "--plugin-dir",
+        undeclared.to_str().unwrap(),
+        "--out",
+        dir.path().join("dist").to_str().unwrap(),
+        "--secret-key",
+        sk.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("REJECT undeclared-capability"),
+        "{out:?}"
+    );
+    assert!(
+        !dir.path().join("dist/probe-0.1.0.manifest.json").exists(),
+        "nothing is written for a rejected plugin"
+    );
+}
+
+#[test]
+fn publish_uploads_release_assets_and_never_overwrites() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let uploaded = Arc::new(std::sync::Mutex::new(Vec::<(String, Vec<u8>)>::new()));
+    let server = {
+        let uploaded = uploaded.clone();
+        Server::start(move |req: &Request| {
+            let auth_ok =
+                req.headers.get("authorization").map(String::as_str) == Some("Bearer test-token");
+            if !auth_ok {
+                return Reply::json(401, serde_json::json!({"message": "Bad credentials"}));
+            }
+            let port = req.headers.get("host").cloned().unwrap_or_default();
+            let assets: Vec<serde_json::Value> = uploaded
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(n, _)| serde_json::json!({ "name": n }))
+                .collect();
+            let release = serde_json::json!({
+                "id": 1,
+                "html_url": "https://github.com/acme/plugins/releases/tag/kernel-params/v0.1.0",
+                "upload_url": format!("http://{port}/uploads/repos/acme/plugins/releases/1/assets{{?name,label}}"),
+                "assets": assets,
+            });
+            match (req.method.as_str(), req.target.as_str()) {
+                ("GET", "/repos/acme/plugins/releases/tags/kernel-params%2Fv0.1.0")
+                    if assets.is_empty() =>
+                {
+                    Reply::not_found()
+                }
+                ("GET", "/repos/acme/plugins/releases/tags/kernel-params%2Fv0.1.0") => {
+                    Reply::json(200, release)
+                }
+                ("POST", "/repos/acme/plugins/releases") => {
+                    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+                    assert_eq!(body["tag_name"], "kernel-params/v0.1.0");
+                    Reply::json(201, release)
+                }
+                ("POST", t)
+                    if t.starts_with("/uploads/repos/acme/plugins/releases/1/assets?name=") =>
+                {
+                    let name = t.rsplit('=').next().unwrap().to_string();
+                    uploaded.lock().unwrap().push((name, req.body.clone()));
+                    Reply::json(201, serde_json::json!({}))
+                }
+                _ => Reply::not_found(),
+            }
+        })
+    };
+    let assets: Vec<String> = [
+        "kernel-params-0.1.0.wasm",
+        "kernel-params-0.1.0.manifest.json",
+        "kernel-params-0.1.0.manifest.json.minisig",
+    ]
+    .iter()
+    .map(|a| publisher.dist().join(a).display().to_string())
+    .collect();
+    let publish = |token: &str| {
+        let mut cmd = Command::new(registry_bin());
+        cmd.arg("publish")
+            .args(&assets)
+            .args([
+                "--repo",
+                "acme/plugins",
+                "--tag",
+                "kernel-params/v0.1.0",
+                "--api-url",
+                &server.url(),
+            ])
+            .env("GITHUB_TOKEN", token);
+        cmd.output().unwrap()
+    };
+    assert!(!publish("wrong").status.success(), "bad credentials fail");
+    let printed = ok(publish("test-token"));
+    assert!(printed.contains("published 3 asset(s)"), "{printed}");
+    {
+        let uploaded = uploaded.lock().unwrap();
+        assert_eq!(uploaded.len(), 3);
+        assert_eq!(uploaded[0].0, "kernel-params-0.1.0.wasm");
+        assert_eq!(uploaded[0].1, publisher.asset("kernel-params-0.1.0.wasm"));
+        assert_eq!(
+            uploaded[2].1,
+            publisher.asset("kernel-params-0.1.0.manifest.json.minisig")
+        );
+    }
+    let again = publish("test-token");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("immutable"),
+        "{again:?}"
+    );
+}
