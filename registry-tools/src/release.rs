@@ -100,28 +100,52 @@ pub struct PluginDescription {
     pub source: Source,
 }
 
-/// Name, version (from `Cargo.toml`; a workspace-inherited version is read
-/// from `workspace_version`), description and capabilities (`plugin.toml`).
+/// Name, version (from `Cargo.toml`, or its workspace's when inherited),
+/// description and capabilities (`plugin.toml`). `expected_version` (e.g.
+/// from a release tag) must equal the crate's version: the component
+/// describes itself with that version and the host checks both agree.
 pub fn read_plugin_dir(
     dir: &Path,
-    workspace_version: Option<&str>,
+    expected_version: Option<&str>,
 ) -> Result<PluginDescription, ReleaseError> {
     let cargo_path = dir.join("Cargo.toml");
     let bad = |path: &Path, message: String| ReleaseError::PluginFiles {
         path: path.to_path_buf(),
         message,
     };
-    let cargo: CargoToml = toml::from_str(&String::from_utf8_lossy(&read(&cargo_path)?))
-        .map_err(|e| bad(&cargo_path, e.to_string()))?;
+    let parse = |path: &Path| -> Result<toml::Table, ReleaseError> {
+        toml::from_str(&String::from_utf8_lossy(&read(path)?)).map_err(|e| bad(path, e.to_string()))
+    };
+    let cargo: CargoToml = parse(&cargo_path)?
+        .try_into()
+        .map_err(|e: toml::de::Error| bad(&cargo_path, e.to_string()))?;
     let version = match &cargo.package.version {
         toml::Value::String(v) => v.clone(),
-        _ => workspace_version.map(str::to_string).ok_or_else(|| {
-            bad(
-                &cargo_path,
-                "the version is inherited from the workspace; pass --version".to_string(),
-            )
-        })?,
+        _ => {
+            // `version.workspace = true`: the workspace root is the parent.
+            let root = dir.parent().unwrap_or(Path::new(".")).join("Cargo.toml");
+            parse(&root)?
+                .get("workspace")
+                .and_then(|w| w.get("package"))
+                .and_then(|p| p.get("version"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    bad(
+                        &root,
+                        "no [workspace.package] version to inherit".to_string(),
+                    )
+                })?
+        }
     };
+    if let Some(expected) = expected_version.filter(|e| *e != version) {
+        return Err(bad(
+            &cargo_path,
+            format!(
+                "the crate's version is {version}, not {expected}: bump the crate version before tagging the release"
+            ),
+        ));
+    }
     let plugin_path = dir.join("plugin.toml");
     let plugin: PluginToml = if plugin_path.exists() {
         toml::from_str(&String::from_utf8_lossy(&read(&plugin_path)?))

@@ -507,6 +507,26 @@ fn audit_reports_on_every_example_plugin_and_rejects_bad_components() {
         "size",
     );
 
+    // A tag whose version is not the crate's cannot be packaged.
+    let publisher = Publisher::new();
+    let sk = publisher.dir.path().join("publisher.key");
+    let out = tool(&[
+        "package",
+        kp.to_str().unwrap(),
+        "--plugin-dir",
+        kernel_params_dir().to_str().unwrap(),
+        "--version",
+        "9.9.9",
+        "--out",
+        dir.path().join("dist").to_str().unwrap(),
+        "--secret-key",
+        sk.to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the crate's version is 0.1.0, not 9.9.9"),
+        "{out:?}"
+    );
+
     // A plugin that reads the system but declares nothing cannot be packaged.
     let undeclared = dir.path().join("undeclared");
     std::fs::create_dir_all(&undeclared).unwrap();
