@@ -11,6 +11,7 @@
 //! - [`runner`]: one plugin, one job, limits and traps turned into job errors;
 //! - [`scheduler`]: configured plugins to jobs (here: one cycle);
 //! - [`report`]: the results of a cycle as a table or a JSON document;
+//! - [`results`]: findings as evidence, and the durable outbox;
 //! - [`cli`]: the `assessment-runtime` command line.
 
 pub mod agent_config;
@@ -21,5 +22,6 @@ pub mod engine;
 pub mod plugins;
 pub mod policy;
 pub mod report;
+pub mod results;
 pub mod runner;
 pub mod scheduler;

@@ -233,6 +233,37 @@ fn fetch_verify_store_and_run_then_run_offline() {
 }
 
 #[test]
+fn concurrent_fetches_leave_one_consistent_store() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let server = registry(&publisher, vec![]);
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    let config = agent.write();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(assessment_e2e::runtime_bin())
+                .args(["plugins", "fetch", "--config"])
+                .arg(&config)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert_eq!(store_files(&agent, "blobs/sha256").len(), 1);
+    assert!(
+        store_files(&agent, "tmp").is_empty(),
+        "no temporary file is left behind"
+    );
+    let verified = agent.command(&["plugins", "verify"]);
+    assert!(verified.status.success(), "{verified:?}");
+}
+
+#[test]
 fn gc_removes_what_is_no_longer_configured() {
     let publisher = Publisher::new();
     publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");

@@ -1,0 +1,323 @@
+//! Findings as Compliance Framework evidence (`handler.EvidenceCreateRequest`,
+//! OSCAL 1.1.3 types), the record the control plane stores.
+//!
+//! The evidence `uuid` is the identity of one check on one machine over
+//! time: a UUIDv5 of the runtime's id, the plugin, the check id and the
+//! finding's occurrence among that check's findings in the run (plugins
+//! that report a check for several objects emit them in a stable order).
+//! Every finding also gets an idempotency key, unique to that finding of
+//! that job, so that a redelivery is stored once.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::capabilities::results::{Finding, FindingStatus};
+use crate::plugins::PluginId;
+
+/// Namespace of evidence UUIDs (a fixed random UUID: changing it would
+/// change the identity of every stream).
+const EVIDENCE_NAMESPACE: Uuid = Uuid::from_u128(0x6f6b_1e3c_4a0f_4d8e_9b1a_5c2e_7d3f_8a90);
+/// Namespace of idempotency keys.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x2c9d_47a1_83e6_4b5f_a0d4_19e8_6b7c_3f21);
+
+/// A property (`oscalTypes_1_1_3.Property`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Property {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+    /// Namespace of the name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ns: Option<String>,
+}
+
+/// `oscalTypes_1_1_3.ObjectiveStatus`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectiveStatus {
+    /// `satisfied` or `not-satisfied`.
+    pub state: String,
+    /// `pass`, `fail`, `error` or `skipped` (the finding's status).
+    pub reason: String,
+    /// The finding's message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remarks: Option<String>,
+}
+
+/// `handler.EvidenceSubject`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    /// `InventoryItem` (the assessed machine).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The machine's identifier.
+    pub identifier: String,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `oscalTypes_1_1_3.OriginActor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginActor {
+    /// `tool`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The plugin build's identity.
+    #[serde(rename = "actor-uuid")]
+    pub actor_uuid: String,
+    /// Plugin name, version and digest.
+    pub props: Vec<Property>,
+}
+
+/// `oscalTypes_1_1_3.Origin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Who produced the evidence.
+    pub actors: Vec<OriginActor>,
+}
+
+/// `handler.EvidenceCreateRequest`: one finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceCreateRequest {
+    /// The stream's identity (see the module documentation).
+    pub uuid: String,
+    /// The check's title.
+    pub title: String,
+    /// The finding's message.
+    pub description: String,
+    /// When the job started (RFC 3339).
+    pub start: String,
+    /// When the job ended (RFC 3339).
+    pub end: String,
+    /// `plugin`, `check`, `host`, `severity`, `status`.
+    pub labels: BTreeMap<String, String>,
+    /// Satisfied or not.
+    pub status: ObjectiveStatus,
+    /// The assessed machine.
+    pub subjects: Vec<Subject>,
+    /// The plugin that produced it.
+    pub origins: Vec<Origin>,
+    /// The finding's evidence items, in order.
+    pub props: Vec<Property>,
+    /// The remediation, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remarks: Option<String>,
+}
+
+/// Where a run happened, for the evidence it produces.
+#[derive(Debug, Clone)]
+pub struct RunContext<'a> {
+    /// The runtime's stable id (issued at enrollment).
+    pub runtime_id: &'a str,
+    /// The assessed machine's host name.
+    pub host: &'a str,
+    /// The plugin build.
+    pub plugin: &'a PluginId,
+    /// The job.
+    pub job_id: &'a str,
+    /// RFC 3339 start of the job.
+    pub start: &'a str,
+    /// RFC 3339 end of the job.
+    pub end: &'a str,
+}
+
+/// A finding ready for delivery: its evidence and its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRecord {
+    /// Unique to this finding of this job; the control plane stores a key once.
+    pub idempotency_key: String,
+    /// The evidence.
+    pub evidence: EvidenceCreateRequest,
+}
+
+/// The namespace of properties the runtime defines.
+pub const PROPERTY_NS: &str = "https://assessment-runtime.dev/ns/evidence";
+
+/// The evidence records of one job's findings.
+pub fn evidence_records(ctx: &RunContext<'_>, findings: &[Finding]) -> Vec<EvidenceRecord> {
+    let mut occurrences: BTreeMap<&str, usize> = BTreeMap::new();
+    findings
+        .iter()
+        .enumerate()
+        .map(|(index, f)| {
+            let occurrence = occurrences.entry(f.check_id.as_str()).or_insert(0);
+            let stream = format!(
+                "{}\n{}\n{}\n{}",
+                ctx.runtime_id, ctx.plugin.name, f.check_id, occurrence
+            );
+            *occurrence += 1;
+            let uuid = Uuid::new_v5(&EVIDENCE_NAMESPACE, stream.as_bytes());
+            let idempotency_key = Uuid::new_v5(
+                &IDEMPOTENCY_NAMESPACE,
+                format!("{}\n{index}", ctx.job_id).as_bytes(),
+            );
+            let prop = |name: &str, value: &str| Property {
+                name: name.to_string(),
+                value: value.to_string(),
+                ns: Some(PROPERTY_NS.to_string()),
+            };
+            let labels = BTreeMap::from([
+                ("plugin".to_string(), ctx.plugin.name.clone()),
+                ("check".to_string(), f.check_id.clone()),
+                ("host".to_string(), ctx.host.to_string()),
+                ("severity".to_string(), f.severity.as_str().to_string()),
+                ("status".to_string(), f.status.as_str().to_string()),
+            ]);
+            EvidenceRecord {
+                idempotency_key: idempotency_key.to_string(),
+                evidence: EvidenceCreateRequest {
+                    uuid: uuid.to_string(),
+                    title: f.title.clone(),
+                    description: f.message.clone(),
+                    start: ctx.start.to_string(),
+                    end: ctx.end.to_string(),
+                    labels,
+                    status: ObjectiveStatus {
+                        state: if f.status == FindingStatus::Pass {
+                            "satisfied"
+                        } else {
+                            "not-satisfied"
+                        }
+                        .to_string(),
+                        reason: f.status.as_str().to_string(),
+                        remarks: Some(f.message.clone()),
+                    },
+                    subjects: vec![Subject {
+                        kind: "InventoryItem".to_string(),
+                        identifier: ctx.runtime_id.to_string(),
+                        description: Some(ctx.host.to_string()),
+                    }],
+                    origins: vec![Origin {
+                        actors: vec![OriginActor {
+                            kind: "tool".to_string(),
+                            actor_uuid: Uuid::new_v5(
+                                &EVIDENCE_NAMESPACE,
+                                ctx.plugin.digest.as_bytes(),
+                            )
+                            .to_string(),
+                            props: vec![
+                                prop("plugin", &ctx.plugin.name),
+                                prop("plugin-version", &ctx.plugin.version),
+                                prop("plugin-digest", &ctx.plugin.digest),
+                                prop("job", ctx.job_id),
+                            ],
+                        }],
+                    }],
+                    props: f.evidence.iter().map(|e| prop(&e.key, &e.value)).collect(),
+                    remarks: f.remediation.clone(),
+                },
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::results::{EvidenceItem, FindingSeverity};
+
+    fn finding(check: &str, status: FindingStatus) -> Finding {
+        Finding {
+            check_id: check.to_string(),
+            title: format!("title of {check}"),
+            status,
+            severity: FindingSeverity::High,
+            message: "observed".to_string(),
+            evidence: vec![EvidenceItem {
+                key: "path".into(),
+                value: "/etc/passwd".into(),
+            }],
+            remediation: Some("fix it".into()),
+        }
+    }
+
+    fn plugin() -> PluginId {
+        PluginId {
+            name: "file-permissions".into(),
+            version: "1.0.0".into(),
+            digest: "sha256:ab".into(),
+        }
+    }
+
+    fn records(runtime: &str, job: &str, findings: &[Finding]) -> Vec<EvidenceRecord> {
+        let plugin = plugin();
+        let ctx = RunContext {
+            runtime_id: runtime,
+            host: "web-1",
+            plugin: &plugin,
+            job_id: job,
+            start: "2026-11-25T10:00:00Z",
+            end: "2026-11-25T10:00:01Z",
+        };
+        evidence_records(&ctx, findings)
+    }
+
+    #[test]
+    fn uuids_are_stable_per_check_and_machine_and_keys_unique_per_job() {
+        let fs = [
+            finding("a", FindingStatus::Pass),
+            finding("b", FindingStatus::Fail),
+            finding("b", FindingStatus::Pass),
+        ];
+        let first = records("rt-1", "job-1", &fs);
+        let again = records("rt-1", "job-2", &fs);
+        let other_machine = records("rt-2", "job-1", &fs);
+        let uuids = |r: &[EvidenceRecord]| {
+            r.iter()
+                .map(|e| e.evidence.uuid.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            uuids(&first),
+            uuids(&again),
+            "same checks, same machine: same streams"
+        );
+        assert_ne!(
+            uuids(&first),
+            uuids(&other_machine),
+            "another machine: other streams"
+        );
+        let u = uuids(&first);
+        assert!(
+            u[0] != u[1] && u[1] != u[2],
+            "each check and occurrence is its own stream"
+        );
+        let keys: Vec<_> = first
+            .iter()
+            .chain(&again)
+            .map(|r| r.idempotency_key.clone())
+            .collect();
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len());
+        assert_eq!(
+            records("rt-1", "job-1", &fs),
+            first,
+            "deterministic: a redelivery is identical"
+        );
+    }
+
+    #[test]
+    fn status_labels_and_origin() {
+        let r = &records("rt-1", "job-1", &[finding("a", FindingStatus::Fail)])[0].evidence;
+        assert_eq!(r.status.state, "not-satisfied");
+        assert_eq!(r.status.reason, "fail");
+        assert_eq!(r.labels["plugin"], "file-permissions");
+        assert_eq!(r.labels["check"], "a");
+        assert_eq!(r.labels["host"], "web-1");
+        assert_eq!(r.props[0].name, "path");
+        assert_eq!(r.remarks.as_deref(), Some("fix it"));
+        let props = &r.origins[0].actors[0].props;
+        assert!(
+            props
+                .iter()
+                .any(|p| p.name == "plugin-digest" && p.value == "sha256:ab")
+        );
+        let pass = &records("rt-1", "j", &[finding("a", FindingStatus::Pass)])[0].evidence;
+        assert_eq!(pass.status.state, "satisfied");
+    }
+}

@@ -1,0 +1,113 @@
+//! Every evidence payload the host builds validates against the Compliance
+//! Framework API's own schema (`../shared/reference`), strictly: no property
+//! the API does not define.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::PathBuf;
+
+use assessment_runtime::capabilities::results::{
+    EvidenceItem, Finding, FindingSeverity, FindingStatus,
+};
+use assessment_runtime::plugins::PluginId;
+use assessment_runtime::results::evidence::{RunContext, evidence_records};
+use serde_json::Value;
+
+fn swagger() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/reference/compliance-framework-api.swagger.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the shared reference must sit beside the repository)",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Object schemas that list their properties get `additionalProperties:
+/// false`, so that a misspelt or invented field fails.
+fn strict(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            map.values_mut().for_each(strict);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strict),
+        _ => {}
+    }
+}
+
+fn validator(definition: &str) -> jsonschema::Validator {
+    let mut definitions = swagger()["definitions"].clone();
+    strict(&mut definitions);
+    let schema = serde_json::json!({ "$ref": format!("#/definitions/{definition}"), "definitions": definitions });
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .build(&schema)
+        .unwrap()
+}
+
+fn findings() -> Vec<Finding> {
+    let statuses = [
+        FindingStatus::Pass,
+        FindingStatus::Fail,
+        FindingStatus::Error,
+        FindingStatus::Skipped,
+    ];
+    statuses
+        .iter()
+        .enumerate()
+        .map(|(i, status)| Finding {
+            check_id: format!("check-{i}"),
+            title: "A check".into(),
+            status: *status,
+            severity: FindingSeverity::Medium,
+            message: "observed".into(),
+            evidence: vec![EvidenceItem {
+                key: "path".into(),
+                value: "/etc/passwd".into(),
+            }],
+            remediation: (i % 2 == 0).then(|| "fix".to_string()),
+        })
+        .collect()
+}
+
+#[test]
+fn evidence_payloads_validate_against_the_api_schema() {
+    let validator = validator("handler.EvidenceCreateRequest");
+    let plugin = PluginId {
+        name: "p".into(),
+        version: "1.0.0".into(),
+        digest: "sha256:00".into(),
+    };
+    let ctx = RunContext {
+        runtime_id: "7a1c9a52-9a0e-4c84-9f44-1f0a8f1e2b3c",
+        host: "web-1",
+        plugin: &plugin,
+        job_id: "job",
+        start: "2026-11-25T10:00:00Z",
+        end: "2026-11-25T10:00:01Z",
+    };
+    let records = evidence_records(&ctx, &findings());
+    assert_eq!(records.len(), 4);
+    for record in records {
+        let payload = serde_json::to_value(&record.evidence).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&payload)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}\n{payload:#}");
+    }
+}
+
+#[test]
+fn the_strict_schema_catches_an_invented_field() {
+    let validator = validator("handler.EvidenceCreateRequest");
+    let bad = serde_json::json!({ "uuid": "u", "title": "t", "statuss": { "state": "satisfied" } });
+    assert!(!validator.is_valid(&bad));
+    let bad = serde_json::json!({ "uuid": "u", "status": { "state": 1 } });
+    assert!(!validator.is_valid(&bad));
+}
