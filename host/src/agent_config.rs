@@ -89,6 +89,14 @@ struct RawRuntime {
     download_timeout: Option<String>,
     #[serde(default)]
     download_retries: Option<usize>,
+    #[serde(default)]
+    heartbeat_interval: Option<String>,
+    #[serde(default)]
+    config_poll_interval: Option<String>,
+    #[serde(default)]
+    shutdown_grace: Option<String>,
+    #[serde(default)]
+    outbox_max_mib: Option<u64>,
 }
 
 impl Default for RawRuntime {
@@ -101,6 +109,10 @@ impl Default for RawRuntime {
             trusted_keys: Vec::new(),
             download_timeout: None,
             download_retries: None,
+            heartbeat_interval: None,
+            config_poll_interval: None,
+            shutdown_grace: None,
+            outbox_max_mib: None,
         }
     }
 }
@@ -201,6 +213,14 @@ pub struct AgentConfig {
     pub download_timeout: Duration,
     /// Retries of a registry request after a transient failure.
     pub download_retries: usize,
+    /// How often the daemon sends a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// How often the daemon polls the control plane for configuration.
+    pub config_poll_interval: Duration,
+    /// How long runs in flight may finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Bytes the results outbox may hold.
+    pub outbox_max_bytes: u64,
 }
 
 /// Where a plugin's component comes from.
@@ -304,6 +324,25 @@ impl AgentConfig {
             path: source.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
+        Self::from_raw(raw, source, base)
+    }
+
+    /// Validate a configuration document in JSON (as the control plane
+    /// serves it), with the same schema and rules as the TOML file.
+    pub fn from_json(
+        document: &serde_json::Value,
+        source: &Path,
+        base: &Path,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            serde_json::from_value(document.clone()).map_err(|e| ConfigError::Parse {
+                path: source.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        Self::from_raw(raw, source, base)
+    }
+
+    fn from_raw(raw: RawConfig, source: &Path, base: &Path) -> Result<Self, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             path: source.to_path_buf(),
             message,
@@ -414,6 +453,26 @@ impl AgentConfig {
                 .map_err(invalid)?,
             None => Duration::from_secs(60),
         };
+        let interval = |field: &str, value: &Option<String>, default: u64| match value {
+            Some(v) => duration(&format!("runtime.{field}"), v, Duration::from_secs(86_400))
+                .map_err(invalid),
+            None => Ok(Duration::from_secs(default)),
+        };
+        let heartbeat_interval =
+            interval("heartbeat_interval", &raw.runtime.heartbeat_interval, 60)?;
+        let config_poll_interval = interval(
+            "config_poll_interval",
+            &raw.runtime.config_poll_interval,
+            60,
+        )?;
+        let shutdown_grace = interval("shutdown_grace", &raw.runtime.shutdown_grace, 30)?;
+        let outbox_max_bytes = bounded(
+            "runtime.outbox_max_mib",
+            raw.runtime.outbox_max_mib.unwrap_or(256),
+            65_536,
+        )
+        .map_err(invalid)?
+            << 20;
         let download_retries = raw.runtime.download_retries.unwrap_or(3);
         if download_retries > 10 {
             return Err(invalid(format!(
@@ -430,6 +489,10 @@ impl AgentConfig {
             trusted_keys,
             download_timeout,
             download_retries,
+            heartbeat_interval,
+            config_poll_interval,
+            shutdown_grace,
+            outbox_max_bytes,
         })
     }
 }
@@ -798,6 +861,21 @@ mod tests {
             "https://github.com/acme/plugins/releases/download/a/v1.2.3"
         );
         assert_eq!(c.plugins[1].location(), "http://127.0.0.1:9/rel/b/v0.1.0");
+    }
+
+    #[test]
+    fn json_documents_follow_the_same_rules() {
+        let doc = serde_json::json!({
+            "runtime": { "max_concurrent_jobs": 1 },
+            "plugin": [{ "name": "a", "path": "/p/a.wasm", "config": { "n": 1, "l": ["x"] }, "grants": { "read": ["/etc"] } }]
+        });
+        let c = AgentConfig::from_json(&doc, Path::new("cp"), Path::new("/")).unwrap();
+        assert_eq!(c.plugins[0].config["n"], ConfigValue::Integer(1));
+        let bad = serde_json::json!({ "plugin": [{ "name": "a", "path": "/p", "grants": { "reed": [] } }] });
+        let e = AgentConfig::from_json(&bad, Path::new("cp"), Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `reed`"), "{e}");
     }
 
     #[test]

@@ -66,6 +66,29 @@ enum Command {
         #[arg(long)]
         fail_on_findings: bool,
     },
+    /// Enroll this runtime with a control plane (once): the credentials are
+    /// stored in `runtime.state_dir/credentials.json` (mode 0600).
+    Enroll {
+        /// The agent configuration file (for `runtime.state_dir`).
+        #[arg(long, short, env = "ASSESSMENT_RUNTIME_CONFIG")]
+        config: PathBuf,
+        /// The control plane's base URL.
+        #[arg(long)]
+        url: String,
+        /// The one-time enrollment token an operator created.
+        #[arg(long, env = "ASSESSMENT_RUNTIME_ENROLLMENT_TOKEN")]
+        token: String,
+        /// The name this runtime shows in the control plane (default: host name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run continuously: configuration from the control plane, plugins on
+    /// their schedules, results delivered, heartbeats; SIGTERM drains.
+    Daemon {
+        /// The agent configuration file.
+        #[arg(long, short, env = "ASSESSMENT_RUNTIME_CONFIG")]
+        config: PathBuf,
+    },
     /// Manage the local plugin store.
     Plugins {
         #[command(subcommand)]
@@ -218,6 +241,53 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Plugins { command } => plugins_command(command).await,
+        Command::Enroll {
+            config,
+            url,
+            token,
+            name,
+        } => {
+            let agent = load(&config, None)?;
+            let name = name.unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map_or_else(|_| "runtime".to_string(), |h| h.trim().to_string())
+            });
+            let credentials = crate::control_plane::client::enroll(&url, &token, &name)
+                .await
+                .context("enrollment failed")?;
+            credentials
+                .save(&agent.state_dir)
+                .context("cannot store the credentials")?;
+            println!(
+                "enrolled as {} ({}); credentials stored in {}",
+                credentials.runtime_id,
+                name,
+                crate::control_plane::Credentials::path(&agent.state_dir).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Daemon { config } => {
+            let agent = load(&config, None)?;
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!("cannot listen for SIGTERM: {e}");
+                            return;
+                        }
+                    };
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                let _ = tx.send(true);
+            });
+            crate::daemon::run(agent, rx).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -9,7 +9,10 @@
 //! - [`bindings`]: the host side of the WIT plugin ABI;
 //! - [`capabilities`]: one module per WIT interface the plugins import;
 //! - [`runner`]: one plugin, one job, limits and traps turned into job errors;
-//! - [`scheduler`]: configured plugins to jobs (here: one cycle);
+//! - [`scheduler`]: configured plugins to jobs: one cycle, or on schedules;
+//! - [`control_plane`]: enrollment, authentication, configuration sync,
+//!   heartbeats and result delivery;
+//! - [`daemon`]: the long-running loop tying them together;
 //! - [`report`]: the results of a cycle as a table or a JSON document;
 //! - [`results`]: findings as evidence, and the durable outbox;
 //! - [`cli`]: the `assessment-runtime` command line.
@@ -18,6 +21,8 @@ pub mod agent_config;
 pub mod bindings;
 pub mod capabilities;
 pub mod cli;
+pub mod control_plane;
+pub mod daemon;
 pub mod engine;
 pub mod plugins;
 pub mod policy;

@@ -1,0 +1,200 @@
+//! The control plane, from the runtime's side: the credentials issued at
+//! enrollment ([`Credentials`]), the HTTP client ([`client`]), and the
+//! configuration sync that keeps the last good configuration on disk
+//! ([`ConfigSync`]).
+
+pub mod client;
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent_config::{AgentConfig, ConfigError};
+use client::{ClientError, ConfigFetch, ControlPlaneClient};
+
+/// A failure to read or write the runtime's own state files.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct StateError {
+    /// The file.
+    pub path: PathBuf,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+/// What enrollment issued: kept in `state_dir/credentials.json`, mode 0600.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// The control plane's base URL.
+    pub url: String,
+    /// This runtime's id.
+    pub runtime_id: String,
+    /// The secret for the token endpoint (never logged).
+    pub client_secret: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("url", &self.url)
+            .field("runtime_id", &self.runtime_id)
+            .field("client_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Write `bytes` to `path` atomically with `mode`.
+fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
+    let fail = |e: std::io::Error| StateError {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(fail)?;
+    file.write_all(bytes).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
+impl Credentials {
+    /// `state_dir/credentials.json`.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("credentials.json")
+    }
+
+    /// Save with mode 0600.
+    pub fn save(&self, state_dir: &Path) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| StateError {
+            path: Self::path(state_dir),
+            message: e.to_string(),
+        })?;
+        write_private(&Self::path(state_dir), &bytes, 0o600)
+    }
+
+    /// Load the saved credentials.
+    pub fn load(state_dir: &Path) -> Result<Self, StateError> {
+        let path = Self::path(state_dir);
+        let bytes = std::fs::read(&path).map_err(|e| StateError {
+            path: path.clone(),
+            message: format!(
+                "{e}; enroll this runtime first (`assessment-runtime enroll --url … --token …`)"
+            ),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| StateError {
+            path,
+            message: format!("corrupt credentials ({e}); enroll again"),
+        })
+    }
+}
+
+/// The configuration in force, as last applied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LastGood {
+    etag: Option<String>,
+    document: serde_json::Value,
+}
+
+/// Keeps the runtime's configuration in step with the control plane.
+///
+/// The document the control plane serves has the agent configuration's
+/// schema (`runtime` and `plugin`, as JSON). The local file keeps what is
+/// the machine's own: `runtime.state_dir` and `runtime.assessment_root`. A
+/// document that does not validate is not applied: the last good one stays
+/// in force (and on disk, for restarts while the control plane is away) and
+/// the error is reported.
+#[derive(Debug)]
+pub struct ConfigSync {
+    local: AgentConfig,
+    path: PathBuf,
+    current: Option<LastGood>,
+    /// The last error (an invalid document, an unreachable control plane).
+    pub last_error: Option<String>,
+}
+
+/// What a poll changed.
+#[derive(Debug)]
+pub enum SyncOutcome {
+    /// A new configuration is in force.
+    Applied(Box<AgentConfig>),
+    /// Nothing changed.
+    Unchanged,
+}
+
+impl ConfigSync {
+    /// Start from the local configuration and the last good document on disk.
+    pub fn new(local: AgentConfig) -> Self {
+        let path = local.state_dir.join("config.last-good.json");
+        let current = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        ConfigSync {
+            local,
+            path,
+            current,
+            last_error: None,
+        }
+    }
+
+    /// The configuration in force: the last good document, or the local
+    /// configuration when the control plane never sent one.
+    pub fn config(&self) -> AgentConfig {
+        self.current
+            .as_ref()
+            .and_then(|c| self.apply(&c.document).ok())
+            .unwrap_or_else(|| self.local.clone())
+    }
+
+    fn apply(&self, document: &serde_json::Value) -> Result<AgentConfig, ConfigError> {
+        let mut config = AgentConfig::from_json(
+            document,
+            Path::new("control plane configuration"),
+            &self.local.state_dir,
+        )?;
+        config.state_dir = self.local.state_dir.clone();
+        config.assessment_root = self.local.assessment_root.clone();
+        Ok(config)
+    }
+
+    /// Poll once.
+    pub async fn poll(&mut self, client: &ControlPlaneClient) -> Result<SyncOutcome, ClientError> {
+        let etag = self.current.as_ref().and_then(|c| c.etag.clone());
+        match client.fetch_config(etag.as_deref()).await? {
+            ConfigFetch::NotModified | ConfigFetch::NotAssigned => Ok(SyncOutcome::Unchanged),
+            ConfigFetch::New { etag, document } => match self.apply(&document) {
+                Ok(config) => {
+                    let good = LastGood { etag, document };
+                    let bytes = serde_json::to_vec_pretty(&good).unwrap_or_default();
+                    if let Err(e) = write_private(&self.path, &bytes, 0o600) {
+                        tracing::warn!("cannot keep the configuration on disk: {e}");
+                    }
+                    self.current = Some(good);
+                    self.last_error = None;
+                    tracing::info!(
+                        plugins = config.plugins.len(),
+                        "applied a new configuration from the control plane"
+                    );
+                    Ok(SyncOutcome::Applied(Box::new(config)))
+                }
+                Err(e) => {
+                    let message = format!(
+                        "the control plane sent an invalid configuration; keeping the last good one: {e}"
+                    );
+                    tracing::error!("{message}");
+                    self.last_error = Some(message);
+                    Ok(SyncOutcome::Unchanged)
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The daemon: configuration from the control plane (last good kept), jobs
+//! on their schedules, every finding into the durable outbox before the job
+//! counts as done, delivery with backoff, heartbeats on their own interval,
+//! and a drain on SIGTERM.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::{Notify, watch};
+
+use crate::agent_config::{AgentConfig, PluginSpec, Schedule};
+use crate::control_plane::client::{ControlPlaneClient, Heartbeat};
+use crate::control_plane::{ConfigSync, Credentials, SyncOutcome};
+use crate::results::evidence::{RunContext, evidence_records};
+use crate::results::outbox::Outbox;
+use crate::runner::{self, JobReport, Runtime};
+use crate::scheduler::{ScheduledJob, run_schedules};
+
+/// Plugins without a schedule run this often in daemon mode.
+pub const DEFAULT_SCHEDULE: Duration = Duration::from_secs(3600);
+/// Request timeout towards the control plane.
+const CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the heartbeat reports.
+#[derive(Debug, Default)]
+struct Status {
+    jobs: BTreeMap<String, serde_json::Value>,
+    errors: Vec<String>,
+}
+
+impl Status {
+    fn record(&mut self, report: &JobReport) {
+        let outcome = match &report.error {
+            None => "completed".to_string(),
+            Some(e) => format!("failed: {}", e.message),
+        };
+        self.jobs.insert(
+            report.plugin.clone(),
+            serde_json::json!({
+                "job_id": report.job_id,
+                "started_at": report.started_at,
+                "duration_ms": report.duration_ms,
+                "outcome": outcome,
+                "findings": report.findings.len(),
+            }),
+        );
+    }
+
+    fn error(&mut self, message: String) {
+        self.errors.push(message);
+        let excess = self.errors.len().saturating_sub(20);
+        self.errors.drain(..excess);
+    }
+}
+
+/// The host name reported with evidence.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+struct Shared {
+    outbox: Arc<Outbox>,
+    status: Mutex<Status>,
+    delivery: Notify,
+    runtime_id: String,
+    host: String,
+}
+
+/// Run one job and put its evidence in the outbox.
+async fn run_and_record(
+    shared: Arc<Shared>,
+    runtime: Arc<Runtime>,
+    spec: PluginSpec,
+    root: PathBuf,
+) {
+    let report = match runner::prepare(&runtime, &spec, &root).await {
+        Ok(prepared) => runner::run_job(&runtime.engine, &prepared, &root).await,
+        Err((id, error)) => {
+            tracing::error!(plugin = %spec.name, "cannot run plugin: {}", error.message);
+            JobReport::not_run(&spec, id, error)
+        }
+    };
+    if let (Some(id), false) = (&report.id, report.findings.is_empty()) {
+        let end = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let ctx = RunContext {
+            runtime_id: &shared.runtime_id,
+            host: &shared.host,
+            plugin: id,
+            job_id: &report.job_id,
+            start: &report.started_at,
+            end: &end,
+        };
+        let records = evidence_records(&ctx, &report.findings);
+        match shared.outbox.push(&records) {
+            Ok(()) => shared.delivery.notify_one(),
+            Err(e) => {
+                tracing::error!(plugin = %spec.name, "results of this run were not accepted: {e}");
+                if let Ok(mut s) = shared.status.lock() {
+                    s.error(format!("{}: {e}", spec.name));
+                }
+            }
+        }
+    }
+    if let Ok(mut s) = shared.status.lock() {
+        s.record(&report);
+    }
+}
+
+/// The schedules of one configuration generation.
+fn jobs_for(
+    config: &AgentConfig,
+    runtime: &Arc<Runtime>,
+    shared: &Arc<Shared>,
+) -> Vec<ScheduledJob> {
+    config
+        .plugins
+        .iter()
+        .filter(|p| p.enabled)
+        .map(|spec| {
+            let schedule = spec
+                .schedule
+                .clone()
+                .unwrap_or(Schedule::Every(DEFAULT_SCHEDULE));
+            let jitter = match &schedule {
+                Schedule::Every(d) => (*d / 10).min(Duration::from_secs(60)),
+                Schedule::Cron(_) => Duration::from_secs(30),
+            };
+            let (runtime, shared, spec, root) = (
+                runtime.clone(),
+                shared.clone(),
+                spec.clone(),
+                config.assessment_root.clone(),
+            );
+            ScheduledJob {
+                name: spec.name.clone(),
+                schedule,
+                jitter,
+                task: Arc::new(move || {
+                    Box::pin(run_and_record(
+                        shared.clone(),
+                        runtime.clone(),
+                        spec.clone(),
+                        root.clone(),
+                    ))
+                }),
+            }
+        })
+        .collect()
+}
+
+/// Delivery retries: from half a second up to five minutes, forever (the
+/// outbox keeps everything meanwhile).
+fn new_delivery_backoff() -> backon::ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(300))
+        .without_max_times()
+        .build()
+}
+
+/// Run the daemon until `shutdown` turns true.
+pub async fn run(local: AgentConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let started = Instant::now();
+    let credentials = Credentials::load(&local.state_dir)?;
+    let client = Arc::new(ControlPlaneClient::new(credentials, CONTROL_PLANE_TIMEOUT)?);
+    let outbox = Arc::new(
+        Outbox::open(&local.state_dir, local.outbox_max_bytes)
+            .context("cannot open the results outbox")?,
+    );
+    let shared = Arc::new(Shared {
+        outbox: outbox.clone(),
+        status: Mutex::new(Status::default()),
+        delivery: Notify::new(),
+        runtime_id: client.runtime_id().to_string(),
+        host: host_name(),
+    });
+    let (heartbeat_every, poll_every, grace) = (
+        local.heartbeat_interval,
+        local.config_poll_interval,
+        local.shutdown_grace,
+    );
+    let mut sync = ConfigSync::new(local);
+    if let Err(e) = sync.poll(&client).await {
+        tracing::warn!(
+            "control plane unreachable at start, running the last good configuration: {e}"
+        );
+    }
+
+    let mut heartbeat = tokio::time::interval(heartbeat_every);
+    let mut poll = tokio::time::interval(poll_every);
+    poll.reset();
+    let mut delivery_backoff = new_delivery_backoff();
+    let mut next_delivery = tokio::time::Instant::now();
+
+    'generations: loop {
+        let config = sync.config();
+        let runtime = Arc::new(Runtime::new(&config).context("cannot set up the runtime")?);
+        let (stop_jobs, jobs_stopped) = watch::channel(false);
+        let max = config.max_concurrent_jobs;
+        let scheduler = tokio::spawn(run_schedules(
+            jobs_for(&config, &runtime, &shared),
+            max,
+            jobs_stopped,
+            grace,
+        ));
+        tracing::info!(plugins = config.plugins.len(), "daemon running");
+
+        loop {
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        tracing::info!("shutting down: draining runs in flight");
+                        let _ = stop_jobs.send(true);
+                        let _ = scheduler.await;
+                        // One last delivery attempt; what fails stays in the outbox.
+                        if let Err(e) = outbox.deliver(&*client).await {
+                            tracing::warn!("final delivery: {e}");
+                        }
+                        break 'generations;
+                    }
+                }
+                _ = poll.tick() => {
+                    match sync.poll(&client).await {
+                        Ok(SyncOutcome::Applied(_)) => {
+                            let _ = stop_jobs.send(true);
+                            let _ = scheduler.await;
+                            continue 'generations;
+                        }
+                        Ok(SyncOutcome::Unchanged) => {}
+                        Err(e) => tracing::warn!("configuration poll failed: {e}"),
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let beat = {
+                        let status = shared.status.lock().map_err(|_| anyhow::anyhow!("status lock poisoned"))?;
+                        let mut errors = status.errors.clone();
+                        errors.extend(sync.last_error.clone());
+                        Heartbeat {
+                            uuid: client.runtime_id().to_string(),
+                            created_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                            runtime_version: env!("CARGO_PKG_VERSION").to_string(),
+                            uptime_seconds: started.elapsed().as_secs(),
+                            plugins: serde_json::json!(config.plugins.iter().map(|p| (p.name.clone(), p.location())).collect::<BTreeMap<_, _>>()),
+                            jobs: serde_json::json!(status.jobs),
+                            outbox: serde_json::to_value(outbox.depth().ok()).unwrap_or_default(),
+                            errors,
+                        }
+                    };
+                    if let Err(e) = client.heartbeat(&beat).await {
+                        tracing::warn!("heartbeat failed: {e}");
+                    }
+                }
+                _ = shared.delivery.notified() => {
+                    next_delivery = next_delivery.min(tokio::time::Instant::now());
+                }
+                _ = tokio::time::sleep_until(next_delivery) => {
+                    match outbox.deliver(&*client).await {
+                        Ok(report) => {
+                            if report.delivered > 0 {
+                                tracing::info!(batches = report.delivered, records = report.records, "results delivered");
+                            }
+                            match report.stopped_by {
+                                Some(why) => {
+                                    let wait = delivery_backoff.next().unwrap_or(Duration::from_secs(300));
+                                    tracing::warn!("result delivery failed, retrying in {wait:?}: {why}");
+                                    next_delivery = tokio::time::Instant::now() + wait;
+                                }
+                                None => {
+                                    delivery_backoff = new_delivery_backoff();
+                                    next_delivery = tokio::time::Instant::now() + Duration::from_secs(5);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!("results outbox: {e}");
+                            next_delivery = tokio::time::Instant::now() + Duration::from_secs(30);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
