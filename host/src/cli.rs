@@ -18,6 +18,9 @@ pub const EXIT_JOB_FAILED: u8 = 1;
 pub const EXIT_FINDINGS_FAILED: u8 = 2;
 /// Exit code when the configuration or the host itself is unusable.
 pub const EXIT_UNUSABLE: u8 = 3;
+/// Exit code of `daemon --once` when results could not be delivered yet
+/// (they stay in the outbox).
+pub const EXIT_UNDELIVERED: u8 = 4;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,6 +91,11 @@ enum Command {
         /// The agent configuration file.
         #[arg(long, short, env = "ASSESSMENT_RUNTIME_CONFIG")]
         config: PathBuf,
+        /// Run every plugin once, deliver the results, send a heartbeat and
+        /// exit (exit code 1 when a plugin failed, 4 when results are still
+        /// waiting in the outbox).
+        #[arg(long)]
+        once: bool,
     },
     /// Manage the local plugin store.
     Plugins {
@@ -266,7 +274,25 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Daemon { config } => {
+        Command::Daemon { config, once: true } => {
+            let agent = load(&config, None)?;
+            let outcome = crate::daemon::Daemon::start(agent).await?.once().await?;
+            println!(
+                "{} plugin(s) run, {} failed; {} finding(s) delivered; {} batch(es) waiting in the outbox",
+                outcome.jobs, outcome.jobs_failed, outcome.delivered, outcome.pending
+            );
+            Ok(if outcome.jobs_failed > 0 {
+                ExitCode::from(EXIT_JOB_FAILED)
+            } else if outcome.pending > 0 {
+                ExitCode::from(EXIT_UNDELIVERED)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Daemon {
+            config,
+            once: false,
+        } => {
             let agent = load(&config, None)?;
             let (tx, rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
@@ -285,7 +311,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 let _ = tx.send(true);
             });
-            crate::daemon::run(agent, rx).await?;
+            crate::daemon::Daemon::start(agent).await?.run(rx).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

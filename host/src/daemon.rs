@@ -164,128 +164,234 @@ fn new_delivery_backoff() -> backon::ExponentialBackoff {
         .build()
 }
 
-/// Run the daemon until `shutdown` turns true.
-pub async fn run(local: AgentConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let started = Instant::now();
-    let credentials = Credentials::load(&local.state_dir)?;
-    let client = Arc::new(ControlPlaneClient::new(credentials, CONTROL_PLANE_TIMEOUT)?);
-    let outbox = Arc::new(
-        Outbox::open(&local.state_dir, local.outbox_max_bytes)
-            .context("cannot open the results outbox")?,
-    );
-    let shared = Arc::new(Shared {
-        outbox: outbox.clone(),
-        status: Mutex::new(Status::default()),
-        delivery: Notify::new(),
-        runtime_id: client.runtime_id().to_string(),
-        host: host_name(),
-    });
-    let (heartbeat_every, poll_every, grace) = (
-        local.heartbeat_interval,
-        local.config_poll_interval,
-        local.shutdown_grace,
-    );
-    let mut sync = ConfigSync::new(local);
-    if let Err(e) = sync.poll(&client).await {
-        tracing::warn!(
-            "control plane unreachable at start, running the last good configuration: {e}"
+/// The daemon's long-lived parts.
+pub struct Daemon {
+    started: Instant,
+    client: Arc<ControlPlaneClient>,
+    outbox: Arc<Outbox>,
+    shared: Arc<Shared>,
+    sync: ConfigSync,
+    heartbeat_every: Duration,
+    poll_every: Duration,
+    grace: Duration,
+}
+
+/// What `Daemon::once` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleOutcome {
+    /// Plugins run.
+    pub jobs: usize,
+    /// Plugins that failed.
+    pub jobs_failed: usize,
+    /// Findings delivered to the control plane.
+    pub delivered: usize,
+    /// Result batches still waiting in the outbox.
+    pub pending: usize,
+}
+
+impl Daemon {
+    /// Load the credentials, open the outbox and fetch the configuration
+    /// (the last good one is used when the control plane is unreachable).
+    pub async fn start(local: AgentConfig) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let credentials = Credentials::load(&local.state_dir)?;
+        let client = Arc::new(ControlPlaneClient::new(credentials, CONTROL_PLANE_TIMEOUT)?);
+        let outbox = Arc::new(
+            Outbox::open(&local.state_dir, local.outbox_max_bytes)
+                .context("cannot open the results outbox")?,
         );
+        let shared = Arc::new(Shared {
+            outbox: outbox.clone(),
+            status: Mutex::new(Status::default()),
+            delivery: Notify::new(),
+            runtime_id: client.runtime_id().to_string(),
+            host: host_name(),
+        });
+        let (heartbeat_every, poll_every, grace) = (
+            local.heartbeat_interval,
+            local.config_poll_interval,
+            local.shutdown_grace,
+        );
+        let mut sync = ConfigSync::new(local);
+        if let Err(e) = sync.poll(&client).await {
+            tracing::warn!(
+                "control plane unreachable at start, running the last good configuration: {e}"
+            );
+        }
+        Ok(Daemon {
+            started: Instant::now(),
+            client,
+            outbox,
+            shared,
+            sync,
+            heartbeat_every,
+            poll_every,
+            grace,
+        })
     }
 
-    let mut heartbeat = tokio::time::interval(heartbeat_every);
-    let mut poll = tokio::time::interval(poll_every);
-    poll.reset();
-    let mut delivery_backoff = new_delivery_backoff();
-    let mut next_delivery = tokio::time::Instant::now();
+    fn heartbeat_body(&self, config: &AgentConfig) -> Heartbeat {
+        let (jobs, mut errors) = match self.shared.status.lock() {
+            Ok(status) => (serde_json::json!(status.jobs), status.errors.clone()),
+            Err(_) => (
+                serde_json::Value::Null,
+                vec!["status unavailable".to_string()],
+            ),
+        };
+        errors.extend(self.sync.last_error.clone());
+        Heartbeat {
+            uuid: self.client.runtime_id().to_string(),
+            created_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            runtime_version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            plugins: serde_json::json!(
+                config
+                    .plugins
+                    .iter()
+                    .map(|p| (p.name.clone(), p.location()))
+                    .collect::<BTreeMap<_, _>>()
+            ),
+            jobs,
+            outbox: serde_json::to_value(self.outbox.depth().ok()).unwrap_or_default(),
+            errors,
+        }
+    }
 
-    'generations: loop {
-        let config = sync.config();
+    async fn send_heartbeat(&self, config: &AgentConfig) {
+        if let Err(e) = self.client.heartbeat(&self.heartbeat_body(config)).await {
+            tracing::warn!("heartbeat failed: {e}");
+        }
+    }
+
+    /// One cycle: run every enabled plugin once, deliver the results (a few
+    /// attempts; what is not delivered stays in the outbox), send a heartbeat.
+    pub async fn once(self) -> anyhow::Result<CycleOutcome> {
+        use anyhow::Context;
+        let config = self.sync.config();
         let runtime = Arc::new(Runtime::new(&config).context("cannot set up the runtime")?);
-        let (stop_jobs, jobs_stopped) = watch::channel(false);
-        let max = config.max_concurrent_jobs;
-        let scheduler = tokio::spawn(run_schedules(
-            jobs_for(&config, &runtime, &shared),
-            max,
-            jobs_stopped,
-            grace,
-        ));
-        tracing::info!(plugins = config.plugins.len(), "daemon running");
-
-        loop {
-            tokio::select! {
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        tracing::info!("shutting down: draining runs in flight");
-                        let _ = stop_jobs.send(true);
-                        let _ = scheduler.await;
-                        // One last delivery attempt; what fails stays in the outbox.
-                        if let Err(e) = outbox.deliver(&*client).await {
-                            tracing::warn!("final delivery: {e}");
-                        }
-                        break 'generations;
-                    }
+        let mut outcome = CycleOutcome::default();
+        for spec in config.plugins.iter().filter(|p| p.enabled) {
+            run_and_record(
+                self.shared.clone(),
+                runtime.clone(),
+                spec.clone(),
+                config.assessment_root.clone(),
+            )
+            .await;
+            outcome.jobs += 1;
+        }
+        outcome.jobs_failed = self
+            .shared
+            .status
+            .lock()
+            .map(|s| {
+                s.jobs
+                    .values()
+                    .filter(|j| {
+                        j["outcome"]
+                            .as_str()
+                            .is_some_and(|o| o.starts_with("failed"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        let mut backoff = new_delivery_backoff();
+        for _ in 0..4 {
+            let report = self.outbox.deliver(&*self.client).await?;
+            outcome.delivered += report.records;
+            match report.stopped_by {
+                None => break,
+                Some(why) => {
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!("result delivery failed, retrying in {wait:?}: {why}");
+                    tokio::time::sleep(wait).await;
                 }
-                _ = poll.tick() => {
-                    match sync.poll(&client).await {
-                        Ok(SyncOutcome::Applied(_)) => {
+            }
+        }
+        self.send_heartbeat(&config).await;
+        outcome.pending = self.outbox.depth()?.batches;
+        Ok(outcome)
+    }
+
+    /// Run until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let mut heartbeat = tokio::time::interval(self.heartbeat_every);
+        let mut poll = tokio::time::interval(self.poll_every);
+        poll.reset();
+        let mut delivery_backoff = new_delivery_backoff();
+        let mut next_delivery = tokio::time::Instant::now();
+        let (client, outbox) = (self.client.clone(), self.outbox.clone());
+
+        'generations: loop {
+            let config = self.sync.config();
+            let runtime = Arc::new(Runtime::new(&config).context("cannot set up the runtime")?);
+            let (stop_jobs, jobs_stopped) = watch::channel(false);
+            let jobs = jobs_for(&config, &runtime, &self.shared);
+            let scheduler = tokio::spawn(run_schedules(
+                jobs,
+                config.max_concurrent_jobs,
+                jobs_stopped,
+                self.grace,
+            ));
+            tracing::info!(plugins = config.plugins.len(), "daemon running");
+
+            loop {
+                tokio::select! {
+                    changed = shutdown.changed() => {
+                        if changed.is_err() || *shutdown.borrow() {
+                            tracing::info!("shutting down: draining runs in flight");
                             let _ = stop_jobs.send(true);
                             let _ = scheduler.await;
-                            continue 'generations;
-                        }
-                        Ok(SyncOutcome::Unchanged) => {}
-                        Err(e) => tracing::warn!("configuration poll failed: {e}"),
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    let beat = {
-                        let status = shared.status.lock().map_err(|_| anyhow::anyhow!("status lock poisoned"))?;
-                        let mut errors = status.errors.clone();
-                        errors.extend(sync.last_error.clone());
-                        Heartbeat {
-                            uuid: client.runtime_id().to_string(),
-                            created_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-                            runtime_version: env!("CARGO_PKG_VERSION").to_string(),
-                            uptime_seconds: started.elapsed().as_secs(),
-                            plugins: serde_json::json!(config.plugins.iter().map(|p| (p.name.clone(), p.location())).collect::<BTreeMap<_, _>>()),
-                            jobs: serde_json::json!(status.jobs),
-                            outbox: serde_json::to_value(outbox.depth().ok()).unwrap_or_default(),
-                            errors,
-                        }
-                    };
-                    if let Err(e) = client.heartbeat(&beat).await {
-                        tracing::warn!("heartbeat failed: {e}");
-                    }
-                }
-                _ = shared.delivery.notified() => {
-                    next_delivery = next_delivery.min(tokio::time::Instant::now());
-                }
-                _ = tokio::time::sleep_until(next_delivery) => {
-                    match outbox.deliver(&*client).await {
-                        Ok(report) => {
-                            if report.delivered > 0 {
-                                tracing::info!(batches = report.delivered, records = report.records, "results delivered");
+                            // One last delivery attempt; what fails stays in the outbox.
+                            if let Err(e) = outbox.deliver(&*client).await {
+                                tracing::warn!("final delivery: {e}");
                             }
-                            match report.stopped_by {
-                                Some(why) => {
-                                    let wait = delivery_backoff.next().unwrap_or(Duration::from_secs(300));
-                                    tracing::warn!("result delivery failed, retrying in {wait:?}: {why}");
-                                    next_delivery = tokio::time::Instant::now() + wait;
+                            break 'generations;
+                        }
+                    }
+                    _ = poll.tick() => {
+                        match self.sync.poll(&client).await {
+                            Ok(SyncOutcome::Applied(_)) => {
+                                let _ = stop_jobs.send(true);
+                                let _ = scheduler.await;
+                                continue 'generations;
+                            }
+                            Ok(SyncOutcome::Unchanged) => {}
+                            Err(e) => tracing::warn!("configuration poll failed: {e}"),
+                        }
+                    }
+                    _ = heartbeat.tick() => self.send_heartbeat(&config).await,
+                    _ = self.shared.delivery.notified() => {
+                        next_delivery = next_delivery.min(tokio::time::Instant::now());
+                    }
+                    _ = tokio::time::sleep_until(next_delivery) => {
+                        match outbox.deliver(&*client).await {
+                            Ok(report) => {
+                                if report.delivered > 0 {
+                                    tracing::info!(batches = report.delivered, records = report.records, "results delivered");
                                 }
-                                None => {
-                                    delivery_backoff = new_delivery_backoff();
-                                    next_delivery = tokio::time::Instant::now() + Duration::from_secs(5);
+                                match report.stopped_by {
+                                    Some(why) => {
+                                        let wait = delivery_backoff.next().unwrap_or(Duration::from_secs(300));
+                                        tracing::warn!("result delivery failed, retrying in {wait:?}: {why}");
+                                        next_delivery = tokio::time::Instant::now() + wait;
+                                    }
+                                    None => {
+                                        delivery_backoff = new_delivery_backoff();
+                                        next_delivery = tokio::time::Instant::now() + Duration::from_secs(5);
+                                    }
                                 }
                             }
-                        }
-                        Err(e) => {
-                            tracing::error!("results outbox: {e}");
-                            next_delivery = tokio::time::Instant::now() + Duration::from_secs(30);
+                            Err(e) => {
+                                tracing::error!("results outbox: {e}");
+                                next_delivery = tokio::time::Instant::now() + Duration::from_secs(30);
+                            }
                         }
                     }
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
