@@ -1,0 +1,131 @@
+//! The admin API under `/v1/admin`, authorized by the admin token:
+//! enrollment tokens, runtimes (list, revoke), group configuration, evidence.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::AppState;
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::model::{
+    ConfigVersion, DEFAULT_GROUP, EvidenceFilter, NewEnrollmentToken, RuntimeSummary,
+    StoredEvidence,
+};
+
+/// Default lifetime of an enrollment token.
+pub const DEFAULT_ENROLLMENT_TTL: Duration = Duration::from_secs(3600);
+
+/// The admin routes (state still to be supplied).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/enrollment-tokens", post(create_enrollment_token))
+        .route("/v1/admin/runtimes", get(list_runtimes))
+        .route("/v1/admin/runtimes/{id}/revoke", post(revoke_runtime))
+        .route("/v1/admin/config/{group}", put(set_config))
+        .route("/v1/admin/evidence", get(list_evidence))
+}
+
+/// Body of `POST /v1/admin/enrollment-tokens` (may be empty).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrollmentToken {
+    /// The group the runtime joins (default `default`).
+    pub group: Option<String>,
+    /// Lifetime in seconds (default 3600).
+    pub ttl_seconds: Option<u64>,
+}
+
+/// Creates a single-use enrollment token: 201.
+pub async fn create_enrollment_token(
+    _: Admin,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<NewEnrollmentToken>), ApiError> {
+    let request: CreateEnrollmentToken = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateEnrollmentToken::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
+    };
+    let group = request.group.unwrap_or_else(|| DEFAULT_GROUP.to_string());
+    let ttl = request
+        .ttl_seconds
+        .map_or(DEFAULT_ENROLLMENT_TTL, Duration::from_secs);
+    let token = state
+        .store
+        .call(move |db| db.create_enrollment_token(&group, ttl, Utc::now()))
+        .await?;
+    tracing::info!(group = %token.group, expires_at = %token.expires_at, "enrollment token created");
+    Ok((StatusCode::CREATED, Json(token)))
+}
+
+/// Lists every runtime with its heartbeat state: 200.
+pub async fn list_runtimes(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<RuntimeSummary>>, ApiError> {
+    let stale_after = state.config.stale_after;
+    let runtimes = state
+        .store
+        .call(move |db| db.list_runtimes(Utc::now(), stale_after))
+        .await?;
+    Ok(Json(runtimes))
+}
+
+/// Revokes a runtime: 204; 404 for an unknown id.
+pub async fn revoke_runtime(
+    _: Admin,
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = id?;
+    let logged = id.clone();
+    state
+        .store
+        .call(move |db| db.revoke_runtime(&id, Utc::now()))
+        .await?;
+    tracing::info!(runtime_id = %logged, "runtime revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Assigns a configuration document (a JSON object) to a group: 200 with
+/// the new version and ETag; 400 when the body is not a JSON object.
+pub async fn set_config(
+    _: Admin,
+    State(state): State<AppState>,
+    group: Result<Path<String>, PathRejection>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<ConfigVersion>, ApiError> {
+    let Path(group) = group?;
+    let Json(document) = body?;
+    let version = state
+        .store
+        .call(move |db| db.set_config(&group, &document, Utc::now()))
+        .await?;
+    tracing::info!(group = %version.group, version = version.version, etag = %version.etag, "configuration assigned");
+    Ok(Json(version))
+}
+
+/// Lists stored evidence, optionally filtered by runtime, plugin and check:
+/// 200, in the order it arrived.
+pub async fn list_evidence(
+    _: Admin,
+    State(state): State<AppState>,
+    filter: Result<Query<EvidenceFilter>, QueryRejection>,
+) -> Result<Json<Vec<StoredEvidence>>, ApiError> {
+    let Query(filter) = filter?;
+    let evidence = state
+        .store
+        .call(move |db| db.list_evidence(&filter))
+        .await?;
+    Ok(Json(evidence))
+}

@@ -1,0 +1,61 @@
+//! `GET /v1/config`: the configuration document of the calling runtime's
+//! group, with a strong ETag; `If-None-Match` with the current ETag gives 304.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::auth::Runtime;
+use crate::canonical::if_none_match_matches;
+use crate::error::ApiError;
+
+/// The header carrying the configuration's version.
+pub const CONFIG_VERSION_HEADER: HeaderName = HeaderName::from_static("x-config-version");
+
+/// Serves the runtime's group configuration: 200 with the document, 304 when
+/// unchanged, 404 when the group has none.
+pub async fn get_config(
+    Runtime(runtime): Runtime,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let group = runtime.group.clone();
+    let config = state
+        .store
+        .call(move |db| db.config_for_group(&group))
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no configuration is assigned to the group {:?} yet",
+                runtime.group
+            ))
+        })?;
+    let etag = HeaderValue::from_str(&config.version.etag)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let version = HeaderValue::from(config.version.version);
+    let unchanged = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| if_none_match_matches(value, &config.version.etag));
+    if unchanged {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag), (CONFIG_VERSION_HEADER, version)],
+        )
+            .into_response());
+    }
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, etag),
+            (CONFIG_VERSION_HEADER, version),
+        ],
+        config.document,
+    )
+        .into_response())
+}

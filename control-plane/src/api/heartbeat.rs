@@ -1,0 +1,51 @@
+//! `POST /api/agent/heartbeat`: the Compliance Framework heartbeat
+//! (`handler.HeartbeatCreateRequest`: `uuid`, `created_at`) plus the
+//! runtime's extension fields, stored whole as its last heartbeat.
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::auth::Runtime;
+use crate::error::ApiError;
+
+/// Records a heartbeat: 201; 400 for a malformed body; 403 when `uuid` is
+/// not the calling runtime's id.
+pub async fn heartbeat(
+    Runtime(runtime): Runtime,
+    State(state): State<AppState>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(body) = body?;
+    if !body.is_object() {
+        return Err(ApiError::bad_request("the heartbeat must be a JSON object"));
+    }
+    let uuid = body
+        .get("uuid")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("uuid is required: the runtime's id"))?;
+    let uuid = Uuid::parse_str(uuid)
+        .map_err(|_| ApiError::bad_request(format!("uuid {uuid:?} is not a UUID")))?;
+    let created_at = body
+        .get("created_at")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("created_at is required (RFC 3339)"))?;
+    DateTime::parse_from_rfc3339(created_at).map_err(|e| {
+        ApiError::bad_request(format!("created_at {created_at:?} is not RFC 3339: {e}"))
+    })?;
+    if uuid != runtime.id {
+        return Err(ApiError::forbidden(
+            "uuid is not the id of the runtime this access token was issued to",
+        ));
+    }
+    state
+        .store
+        .call(move |db| db.record_heartbeat(runtime.id, &body, Utc::now()))
+        .await?;
+    Ok(StatusCode::CREATED)
+}

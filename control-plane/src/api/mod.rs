@@ -1,0 +1,72 @@
+//! The HTTP API: the router and the state its handlers share. One module per
+//! resource; the admin API is in [`crate::admin`].
+//!
+//! Operations from the Compliance Framework API keep its paths and shapes:
+//! `POST /api/auth/token`, `POST /api/agent/heartbeat`, `POST /api/evidence`.
+//! The `/v1` paths are this control plane's extension for runtimes
+//! (enrollment, configuration, idempotent evidence batches) and admins.
+
+pub mod config;
+pub mod enroll;
+pub mod evidence;
+pub mod heartbeat;
+pub mod token;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use tower_http::trace::TraceLayer;
+
+use crate::config::ServerConfig;
+use crate::db::Store;
+use crate::error::ApiError;
+
+/// The largest evidence batch body accepted (1000 records of up to ~64 KiB).
+pub const MAX_BATCH_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The server's settings.
+    pub config: Arc<ServerConfig>,
+}
+
+impl AppState {
+    /// State over `store` with `config`.
+    pub fn new(store: Store, config: ServerConfig) -> Self {
+        Self {
+            store,
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/enroll", post(enroll::enroll))
+        .route("/api/auth/token", post(token::token))
+        .route("/v1/config", get(config::get_config))
+        .route("/api/agent/heartbeat", post(heartbeat::heartbeat))
+        .route("/api/evidence", post(evidence::create))
+        .route(
+            "/v1/evidence/batch",
+            post(evidence::batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
+        )
+        .merge(crate::admin::router())
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
+        })
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,240 @@
+//! The command line: `serve`, and admin commands that work directly on the
+//! database file (for operators and scripts).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::admin::DEFAULT_ENROLLMENT_TTL;
+use crate::api::AppState;
+use crate::config::{DEFAULT_STALE_AFTER, DEFAULT_TOKEN_TTL, ServerConfig};
+use crate::db::{Db, Store};
+use crate::model::{DEFAULT_GROUP, EvidenceFilter};
+use crate::server::{serve, shutdown_signal};
+
+/// Reference control plane for Assessment Runtime.
+#[derive(Debug, Parser)]
+#[command(name = "assessment-control-plane", version, about)]
+pub struct Cli {
+    /// The SQLite database file (created, with its schema, if missing).
+    #[arg(long, global = true, env = "ACP_DATABASE", value_name = "PATH")]
+    pub database: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+    /// Enrollment tokens.
+    #[command(subcommand)]
+    EnrollmentToken(EnrollmentTokenCommand),
+    /// Enrolled runtimes.
+    #[command(subcommand)]
+    Runtimes(RuntimesCommand),
+    /// Group configuration documents.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Stored evidence.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
+}
+
+/// Options of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// The admin API's bearer token (at least 16 characters); prefer the
+    /// environment variable, which other users cannot see in `ps`.
+    #[arg(long, env = "ACP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Lifetime of access tokens.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub token_ttl: Duration,
+    /// A runtime whose last heartbeat is older than this is stale.
+    #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
+    pub stale_after: Duration,
+    /// Serve plain HTTP (required until TLS serving exists; development only).
+    #[arg(long)]
+    pub dev_plain_http: bool,
+}
+
+/// `enrollment-token` commands.
+#[derive(Debug, Subcommand)]
+pub enum EnrollmentTokenCommand {
+    /// Create a single-use enrollment token and print it.
+    Create {
+        /// The group the enrolled runtime joins.
+        #[arg(long, default_value = DEFAULT_GROUP)]
+        group: String,
+        /// How long the token stays valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+/// `runtimes` commands.
+#[derive(Debug, Subcommand)]
+pub enum RuntimesCommand {
+    /// Print every runtime as JSON.
+    List {
+        /// A runtime whose last heartbeat is older than this is stale.
+        #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
+        stale_after: Duration,
+    },
+    /// Revoke a runtime: its tokens stop working and it cannot get new ones.
+    Revoke {
+        /// The runtime's id.
+        id: String,
+    },
+}
+
+/// `config` commands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Assign a configuration document (a JSON object in FILE) to a group.
+    Set {
+        /// The group.
+        #[arg(long)]
+        group: String,
+        /// The JSON document.
+        file: PathBuf,
+    },
+}
+
+/// `evidence` commands.
+#[derive(Debug, Subcommand)]
+pub enum EvidenceCommand {
+    /// Print stored evidence as JSON, in the order it arrived.
+    List {
+        /// Only this runtime's records.
+        #[arg(long)]
+        runtime: Option<String>,
+        /// Only this plugin's records.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Only this check's records.
+        #[arg(long)]
+        check: Option<String>,
+    },
+}
+
+/// Runs a command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => run_serve(cli.database, args),
+        Command::EnrollmentToken(EnrollmentTokenCommand::Create { group, ttl }) => {
+            let mut db = open(cli.database)?;
+            let token = db.create_enrollment_token(&group, ttl, Utc::now())?;
+            eprintln!(
+                "enrollment token for group {:?}, single use, valid until {}:",
+                token.group, token.expires_at
+            );
+            print_line(&token.token)
+        }
+        Command::Runtimes(RuntimesCommand::List { stale_after }) => {
+            let db = open(cli.database)?;
+            print_json(&db.list_runtimes(Utc::now(), stale_after)?)
+        }
+        Command::Runtimes(RuntimesCommand::Revoke { id }) => {
+            let mut db = open(cli.database)?;
+            db.revoke_runtime(&id, Utc::now())?;
+            eprintln!("runtime {id} revoked");
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Set { group, file }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let document: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", file.display()))?;
+            let mut db = open(cli.database)?;
+            print_json(&db.set_config(&group, &document, Utc::now())?)
+        }
+        Command::Evidence(EvidenceCommand::List {
+            runtime,
+            plugin,
+            check,
+        }) => {
+            let db = open(cli.database)?;
+            print_json(&db.list_evidence(&EvidenceFilter {
+                runtime,
+                plugin,
+                check,
+            })?)
+        }
+    }
+}
+
+fn database_path(database: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    database.context("--database PATH (or ACP_DATABASE) is required: the SQLite file to use")
+}
+
+fn open(database: Option<PathBuf>) -> anyhow::Result<Db> {
+    let path = database_path(database)?;
+    open_path(&path)
+}
+
+fn open_path(path: &Path) -> anyhow::Result<Db> {
+    Db::open(path).with_context(|| format!("cannot open the database {}", path.display()))
+}
+
+fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+    if !args.dev_plain_http {
+        bail!(
+            "TLS serving is not available yet (mutual TLS is a later step); \
+             pass --dev-plain-http to serve plain HTTP for local development"
+        );
+    }
+    let Some(admin_token) = args.admin_token else {
+        bail!("an admin token is required: set ACP_ADMIN_TOKEN or pass --admin-token");
+    };
+    let config = ServerConfig::new(&admin_token, args.token_ttl, args.stale_after)?;
+    let path = database_path(database)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let store = Store::open(&path)
+            .await
+            .with_context(|| format!("cannot open the database {}", path.display()))?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let address = listener.local_addr().context("no local address")?;
+        tracing::warn!("serving plain HTTP (--dev-plain-http): for local development only");
+        tracing::info!(%address, database = %path.display(), "control plane listening");
+        serve(listener, AppState::new(store, config), shutdown_signal())
+            .await
+            .context("the HTTP server failed")?;
+        tracing::info!("control plane stopped");
+        Ok(())
+    })
+}
+
+/// Default lifetimes, shown by `--help`, kept equal to the constants.
+const _: () = {
+    assert!(DEFAULT_TOKEN_TTL.as_secs() == 15 * 60);
+    assert!(DEFAULT_STALE_AFTER.as_secs() == 3 * 60);
+    assert!(DEFAULT_ENROLLMENT_TTL.as_secs() == 3600);
+};
+
+fn print_line(line: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").context("cannot write to stdout")
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    print_line(&serde_json::to_string_pretty(value)?)
+}
