@@ -598,3 +598,392 @@ impl Store {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+    use serde_json::json;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn later(seconds: i64) -> DateTime<Utc> {
+        t0() + TimeDelta::seconds(seconds)
+    }
+
+    fn enrolled(db: &mut Db, group: &str) -> Enrollment {
+        let token = db.create_enrollment_token(group, HOUR, t0()).unwrap();
+        db.enroll(&token.token, "web-1", t0()).unwrap()
+    }
+
+    fn evidence(key: &str, plugin: &str) -> NewEvidence {
+        NewEvidence::from_body(
+            key.to_string(),
+            json!({
+                "uuid": Uuid::new_v4().to_string(),
+                "labels": {"plugin": plugin, "check": "c1"},
+                "status": {"state": "satisfied"}
+            }),
+            "test",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn schema_is_migrated_once_and_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        let mut db = Db::open(&path).unwrap();
+        assert_eq!(db.schema_version().unwrap(), 1);
+        let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
+        drop(db);
+        let mut db = Db::open(&path).unwrap();
+        assert_eq!(db.schema_version().unwrap(), 1);
+        db.enroll(&token.token, "n", t0()).unwrap();
+        let mode: String = db
+            .conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        let db = Db::open(&path).unwrap();
+        db.conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(db);
+        assert!(matches!(
+            Db::open(&path).unwrap_err(),
+            StoreError::SchemaTooNew {
+                found: 99,
+                supported: 1
+            }
+        ));
+    }
+
+    #[test]
+    fn secrets_are_stored_only_as_hashes() {
+        let mut db = Db::open_in_memory().unwrap();
+        let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
+        let enrollment = db.enroll(&token.token, "n", t0()).unwrap();
+        let access = db
+            .issue_access_token(
+                &enrollment.runtime_id,
+                &enrollment.client_secret,
+                MINUTE,
+                t0(),
+            )
+            .unwrap();
+        let dump: String = db
+            .conn
+            .query_row(
+                "SELECT group_concat(v, '|') FROM (
+                     SELECT token_hash AS v FROM enrollment_tokens
+                     UNION ALL SELECT secret_hash FROM runtimes
+                     UNION ALL SELECT token_hash FROM access_tokens)",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        for secret in [
+            &token.token,
+            &enrollment.client_secret,
+            &access.access_token,
+        ] {
+            assert!(!dump.contains(secret.as_str()));
+            assert!(dump.contains(&hash_secret(secret)));
+        }
+    }
+
+    #[test]
+    fn enrollment_tokens_are_single_use_and_expire() {
+        let mut db = Db::open_in_memory().unwrap();
+        let token = db.create_enrollment_token("prod", HOUR, t0()).unwrap();
+        assert_eq!(token.group, "prod");
+        let enrollment = db.enroll(&token.token, "web-1", later(10)).unwrap();
+        assert_eq!(enrollment.group, "prod");
+        assert!(matches!(
+            db.enroll(&token.token, "web-2", later(20)),
+            Err(StoreError::InvalidEnrollmentToken)
+        ));
+        let expiring = db.create_enrollment_token("prod", MINUTE, t0()).unwrap();
+        assert!(matches!(
+            db.enroll(&expiring.token, "web-3", later(60)),
+            Err(StoreError::InvalidEnrollmentToken)
+        ));
+        assert!(matches!(
+            db.enroll("unknown", "web-4", t0()),
+            Err(StoreError::InvalidEnrollmentToken)
+        ));
+        assert_eq!(db.list_runtimes(t0(), MINUTE).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn enrollment_input_is_validated() {
+        let mut db = Db::open_in_memory().unwrap();
+        assert!(matches!(
+            db.create_enrollment_token("bad group", HOUR, t0()),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            db.create_enrollment_token("g", Duration::ZERO, t0()),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            db.create_enrollment_token("g", MAX_ENROLLMENT_TTL + MINUTE, t0()),
+            Err(StoreError::Invalid(_))
+        ));
+        let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
+        assert!(matches!(
+            db.enroll(&token.token, "", t0()),
+            Err(StoreError::Invalid(_))
+        ));
+        // A refused name does not spend the token.
+        db.enroll(&token.token, "ok", t0()).unwrap();
+    }
+
+    #[test]
+    fn access_tokens_authenticate_until_expiry_or_revocation() {
+        let mut db = Db::open_in_memory().unwrap();
+        let e = enrolled(&mut db, "g");
+        assert!(matches!(
+            db.issue_access_token(&e.runtime_id, "wrong", MINUTE, t0()),
+            Err(StoreError::InvalidClient)
+        ));
+        assert!(matches!(
+            db.issue_access_token("not-a-uuid", &e.client_secret, MINUTE, t0()),
+            Err(StoreError::InvalidClient)
+        ));
+        assert!(matches!(
+            db.issue_access_token(&Uuid::new_v4().to_string(), &e.client_secret, MINUTE, t0()),
+            Err(StoreError::InvalidClient)
+        ));
+        let token = db
+            .issue_access_token(&e.runtime_id, &e.client_secret, MINUTE, t0())
+            .unwrap();
+        assert_eq!(token.expires_in, 60);
+        assert_eq!(token.token_type, "Bearer");
+        let who = db
+            .authenticate(&token.access_token, later(59))
+            .unwrap()
+            .unwrap();
+        assert_eq!(who.id.to_string(), e.runtime_id);
+        assert_eq!(who.group, "g");
+        assert_eq!(
+            db.authenticate(&token.access_token, later(60)).unwrap(),
+            None
+        );
+        assert_eq!(db.authenticate("unknown", t0()).unwrap(), None);
+
+        let token = db
+            .issue_access_token(&e.runtime_id, &e.client_secret, MINUTE, t0())
+            .unwrap();
+        db.revoke_runtime(&e.runtime_id, later(1)).unwrap();
+        assert_eq!(
+            db.authenticate(&token.access_token, later(2)).unwrap(),
+            None
+        );
+        assert!(matches!(
+            db.issue_access_token(&e.runtime_id, &e.client_secret, MINUTE, later(3)),
+            Err(StoreError::InvalidClient)
+        ));
+        let runtimes = db.list_runtimes(later(4), MINUTE).unwrap();
+        assert!(runtimes[0].revoked);
+        // Revoking again keeps the first time; unknown ids are reported.
+        db.revoke_runtime(&e.runtime_id, later(100)).unwrap();
+        assert_eq!(
+            db.list_runtimes(later(4), MINUTE).unwrap()[0].revoked_at,
+            runtimes[0].revoked_at
+        );
+        assert!(matches!(
+            db.revoke_runtime(&Uuid::new_v4().to_string(), t0()),
+            Err(StoreError::RuntimeNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn expired_access_tokens_are_pruned_on_issue() {
+        let mut db = Db::open_in_memory().unwrap();
+        let e = enrolled(&mut db, "g");
+        for _ in 0..3 {
+            db.issue_access_token(&e.runtime_id, &e.client_secret, MINUTE, t0())
+                .unwrap();
+        }
+        db.issue_access_token(&e.runtime_id, &e.client_secret, MINUTE, later(120))
+            .unwrap();
+        let count: i64 = db
+            .conn
+            .query_row("SELECT count(*) FROM access_tokens", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(count, 1);
+    }
+
+    #[test]
+    fn configs_are_versioned_with_content_etags() {
+        let mut db = Db::open_in_memory().unwrap();
+        assert_eq!(db.config_for_group("g").unwrap(), None);
+        let v1 = db.set_config("g", &json!({"b": 1, "a": 2}), t0()).unwrap();
+        assert_eq!(v1.version, 1);
+        let stored = db.config_for_group("g").unwrap().unwrap();
+        assert_eq!(stored.document, r#"{"a":2,"b":1}"#);
+        assert_eq!(stored.version, v1);
+        // Same content, new version, same ETag.
+        let v2 = db.set_config("g", &json!({"a": 2, "b": 1}), t0()).unwrap();
+        assert_eq!((v2.version, &v2.etag), (2, &v1.etag));
+        let v3 = db.set_config("g", &json!({"a": 3}), t0()).unwrap();
+        assert_eq!(v3.version, 3);
+        assert_ne!(v3.etag, v1.etag);
+        // Groups are independent.
+        assert_eq!(db.set_config("h", &json!({}), t0()).unwrap().version, 1);
+        assert!(matches!(
+            db.set_config("g", &json!([1]), t0()),
+            Err(StoreError::Invalid(_))
+        ));
+        assert_eq!(
+            db.config_for_group("g").unwrap().unwrap().version.version,
+            3
+        );
+    }
+
+    #[test]
+    fn heartbeats_and_staleness() {
+        let mut db = Db::open_in_memory().unwrap();
+        let e = enrolled(&mut db, "g");
+        let id = Uuid::parse_str(&e.runtime_id).unwrap();
+        let runtime = &db.list_runtimes(t0(), MINUTE).unwrap()[0];
+        assert!(runtime.stale, "never sent a heartbeat");
+        assert_eq!(runtime.heartbeat, None);
+        let body = json!({"uuid": e.runtime_id, "created_at": "2027-01-15T08:00:00Z", "jobs": [1]});
+        db.record_heartbeat(id, &body, later(10)).unwrap();
+        let runtime = &db.list_runtimes(later(70), MINUTE).unwrap()[0];
+        assert!(!runtime.stale);
+        assert_eq!(runtime.heartbeat.as_ref(), Some(&body));
+        assert_eq!(
+            runtime.last_heartbeat_at.as_deref(),
+            Some("2027-01-15T08:00:10.000Z")
+        );
+        assert!(db.list_runtimes(later(71), MINUTE).unwrap()[0].stale);
+        assert!(matches!(
+            db.record_heartbeat(Uuid::new_v4(), &body, t0()),
+            Err(StoreError::RuntimeNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn evidence_is_idempotent_per_runtime() {
+        let mut db = Db::open_in_memory().unwrap();
+        let a = Uuid::parse_str(&enrolled(&mut db, "g").runtime_id).unwrap();
+        let b = Uuid::parse_str(&enrolled(&mut db, "g").runtime_id).unwrap();
+        let batch = [
+            evidence("k1", "p"),
+            evidence("k2", "q"),
+            evidence("k1", "p"),
+        ];
+        let outcome = db.store_evidence(a, &batch, t0()).unwrap();
+        assert_eq!(
+            outcome,
+            BatchOutcome {
+                accepted: 2,
+                duplicates: 1
+            }
+        );
+        let outcome = db.store_evidence(a, &batch, later(1)).unwrap();
+        assert_eq!(
+            outcome,
+            BatchOutcome {
+                accepted: 0,
+                duplicates: 3
+            }
+        );
+        // Another runtime's keys are its own.
+        let outcome = db.store_evidence(b, &batch[..1], later(2)).unwrap();
+        assert_eq!(
+            outcome,
+            BatchOutcome {
+                accepted: 1,
+                duplicates: 0
+            }
+        );
+
+        let all = db.list_evidence(&EvidenceFilter::default()).unwrap();
+        let keys: Vec<_> = all
+            .iter()
+            .map(|e| (e.runtime_id.clone(), e.idempotency_key.clone()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (a.to_string(), "k1".to_string()),
+                (a.to_string(), "k2".to_string()),
+                (b.to_string(), "k1".to_string())
+            ]
+        );
+        assert_eq!(all[0].evidence, batch[0].body, "the first copy is kept");
+        assert_eq!(all[0].plugin.as_deref(), Some("p"));
+        assert_eq!(all[0].check.as_deref(), Some("c1"));
+        assert_eq!(all[0].status.as_deref(), Some("satisfied"));
+
+        let filter =
+            |runtime: Option<Uuid>, plugin: Option<&str>, check: Option<&str>| EvidenceFilter {
+                runtime: runtime.map(|r| r.to_string()),
+                plugin: plugin.map(str::to_string),
+                check: check.map(str::to_string),
+            };
+        assert_eq!(
+            db.list_evidence(&filter(Some(a), None, None))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            db.list_evidence(&filter(Some(b), None, None))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            db.list_evidence(&filter(None, Some("q"), None))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            db.list_evidence(&filter(None, Some("p"), Some("c1")))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            db.list_evidence(&filter(None, None, Some("c2")))
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            db.evidence(a, "k2").unwrap().unwrap().plugin.as_deref(),
+            Some("q")
+        );
+        assert_eq!(db.evidence(b, "k2").unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn store_runs_calls_on_the_blocking_pool() {
+        let store = Store::new(Db::open_in_memory().unwrap());
+        let token = store
+            .call(|db| db.create_enrollment_token("g", HOUR, Utc::now()))
+            .await
+            .unwrap();
+        let enrollment = store
+            .call(move |db| db.enroll(&token.token, "n", Utc::now()))
+            .await
+            .unwrap();
+        assert_eq!(enrollment.group, "g");
+    }
+}
