@@ -1,0 +1,146 @@
+//! Group configuration: assignment, versions, ETags and 304.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{ADMIN_TOKEN, Server, error_message};
+
+async fn put_config(server: &Server, group: &str, body: &Value) -> reqwest::Response {
+    server
+        .put(&format!("/v1/admin/config/{group}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn config_etag_304_and_version_bump() {
+    let server = Server::start().await;
+    let (_, token) = server.runtime("prod").await;
+    let (_, other_group_token) = server.runtime("staging").await;
+
+    let missing = server
+        .get("/v1/config")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(error_message(missing).await.contains("prod"));
+
+    let document =
+        json!({ "plugins": [{ "name": "sshd-hardening", "version": "0.1.0" }], "interval": "1h" });
+    let v1 = put_config(&server, "prod", &document).await;
+    assert_eq!(v1.status(), StatusCode::OK);
+    let v1: Value = v1.json().await.unwrap();
+    assert_eq!(v1["group"], "prod");
+    assert_eq!(v1["version"], 1);
+    let etag1 = v1["etag"].as_str().unwrap().to_string();
+    assert!(
+        etag1.starts_with('"') && etag1.ends_with('"') && etag1.len() == 66,
+        "{etag1}"
+    );
+
+    let fetched = server
+        .get("/v1/config")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetched.status(), StatusCode::OK);
+    assert_eq!(fetched.headers()["etag"], etag1.as_str());
+    assert_eq!(fetched.headers()["x-config-version"], "1");
+    assert_eq!(fetched.json::<Value>().await.unwrap(), document);
+
+    let unchanged = server
+        .get("/v1/config")
+        .bearer_auth(&token)
+        .header("if-none-match", &etag1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(unchanged.headers()["etag"], etag1.as_str());
+    assert!(unchanged.bytes().await.unwrap().is_empty());
+
+    let stale_etag = server
+        .get("/v1/config")
+        .bearer_auth(&token)
+        .header("if-none-match", "\"something-else\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale_etag.status(), StatusCode::OK);
+
+    // A new document: version 2, a new ETag, and the old ETag no longer 304s.
+    let changed = json!({ "plugins": [], "interval": "5m" });
+    let v2: Value = put_config(&server, "prod", &changed)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v2["version"], 2);
+    assert_ne!(v2["etag"], v1["etag"]);
+    let refreshed = server
+        .get("/v1/config")
+        .bearer_auth(&token)
+        .header("if-none-match", &etag1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    assert_eq!(refreshed.headers()["etag"], v2["etag"].as_str().unwrap());
+    assert_eq!(refreshed.headers()["x-config-version"], "2");
+    assert_eq!(refreshed.json::<Value>().await.unwrap(), changed);
+
+    // The same content again: version 3, same ETag as version 2 (content-derived).
+    let v3: Value = put_config(&server, "prod", &changed)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v3["version"], 3);
+    assert_eq!(v3["etag"], v2["etag"]);
+
+    // Other groups do not see it.
+    let other = server
+        .get("/v1/config")
+        .bearer_auth(&other_group_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn config_must_be_a_json_object() {
+    let server = Server::start().await;
+    for body in [json!([1, 2]), json!("text"), json!(null), json!(3)] {
+        let response = put_config(&server, "prod", &body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert!(error_message(response).await.contains("JSON object"));
+    }
+    let malformed = server
+        .put("/v1/admin/config/prod")
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let _ = error_message(malformed).await;
+    let bad_group = put_config(&server, "a.b c", &json!({})).await;
+    assert_eq!(bad_group.status(), StatusCode::BAD_REQUEST);
+    // Nothing was stored: the first valid PUT is version 1.
+    let v1: Value = put_config(&server, "prod", &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v1["version"], 1);
+    server.stop().await;
+}

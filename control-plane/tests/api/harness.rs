@@ -1,0 +1,201 @@
+//! Starts and stops a control plane for a test.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assessment_control_plane::{AppState, ServerConfig, Store, serve};
+use reqwest::{Client, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A running control plane.
+pub struct Server {
+    pub url: String,
+    pub http: Client,
+    pub database: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Options of a test server.
+#[derive(Clone, Copy)]
+pub struct Options {
+    pub stale_after: Duration,
+    pub token_ttl: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            stale_after: Duration::from_secs(180),
+            token_ttl: Duration::from_secs(900),
+        }
+    }
+}
+
+impl Server {
+    /// A server on a new temporary database.
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    /// A server with `options` on a new temporary database.
+    pub async fn start_with(options: Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("control-plane.db");
+        let mut server = Self::start_on(&database, options).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on `database` (which may hold data already).
+    pub async fn start_on(database: &Path, options: Options) -> Self {
+        let store = Store::open(database).await.unwrap();
+        let config =
+            ServerConfig::new(ADMIN_TOKEN, options.token_ttl, options.stale_after).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, AppState::new(store, config), async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            url,
+            http: Client::new(),
+            database: database.to_path_buf(),
+            shutdown: Some(shutdown),
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    /// Stops the server gracefully and waits for it; keeps the database.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        drop(std::mem::take(&mut self.http));
+        if let Some(shutdown) = self.shutdown.take() {
+            shutdown.send(()).unwrap();
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("the server stops within 10 s")
+                .unwrap()
+                .unwrap();
+        }
+        self._dir.take()
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.http.get(format!("{}{path}", self.url))
+    }
+
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.http.post(format!("{}{path}", self.url))
+    }
+
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        self.http.put(format!("{}{path}", self.url))
+    }
+
+    /// `POST /v1/admin/enrollment-tokens`; returns the token.
+    pub async fn enrollment_token(&self, group: &str) -> String {
+        let response = self
+            .post("/v1/admin/enrollment-tokens")
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "group": group, "ttl_seconds": 600 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["group"], group);
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    /// Enrolls a runtime into `group`; returns (runtime id, client secret).
+    pub async fn enroll(&self, group: &str, name: &str) -> (String, String) {
+        let token = self.enrollment_token(group).await;
+        let response = self
+            .post("/v1/enroll")
+            .json(&json!({ "token": token, "name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["group"], group);
+        (
+            body["runtime_id"].as_str().unwrap().to_string(),
+            body["client_secret"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// The token endpoint's raw answer.
+    pub async fn token_response(&self, id: &str, secret: &str) -> reqwest::Response {
+        self.post("/api/auth/token")
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", id),
+                ("client_secret", secret),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A fresh access token.
+    pub async fn access_token(&self, id: &str, secret: &str) -> String {
+        let response = self.token_response(id, secret).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// Enrolls a runtime and gets it an access token: (id, access token).
+    pub async fn runtime(&self, group: &str) -> (String, String) {
+        let (id, secret) = self.enroll(group, "web-1").await;
+        let token = self.access_token(&id, &secret).await;
+        (id, token)
+    }
+
+    /// `GET` an admin endpoint, expecting 200; returns the JSON body.
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let response = self
+            .get(path)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+}
+
+/// The `errors.message` of an error answer, checking its shape.
+pub async fn error_message(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.unwrap();
+    body["errors"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an api.Error body: {body}"))
+        .to_string()
+}
+
+/// An `EvidenceCreateRequest` for `plugin`/`check`.
+pub fn evidence(plugin: &str, check: &str, state: &str) -> Value {
+    json!({
+        "uuid": uuid::Uuid::new_v4().to_string(),
+        "title": format!("{check} title"),
+        "description": "checked",
+        "start": "2027-01-15T08:00:00Z",
+        "end": "2027-01-15T08:00:01Z",
+        "labels": { "plugin": plugin, "check": check, "host": "web-1" },
+        "status": { "state": state, "reason": "pass" },
+        "subjects": [],
+        "origins": [],
+        "props": []
+    })
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests of the HTTP API: the real router served on a loopback
+//! port over a temporary SQLite file, driven with reqwest.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin_auth;
+mod config;
+mod enrollment;
+mod evidence;
+mod harness;
+mod heartbeat;
+mod restart;
