@@ -1,5 +1,6 @@
 //! `assessment-control-plane`: see `--help`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -11,6 +12,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = assessment_control_plane::cli::Cli::parse();
     match assessment_control_plane::cli::run(cli) {

@@ -1,0 +1,257 @@
+//! The binary: refusals at start, the admin commands on the database file,
+//! and `serve` end to end with a graceful SIGTERM shutdown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_assessment-control-plane");
+const ADMIN_TOKEN: &str = "cli-admin-token-0123456789";
+
+fn command(database: Option<&Path>) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("ACP_ADMIN_TOKEN")
+        .env_remove("ACP_DATABASE")
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true);
+    if let Some(database) = database {
+        command.arg("--database").arg(database);
+    }
+    command
+}
+
+async fn run(database: Option<&Path>, args: &[&str]) -> (bool, String, String) {
+    let output = command(database).args(args).output().await.unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+async fn run_ok(database: &Path, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = run(Some(database), args).await;
+    assert!(ok, "{args:?} failed: {stderr}");
+    stdout
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_plain_http_flag_or_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cp.db");
+
+    let (ok, _, stderr) = run(Some(&db), &["serve", "--admin-token", ADMIN_TOKEN]).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("TLS serving is not available yet"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--dev-plain-http"), "{stderr}");
+
+    let (ok, _, stderr) = run(Some(&db), &["serve", "--dev-plain-http"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("ACP_ADMIN_TOKEN"), "{stderr}");
+
+    let (ok, _, stderr) = run(
+        Some(&db),
+        &["serve", "--dev-plain-http", "--admin-token", "short"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(stderr.contains("at least 16 characters"), "{stderr}");
+
+    let (ok, _, stderr) = run(None, &["runtimes", "list"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("--database"), "{stderr}");
+    assert!(!db.exists(), "nothing was created by refused commands");
+}
+
+#[tokio::test]
+async fn admin_commands_and_serve_share_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cp.db");
+
+    // Admin commands before the server runs.
+    let token = run_ok(
+        &db,
+        &[
+            "enrollment-token",
+            "create",
+            "--group",
+            "prod",
+            "--ttl",
+            "10m",
+        ],
+    )
+    .await;
+    let token = token.trim().to_string();
+    assert_eq!(token.len(), 64, "only the token on stdout: {token:?}");
+    let config_file = dir.path().join("prod.json");
+    std::fs::write(&config_file, r#"{"interval": "1h", "plugins": []}"#).unwrap();
+    let set: Value = serde_json::from_str(
+        &run_ok(
+            &db,
+            &[
+                "config",
+                "set",
+                "--group",
+                "prod",
+                config_file.to_str().unwrap(),
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(set["version"], 1);
+    let not_object = dir.path().join("list.json");
+    std::fs::write(&not_object, "[1]").unwrap();
+    let (ok, _, stderr) = run(
+        Some(&db),
+        &[
+            "config",
+            "set",
+            "--group",
+            "prod",
+            not_object.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!ok && stderr.contains("JSON object"), "{stderr}");
+
+    // The server, on an ephemeral port, with the admin token from the environment.
+    let mut server = command(Some(&db))
+        .args(["serve", "--dev-plain-http", "--listen", "127.0.0.1:0"])
+        .env("ACP_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let address = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("control plane listening") {
+                let start = line.find("address=").unwrap() + "address=".len();
+                return line[start..].split_whitespace().next().unwrap().to_string();
+            }
+        }
+        panic!("the server exited before listening");
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{address}");
+    let http = reqwest::Client::new();
+
+    // A runtime enrolls with the token the CLI created and gets the CLI's config.
+    let enrolled: Value = http
+        .post(format!("{url}/v1/enroll"))
+        .json(&json!({ "token": token, "name": "web-1" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(enrolled["group"], "prod");
+    let id = enrolled["runtime_id"].as_str().unwrap().to_string();
+    let secret = enrolled["client_secret"].as_str().unwrap();
+    let issued: Value = http
+        .post(format!("{url}/api/auth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &id),
+            ("client_secret", secret),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(issued["expires_in"], 900, "default --token-ttl 15m");
+    let access = issued["access_token"].as_str().unwrap().to_string();
+    let config = http
+        .get(format!("{url}/v1/config"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(config.status(), 200);
+    assert_eq!(config.headers()["etag"], set["etag"].as_str().unwrap());
+    let batch = json!({ "records": [{ "idempotency_key": "k1", "evidence": {
+        "uuid": uuid::Uuid::new_v4().to_string(), "labels": { "plugin": "sshd", "check": "c1" } } }] });
+    let stored = http
+        .post(format!("{url}/v1/evidence/batch"))
+        .bearer_auth(&access)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 200);
+
+    // The admin commands see the server's writes while it runs...
+    let runtimes: Value = serde_json::from_str(&run_ok(&db, &["runtimes", "list"]).await).unwrap();
+    assert_eq!(runtimes[0]["id"], id.as_str());
+    assert_eq!(runtimes[0]["stale"], true);
+    let evidence: Value =
+        serde_json::from_str(&run_ok(&db, &["evidence", "list", "--plugin", "sshd"]).await)
+            .unwrap();
+    assert_eq!(evidence.as_array().unwrap().len(), 1);
+    let none: Value = serde_json::from_str(
+        &run_ok(
+            &db,
+            &[
+                "evidence",
+                "list",
+                "--runtime",
+                &uuid::Uuid::new_v4().to_string(),
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(none, json!([]));
+
+    // ...and the server sees theirs: a revocation from the CLI takes effect.
+    run_ok(&db, &["runtimes", "revoke", &id]).await;
+    let refused = http
+        .get(format!("{url}/v1/config"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let (ok, _, stderr) = run(
+        Some(&db),
+        &["runtimes", "revoke", &uuid::Uuid::new_v4().to_string()],
+    )
+    .await;
+    assert!(!ok && stderr.contains("no runtime"), "{stderr}");
+
+    // SIGTERM: a graceful stop with exit status 0.
+    drop(http);
+    let pid = server.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    assert!(rest.contains("SIGTERM received"), "{rest}");
+    assert!(rest.contains("control plane stopped"), "{rest}");
+}
