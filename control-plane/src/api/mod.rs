@@ -70,3 +70,42 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every route of [`super::router`] and the admin router, by path.
+    const ROUTES: &[&str] = &[
+        "/healthz",
+        "/v1/enroll",
+        "/api/auth/token",
+        "/v1/config",
+        "/api/agent/heartbeat",
+        "/api/evidence",
+        "/v1/evidence/batch",
+        "/v1/admin/enrollment-tokens",
+        "/v1/admin/runtimes",
+        "/v1/admin/runtimes/{id}/revoke",
+        "/v1/admin/config/{group}",
+        "/v1/admin/evidence",
+    ];
+
+    #[test]
+    fn openapi_describes_every_route() {
+        let spec = include_str!("../../openapi.yaml");
+        let module = include_str!("mod.rs");
+        let module = module.split("#[cfg(test)]").next().unwrap();
+        let sources = [module, include_str!("../admin.rs")].concat();
+        for route in ROUTES {
+            assert!(
+                spec.contains(&format!("\n  {route}:\n")),
+                "openapi.yaml lacks {route}"
+            );
+        }
+        let routed = sources.matches(".route(").count();
+        assert_eq!(
+            routed,
+            ROUTES.len(),
+            "a route was added: describe it in openapi.yaml and list it here"
+        );
+    }
+}
