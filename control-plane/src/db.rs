@@ -260,7 +260,7 @@ impl Db {
             return Ok(None);
         };
         let id = Uuid::parse_str(&id).map_err(|e| {
-            StoreError::Invalid(format!("stored runtime id {id:?} is not a UUID: {e}"))
+            StoreError::Inconsistent(format!("stored runtime id {id:?} is not a UUID: {e}"))
         })?;
         Ok(Some(RuntimeIdentity { id, group }))
     }
@@ -351,7 +351,7 @@ impl Db {
         let bytes = canonical_bytes(document)?;
         let etag = strong_etag(&bytes);
         let text = String::from_utf8(bytes).map_err(|e| {
-            StoreError::Invalid(format!("the canonical document is not UTF-8: {e}"))
+            StoreError::Inconsistent(format!("the canonical document is not UTF-8: {e}"))
         })?;
         let version: i64 = self.conn.query_row(
             "INSERT INTO configs (group_name, version, document, etag, updated_at)

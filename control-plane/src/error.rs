@@ -43,6 +43,9 @@ pub enum StoreError {
     /// A thread panicked while holding the database connection.
     #[error("the database connection is unusable after an earlier panic")]
     Poisoned,
+    /// The database holds something this program did not write.
+    #[error("the database is inconsistent: {0}")]
+    Inconsistent(String),
     /// The blocking database task could not complete.
     #[error("the database task failed: {0}")]
     Task(String),
@@ -111,6 +114,7 @@ impl From<StoreError> for ApiError {
             | StoreError::Json(_)
             | StoreError::SchemaTooNew { .. }
             | StoreError::Random(_)
+            | StoreError::Inconsistent(_)
             | StoreError::Poisoned
             | StoreError::Task(_) => {
                 tracing::error!(error = %error, "internal error");

@@ -29,7 +29,7 @@ pub async fn create(
         .call(move |db| {
             db.store_evidence(runtime.id, std::slice::from_ref(&record), Utc::now())?;
             db.evidence(runtime.id, &key)?.ok_or_else(|| {
-                StoreError::Invalid("the evidence was not stored; retry".to_string())
+                StoreError::Inconsistent("the evidence just stored cannot be read back".to_string())
             })
         })
         .await?;
