@@ -162,9 +162,9 @@ impl ControlPlaneClient {
 
     async fn token(&self, renew: bool) -> Result<String, ClientError> {
         let mut cached = self.token.lock().await;
-        let fresh = cached
-            .as_ref()
-            .filter(|(_, expires)| !renew && expires.saturating_duration_since(Instant::now()) > REFRESH_MARGIN);
+        let fresh = cached.as_ref().filter(|(_, expires)| {
+            !renew && expires.saturating_duration_since(Instant::now()) > REFRESH_MARGIN
+        });
         if let Some((token, _)) = fresh {
             return Ok(token.clone());
         }
