@@ -1,0 +1,464 @@
+//! The control-plane loop end to end with the real binaries on loopback:
+//! enroll, configuration from the control plane, runs on schedule, results
+//! stored exactly once, live configuration changes, a malformed
+//! configuration kept out, the control plane down and back, the runtime
+//! SIGKILLed again and again, revoked credentials.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use assessment_e2e::{guest, repo, runtime_bin};
+use serde_json::{Value, json};
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// Findings of one kernel-params run on the good fixture tree.
+const FINDINGS_PER_RUN: usize = 19;
+
+fn control_plane_bin() -> PathBuf {
+    runtime_bin().with_file_name("assessment-control-plane")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A control plane process on a loopback port, with its database.
+struct ControlPlane {
+    child: Option<Child>,
+    port: u16,
+    db: PathBuf,
+}
+
+impl ControlPlane {
+    fn start(db: &Path, port: u16) -> Self {
+        let child = Command::new(control_plane_bin())
+            .args(["--database"])
+            .arg(db)
+            .args([
+                "serve",
+                "--dev-plain-http",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--stale-after",
+                "30s",
+                "--token-ttl",
+                "1m",
+            ])
+            .env("ACP_ADMIN_TOKEN", ADMIN_TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the control plane did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ControlPlane {
+            child: Some(child),
+            port,
+            db: db.to_path_buf(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `assessment-control-plane --database DB ARGS`, stdout.
+    fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(control_plane_bin())
+            .arg("--database")
+            .arg(&self.db)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn evidence(&self) -> Vec<Value> {
+        serde_json::from_str(&self.admin(&["evidence", "list"])).unwrap()
+    }
+
+    fn set_config(&self, dir: &Path, document: &Value) {
+        let file = dir.join("assigned.json");
+        std::fs::write(&file, document.to_string()).unwrap();
+        self.admin(&[
+            "config",
+            "set",
+            "--group",
+            "default",
+            file.to_str().unwrap(),
+        ]);
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A runtime: its directory, assessed root and local configuration.
+struct Runtime {
+    dir: tempfile::TempDir,
+}
+
+impl Runtime {
+    fn new(intervals: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        assessment_e2e::copy_tree(
+            &repo().join("plugins-examples/kernel-params/fixtures/good"),
+            &root,
+        );
+        let config = format!(
+            "[runtime]\nassessment_root = {:?}\nstate_dir = {:?}\n{intervals}\n",
+            root.display().to_string(),
+            dir.path().join("state").display().to_string()
+        );
+        std::fs::write(dir.path().join("agent.toml"), config).unwrap();
+        Runtime { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("agent.toml")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(runtime_bin());
+        cmd.args(args)
+            .arg("--config")
+            .arg(self.config())
+            .env("ASSESSMENT_RUNTIME_LOG", "info");
+        cmd
+    }
+
+    fn enroll(&self, cp: &ControlPlane) {
+        let token = cp.admin(&["enrollment-token", "create"]).trim().to_string();
+        let out = self
+            .command(&[
+                "enroll",
+                "--url",
+                &cp.url(),
+                "--token",
+                &token,
+                "--name",
+                "test-runtime",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(self.state().join("credentials.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    fn once(&self) -> Output {
+        self.command(&["daemon", "--once"]).output().unwrap()
+    }
+
+    fn spawn_daemon(&self) -> Child {
+        self.command(&["daemon"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn pending(&self) -> usize {
+        std::fs::read_dir(self.state().join("outbox/pending"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+fn assignment(extra_config: Value) -> Value {
+    json!({
+        "runtime": { "max_concurrent_jobs": 2 },
+        "plugin": [{
+            "name": "kernel-params",
+            "path": guest("kernel_params").display().to_string(),
+            "schedule": { "every": "1s" },
+            "grants": { "read": ["/proc/sys"] },
+            "config": extra_config,
+        }]
+    })
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every stored job has exactly one record per finding: nothing lost,
+/// nothing duplicated. Returns the number of jobs.
+fn assert_complete_jobs(records: &[Value]) -> usize {
+    let mut per_job: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in records {
+        let job = r["evidence"]["origins"][0]["actors"][0]["props"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "job")
+            .unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        per_job
+            .entry(job)
+            .or_default()
+            .push(r["idempotency_key"].as_str().unwrap().to_string());
+    }
+    for (job, keys) in &per_job {
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len(), "job {job} has duplicated records");
+        assert_eq!(keys.len(), FINDINGS_PER_RUN, "job {job} is incomplete");
+    }
+    per_job.len()
+}
+
+#[test]
+fn enroll_assign_run_once_and_results_are_stored_once_with_stable_streams() {
+    let state = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&state.path().join("cp.db"), free_port());
+    let runtime = Runtime::new("");
+    runtime.enroll(&cp);
+    cp.set_config(state.path(), &assignment(json!({})));
+
+    let out = runtime.once();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("19 finding(s) delivered"));
+    let first = cp.evidence();
+    assert_eq!(first.len(), FINDINGS_PER_RUN);
+    assert!(first.iter().all(|r| r["plugin"] == "kernel-params"));
+    assert!(
+        first
+            .iter()
+            .all(|r| r["evidence"]["status"]["state"] == "satisfied"),
+        "{first:#?}"
+    );
+    assert_eq!(runtime.pending(), 0);
+
+    let out = runtime.once();
+    assert!(out.status.success());
+    let both = cp.evidence();
+    assert_eq!(assert_complete_jobs(&both), 2);
+    let streams = |records: &[Value]| {
+        let mut s: Vec<String> = records
+            .iter()
+            .map(|r| r["uuid"].as_str().unwrap().to_string())
+            .collect();
+        s.sort();
+        s.dedup();
+        s
+    };
+    assert_eq!(
+        streams(&both),
+        streams(&first),
+        "the same checks on the same machine keep their evidence uuids"
+    );
+
+    let runtimes: Value = serde_json::from_str(&cp.admin(&["runtimes", "list"])).unwrap();
+    assert_eq!(runtimes[0]["name"], "test-runtime");
+    assert!(runtimes[0]["last_heartbeat_at"].is_string(), "{runtimes:#}");
+}
+
+#[test]
+fn the_daemon_runs_on_schedule_applies_changes_live_and_keeps_the_last_good_configuration() {
+    let state = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&state.path().join("cp.db"), free_port());
+    let runtime = Runtime::new(
+        "heartbeat_interval = \"1s\"\nconfig_poll_interval = \"1s\"\nshutdown_grace = \"10s\"",
+    );
+    runtime.enroll(&cp);
+    cp.set_config(state.path(), &assignment(json!({})));
+    let daemon = runtime.spawn_daemon();
+
+    wait_for("two scheduled runs", Duration::from_secs(60), || {
+        cp.evidence().len() >= 2 * FINDINGS_PER_RUN
+    });
+
+    // A live change: skip one check.
+    cp.set_config(
+        state.path(),
+        &assignment(json!({ "skip": ["kernel-aslr"] })),
+    );
+    wait_for("the change applied", Duration::from_secs(60), || {
+        cp.evidence()
+            .iter()
+            .any(|r| r["check"] == "kernel-aslr" && r["evidence"]["status"]["reason"] == "skipped")
+    });
+
+    // A malformed configuration is not applied; the last good keeps running
+    // and the heartbeat reports the error.
+    let before = cp.evidence().len();
+    cp.set_config(
+        state.path(),
+        &json!({ "plugin": [{ "name": "kernel-params", "pathh": "/x" }] }),
+    );
+    wait_for("the error in a heartbeat", Duration::from_secs(60), || {
+        let runtimes: Value = serde_json::from_str(&cp.admin(&["runtimes", "list"])).unwrap();
+        runtimes[0]["heartbeat"]["errors"]
+            .to_string()
+            .contains("invalid configuration")
+    });
+    wait_for("runs to go on", Duration::from_secs(60), || {
+        cp.evidence().len() >= before + 2 * FINDINGS_PER_RUN
+    });
+
+    sigterm(&daemon);
+    let out = daemon.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(runtime.pending(), 0, "everything was delivered before exit");
+    assert!(assert_complete_jobs(&cp.evidence()) >= 4);
+}
+
+#[test]
+fn results_wait_while_the_control_plane_is_down_and_arrive_when_it_returns() {
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let db = state.path().join("cp.db");
+    let mut cp = ControlPlane::start(&db, port);
+    let runtime = Runtime::new(
+        "heartbeat_interval = \"1s\"\nconfig_poll_interval = \"1s\"\nshutdown_grace = \"10s\"",
+    );
+    runtime.enroll(&cp);
+    cp.set_config(state.path(), &assignment(json!({})));
+    let daemon = runtime.spawn_daemon();
+    wait_for("a first delivery", Duration::from_secs(60), || {
+        !cp.evidence().is_empty()
+    });
+
+    cp.stop();
+    wait_for(
+        "results to pile up in the outbox",
+        Duration::from_secs(60),
+        || runtime.pending() >= 3,
+    );
+
+    let cp = ControlPlane::start(&db, port);
+    wait_for("the outbox to drain", Duration::from_secs(120), || {
+        runtime.pending() == 0
+    });
+    sigterm(&daemon);
+    assert!(daemon.wait_with_output().unwrap().status.success());
+    assert_eq!(runtime.pending(), 0);
+    assert!(assert_complete_jobs(&cp.evidence()) >= 4);
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&state.path().join("cp.db"), free_port());
+    let runtime = Runtime::new(
+        "heartbeat_interval = \"1s\"\nconfig_poll_interval = \"1s\"\nshutdown_grace = \"10s\"",
+    );
+    runtime.enroll(&cp);
+    cp.set_config(state.path(), &assignment(json!({})));
+    for round in 0..20u64 {
+        let mut daemon = runtime.spawn_daemon();
+        // Kill somewhere in the first two seconds: during start-up, a run,
+        // an outbox write or a delivery.
+        std::thread::sleep(Duration::from_millis(300 + (round * 7919) % 1700));
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+    }
+    // A last clean life drains whatever the kills left in the outbox (and
+    // runs at least once more, so it is surely up before it is stopped).
+    let before = cp.evidence().len();
+    let daemon = runtime.spawn_daemon();
+    wait_for("the outbox to drain", Duration::from_secs(120), || {
+        runtime.pending() == 0 && cp.evidence().len() >= before + FINDINGS_PER_RUN
+    });
+    sigterm(&daemon);
+    assert!(daemon.wait_with_output().unwrap().status.success());
+    assert_eq!(runtime.pending(), 0);
+    let jobs = assert_complete_jobs(&cp.evidence());
+    assert!(jobs >= 10, "only {jobs} jobs completed in 20 lives");
+}
+
+#[test]
+fn revoked_credentials_are_refused_and_results_are_kept() {
+    let state = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&state.path().join("cp.db"), free_port());
+    let runtime = Runtime::new("");
+    runtime.enroll(&cp);
+    cp.set_config(state.path(), &assignment(json!({})));
+    assert!(runtime.once().status.success());
+
+    let runtimes: Value = serde_json::from_str(&cp.admin(&["runtimes", "list"])).unwrap();
+    let id = runtimes[0]["id"].as_str().unwrap().to_string();
+    cp.admin(&["runtimes", "revoke", &id]);
+    let out = runtime.once();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "results could not be delivered: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused this runtime's credentials"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        runtime.pending(),
+        1,
+        "the undelivered results stay in the outbox"
+    );
+    assert_eq!(cp.evidence().len(), FINDINGS_PER_RUN);
+}
