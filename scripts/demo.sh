@@ -1,60 +1,134 @@
 #!/usr/bin/env bash
-# The main job: build the example plugins (wasm32-wasip2 components) and the
-# host, then assess this machine with them and print the results.
+# The main job: the whole system on this machine with embedded defaults.
 #
-# The agent configuration is written to target/demo/agent.toml, granting each
-# plugin only the paths it needs that exist here. Extra arguments go to
-# `assessment-runtime run` (e.g. `--output json`).
+#  1. build the example plugins (wasm32-wasip2), the runtime, the registry
+#     tools and the reference control plane;
+#  2. generate a signing key, audit, sign and package the example plugins into
+#     a local plugin registry (release layout) served on loopback;
+#  3. start the reference control plane (SQLite) on loopback;
+#  4. enroll a runtime, assign it the example plugins (signed releases from the
+#     local registry, only the grants each needs that exist here);
+#  5. run one cycle (`assessment-runtime daemon --once`): download and verify
+#     the plugins, assess this machine, deliver the results;
+#  6. show the results as the control plane stored them.
+#
+# Everything lives in target/demo/ and is recreated on every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/prerequisites.sh
 
-echo "== building the example plugins" >&2
+echo "== building the example plugins, the runtime, the registry tools and the control plane" >&2
 cargo build --locked --release --target wasm32-wasip2 \
     --manifest-path plugins-examples/Cargo.toml --target-dir target/guests \
     -p sshd-hardening -p file-permissions -p kernel-params
-echo "== building assessment-runtime" >&2
-cargo build --locked -p assessment-runtime
+cargo build --locked -p assessment-runtime -p registry-tools -p assessment-control-plane
 
-plugins="$PWD/target/guests/wasm32-wasip2/release"
-mkdir -p target/demo
-config=target/demo/agent.toml
+bin="$PWD/target/debug"
+demo="$PWD/target/demo"
+rm -rf "$demo"
+mkdir -p "$demo/registry" "$demo/dist" "$demo/state"
 
-# A TOML list of the paths among "$@" that exist on this machine.
-existing() {
-    local out="" p
-    for p in "$@"; do
-        [ -e "$p" ] && out="$out\"$p\", "
-    done
-    echo "[${out%, }]"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-{
-    echo "# Written by scripts/demo.sh for $(hostname 2>/dev/null || echo this machine)."
-    echo "[runtime]"
-    echo "assessment_root = \"/\""
-    echo
-    echo "[[plugin]]"
-    echo "name = \"sshd-hardening\""
-    echo "path = \"$plugins/sshd_hardening.wasm\""
-    if [ -d /etc/ssh ]; then
-        echo "grants = { read = [\"/etc/ssh\"] }"
-    else
-        echo "# /etc/ssh does not exist here: nothing to assess."
-        echo "enabled = false"
-    fi
-    echo
-    echo "[[plugin]]"
-    echo "name = \"file-permissions\""
-    echo "path = \"$plugins/file_permissions.wasm\""
-    echo "grants = { read = $(existing /etc/passwd /etc/passwd- /etc/group /etc/group- /etc/shadow /etc/shadow- /etc/gshadow /etc/gshadow- /etc/crontab /etc/ssh) }"
-    echo
-    echo "[[plugin]]"
-    echo "name = \"kernel-params\""
-    echo "path = \"$plugins/kernel_params.wasm\""
-    echo "grants = { read = [\"/proc/sys\"] }"
-} > "$config"
+wait_for_port() {
+    for _ in $(seq 100); do
+        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "error: nothing listens on port $1" >&2
+    return 1
+}
 
-echo "== assessing this machine with $config" >&2
-exec target/debug/assessment-runtime run --once --config "$config" "$@"
+echo "== signing the example plugins into a local registry" >&2
+export PLUGIN_REGISTRY_PASSWORD="demo-password-$RANDOM$RANDOM"
+"$bin/plugin-registry" keygen --secret-key "$demo/publisher.key" --public-key "$demo/publisher.pub" >/dev/null
+public_key=$(sed -n 2p "$demo/publisher.pub")
+for plugin in sshd-hardening file-permissions kernel-params; do
+    "$bin/plugin-registry" package "target/guests/wasm32-wasip2/release/${plugin//-/_}.wasm" \
+        --plugin-dir "plugins-examples/$plugin" --out "$demo/dist" --secret-key "$demo/publisher.key" \
+        --repository "file://$PWD" --commit "$(git rev-parse HEAD 2>/dev/null || echo unknown)" >/dev/null
+    version=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['version'])" "$demo/dist/$plugin-"*.manifest.json)
+    mkdir -p "$demo/registry/$plugin/v$version"
+    mv "$demo/dist/$plugin-$version".* "$demo/registry/$plugin/v$version/"
+done
+registry_port=$(free_port)
+python3 -m http.server --bind 127.0.0.1 --directory "$demo/registry" "$registry_port" >"$demo/registry.log" 2>&1 &
+pids+=($!)
+wait_for_port "$registry_port"
+
+echo "== starting the reference control plane" >&2
+export ACP_DATABASE="$demo/control-plane.sqlite"
+export ACP_ADMIN_TOKEN="demo-admin-$RANDOM$RANDOM$RANDOM"
+cp_port=$(free_port)
+"$bin/assessment-control-plane" serve --dev-plain-http --listen "127.0.0.1:$cp_port" >"$demo/control-plane.log" 2>&1 &
+pids+=($!)
+wait_for_port "$cp_port"
+
+echo "== enrolling a runtime" >&2
+cat >"$demo/agent.toml" <<EOF
+# The runtime's local configuration: what is this machine's own. Plugins,
+# grants and trusted keys come from the control plane.
+[runtime]
+assessment_root = "/"
+state_dir = "$demo/state"
+EOF
+token=$("$bin/assessment-control-plane" enrollment-token create --group default 2>/dev/null)
+"$bin/assessment-runtime" enroll --config "$demo/agent.toml" --url "http://127.0.0.1:$cp_port" --token "$token"
+
+echo "== assigning the example plugins" >&2
+# Grants for what exists on this machine (a grant to a missing path is an error).
+existing() {
+    python3 -c 'import json, os, sys; print(json.dumps([p for p in sys.argv[1:] if os.path.exists(p)]))' "$@"
+}
+ssh_grant=$(existing /etc/ssh)
+perm_grant=$(existing /etc/passwd /etc/passwd- /etc/group /etc/group- /etc/shadow /etc/shadow- /etc/gshadow /etc/gshadow- /etc/crontab /etc/ssh)
+registry="http://127.0.0.1:$registry_port"
+cat >"$demo/assignment.json" <<EOF
+{
+  "runtime": { "trusted_keys": ["$public_key"] },
+  "plugin": [
+    { "name": "sshd-hardening", "version": "0.1.0", "source": { "url": "$registry" },
+      "grants": { "read": $ssh_grant }, "enabled": $([ "$ssh_grant" = "[]" ] && echo false || echo true) },
+    { "name": "file-permissions", "version": "0.1.0", "source": { "url": "$registry" },
+      "grants": { "read": $perm_grant } },
+    { "name": "kernel-params", "version": "0.1.0", "source": { "url": "$registry" },
+      "grants": { "read": ["/proc/sys"] } }
+  ]
+}
+EOF
+"$bin/assessment-control-plane" config set --group default "$demo/assignment.json" >/dev/null
+
+echo "== running one assessment cycle" >&2
+set +e
+ASSESSMENT_RUNTIME_LOG=${ASSESSMENT_RUNTIME_LOG:-warn} "$bin/assessment-runtime" daemon --once --config "$demo/agent.toml"
+status=$?
+set -e
+
+echo
+echo "== results as the control plane stored them ($ACP_DATABASE)"
+"$bin/assessment-control-plane" evidence list >"$demo/evidence.json"
+"$bin/assessment-control-plane" runtimes list >"$demo/runtimes.json"
+python3 - "$demo/evidence.json" "$demo/runtimes.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+counts = {}
+for r in rows:
+    e = r["evidence"]
+    labels = e["labels"]
+    counts[labels["status"]] = counts.get(labels["status"], 0) + 1
+    print(f"{r['plugin']:<17} {labels['status'].upper():<8} {labels['severity']:<9} {r['check']:<32} {e['description']}")
+print()
+print(f"{len(rows)} evidence record(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+for r in json.load(open(sys.argv[2])):
+    print(f"runtime {r['name']} ({r['id']}): last heartbeat {r['last_heartbeat_at']}, stale: {r['stale']}")
+PY
+exit "$status"
