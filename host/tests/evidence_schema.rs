@@ -111,3 +111,47 @@ fn the_strict_schema_catches_an_invented_field() {
     let bad = serde_json::json!({ "uuid": "u", "status": { "state": 1 } });
     assert!(!validator.is_valid(&bad));
 }
+
+/// The heartbeat is the API's `handler.HeartbeatCreateRequest` plus our
+/// documented extension fields: the API's own fields must validate (with
+/// their required ones present), the rest are the extension.
+#[test]
+fn heartbeat_payloads_validate_against_the_api_schema() {
+    use assessment_runtime::control_plane::client::Heartbeat;
+    let heartbeat = Heartbeat {
+        uuid: "7a1c9a52-9a0e-4c84-9f44-1f0a8f1e2b3c".into(),
+        created_at: "2026-11-25T10:00:00.000Z".into(),
+        runtime_version: "0.1.0".into(),
+        uptime_seconds: 5,
+        plugins: serde_json::json!({}),
+        jobs: serde_json::json!({}),
+        outbox: serde_json::json!({ "batches": 0 }),
+        errors: vec![],
+    };
+    let mut payload = serde_json::to_value(&heartbeat).unwrap();
+    let extension = [
+        "runtime_version",
+        "uptime_seconds",
+        "plugins",
+        "jobs",
+        "outbox",
+        "errors",
+    ];
+    let object = payload.as_object_mut().unwrap();
+    for field in extension {
+        assert!(
+            object.remove(field).is_some(),
+            "{field} is documented as an extension"
+        );
+    }
+    let validator = validator("handler.HeartbeatCreateRequest");
+    let errors: Vec<String> = validator
+        .iter_errors(&payload)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        !validator.is_valid(&serde_json::json!({ "uuid": "x" })),
+        "created_at is required"
+    );
+}
