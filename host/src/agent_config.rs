@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use assessment_registry::manifest::valid_plugin_name;
 use assessment_registry::minisign::PublicKey;
 
 use crate::policy::{GrantSet, Limits, ceilings};
@@ -562,15 +563,6 @@ fn resolve_origin(
             "{field}: set `path` (a local component) or `version` and `source` (a signed release)"
         )),
     }
-}
-
-fn valid_plugin_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 fn config_value(value: &toml::Value) -> Option<ConfigValue> {

@@ -23,6 +23,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod control_plane;
 pub mod daemon;
+pub mod durable;
 pub mod engine;
 pub mod plugins;
 pub mod policy;

@@ -134,7 +134,7 @@ impl Manifest {
                 self.schema
             ));
         }
-        if !valid_name(&self.name) {
+        if !valid_plugin_name(&self.name) {
             return invalid(format!(
                 "name {:?}: lowercase letters, digits and `-`",
                 self.name
@@ -181,7 +181,9 @@ impl Manifest {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// A plugin name: lowercase letters, digits and `-`, starting with a letter,
+/// at most 64 bytes.
+pub fn valid_plugin_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())

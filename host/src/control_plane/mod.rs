@@ -5,13 +5,12 @@
 
 pub mod client;
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::agent_config::{AgentConfig, ConfigError};
+use crate::durable;
 use client::{ClientError, ConfigFetch, ControlPlaneClient};
 
 /// A failure to read or write the runtime's own state files.
@@ -45,26 +44,15 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Write `bytes` to `path` atomically with `mode`.
+/// Write `bytes` to `path` atomically with `mode`, creating its directory.
 fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
     let fail = |e: std::io::Error| StateError {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
-    }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(fail)?;
-    file.write_all(bytes).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    durable::write_atomic(dir, path, bytes, mode).map_err(fail)
 }
 
 impl Credentials {

@@ -17,9 +17,10 @@
 //! release that refers to it.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use crate::durable;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -132,38 +133,9 @@ impl PluginStore {
         self.root.join("releases").join(name).join(version)
     }
 
-    /// Write `bytes` to `path` atomically (temp file, fsync, rename, fsync
-    /// of the directory).
+    /// Write `bytes` to `path` atomically (see [`durable::write_atomic`]).
     pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        let tmp = self.root.join("tmp").join(format!(
-            "{}.{}.{}",
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id(),
-            uuid::Uuid::new_v4()
-        ));
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io(&tmp))?;
-            file.write_all(bytes).map_err(io(&tmp))?;
-            file.sync_all().map_err(io(&tmp))?;
-            std::fs::rename(&tmp, path).map_err(io(path))?;
-            if let Some(dir) = path.parent() {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io(dir))?;
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        durable::write_atomic(&self.root.join("tmp"), path, bytes, 0o600).map_err(io(path))
     }
 
     /// Store a verified component.
@@ -277,23 +249,7 @@ impl PluginStore {
 }
 
 fn read_dir_names(dir: &Path) -> Result<Vec<String>, StoreError> {
-    let mut names = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-        Err(e) => return Err(io(dir)(e)),
-    };
-    for entry in entries {
-        names.push(
-            entry
-                .map_err(io(dir))?
-                .file_name()
-                .to_string_lossy()
-                .into_owned(),
-        );
-    }
-    names.sort();
-    Ok(names)
+    durable::sorted_names(dir).map_err(io(dir))
 }
 
 #[cfg(test)]

@@ -15,15 +15,14 @@
 //! [`OutboxError::Full`] — nothing already accepted is ever dropped; the job
 //! reports the refusal and the heartbeat reports the depth.
 
-use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::evidence::EvidenceRecord;
+use crate::durable;
 
 /// An outbox failure.
 #[derive(Debug, thiserror::Error)]
@@ -173,24 +172,9 @@ impl Outbox {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let name = format!("{nanos:024}-{}.json", uuid::Uuid::new_v4());
-        let tmp = self.root.join("tmp").join(&name);
         let target = self.pending_dir().join(&name);
-        let write = || -> Result<(), OutboxError> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io(&tmp))?;
-            file.write_all(&bytes).map_err(io(&tmp))?;
-            file.sync_all().map_err(io(&tmp))?;
-            std::fs::rename(&tmp, &target).map_err(io(&target))?;
-            sync_dir(&self.pending_dir())
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        durable::write_atomic(&self.root.join("tmp"), &target, &bytes, 0o600)
+            .map_err(io(&target))?;
         *used += needed;
         Ok(())
     }
@@ -296,22 +280,11 @@ fn poisoned(root: &Path) -> OutboxError {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    durable::sync_dir(dir).map_err(io(dir))
 }
 
 fn names(dir: &Path) -> Result<Vec<String>, OutboxError> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        names.push(
-            entry
-                .map_err(io(dir))?
-                .file_name()
-                .to_string_lossy()
-                .into_owned(),
-        );
-    }
-    names.sort();
-    Ok(names)
+    durable::sorted_names(dir).map_err(io(dir))
 }
 
 #[cfg(test)]
