@@ -200,11 +200,23 @@ fn fetch_verify_store_and_run_then_run_offline() {
     let requests = server.requests.lock().unwrap().len();
     assert_eq!(requests, 3, "manifest, signature, component");
 
-    // The registry goes away: the store serves the next run.
+    let compiled = agent
+        .state_dir()
+        .join("plugins/compiled")
+        .join(&store_files(&agent, "compiled")[0]);
+    let compiled_at = std::fs::metadata(&compiled).unwrap().modified().unwrap();
+
+    // The registry goes away: the store serves the next run, and the
+    // precompiled artifact spares the compilation.
     drop(server);
     let out = agent.run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.status("kernel-params", "kernel-aslr"), "pass");
+    assert_eq!(
+        std::fs::metadata(&compiled).unwrap().modified().unwrap(),
+        compiled_at,
+        "not recompiled"
+    );
 
     // Operators' store commands.
     let listed = String::from_utf8_lossy(&agent.command(&["plugins", "list"]).stdout).into_owned();
