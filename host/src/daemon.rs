@@ -28,11 +28,29 @@ const CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 struct Status {
     jobs: BTreeMap<String, serde_json::Value>,
+    /// Plugin name → `ready`, or why it cannot run (load, fetch, verify,
+    /// configuration or grant errors).
+    plugins: BTreeMap<String, String>,
     errors: Vec<String>,
 }
 
 impl Status {
     fn record(&mut self, report: &JobReport) {
+        use crate::runner::JobErrorKind::*;
+        let state = match &report.error {
+            Some(e) if matches!(e.kind, Load | Fetch | Verify | Describe | Config | Grant) => {
+                format!(
+                    "unavailable ({}): {}",
+                    serde_json::to_value(e.kind)
+                        .ok()
+                        .and_then(|k| k.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    e.message
+                )
+            }
+            _ => "ready".to_string(),
+        };
+        self.plugins.insert(report.plugin.clone(), state);
         let outcome = match &report.error {
             None => "completed".to_string(),
             Some(e) => format!("failed: {}", e.message),
@@ -231,26 +249,33 @@ impl Daemon {
     }
 
     fn heartbeat_body(&self, config: &AgentConfig) -> Heartbeat {
-        let (jobs, mut errors) = match self.shared.status.lock() {
-            Ok(status) => (serde_json::json!(status.jobs), status.errors.clone()),
+        let (jobs, mut plugins, mut errors) = match self.shared.status.lock() {
+            Ok(status) => (
+                serde_json::json!(status.jobs),
+                status.plugins.clone(),
+                status.errors.clone(),
+            ),
             Err(_) => (
                 serde_json::Value::Null,
+                BTreeMap::new(),
                 vec!["status unavailable".to_string()],
             ),
         };
+        // Configured plugins that have not run yet are pending.
+        for p in &config.plugins {
+            let state = if p.enabled { "pending" } else { "disabled" };
+            plugins
+                .entry(p.name.clone())
+                .or_insert_with(|| state.to_string());
+        }
+        plugins.retain(|name, _| config.plugins.iter().any(|p| &p.name == name));
         errors.extend(self.sync.last_error.clone());
         Heartbeat {
             uuid: self.client.runtime_id().to_string(),
             created_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             runtime_version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_seconds: self.started.elapsed().as_secs(),
-            plugins: serde_json::json!(
-                config
-                    .plugins
-                    .iter()
-                    .map(|p| (p.name.clone(), p.location()))
-                    .collect::<BTreeMap<_, _>>()
-            ),
+            plugins: serde_json::json!(plugins),
             jobs,
             outbox: serde_json::to_value(self.outbox.depth().ok()).unwrap_or_default(),
             errors,

@@ -311,6 +311,16 @@ fn enroll_assign_run_once_and_results_are_stored_once_with_stable_streams() {
     let runtimes: Value = serde_json::from_str(&cp.admin(&["runtimes", "list"])).unwrap();
     assert_eq!(runtimes[0]["name"], "test-runtime");
     assert!(runtimes[0]["last_heartbeat_at"].is_string(), "{runtimes:#}");
+    let heartbeat = &runtimes[0]["heartbeat"];
+    assert_eq!(
+        heartbeat["plugins"]["kernel-params"], "ready",
+        "{heartbeat:#}"
+    );
+    assert_eq!(heartbeat["outbox"]["batches"], 0, "{heartbeat:#}");
+    assert!(
+        heartbeat["jobs"]["kernel-params"]["outcome"] == "completed",
+        "{heartbeat:#}"
+    );
 }
 
 #[test]
