@@ -33,7 +33,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_ENROLLMENT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Schema migrations; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE enrollment_tokens (
     token_hash  TEXT PRIMARY KEY,
     group_name  TEXT NOT NULL,
@@ -78,7 +79,12 @@ CREATE TABLE evidence (
     UNIQUE (runtime_id, idempotency_key)
 );
 CREATE INDEX evidence_received ON evidence(received_at, seq);
-"#];
+"#,
+    // 2: credential rotation — a pending secret, promoted on first use.
+    r#"
+ALTER TABLE runtimes ADD COLUMN next_secret_hash TEXT;
+"#,
+];
 
 /// One connection to the control plane's database.
 #[derive(Debug)]
@@ -201,22 +207,30 @@ impl Db {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row: Option<(String, Option<i64>)> = tx
+        let row: Option<(String, Option<String>, Option<i64>)> = tx
             .query_row(
-                "SELECT secret_hash, revoked_at FROM runtimes WHERE id = ?1",
+                "SELECT secret_hash, next_secret_hash, revoked_at FROM runtimes WHERE id = ?1",
                 params![id],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .optional()?;
-        let Some((secret_hash, revoked_at)) = row else {
+        let Some((secret_hash, next_secret_hash, revoked_at)) = row else {
             return Err(StoreError::InvalidClient);
         };
-        let secret_matches = constant_time_eq(
-            secret_hash.as_bytes(),
-            hash_secret(client_secret).as_bytes(),
-        );
-        if !secret_matches || revoked_at.is_some() {
+        let presented = hash_secret(client_secret);
+        let current = constant_time_eq(secret_hash.as_bytes(), presented.as_bytes());
+        // The first use of a rotated secret makes it the only valid one.
+        let rotated = next_secret_hash
+            .as_deref()
+            .is_some_and(|next| constant_time_eq(next.as_bytes(), presented.as_bytes()));
+        if !(current || rotated) || revoked_at.is_some() {
             return Err(StoreError::InvalidClient);
+        }
+        if rotated {
+            tx.execute(
+                "UPDATE runtimes SET secret_hash = next_secret_hash, next_secret_hash = NULL WHERE id = ?1",
+                params![id],
+            )?;
         }
         tx.execute(
             "DELETE FROM access_tokens WHERE runtime_id = ?1 AND expires_at <= ?2",
@@ -307,6 +321,21 @@ impl Db {
             });
         }
         Ok(runtimes)
+    }
+
+    /// Issues a new client secret for `runtime`. The current secret stays
+    /// valid until the new one is first used at the token endpoint, so a
+    /// runtime that crashes before saving the new secret is not locked out.
+    pub fn rotate_secret(&mut self, runtime: Uuid) -> Result<String, StoreError> {
+        let secret = random_token()?;
+        let updated = self.conn.execute(
+            "UPDATE runtimes SET next_secret_hash = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+            params![hash_secret(&secret), runtime.to_string()],
+        )?;
+        if updated == 0 {
+            return Err(StoreError::InvalidClient);
+        }
+        Ok(secret)
     }
 
     /// Revokes a runtime: its access tokens are deleted and it can get no
@@ -639,17 +668,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.db");
         let mut db = Db::open(&path).unwrap();
-        assert_eq!(db.schema_version().unwrap(), 1);
+        assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
         drop(db);
         let mut db = Db::open(&path).unwrap();
-        assert_eq!(db.schema_version().unwrap(), 1);
+        assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as i64);
         db.enroll(&token.token, "n", t0()).unwrap();
         let mode: String = db
             .conn
             .pragma_query_value(None, "journal_mode", |row| row.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_first_version_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let mut db = Db::open(&path).unwrap();
+        assert_eq!(db.schema_version().unwrap(), 2);
+        let e = enrolled(&mut db, "default");
+        db.rotate_secret(Uuid::parse_str(&e.runtime_id).unwrap())
+            .unwrap();
     }
 
     #[test]
@@ -663,7 +708,7 @@ mod tests {
             Db::open(&path).unwrap_err(),
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ));
     }
@@ -700,6 +745,29 @@ mod tests {
             assert!(!dump.contains(secret.as_str()));
             assert!(dump.contains(&hash_secret(secret)));
         }
+    }
+
+    #[test]
+    fn rotated_secrets_replace_the_old_one_on_first_use() {
+        let mut db = Db::open_in_memory().unwrap();
+        let e = enrolled(&mut db, "default");
+        let id = e.runtime_id.clone();
+        let runtime = Uuid::parse_str(&id).unwrap();
+        let new = db.rotate_secret(runtime).unwrap();
+        // Until the new secret is used, the old one still works.
+        db.issue_access_token(&id, &e.client_secret, HOUR, t0())
+            .unwrap();
+        db.issue_access_token(&id, &new, HOUR, t0()).unwrap();
+        assert!(matches!(
+            db.issue_access_token(&id, &e.client_secret, HOUR, t0()),
+            Err(StoreError::InvalidClient)
+        ));
+        db.issue_access_token(&id, &new, HOUR, t0()).unwrap();
+        db.revoke_runtime(&id, t0()).unwrap();
+        assert!(matches!(
+            db.rotate_secret(runtime),
+            Err(StoreError::InvalidClient)
+        ));
     }
 
     #[test]

@@ -85,6 +85,13 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Replace this runtime's client secret with a new one from the control
+    /// plane (the old one stops working once the new one is in use).
+    RotateCredentials {
+        /// The agent configuration file (for `runtime.state_dir`).
+        #[arg(long, short, env = "ASSESSMENT_RUNTIME_CONFIG")]
+        config: PathBuf,
+    },
     /// Run continuously: configuration from the control plane, plugins on
     /// their schedules, results delivered, heartbeats; SIGTERM drains.
     Daemon {
@@ -271,6 +278,32 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 credentials.runtime_id,
                 name,
                 crate::control_plane::Credentials::path(&agent.state_dir).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RotateCredentials { config } => {
+            use crate::control_plane::Credentials;
+            use crate::control_plane::client::ControlPlaneClient;
+            let agent = load(&config, None)?;
+            let timeout = std::time::Duration::from_secs(30);
+            let current = Credentials::load(&agent.state_dir)?;
+            let rotated = ControlPlaneClient::new(current, timeout)?
+                .rotate_secret()
+                .await
+                .context(
+                    "the control plane did not rotate the secret; the current one is still valid",
+                )?;
+            // Saved before first use: a crash here leaves both secrets valid.
+            rotated
+                .save(&agent.state_dir)
+                .context("cannot store the new credentials; the current ones are still valid")?;
+            ControlPlaneClient::new(rotated.clone(), timeout)?
+                .authenticate()
+                .await
+                .context("the new secret is stored but was not accepted yet; the next request will use it")?;
+            println!(
+                "rotated the client secret of runtime {}; the previous one no longer works",
+                rotated.runtime_id
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -472,3 +472,68 @@ fn revoked_credentials_are_refused_and_results_are_kept() {
     );
     assert_eq!(cp.evidence().len(), FINDINGS_PER_RUN);
 }
+
+/// `POST /api/auth/token` with the client-credentials grant, over a raw
+/// connection; returns the HTTP status.
+fn token_status(port: u16, runtime_id: &str, secret: &str) -> u16 {
+    use std::io::{Read, Write};
+    let body =
+        format!("grant_type=client_credentials&client_id={runtime_id}&client_secret={secret}");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /api/auth/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn credentials_rotate_and_the_old_secret_stops_working() {
+    let state = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&state.path().join("cp.db"), free_port());
+    let runtime = Runtime::new("");
+    runtime.enroll(&cp);
+    cp.set_config(state.path(), &assignment(json!({})));
+    let read = || -> Value {
+        serde_json::from_slice(&std::fs::read(runtime.state().join("credentials.json")).unwrap())
+            .unwrap()
+    };
+    let before = read();
+    let id = before["runtime_id"].as_str().unwrap().to_string();
+    let old_secret = before["client_secret"].as_str().unwrap().to_string();
+
+    let out = runtime.command(&["rotate-credentials"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = read();
+    assert_eq!(after["runtime_id"], id.as_str());
+    let new_secret = after["client_secret"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, old_secret);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(runtime.state().join("credentials.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    assert_eq!(
+        token_status(cp.port, &id, &old_secret),
+        401,
+        "the old secret is refused"
+    );
+    assert_eq!(token_status(cp.port, &id, &new_secret), 200);
+    let out = runtime.once();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(cp.evidence().len(), FINDINGS_PER_RUN);
+}

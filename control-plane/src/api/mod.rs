@@ -7,6 +7,7 @@
 //! (enrollment, configuration, idempotent evidence batches) and admins.
 
 pub mod config;
+pub mod credentials;
 pub mod enroll;
 pub mod evidence;
 pub mod heartbeat;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/enroll", post(enroll::enroll))
         .route("/api/auth/token", post(token::token))
+        .route("/v1/credentials/rotate", post(credentials::rotate))
         .route("/v1/config", get(config::get_config))
         .route("/api/agent/heartbeat", post(heartbeat::heartbeat))
         .route("/api/evidence", post(evidence::create))
@@ -78,6 +80,7 @@ mod tests {
         "/healthz",
         "/v1/enroll",
         "/api/auth/token",
+        "/v1/credentials/rotate",
         "/v1/config",
         "/api/agent/heartbeat",
         "/api/evidence",

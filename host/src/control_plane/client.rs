@@ -216,6 +216,37 @@ impl ControlPlaneClient {
         Ok(response)
     }
 
+    /// Get an access token now (checks the credentials; a rotated secret
+    /// becomes the only valid one at its first use).
+    pub async fn authenticate(&self) -> Result<(), ClientError> {
+        self.token(true).await.map(|_| ())
+    }
+
+    /// Ask for a new client secret. The current one stays valid until the
+    /// new one is first used, so save the new credentials, then
+    /// [`authenticate`](Self::authenticate) with them.
+    pub async fn rotate_secret(&self) -> Result<Credentials, ClientError> {
+        #[derive(Deserialize)]
+        struct Rotated {
+            client_secret: String,
+        }
+        let url = self.url("/v1/credentials/rotate");
+        let response = self
+            .send(|http, token| http.post(&url).bearer_auth(token))
+            .await?;
+        if response.status().as_u16() != 200 {
+            return Err(ClientError::Protocol(error_text(response).await));
+        }
+        let rotated: Rotated = response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(Credentials {
+            client_secret: rotated.client_secret,
+            ..self.credentials.clone()
+        })
+    }
+
     /// Poll the configuration; `etag` is the one of the configuration in use.
     pub async fn fetch_config(&self, etag: Option<&str>) -> Result<ConfigFetch, ClientError> {
         let url = self.url("/v1/config");
