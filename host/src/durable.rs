@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Write `bytes` to `path` atomically with permissions `mode`: a temporary
@@ -38,6 +38,14 @@ pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8], mode: u32) -> std
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Create `dir` and its missing parents, readable only by this user (0700).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// fsync a directory, making a rename or removal in it durable.

@@ -17,7 +17,7 @@
 //! release that refers to it.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::durable;
@@ -78,11 +78,7 @@ impl PluginStore {
         let root = state_dir.join("plugins");
         for dir in ["blobs/sha256", "releases", "compiled", "tmp"] {
             let path = root.join(dir);
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&path)
-                .map_err(io(&path))?;
+            durable::create_private_dir(&path).map_err(io(&path))?;
         }
         Ok(PluginStore { root })
     }
@@ -150,11 +146,7 @@ impl PluginStore {
     /// Record a verified release (after its component is stored).
     pub fn put_release(&self, release: &StoredRelease) -> Result<(), StoreError> {
         let dir = self.release_dir(&release.name, &release.version);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io(&dir))?;
+        durable::create_private_dir(&dir).map_err(io(&dir))?;
         self.write_atomic(
             &dir.join("manifest.json.minisig"),
             release.signature.as_bytes(),

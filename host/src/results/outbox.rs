@@ -16,7 +16,6 @@
 //! reports the refusal and the heartbeat reports the depth.
 
 use std::future::Future;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -123,11 +122,7 @@ impl Outbox {
         let root = state_dir.join("outbox");
         for dir in ["pending", "rejected", "tmp"] {
             let path = root.join(dir);
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&path)
-                .map_err(io(&path))?;
+            durable::create_private_dir(&path).map_err(io(&path))?;
         }
         let tmp = root.join("tmp");
         for name in names(&tmp)? {
