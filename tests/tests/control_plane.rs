@@ -218,6 +218,21 @@ fn assignment(extra_config: Value) -> Value {
     })
 }
 
+/// Daemon intervals short enough for tests.
+const FAST_INTERVALS: &str =
+    "heartbeat_interval = \"1s\"\nconfig_poll_interval = \"1s\"\nshutdown_grace = \"10s\"";
+
+/// A control plane, and a runtime with `intervals` enrolled with it and
+/// assigned kernel-params; the directory holds the control plane's state.
+fn enrolled_and_assigned(intervals: &str) -> (tempfile::TempDir, ControlPlane, Runtime) {
+    let state = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&state.path().join("cp.db"), free_port());
+    let runtime = Runtime::new(intervals);
+    runtime.enroll(&cp);
+    cp.set_config(state.path(), &assignment(json!({})));
+    (state, cp, runtime)
+}
+
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -265,11 +280,7 @@ fn assert_complete_jobs(records: &[Value]) -> usize {
 
 #[test]
 fn enroll_assign_run_once_and_results_are_stored_once_with_stable_streams() {
-    let state = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&state.path().join("cp.db"), free_port());
-    let runtime = Runtime::new("");
-    runtime.enroll(&cp);
-    cp.set_config(state.path(), &assignment(json!({})));
+    let (_state, cp, runtime) = enrolled_and_assigned("");
 
     let out = runtime.once();
     assert!(
@@ -325,13 +336,7 @@ fn enroll_assign_run_once_and_results_are_stored_once_with_stable_streams() {
 
 #[test]
 fn the_daemon_runs_on_schedule_applies_changes_live_and_keeps_the_last_good_configuration() {
-    let state = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&state.path().join("cp.db"), free_port());
-    let runtime = Runtime::new(
-        "heartbeat_interval = \"1s\"\nconfig_poll_interval = \"1s\"\nshutdown_grace = \"10s\"",
-    );
-    runtime.enroll(&cp);
-    cp.set_config(state.path(), &assignment(json!({})));
+    let (state, cp, runtime) = enrolled_and_assigned(FAST_INTERVALS);
     let daemon = runtime.spawn_daemon();
 
     wait_for("two scheduled runs", Duration::from_secs(60), || {
@@ -379,15 +384,8 @@ fn the_daemon_runs_on_schedule_applies_changes_live_and_keeps_the_last_good_conf
 
 #[test]
 fn results_wait_while_the_control_plane_is_down_and_arrive_when_it_returns() {
-    let state = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let db = state.path().join("cp.db");
-    let mut cp = ControlPlane::start(&db, port);
-    let runtime = Runtime::new(
-        "heartbeat_interval = \"1s\"\nconfig_poll_interval = \"1s\"\nshutdown_grace = \"10s\"",
-    );
-    runtime.enroll(&cp);
-    cp.set_config(state.path(), &assignment(json!({})));
+    let (_state, mut cp, runtime) = enrolled_and_assigned(FAST_INTERVALS);
+    let (db, port) = (cp.db.clone(), cp.port);
     let daemon = runtime.spawn_daemon();
     wait_for("a first delivery", Duration::from_secs(60), || {
         !cp.evidence().is_empty()
@@ -412,13 +410,7 @@ fn results_wait_while_the_control_plane_is_down_and_arrive_when_it_returns() {
 
 #[test]
 fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
-    let state = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&state.path().join("cp.db"), free_port());
-    let runtime = Runtime::new(
-        "heartbeat_interval = \"1s\"\nconfig_poll_interval = \"1s\"\nshutdown_grace = \"10s\"",
-    );
-    runtime.enroll(&cp);
-    cp.set_config(state.path(), &assignment(json!({})));
+    let (_state, cp, runtime) = enrolled_and_assigned(FAST_INTERVALS);
     for round in 0..20u64 {
         let mut daemon = runtime.spawn_daemon();
         // Kill somewhere in the first two seconds: during start-up, a run,
@@ -443,11 +435,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 
 #[test]
 fn revoked_credentials_are_refused_and_results_are_kept() {
-    let state = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&state.path().join("cp.db"), free_port());
-    let runtime = Runtime::new("");
-    runtime.enroll(&cp);
-    cp.set_config(state.path(), &assignment(json!({})));
+    let (_state, cp, runtime) = enrolled_and_assigned("");
     assert!(runtime.once().status.success());
 
     let runtimes: Value = serde_json::from_str(&cp.admin(&["runtimes", "list"])).unwrap();
@@ -493,11 +481,7 @@ fn token_status(port: u16, runtime_id: &str, secret: &str) -> u16 {
 
 #[test]
 fn credentials_rotate_and_the_old_secret_stops_working() {
-    let state = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&state.path().join("cp.db"), free_port());
-    let runtime = Runtime::new("");
-    runtime.enroll(&cp);
-    cp.set_config(state.path(), &assignment(json!({})));
+    let (_state, cp, runtime) = enrolled_and_assigned("");
     let read = || -> Value {
         serde_json::from_slice(&std::fs::read(runtime.state().join("credentials.json")).unwrap())
             .unwrap()
