@@ -1,8 +1,10 @@
 //! Who is calling: the admin (the configured admin token) or an enrolled
-//! runtime (an access token from the token endpoint). Both are axum
-//! extractors that answer 401 when the bearer token is missing or wrong.
+//! runtime (an access token from the token endpoint, over a connection with
+//! the client certificate the runtime was issued when serving mutual TLS).
+//! All are axum extractors that answer 401 when a credential is missing or
+//! wrong.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use chrono::Utc;
@@ -10,6 +12,7 @@ use chrono::Utc;
 use crate::api::AppState;
 use crate::error::ApiError;
 use crate::model::RuntimeIdentity;
+use crate::tls::TlsPeer;
 
 /// The bearer token of a request, if it has one.
 pub fn bearer_token(parts: &Parts) -> Option<&str> {
@@ -40,7 +43,34 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// A request carrying a valid access token of a runtime that is not revoked.
+/// The SHA-256 of the connection's client certificate: `Some` whenever the
+/// server uses mutual TLS (a request without one is refused with 401),
+/// `None` over plain HTTP.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate(pub Option<String>);
+
+impl FromRequestParts<AppState> for ClientCertificate {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.ca.is_none() {
+            return Ok(ClientCertificate(None));
+        }
+        let presented = parts
+            .extensions
+            .get::<ConnectInfo<TlsPeer>>()
+            .and_then(|ConnectInfo(peer)| peer.client_certificate.clone());
+        match presented {
+            Some(sha256) => Ok(ClientCertificate(Some(sha256))),
+            None => Err(ApiError::unauthorized(
+                "this control plane uses mutual TLS: connect with the client certificate issued at enrollment",
+            )),
+        }
+    }
+}
+
+/// A request carrying a valid access token of a runtime that is not
+/// revoked, over a connection with the certificate the token is bound to.
 #[derive(Debug, Clone)]
 pub struct Runtime(pub RuntimeIdentity);
 
@@ -54,13 +84,15 @@ impl FromRequestParts<AppState> for Runtime {
             ));
         };
         let token = token.to_string();
+        let ClientCertificate(certificate) =
+            ClientCertificate::from_request_parts(parts, state).await?;
         let identity = state
             .store
-            .call(move |db| db.authenticate(&token, Utc::now()))
+            .call(move |db| db.authenticate(&token, certificate.as_deref(), Utc::now()))
             .await?;
         identity.map(Runtime).ok_or_else(|| {
             ApiError::unauthorized(
-                "the access token is unknown or expired, or the runtime is revoked",
+                "the access token is unknown or expired, was issued for another client certificate, or the runtime is revoked",
             )
         })
     }

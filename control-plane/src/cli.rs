@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -13,10 +14,12 @@ use serde::Serialize;
 
 use crate::admin::DEFAULT_ENROLLMENT_TTL;
 use crate::api::AppState;
+use crate::ca::{CA_CERT_FILE, CertificateAuthority};
 use crate::config::{DEFAULT_STALE_AFTER, DEFAULT_TOKEN_TTL, ServerConfig};
 use crate::db::{Db, Store};
 use crate::model::{DEFAULT_GROUP, EvidenceFilter};
-use crate::server::{serve, shutdown_signal};
+use crate::server::{serve, serve_tls, shutdown_signal};
+use crate::tls::server_config;
 
 /// Reference control plane for Assessment Runtime.
 #[derive(Debug, Parser)]
@@ -47,6 +50,27 @@ pub enum Command {
     /// Stored evidence.
     #[command(subcommand)]
     Evidence(EvidenceCommand),
+    /// The certificate authority that issues the server's and the runtimes'
+    /// certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+/// Where the CA lives.
+#[derive(Debug, Args)]
+pub struct CaDirArgs {
+    /// The CA directory (`ca.pem`, and `ca.key` readable only by its
+    /// owner); created on first use. Default: `ca/` beside the database.
+    #[arg(long, env = "ACP_CA_DIR", value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+}
+
+/// `ca` commands.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Print the CA certificate (PEM) that runtimes must trust, creating
+    /// the CA if there is none yet; its SHA-256 goes to stderr.
+    Certificate(CaDirArgs),
 }
 
 /// Options of `serve`.
@@ -65,9 +89,25 @@ pub struct ServeArgs {
     /// A runtime whose last heartbeat is older than this is stale.
     #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
     pub stale_after: Duration,
-    /// Serve plain HTTP (required until TLS serving exists; development only).
+    /// Serve plain HTTP without TLS or client certificates: development
+    /// only (credentials cross the network in the clear).
     #[arg(long)]
     pub dev_plain_http: bool,
+    /// The names runtimes reach this server by (DNS names or IP
+    /// addresses), put in its certificate.
+    #[arg(
+        long = "tls-name",
+        value_name = "NAME",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1"
+    )]
+    pub tls_names: Vec<String>,
+    /// Lifetime of the client certificates issued to runtimes.
+    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    pub client_cert_validity: Duration,
+    /// The CA.
+    #[command(flatten)]
+    pub ca: CaDirArgs,
 }
 
 /// `enrollment-token` commands.
@@ -161,6 +201,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let mut db = open(cli.database)?;
             print_json(&db.set_config(&group, &document, Utc::now())?)
         }
+        Command::Ca(CaCommand::Certificate(args)) => {
+            let dir = ca_dir(cli.database.as_deref(), args)?;
+            let ca = load_ca(&dir)?;
+            eprintln!(
+                "CA certificate {} (SHA-256 {})",
+                dir.join(CA_CERT_FILE).display(),
+                ca.sha256()
+            );
+            let mut out = std::io::stdout().lock();
+            write!(out, "{}", ca.certificate_pem()).context("cannot write to stdout")
+        }
         Command::Evidence(EvidenceCommand::List {
             runtime,
             plugin,
@@ -189,17 +240,50 @@ fn open_path(path: &Path) -> anyhow::Result<Db> {
     Db::open(path).with_context(|| format!("cannot open the database {}", path.display()))
 }
 
-fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
-    if !args.dev_plain_http {
-        bail!(
-            "TLS serving is not available yet (mutual TLS is a later step); \
-             pass --dev-plain-http to serve plain HTTP for local development"
-        );
+/// The CA directory: `--ca-dir`, or `ca/` beside the database.
+fn ca_dir(database: Option<&Path>, args: CaDirArgs) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = args.ca_dir {
+        return Ok(dir);
     }
+    let database = database.context(
+        "--ca-dir DIR or --database PATH is required: the CA lives beside the database by default",
+    )?;
+    Ok(database
+        .parent()
+        .map_or_else(|| PathBuf::from("ca"), |parent| parent.join("ca")))
+}
+
+fn load_ca(dir: &Path) -> anyhow::Result<CertificateAuthority> {
+    CertificateAuthority::load_or_create(dir)
+        .with_context(|| format!("cannot use the certificate authority in {}", dir.display()))
+}
+
+fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let Some(admin_token) = args.admin_token else {
         bail!("an admin token is required: set ACP_ADMIN_TOKEN or pass --admin-token");
     };
     let config = ServerConfig::new(&admin_token, args.token_ttl, args.stale_after)?;
+    if args.client_cert_validity < Duration::from_secs(3600) {
+        bail!("--client-cert-validity must be at least 1h");
+    }
+    let tls = if args.dev_plain_http {
+        None
+    } else {
+        if args.tls_names.iter().all(|name| name.trim().is_empty()) {
+            bail!("--tls-name needs at least one name or address runtimes reach this server by");
+        }
+        let dir = ca_dir(database.as_deref(), args.ca)?;
+        let ca = load_ca(&dir)?.with_client_validity(args.client_cert_validity);
+        let server_config =
+            server_config(&ca, &args.tls_names).context("cannot set up TLS serving")?;
+        tracing::info!(
+            ca = %dir.join(CA_CERT_FILE).display(),
+            ca_sha256 = %ca.sha256(),
+            names = ?args.tls_names,
+            "serving mutual TLS; runtimes enroll with this CA certificate"
+        );
+        Some((Arc::new(ca), server_config))
+    };
     let path = database_path(database)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -213,11 +297,22 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr().context("no local address")?;
-        tracing::warn!("serving plain HTTP (--dev-plain-http): for local development only");
-        tracing::info!(%address, database = %path.display(), "control plane listening");
-        serve(listener, AppState::new(store, config), shutdown_signal())
-            .await
-            .context("the HTTP server failed")?;
+        let state = AppState::new(store, config);
+        match tls {
+            Some((ca, server_config)) => {
+                tracing::info!(%address, database = %path.display(), "control plane listening (https)");
+                serve_tls(listener, server_config, state.with_ca(ca), shutdown_signal())
+                    .await
+                    .context("the HTTPS server failed")?;
+            }
+            None => {
+                tracing::warn!("serving plain HTTP (--dev-plain-http): for local development only");
+                tracing::info!(%address, database = %path.display(), "control plane listening (http)");
+                serve(listener, state, shutdown_signal())
+                    .await
+                    .context("the HTTP server failed")?;
+            }
+        }
         tracing::info!("control plane stopped");
         Ok(())
     })

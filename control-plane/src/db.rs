@@ -18,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::ca::IssuedCertificate;
 use crate::canonical::{canonical_bytes, strong_etag};
 use crate::error::StoreError;
 use crate::model::{
@@ -84,7 +85,24 @@ CREATE INDEX evidence_received ON evidence(received_at, seq);
     r#"
 ALTER TABLE runtimes ADD COLUMN next_secret_hash TEXT;
 "#,
+    // 3: mutual TLS — the SHA-256 of each runtime's client certificate (and
+    // of the pending one during rotation); access tokens are bound to the
+    // certificate they were issued over.
+    r#"
+ALTER TABLE runtimes ADD COLUMN cert_sha256 TEXT;
+ALTER TABLE runtimes ADD COLUMN next_cert_sha256 TEXT;
+ALTER TABLE access_tokens ADD COLUMN cert_sha256 TEXT;
+"#,
 ];
+
+/// What the token endpoint checks of a runtime.
+struct RuntimeCredentials {
+    secret_hash: String,
+    next_secret_hash: Option<String>,
+    cert_sha256: Option<String>,
+    next_cert_sha256: Option<String>,
+    revoked: bool,
+}
 
 /// One connection to the control plane's database.
 #[derive(Debug)]
@@ -151,12 +169,15 @@ impl Db {
     }
 
     /// Spends an enrollment token: creates a runtime named `name` in the
-    /// token's group and returns its credentials.
+    /// token's group and returns its credentials. Once the token is found
+    /// good, `certify` is called with the new runtime's id; the certificate
+    /// it returns (if any) is the only one the runtime may connect with.
     pub fn enroll(
         &mut self,
         token: &str,
         name: &str,
         now: DateTime<Utc>,
+        certify: impl FnOnce(&str) -> Result<Option<IssuedCertificate>, StoreError>,
     ) -> Result<Enrollment, StoreError> {
         validate_runtime_name(name)?;
         let now = to_millis(now);
@@ -177,25 +198,39 @@ impl Db {
         let Some(group) = group else {
             return Err(StoreError::InvalidEnrollmentToken);
         };
+        let certificate = certify(&runtime_id)?;
         tx.execute(
-            "INSERT INTO runtimes (id, name, group_name, secret_hash, enrolled_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![runtime_id, name, group, hash_secret(&client_secret), now],
+            "INSERT INTO runtimes (id, name, group_name, secret_hash, enrolled_at, cert_sha256)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                runtime_id,
+                name,
+                group,
+                hash_secret(&client_secret),
+                now,
+                certificate.as_ref().map(|c| &c.sha256)
+            ],
         )?;
         tx.commit()?;
         Ok(Enrollment {
             runtime_id,
             client_secret,
             group,
+            certificate: certificate.map(|c| c.pem),
+            ca_certificate: None,
         })
     }
 
     /// The client-credentials grant: a new access token for the runtime
-    /// `client_id` if `client_secret` is its secret and it is not revoked.
+    /// `client_id` if `client_secret` is its secret, it is not revoked, and
+    /// (over mutual TLS, when `certificate` is the SHA-256 of the
+    /// connection's client certificate) the certificate is the runtime's.
+    /// The token is bound to that certificate.
     pub fn issue_access_token(
         &mut self,
         client_id: &str,
         client_secret: &str,
+        certificate: Option<&str>,
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<IssuedToken, StoreError> {
@@ -207,28 +242,54 @@ impl Db {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row: Option<(String, Option<String>, Option<i64>)> = tx
+        let row: Option<RuntimeCredentials> = tx
             .query_row(
-                "SELECT secret_hash, next_secret_hash, revoked_at FROM runtimes WHERE id = ?1",
+                "SELECT secret_hash, next_secret_hash, cert_sha256, next_cert_sha256, revoked_at
+                 FROM runtimes WHERE id = ?1",
                 params![id],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                |row| {
+                    Ok(RuntimeCredentials {
+                        secret_hash: row.get(0)?,
+                        next_secret_hash: row.get(1)?,
+                        cert_sha256: row.get(2)?,
+                        next_cert_sha256: row.get(3)?,
+                        revoked: row.get::<_, Option<i64>>(4)?.is_some(),
+                    })
+                },
             )
             .optional()?;
-        let Some((secret_hash, next_secret_hash, revoked_at)) = row else {
+        let Some(stored) = row else {
             return Err(StoreError::InvalidClient);
         };
         let presented = hash_secret(client_secret);
-        let current = constant_time_eq(secret_hash.as_bytes(), presented.as_bytes());
-        // The first use of a rotated secret makes it the only valid one.
-        let rotated = next_secret_hash
+        // Over mutual TLS the certificate must be the one issued with the
+        // secret; over plain HTTP there is none to check.
+        let certificate_matches = |bound: Option<&str>| match certificate {
+            None => true,
+            Some(presented) => bound == Some(presented),
+        };
+        let current = constant_time_eq(stored.secret_hash.as_bytes(), presented.as_bytes())
+            && certificate_matches(stored.cert_sha256.as_deref());
+        // The first use of a rotated secret (with its certificate, if the
+        // rotation issued one) makes them the only valid ones.
+        let rotated = stored
+            .next_secret_hash
             .as_deref()
-            .is_some_and(|next| constant_time_eq(next.as_bytes(), presented.as_bytes()));
-        if !(current || rotated) || revoked_at.is_some() {
+            .is_some_and(|next| constant_time_eq(next.as_bytes(), presented.as_bytes()))
+            && certificate_matches(
+                stored
+                    .next_cert_sha256
+                    .as_deref()
+                    .or(stored.cert_sha256.as_deref()),
+            );
+        if !(current || rotated) || stored.revoked {
             return Err(StoreError::InvalidClient);
         }
         if rotated {
             tx.execute(
-                "UPDATE runtimes SET secret_hash = next_secret_hash, next_secret_hash = NULL WHERE id = ?1",
+                "UPDATE runtimes SET secret_hash = next_secret_hash, next_secret_hash = NULL,
+                     cert_sha256 = COALESCE(next_cert_sha256, cert_sha256), next_cert_sha256 = NULL
+                 WHERE id = ?1",
                 params![id],
             )?;
         }
@@ -238,11 +299,13 @@ impl Db {
         )?;
         let access_token = random_token()?;
         tx.execute(
-            "INSERT INTO access_tokens (token_hash, runtime_id, expires_at) VALUES (?1, ?2, ?3)",
+            "INSERT INTO access_tokens (token_hash, runtime_id, expires_at, cert_sha256)
+             VALUES (?1, ?2, ?3, ?4)",
             params![
                 hash_secret(&access_token),
                 id,
-                now.saturating_add(duration_millis(ttl))
+                now.saturating_add(duration_millis(ttl)),
+                certificate
             ],
         )?;
         tx.commit()?;
@@ -254,25 +317,31 @@ impl Db {
     }
 
     /// The runtime an access token belongs to, if the token is known,
-    /// unexpired and its runtime not revoked.
+    /// unexpired, its runtime not revoked, and (over mutual TLS, when
+    /// `certificate` is the SHA-256 of the connection's client certificate)
+    /// the token was issued over that certificate.
     pub fn authenticate(
         &self,
         access_token: &str,
+        certificate: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Option<RuntimeIdentity>, StoreError> {
-        let row: Option<(String, String)> = self
+        let row: Option<(String, String, Option<String>)> = self
             .conn
             .query_row(
-                "SELECT r.id, r.group_name FROM access_tokens t
+                "SELECT r.id, r.group_name, t.cert_sha256 FROM access_tokens t
                  JOIN runtimes r ON r.id = t.runtime_id
                  WHERE t.token_hash = ?1 AND t.expires_at > ?2 AND r.revoked_at IS NULL",
                 params![hash_secret(access_token), to_millis(now)],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .optional()?;
-        let Some((id, group)) = row else {
+        let Some((id, group, bound)) = row else {
             return Ok(None);
         };
+        if certificate.is_some() && bound.as_deref() != certificate {
+            return Ok(None);
+        }
         let id = Uuid::parse_str(&id).map_err(|e| {
             StoreError::Inconsistent(format!("stored runtime id {id:?} is not a UUID: {e}"))
         })?;
@@ -323,14 +392,21 @@ impl Db {
         Ok(runtimes)
     }
 
-    /// Issues a new client secret for `runtime`. The current secret stays
-    /// valid until the new one is first used at the token endpoint, so a
-    /// runtime that crashes before saving the new secret is not locked out.
-    pub fn rotate_secret(&mut self, runtime: Uuid) -> Result<String, StoreError> {
+    /// Issues a new client secret for `runtime`, to go with the new client
+    /// certificate `certificate` (SHA-256) if the rotation issued one. The
+    /// current credentials stay valid until the new ones are first used at
+    /// the token endpoint, so a runtime that crashes before saving them is
+    /// not locked out.
+    pub fn rotate_secret(
+        &mut self,
+        runtime: Uuid,
+        certificate: Option<&str>,
+    ) -> Result<String, StoreError> {
         let secret = random_token()?;
         let updated = self.conn.execute(
-            "UPDATE runtimes SET next_secret_hash = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-            params![hash_secret(&secret), runtime.to_string()],
+            "UPDATE runtimes SET next_secret_hash = ?1, next_cert_sha256 = ?3
+             WHERE id = ?2 AND revoked_at IS NULL",
+            params![hash_secret(&secret), runtime.to_string(), certificate],
         )?;
         if updated == 0 {
             return Err(StoreError::InvalidClient);
@@ -645,9 +721,21 @@ mod tests {
         t0() + TimeDelta::seconds(seconds)
     }
 
+    fn no_certificate(_: &str) -> Result<Option<IssuedCertificate>, StoreError> {
+        Ok(None)
+    }
+
+    fn certificate(sha256: &str) -> IssuedCertificate {
+        IssuedCertificate {
+            pem: format!("PEM of {sha256}"),
+            sha256: sha256.to_string(),
+        }
+    }
+
     fn enrolled(db: &mut Db, group: &str) -> Enrollment {
         let token = db.create_enrollment_token(group, HOUR, t0()).unwrap();
-        db.enroll(&token.token, "web-1", t0()).unwrap()
+        db.enroll(&token.token, "web-1", t0(), no_certificate)
+            .unwrap()
     }
 
     fn evidence(key: &str, plugin: &str) -> NewEvidence {
@@ -673,7 +761,7 @@ mod tests {
         drop(db);
         let mut db = Db::open(&path).unwrap();
         assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as i64);
-        db.enroll(&token.token, "n", t0()).unwrap();
+        db.enroll(&token.token, "n", t0(), no_certificate).unwrap();
         let mode: String = db
             .conn
             .pragma_query_value(None, "journal_mode", |row| row.get(0))
@@ -691,9 +779,9 @@ mod tests {
             conn.pragma_update(None, "user_version", 1).unwrap();
         }
         let mut db = Db::open(&path).unwrap();
-        assert_eq!(db.schema_version().unwrap(), 2);
+        assert_eq!(db.schema_version().unwrap(), 3);
         let e = enrolled(&mut db, "default");
-        db.rotate_secret(Uuid::parse_str(&e.runtime_id).unwrap())
+        db.rotate_secret(Uuid::parse_str(&e.runtime_id).unwrap(), Some("aaa"))
             .unwrap();
     }
 
@@ -708,7 +796,7 @@ mod tests {
             Db::open(&path).unwrap_err(),
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 2
+                supported: 3
             }
         ));
     }
@@ -717,11 +805,12 @@ mod tests {
     fn secrets_are_stored_only_as_hashes() {
         let mut db = Db::open_in_memory().unwrap();
         let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
-        let enrollment = db.enroll(&token.token, "n", t0()).unwrap();
+        let enrollment = db.enroll(&token.token, "n", t0(), no_certificate).unwrap();
         let access = db
             .issue_access_token(
                 &enrollment.runtime_id,
                 &enrollment.client_secret,
+                None,
                 MINUTE,
                 t0(),
             )
@@ -753,21 +842,91 @@ mod tests {
         let e = enrolled(&mut db, "default");
         let id = e.runtime_id.clone();
         let runtime = Uuid::parse_str(&id).unwrap();
-        let new = db.rotate_secret(runtime).unwrap();
+        let new = db.rotate_secret(runtime, None).unwrap();
         // Until the new secret is used, the old one still works.
-        db.issue_access_token(&id, &e.client_secret, HOUR, t0())
+        db.issue_access_token(&id, &e.client_secret, None, HOUR, t0())
             .unwrap();
-        db.issue_access_token(&id, &new, HOUR, t0()).unwrap();
+        db.issue_access_token(&id, &new, None, HOUR, t0()).unwrap();
         assert!(matches!(
-            db.issue_access_token(&id, &e.client_secret, HOUR, t0()),
+            db.issue_access_token(&id, &e.client_secret, None, HOUR, t0()),
             Err(StoreError::InvalidClient)
         ));
-        db.issue_access_token(&id, &new, HOUR, t0()).unwrap();
+        db.issue_access_token(&id, &new, None, HOUR, t0()).unwrap();
         db.revoke_runtime(&id, t0()).unwrap();
         assert!(matches!(
-            db.rotate_secret(runtime),
+            db.rotate_secret(runtime, None),
             Err(StoreError::InvalidClient)
         ));
+    }
+
+    #[test]
+    fn tokens_are_bound_to_the_client_certificate() {
+        let mut db = Db::open_in_memory().unwrap();
+        let token = db.create_enrollment_token("default", HOUR, t0()).unwrap();
+        let e = db
+            .enroll(&token.token, "web-1", t0(), |_| {
+                Ok(Some(certificate("aaa")))
+            })
+            .unwrap();
+        assert_eq!(e.certificate.as_deref(), Some("PEM of aaa"));
+        let (id, secret) = (e.runtime_id.clone(), e.client_secret.clone());
+        // The secret alone is not enough: it must come with the certificate.
+        for wrong in ["bbb", ""] {
+            assert!(matches!(
+                db.issue_access_token(&id, &secret, Some(wrong), HOUR, t0()),
+                Err(StoreError::InvalidClient)
+            ));
+        }
+        let issued = db
+            .issue_access_token(&id, &secret, Some("aaa"), HOUR, t0())
+            .unwrap();
+        assert!(
+            db.authenticate(&issued.access_token, Some("aaa"), t0())
+                .unwrap()
+                .is_some()
+        );
+        // A token used over another certificate is refused.
+        assert_eq!(
+            db.authenticate(&issued.access_token, Some("bbb"), t0())
+                .unwrap(),
+            None
+        );
+
+        // Rotation: the old pair works until the new pair is first used;
+        // the new secret does not work with the old certificate.
+        let runtime = Uuid::parse_str(&id).unwrap();
+        let new = db.rotate_secret(runtime, Some("ccc")).unwrap();
+        db.issue_access_token(&id, &secret, Some("aaa"), HOUR, t0())
+            .unwrap();
+        assert!(
+            db.issue_access_token(&id, &new, Some("aaa"), HOUR, t0())
+                .is_err()
+        );
+        db.issue_access_token(&id, &new, Some("ccc"), HOUR, t0())
+            .unwrap();
+        assert!(
+            db.issue_access_token(&id, &secret, Some("aaa"), HOUR, t0())
+                .is_err()
+        );
+        // Tokens issued over the old certificate no longer match a
+        // connection made with the new one.
+        assert_eq!(
+            db.authenticate(&issued.access_token, Some("ccc"), t0())
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_failed_certificate_spends_no_enrollment_token() {
+        let mut db = Db::open_in_memory().unwrap();
+        let token = db.create_enrollment_token("default", HOUR, t0()).unwrap();
+        let refused = db.enroll(&token.token, "web-1", t0(), |_| {
+            Err(StoreError::Invalid("bad CSR".to_string()))
+        });
+        assert!(matches!(refused, Err(StoreError::Invalid(_))));
+        db.enroll(&token.token, "web-1", t0(), no_certificate)
+            .unwrap();
     }
 
     #[test]
@@ -775,19 +934,21 @@ mod tests {
         let mut db = Db::open_in_memory().unwrap();
         let token = db.create_enrollment_token("prod", HOUR, t0()).unwrap();
         assert_eq!(token.group, "prod");
-        let enrollment = db.enroll(&token.token, "web-1", later(10)).unwrap();
+        let enrollment = db
+            .enroll(&token.token, "web-1", later(10), no_certificate)
+            .unwrap();
         assert_eq!(enrollment.group, "prod");
         assert!(matches!(
-            db.enroll(&token.token, "web-2", later(20)),
+            db.enroll(&token.token, "web-2", later(20), no_certificate),
             Err(StoreError::InvalidEnrollmentToken)
         ));
         let expiring = db.create_enrollment_token("prod", MINUTE, t0()).unwrap();
         assert!(matches!(
-            db.enroll(&expiring.token, "web-3", later(60)),
+            db.enroll(&expiring.token, "web-3", later(60), no_certificate),
             Err(StoreError::InvalidEnrollmentToken)
         ));
         assert!(matches!(
-            db.enroll("unknown", "web-4", t0()),
+            db.enroll("unknown", "web-4", t0(), no_certificate),
             Err(StoreError::InvalidEnrollmentToken)
         ));
         assert_eq!(db.list_runtimes(t0(), MINUTE).unwrap().len(), 1);
@@ -810,11 +971,11 @@ mod tests {
         ));
         let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
         assert!(matches!(
-            db.enroll(&token.token, "", t0()),
+            db.enroll(&token.token, "", t0(), no_certificate),
             Err(StoreError::Invalid(_))
         ));
         // A refused name does not spend the token.
-        db.enroll(&token.token, "ok", t0()).unwrap();
+        db.enroll(&token.token, "ok", t0(), no_certificate).unwrap();
     }
 
     #[test]
@@ -822,44 +983,52 @@ mod tests {
         let mut db = Db::open_in_memory().unwrap();
         let e = enrolled(&mut db, "g");
         assert!(matches!(
-            db.issue_access_token(&e.runtime_id, "wrong", MINUTE, t0()),
+            db.issue_access_token(&e.runtime_id, "wrong", None, MINUTE, t0()),
             Err(StoreError::InvalidClient)
         ));
         assert!(matches!(
-            db.issue_access_token("not-a-uuid", &e.client_secret, MINUTE, t0()),
+            db.issue_access_token("not-a-uuid", &e.client_secret, None, MINUTE, t0()),
             Err(StoreError::InvalidClient)
         ));
         assert!(matches!(
-            db.issue_access_token(&Uuid::new_v4().to_string(), &e.client_secret, MINUTE, t0()),
+            db.issue_access_token(
+                &Uuid::new_v4().to_string(),
+                &e.client_secret,
+                None,
+                MINUTE,
+                t0()
+            ),
             Err(StoreError::InvalidClient)
         ));
         let token = db
-            .issue_access_token(&e.runtime_id, &e.client_secret, MINUTE, t0())
+            .issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, t0())
             .unwrap();
         assert_eq!(token.expires_in, 60);
         assert_eq!(token.token_type, "Bearer");
         let who = db
-            .authenticate(&token.access_token, later(59))
+            .authenticate(&token.access_token, None, later(59))
             .unwrap()
             .unwrap();
         assert_eq!(who.id.to_string(), e.runtime_id);
         assert_eq!(who.group, "g");
         assert_eq!(
-            db.authenticate(&token.access_token, later(60)).unwrap(),
+            db.authenticate(&token.access_token, None, later(60))
+                .unwrap(),
             None
         );
-        assert_eq!(db.authenticate("unknown", t0()).unwrap(), None);
+        assert_eq!(db.authenticate("unknown", None, t0()).unwrap(), None);
 
         let token = db
-            .issue_access_token(&e.runtime_id, &e.client_secret, MINUTE, t0())
+            .issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, t0())
             .unwrap();
         db.revoke_runtime(&e.runtime_id, later(1)).unwrap();
         assert_eq!(
-            db.authenticate(&token.access_token, later(2)).unwrap(),
+            db.authenticate(&token.access_token, None, later(2))
+                .unwrap(),
             None
         );
         assert!(matches!(
-            db.issue_access_token(&e.runtime_id, &e.client_secret, MINUTE, later(3)),
+            db.issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, later(3)),
             Err(StoreError::InvalidClient)
         ));
         let runtimes = db.list_runtimes(later(4), MINUTE).unwrap();
@@ -881,10 +1050,10 @@ mod tests {
         let mut db = Db::open_in_memory().unwrap();
         let e = enrolled(&mut db, "g");
         for _ in 0..3 {
-            db.issue_access_token(&e.runtime_id, &e.client_secret, MINUTE, t0())
+            db.issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, t0())
                 .unwrap();
         }
-        db.issue_access_token(&e.runtime_id, &e.client_secret, MINUTE, later(120))
+        db.issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, later(120))
             .unwrap();
         let count: i64 = db
             .conn
@@ -1049,7 +1218,7 @@ mod tests {
             .await
             .unwrap();
         let enrollment = store
-            .call(move |db| db.enroll(&token.token, "n", Utc::now()))
+            .call(move |db| db.enroll(&token.token, "n", Utc::now(), no_certificate))
             .await
             .unwrap();
         assert_eq!(enrollment.group, "g");

@@ -1,5 +1,7 @@
 //! Reference control plane for Assessment Runtime: enrollment, runtime
-//! credentials (Compliance Framework client-credentials token endpoint),
+//! credentials (a client certificate from the control plane's own CA for
+//! mutual TLS, and the Compliance Framework client-credentials token
+//! endpoint),
 //! per-group configuration with ETags, heartbeats and idempotent evidence
 //! batches, on one SQLite file.
 //!
@@ -10,6 +12,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod ca;
 pub mod canonical;
 pub mod cli;
 pub mod config;
@@ -18,9 +21,10 @@ pub mod error;
 pub mod model;
 pub mod secrets;
 pub mod server;
+pub mod tls;
 
 pub use api::{AppState, router};
 pub use config::ServerConfig;
 pub use db::{Db, Store};
 pub use error::{ApiError, StoreError};
-pub use server::serve;
+pub use server::{serve, serve_tls};

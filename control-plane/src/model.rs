@@ -78,6 +78,12 @@ pub struct Enrollment {
     pub client_secret: String,
     /// The group the runtime joined.
     pub group: String,
+    /// The runtime's client certificate (PEM), over mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// The CA that issued it (PEM): the only one the runtime should trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate: Option<String>,
 }
 
 /// An access token issued at the token endpoint.

@@ -1,10 +1,32 @@
-//! Serving the API on a listener until a shutdown signal.
+//! Serving the API on a listener until a shutdown signal: over mutual TLS,
+//! or over plain HTTP for development.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
 use crate::api::{AppState, router};
+use crate::tls::{TlsListener, TlsPeer};
+
+/// Serves the API over TLS on `listener` with `config` until `shutdown`
+/// completes, then finishes the requests in flight. The state should hold
+/// the CA (see [`AppState::with_ca`]) so that runtime endpoints require the
+/// client certificate the runtime was issued.
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = TlsListener::new(listener, config)?;
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<TlsPeer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
 
 /// Serves the API on `listener` (plain HTTP) until `shutdown` completes, then
 /// finishes the requests in flight.

@@ -36,6 +36,89 @@ async fn run(database: Option<&Path>, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
+
+/// `serve` on an ephemeral port with `args`; returns the child, its log and
+/// the address it listens on.
+async fn spawn_server(database: &Path, args: &[&str]) -> (tokio::process::Child, Lines, String) {
+    let mut server = command(Some(database))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("ACP_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let address = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("control plane listening") {
+                let start = line.find("address=").unwrap() + "address=".len();
+                return line[start..].split_whitespace().next().unwrap().to_string();
+            }
+        }
+        panic!("the server exited before listening");
+    })
+    .await
+    .unwrap();
+    (server, lines, address)
+}
+
+#[tokio::test]
+async fn serve_uses_mutual_tls_with_a_ca_beside_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cp.db");
+    let (mut server, _lines, address) = spawn_server(&db, &[]).await;
+    let ca_dir = dir.path().join("ca");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(ca_dir.join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // `ca certificate` prints the CA the server uses (and does not make another).
+    let (ok, pem, stderr) = run(Some(&db), &["ca", "certificate"]).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(pem, std::fs::read_to_string(ca_dir.join("ca.pem")).unwrap());
+    assert!(stderr.contains("SHA-256"), "{stderr}");
+
+    let port = address.rsplit(':').next().unwrap();
+    let trusting = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    for host in ["localhost", "127.0.0.1"] {
+        let health = trusting
+            .get(format!("https://{host}:{port}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200, "the certificate names {host}");
+    }
+    // Plain HTTP gets no answer from a TLS port, and a client that does not
+    // trust the CA refuses the server.
+    assert!(
+        reqwest::get(format!("http://{address}/healthz"))
+            .await
+            .and_then(|r| r.error_for_status())
+            .is_err()
+    );
+    let error = reqwest::Client::builder()
+        .use_rustls_tls()
+        .build()
+        .unwrap()
+        .get(format!("https://{address}/healthz"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(format!("{error:?}").contains("UnknownIssuer"), "{error:?}");
+    server.kill().await.unwrap();
+}
+
 async fn run_ok(database: &Path, args: &[&str]) -> String {
     let (ok, stdout, stderr) = run(Some(database), args).await;
     assert!(ok, "{args:?} failed: {stderr}");
@@ -43,21 +126,34 @@ async fn run_ok(database: &Path, args: &[&str]) -> String {
 }
 
 #[tokio::test]
-async fn serve_refuses_to_start_without_plain_http_flag_or_admin_token() {
+async fn serve_refuses_to_start_without_admin_token_or_with_bad_tls_settings() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cp.db");
 
-    let (ok, _, stderr) = run(Some(&db), &["serve", "--admin-token", ADMIN_TOKEN]).await;
-    assert!(!ok);
-    assert!(
-        stderr.contains("TLS serving is not available yet"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("--dev-plain-http"), "{stderr}");
-
-    let (ok, _, stderr) = run(Some(&db), &["serve", "--dev-plain-http"]).await;
-    assert!(!ok);
-    assert!(stderr.contains("ACP_ADMIN_TOKEN"), "{stderr}");
+    for args in [&["serve"][..], &["serve", "--dev-plain-http"]] {
+        let (ok, _, stderr) = run(Some(&db), args).await;
+        assert!(!ok);
+        assert!(stderr.contains("ACP_ADMIN_TOKEN"), "{stderr}");
+    }
+    let (ok, _, stderr) = run(
+        Some(&db),
+        &["serve", "--admin-token", ADMIN_TOKEN, "--tls-name", ""],
+    )
+    .await;
+    assert!(!ok && stderr.contains("--tls-name"), "{stderr}");
+    let (ok, _, stderr) = run(
+        Some(&db),
+        &[
+            "serve",
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--client-cert-validity",
+            "5m",
+        ],
+    )
+    .await;
+    assert!(!ok && stderr.contains("--client-cert-validity"), "{stderr}");
+    assert!(!dir.path().join("ca").exists());
 
     let (ok, _, stderr) = run(
         Some(&db),
@@ -126,24 +222,7 @@ async fn admin_commands_and_serve_share_the_database() {
     assert!(!ok && stderr.contains("JSON object"), "{stderr}");
 
     // The server, on an ephemeral port, with the admin token from the environment.
-    let mut server = command(Some(&db))
-        .args(["serve", "--dev-plain-http", "--listen", "127.0.0.1:0"])
-        .env("ACP_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
-    let address = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("control plane listening") {
-                let start = line.find("address=").unwrap() + "address=".len();
-                return line[start..].split_whitespace().next().unwrap().to_string();
-            }
-        }
-        panic!("the server exited before listening");
-    })
-    .await
-    .unwrap();
+    let (mut server, mut lines, address) = spawn_server(&db, &["--dev-plain-http"]).await;
     let url = format!("http://{address}");
     let http = reqwest::Client::new();
 

@@ -1,31 +1,70 @@
-//! `POST /v1/credentials/rotate`: a runtime asks for a new client secret.
-//! The current one stays valid until the new one is first used at the token
-//! endpoint, so a runtime that dies before saving the new secret keeps
-//! working with the old one.
+//! `POST /v1/credentials/rotate`: a runtime asks for a new client secret
+//! and, over mutual TLS, a new client certificate for a new key. The current
+//! credentials stay valid until the new ones are first used at the token
+//! endpoint, so a runtime that dies before saving them keeps working with
+//! the old ones.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use crate::auth::Runtime;
 use crate::error::ApiError;
 
-/// The new secret.
-#[derive(Debug, Serialize)]
-pub struct RotatedSecret {
-    /// The new `client_secret`.
-    pub client_secret: String,
+/// The rotation request (an empty body is an empty request).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// A PEM certificate signing request for the runtime's new key:
+    /// required over mutual TLS.
+    #[serde(default)]
+    pub csr: Option<String>,
 }
 
-/// Rotates the calling runtime's secret: 200 with the new one.
+/// The new credentials.
+#[derive(Debug, Serialize)]
+pub struct RotatedCredentials {
+    /// The new `client_secret`.
+    pub client_secret: String,
+    /// The new client certificate (PEM), over mutual TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+}
+
+/// Rotates the calling runtime's credentials: 200 with the new ones, 400
+/// for a missing or bad CSR.
 pub async fn rotate(
     Runtime(runtime): Runtime,
     State(state): State<AppState>,
-) -> Result<Json<RotatedSecret>, ApiError> {
+    body: Bytes,
+) -> Result<Json<RotatedCredentials>, ApiError> {
+    let request: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid rotation request: {e}")))?
+    };
+    let certificate = match (&state.ca, request.csr) {
+        (Some(ca), Some(csr)) => Some(
+            ca.issue_client_certificate(&runtime.id.to_string(), &csr)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "this control plane uses mutual TLS: send `csr`, a PEM certificate signing request for the runtime's new key",
+            ));
+        }
+        (None, _) => None,
+    };
+    let sha256 = certificate.as_ref().map(|c| c.sha256.clone());
     let client_secret = state
         .store
-        .call(move |db| db.rotate_secret(runtime.id))
+        .call(move |db| db.rotate_secret(runtime.id, sha256.as_deref()))
         .await?;
-    Ok(Json(RotatedSecret { client_secret }))
+    Ok(Json(RotatedCredentials {
+        client_secret,
+        certificate: certificate.map(|c| c.pem),
+    }))
 }

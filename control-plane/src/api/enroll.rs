@@ -1,5 +1,6 @@
 //! `POST /v1/enroll`: a runtime spends an enrollment token and receives its
-//! id and client secret.
+//! id and client secret, and over mutual TLS a client certificate signed
+//! from its certificate signing request, with the CA to trust.
 
 use axum::Json;
 use axum::extract::State;
@@ -9,7 +10,7 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, StoreError};
 use crate::model::Enrollment;
 
 /// The enrollment request.
@@ -19,19 +20,40 @@ pub struct EnrollRequest {
     pub token: String,
     /// The runtime's display name.
     pub name: String,
+    /// A PEM certificate signing request for the runtime's key: required
+    /// over mutual TLS, ignored over plain HTTP.
+    #[serde(default)]
+    pub csr: Option<String>,
 }
 
-/// Enrolls a runtime: 201 with its credentials, 401 for an unknown, used or
-/// expired token.
+/// Enrolls a runtime: 201 with its credentials, 400 for a missing or bad
+/// CSR (the token is not spent), 401 for an unknown, used or expired token.
 pub async fn enroll(
     State(state): State<AppState>,
     body: Result<Json<EnrollRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Enrollment>), ApiError> {
     let Json(request) = body?;
-    let enrollment = state
+    let ca = state.ca.clone();
+    if ca.is_some() && request.csr.is_none() {
+        return Err(ApiError::bad_request(
+            "this control plane uses mutual TLS: send `csr`, a PEM certificate signing request for the runtime's key",
+        ));
+    }
+    let issuing_ca = ca.clone();
+    let mut enrollment = state
         .store
-        .call(move |db| db.enroll(&request.token, &request.name, Utc::now()))
+        .call(move |db| {
+            db.enroll(&request.token, &request.name, Utc::now(), |runtime_id| {
+                let (Some(ca), Some(csr)) = (issuing_ca, request.csr) else {
+                    return Ok(None);
+                };
+                ca.issue_client_certificate(runtime_id, &csr)
+                    .map(Some)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))
+            })
+        })
         .await?;
+    enrollment.ca_certificate = ca.map(|ca| ca.certificate_pem().to_string());
     tracing::info!(runtime_id = %enrollment.runtime_id, group = %enrollment.group, "runtime enrolled");
     Ok((StatusCode::CREATED, Json(enrollment)))
 }

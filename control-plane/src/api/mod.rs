@@ -21,6 +21,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
+use crate::ca::CertificateAuthority;
 use crate::config::ServerConfig;
 use crate::db::Store;
 use crate::error::ApiError;
@@ -35,14 +36,27 @@ pub struct AppState {
     pub store: Store,
     /// The server's settings.
     pub config: Arc<ServerConfig>,
+    /// The CA when serving mutual TLS: runtimes then get client
+    /// certificates at enrollment and must present them. `None` only for
+    /// plain HTTP (development).
+    pub ca: Option<Arc<CertificateAuthority>>,
 }
 
 impl AppState {
-    /// State over `store` with `config`.
+    /// State over `store` with `config`, for plain HTTP.
     pub fn new(store: Store, config: ServerConfig) -> Self {
         Self {
             store,
             config: Arc::new(config),
+            ca: None,
+        }
+    }
+
+    /// The same state for mutual TLS with `ca`.
+    pub fn with_ca(self, ca: Arc<CertificateAuthority>) -> Self {
+        Self {
+            ca: Some(ca),
+            ..self
         }
     }
 }

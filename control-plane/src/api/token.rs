@@ -1,6 +1,7 @@
 //! `POST /api/auth/token`: the Compliance Framework token endpoint. Runtimes
 //! use the OAuth 2 client-credentials grant (`client_id` = runtime id,
-//! `client_secret` from enrollment); the password grant the Compliance
+//! `client_secret` from enrollment, over a connection with the runtime's
+//! client certificate when serving mutual TLS); the password grant the Compliance
 //! Framework also defines for users is not served here.
 
 use axum::extract::State;
@@ -12,6 +13,7 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::AppState;
+use crate::auth::ClientCertificate;
 use crate::error::ApiError;
 
 /// The form fields of a token request.
@@ -26,9 +28,11 @@ pub struct TokenRequest {
 }
 
 /// Issues an access token: 200, or 400 for an unsupported grant or missing
-/// field, or 401 for wrong credentials or a revoked runtime.
+/// field, or 401 for wrong credentials, a client certificate that is not the
+/// runtime's (over mutual TLS), or a revoked runtime.
 pub async fn token(
     State(state): State<AppState>,
+    ClientCertificate(certificate): ClientCertificate,
     form: Result<Form<TokenRequest>, FormRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Form(request) = form?;
@@ -46,7 +50,15 @@ pub async fn token(
     let ttl = state.config.token_ttl;
     let issued = state
         .store
-        .call(move |db| db.issue_access_token(&client_id, &client_secret, ttl, Utc::now()))
+        .call(move |db| {
+            db.issue_access_token(
+                &client_id,
+                &client_secret,
+                certificate.as_deref(),
+                ttl,
+                Utc::now(),
+            )
+        })
         .await?;
     Ok((
         [

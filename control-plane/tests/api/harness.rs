@@ -3,7 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use assessment_control_plane::{AppState, ServerConfig, Store, serve};
+use std::sync::Arc;
+
+use assessment_control_plane::ca::CertificateAuthority;
+use assessment_control_plane::tls::server_config;
+use assessment_control_plane::{AppState, ServerConfig, Store, serve, serve_tls};
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -16,6 +20,8 @@ pub struct Server {
     pub url: String,
     pub http: Client,
     pub database: PathBuf,
+    /// The CA's certificate (PEM) when serving mutual TLS.
+    pub ca_pem: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -67,9 +73,43 @@ impl Server {
             url,
             http: Client::new(),
             database: database.to_path_buf(),
+            ca_pem: None,
             shutdown: Some(shutdown),
             task: Some(task),
             _dir: None,
+        }
+    }
+
+    /// A server over mutual TLS with a new CA, on a new temporary database.
+    /// Its `http` client trusts the CA but has no client certificate.
+    pub async fn start_tls() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("control-plane.db");
+        let ca = CertificateAuthority::load_or_create(&dir.path().join("ca")).unwrap();
+        let tls = server_config(&ca, &["localhost".to_string()]).unwrap();
+        let ca_pem = ca.certificate_pem().to_string();
+        let store = Store::open(&database).await.unwrap();
+        let options = Options::default();
+        let config =
+            ServerConfig::new(ADMIN_TOKEN, options.token_ttl, options.stale_after).unwrap();
+        let state = AppState::new(store, config).with_ca(Arc::new(ca));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve_tls(listener, tls, state, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            url,
+            http: tls_client(&ca_pem, None),
+            database,
+            ca_pem: Some(ca_pem),
+            shutdown: Some(shutdown),
+            task: Some(task),
+            _dir: Some(dir),
         }
     }
 
@@ -198,4 +238,30 @@ pub fn evidence(plugin: &str, check: &str, state: &str) -> Value {
         "origins": [],
         "props": []
     })
+}
+
+/// A client that trusts only the CA `ca_pem` and presents `identity`
+/// (certificate PEM, key PEM) if given.
+pub fn tls_client(ca_pem: &str, identity: Option<(&str, &str)>) -> Client {
+    let mut builder = Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap());
+    if let Some((certificate, key)) = identity {
+        builder = builder.identity(
+            reqwest::Identity::from_pem(format!("{key}\n{certificate}").as_bytes()).unwrap(),
+        );
+    }
+    builder.build().unwrap()
+}
+
+/// A new key (PEM) and a certificate signing request for it (PEM).
+pub fn key_and_csr() -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    (key.serialize_pem(), csr)
 }

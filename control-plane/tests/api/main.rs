@@ -9,4 +9,5 @@ mod enrollment;
 mod evidence;
 mod harness;
 mod heartbeat;
+mod mutual_tls;
 mod restart;
