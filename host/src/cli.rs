@@ -75,7 +75,7 @@ enum Command {
         /// The agent configuration file (for `runtime.state_dir`).
         #[arg(long, short, env = "ASSESSMENT_RUNTIME_CONFIG")]
         config: PathBuf,
-        /// The control plane's base URL.
+        /// The control plane's base URL (https://…).
         #[arg(long)]
         url: String,
         /// The one-time enrollment token an operator created.
@@ -84,9 +84,19 @@ enum Command {
         /// The name this runtime shows in the control plane (default: host name).
         #[arg(long)]
         name: Option<String>,
+        /// The control plane's CA certificate (PEM, from
+        /// `assessment-control-plane ca certificate`): the only issuer this
+        /// runtime will trust.
+        #[arg(long, value_name = "FILE", required_unless_present = "dev_plain_http")]
+        ca_cert: Option<PathBuf>,
+        /// Enroll over plain HTTP, without TLS: for a development control
+        /// plane only (credentials cross the network in the clear).
+        #[arg(long, conflicts_with = "ca_cert")]
+        dev_plain_http: bool,
     },
-    /// Replace this runtime's client secret with a new one from the control
-    /// plane (the old one stops working once the new one is in use).
+    /// Replace this runtime's client secret and client certificate with new
+    /// ones from the control plane (the old ones stop working once the new
+    /// ones are in use).
     RotateCredentials {
         /// The agent configuration file (for `runtime.state_dir`).
         #[arg(long, short, env = "ASSESSMENT_RUNTIME_CONFIG")]
@@ -261,13 +271,23 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             url,
             token,
             name,
+            ca_cert,
+            dev_plain_http,
         } => {
             let agent = load(&config, None)?;
+            let trust = match (ca_cert, dev_plain_http) {
+                (Some(path), false) => crate::control_plane::client::Trust::CaCertificate(
+                    std::fs::read_to_string(&path).with_context(|| {
+                        format!("cannot read the CA certificate {}", path.display())
+                    })?,
+                ),
+                _ => crate::control_plane::client::Trust::PlainHttp,
+            };
             let name = name.unwrap_or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
                     .map_or_else(|_| "runtime".to_string(), |h| h.trim().to_string())
             });
-            let credentials = crate::control_plane::client::enroll(&url, &token, &name)
+            let credentials = crate::control_plane::client::enroll(&url, &token, &name, trust)
                 .await
                 .context("enrollment failed")?;
             credentials
@@ -288,10 +308,10 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let timeout = std::time::Duration::from_secs(30);
             let current = Credentials::load(&agent.state_dir)?;
             let rotated = ControlPlaneClient::new(current, timeout)?
-                .rotate_secret()
+                .rotate_credentials()
                 .await
                 .context(
-                    "the control plane did not rotate the secret; the current one is still valid",
+                    "the control plane did not rotate the credentials; the current ones are still valid",
                 )?;
             // Saved before first use: a crash here leaves both secrets valid.
             rotated
@@ -300,9 +320,9 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             ControlPlaneClient::new(rotated.clone(), timeout)?
                 .authenticate()
                 .await
-                .context("the new secret is stored but was not accepted yet; the next request will use it")?;
+                .context("the new credentials are stored but were not accepted yet; the next request will use them")?;
             println!(
-                "rotated the client secret of runtime {}; the previous one no longer works",
+                "rotated the credentials of runtime {}; the previous ones no longer work",
                 rotated.runtime_id
             );
             Ok(ExitCode::SUCCESS)

@@ -2,7 +2,9 @@
 //! enroll, configuration from the control plane, runs on schedule, results
 //! stored exactly once, live configuration changes, a malformed
 //! configuration kept out, the control plane down and back, the runtime
-//! SIGKILLed again and again, revoked credentials.
+//! SIGKILLed again and again, revoked and rotated credentials, mutual TLS
+//! (a control plane with another CA is refused) and plain HTTP only behind
+//! explicit flags.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -31,21 +33,33 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A control plane process on a loopback port, with its database.
+/// A control plane process on a loopback port, with its database (and its
+/// CA in `ca/` beside it).
 struct ControlPlane {
     child: Option<Child>,
     port: u16,
     db: PathBuf,
+    tls: bool,
 }
 
 impl ControlPlane {
+    /// Serving mutual TLS, the default.
     fn start(db: &Path, port: u16) -> Self {
+        Self::spawn(db, port, true)
+    }
+
+    /// Serving plain HTTP (`--dev-plain-http`).
+    fn start_plain(db: &Path, port: u16) -> Self {
+        Self::spawn(db, port, false)
+    }
+
+    fn spawn(db: &Path, port: u16, tls: bool) -> Self {
         let child = Command::new(control_plane_bin())
             .args(["--database"])
             .arg(db)
+            .arg("serve")
+            .args(if tls { None } else { Some("--dev-plain-http") })
             .args([
-                "serve",
-                "--dev-plain-http",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--stale-after",
@@ -67,11 +81,21 @@ impl ControlPlane {
             child: Some(child),
             port,
             db: db.to_path_buf(),
+            tls,
         }
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        if self.tls {
+            format!("https://localhost:{}", self.port)
+        } else {
+            format!("http://127.0.0.1:{}", self.port)
+        }
+    }
+
+    /// The CA certificate runtimes enroll with.
+    fn ca_cert(&self) -> PathBuf {
+        self.db.with_file_name("ca").join("ca.pem")
     }
 
     fn stop(&mut self) {
@@ -159,20 +183,29 @@ impl Runtime {
         cmd
     }
 
+    /// `enroll` with `token` and the control plane's URL, trusting `ca`
+    /// (PEM file) or, without one, over plain HTTP.
+    fn try_enroll(&self, url: &str, token: &str, ca: Option<&Path>) -> Output {
+        let mut command = self.command(&[
+            "enroll",
+            "--url",
+            url,
+            "--token",
+            token,
+            "--name",
+            "test-runtime",
+        ]);
+        match ca {
+            Some(ca) => command.arg("--ca-cert").arg(ca),
+            None => command.arg("--dev-plain-http"),
+        };
+        command.output().unwrap()
+    }
+
     fn enroll(&self, cp: &ControlPlane) {
         let token = cp.admin(&["enrollment-token", "create"]).trim().to_string();
-        let out = self
-            .command(&[
-                "enroll",
-                "--url",
-                &cp.url(),
-                "--token",
-                &token,
-                "--name",
-                "test-runtime",
-            ])
-            .output()
-            .unwrap();
+        let ca = cp.tls.then(|| cp.ca_cert());
+        let out = self.try_enroll(&cp.url(), &token, ca.as_deref());
         assert!(
             out.status.success(),
             "{}",
@@ -461,63 +494,132 @@ fn revoked_credentials_are_refused_and_results_are_kept() {
     assert_eq!(cp.evidence().len(), FINDINGS_PER_RUN);
 }
 
-/// `POST /api/auth/token` with the client-credentials grant, over a raw
-/// connection; returns the HTTP status.
-fn token_status(port: u16, runtime_id: &str, secret: &str) -> u16 {
-    use std::io::{Read, Write};
-    let body =
-        format!("grant_type=client_credentials&client_id={runtime_id}&client_secret={secret}");
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "POST /api/auth/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer.split_whitespace().nth(1).unwrap().parse().unwrap()
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
-fn credentials_rotate_and_the_old_secret_stops_working() {
+fn credentials_rotate_and_the_old_ones_stop_working() {
     let (_state, cp, runtime) = enrolled_and_assigned("");
-    let read = || -> Value {
-        serde_json::from_slice(&std::fs::read(runtime.state().join("credentials.json")).unwrap())
-            .unwrap()
-    };
+    let file = runtime.state().join("credentials.json");
+    let read = || -> Value { serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap() };
+    let before_bytes = std::fs::read(&file).unwrap();
     let before = read();
-    let id = before["runtime_id"].as_str().unwrap().to_string();
-    let old_secret = before["client_secret"].as_str().unwrap().to_string();
+    assert!(before["tls"]["certificate"].is_string(), "{before:#}");
 
     let out = runtime.command(&["rotate-credentials"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let after = read();
-    assert_eq!(after["runtime_id"], id.as_str());
-    let new_secret = after["client_secret"].as_str().unwrap().to_string();
-    assert_ne!(new_secret, old_secret);
+    assert_eq!(after["runtime_id"], before["runtime_id"]);
+    for field in [
+        &["client_secret"][..],
+        &["tls", "certificate"],
+        &["tls", "private_key"],
+    ] {
+        let at = |v: &Value| field.iter().fold(v.clone(), |v, k| v[k].clone());
+        assert_ne!(at(&after), at(&before), "{field:?} is new");
+    }
+    assert_eq!(
+        after["tls"]["ca_certificate"],
+        before["tls"]["ca_certificate"]
+    );
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(runtime.state().join("credentials.json"))
-        .unwrap()
-        .permissions()
-        .mode();
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 
-    assert_eq!(
-        token_status(cp.port, &id, &old_secret),
-        401,
-        "the old secret is refused"
-    );
-    assert_eq!(token_status(cp.port, &id, &new_secret), 200);
     let out = runtime.once();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cp.evidence().len(), FINDINGS_PER_RUN);
+
+    // The old secret and certificate are refused now.
+    std::fs::write(&file, before_bytes).unwrap();
+    let out = runtime.once();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(
-        out.status.success(),
+        stderr(&out).contains("refused this runtime's credentials"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr(&out)
     );
+    assert_eq!(cp.evidence().len(), FINDINGS_PER_RUN);
+}
+
+#[test]
+fn a_control_plane_with_another_ca_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&state.path().join("cp.db"), free_port());
+    cp.set_config(state.path(), &assignment(json!({})));
+    let runtime = Runtime::new("");
+    let token = cp.admin(&["enrollment-token", "create"]).trim().to_string();
+
+    // Enrolling with the wrong CA fails the handshake before the token is
+    // sent; the same token then works with the right CA.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = other.path().join("other-ca.pem");
+    let out = Command::new(control_plane_bin())
+        .args(["ca", "certificate", "--ca-dir"])
+        .arg(other.path().join("ca"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(&other_ca, &out.stdout).unwrap();
+    let out = runtime.try_enroll(&cp.url(), &token, Some(&other_ca));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not from the CA this runtime trusts"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!runtime.state().join("credentials.json").exists());
+    let out = runtime.try_enroll(&cp.url(), &token, Some(&cp.ca_cert()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(runtime.once().status.success());
+
+    // A server with another CA on the same address (an impostor, or a
+    // control plane whose CA was replaced) gets nothing: the results wait.
+    let mut cp = cp;
+    cp.stop();
+    std::fs::rename(state.path().join("ca"), state.path().join("ca.replaced")).unwrap();
+    let cp = ControlPlane::start(&cp.db.clone(), cp.port);
+    let out = runtime.once();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("UnknownIssuer"), "{}", stderr(&out));
+    assert_eq!(runtime.pending(), 1);
+    assert_eq!(cp.evidence().len(), FINDINGS_PER_RUN);
+}
+
+#[test]
+fn plain_http_needs_the_development_flag_on_both_sides() {
+    let state = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start_plain(&state.path().join("cp.db"), free_port());
+    cp.set_config(state.path(), &assignment(json!({})));
+    let runtime = Runtime::new("");
+    let token = cp.admin(&["enrollment-token", "create"]).trim().to_string();
+
+    // Neither a CA nor the flag: refused by the command line.
+    let out = runtime
+        .command(&["enroll", "--url", &cp.url(), "--token", &token])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--ca-cert"), "{}", stderr(&out));
+    // A CA with an http:// URL: refused before anything is sent.
+    let pem = state.path().join("any.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let out = runtime.try_enroll(&cp.url(), &token, Some(&pem));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("https://"), "{}", stderr(&out));
+
+    let out = runtime.try_enroll(&cp.url(), &token, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let credentials: Value =
+        serde_json::from_slice(&std::fs::read(runtime.state().join("credentials.json")).unwrap())
+            .unwrap();
+    assert!(credentials.get("tls").is_none());
+    let out = runtime.once();
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(cp.evidence().len(), FINDINGS_PER_RUN);
 }

@@ -2,13 +2,18 @@
 //! bearer tokens from the Compliance Framework token endpoint (refreshed
 //! before expiry, one retry on 401), configuration with ETags, heartbeats and
 //! idempotent evidence batches.
+//!
+//! Over mutual TLS (the default) the client trusts only the control plane's
+//! CA, given at enrollment, and presents the client certificate the CA
+//! issued for a key generated here. Plain HTTP needs an explicit
+//! development flag at enrollment.
 
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::Credentials;
+use super::{ClientTls, Credentials};
 use crate::results::evidence::EvidenceRecord;
 use crate::results::outbox::{DeliveryError, EvidenceSink};
 
@@ -29,12 +34,82 @@ pub enum ClientError {
     /// Any other unexpected answer.
     #[error("unexpected answer from the control plane: {0}")]
     Protocol(String),
+    /// The URL, the CA certificate or the stored TLS material cannot be used.
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl From<reqwest::Error> for ClientError {
     fn from(e: reqwest::Error) -> Self {
-        ClientError::Unreachable(e.to_string())
+        // reqwest's own message says only "error sending request"; the
+        // causes say why (refused, timed out, certificate not trusted).
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        if message.contains("certificate") || message.contains("handshake") {
+            message.push_str(
+                " (TLS: the server's certificate is not from the CA this runtime trusts, or the server refused this runtime's client certificate)",
+            );
+        }
+        ClientError::Unreachable(message)
     }
+}
+
+/// How to reach the control plane when enrolling.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Mutual TLS: the server must present a certificate from this CA
+    /// (PEM), which is then the only CA the runtime trusts.
+    CaCertificate(String),
+    /// Plain HTTP, without server authentication or client certificate:
+    /// development only.
+    PlainHttp,
+}
+
+/// Checks that `url` goes with the transport: `https://` for mutual TLS,
+/// `http://` only for plain HTTP.
+fn check_url(url: &str, tls: bool) -> Result<(), ClientError> {
+    match (url.split_once("://").map(|(scheme, _)| scheme), tls) {
+        (Some("https"), true) | (Some("http"), false) => Ok(()),
+        (Some("http"), true) => Err(ClientError::Setup(format!(
+            "{url} is plain HTTP: mutual TLS needs an https:// URL (or --dev-plain-http for a development control plane)"
+        ))),
+        (Some("https"), false) => Err(ClientError::Setup(format!(
+            "{url} is https:// but no CA certificate was given: pass --ca-cert with the control plane's CA (`assessment-control-plane ca certificate`)"
+        ))),
+        _ => Err(ClientError::Setup(format!(
+            "{url} is not an http(s) URL of a control plane"
+        ))),
+    }
+}
+
+/// The base64 body of a PEM text, to compare certificates.
+fn pem_body(pem: &str) -> String {
+    pem.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("-----"))
+        .collect()
+}
+
+/// A new key pair and a certificate signing request for it (PEM), named
+/// after the runtime. The CA decides the certificate's contents; the
+/// request only proves possession of the key.
+fn new_key_and_csr(name: &str) -> Result<(rcgen::KeyPair, String), ClientError> {
+    let fail = |e: rcgen::Error| ClientError::Setup(format!("cannot create a key pair: {e}"));
+    let key = rcgen::KeyPair::generate().map_err(fail)?;
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let csr = params
+        .serialize_request(&key)
+        .and_then(|csr| csr.pem())
+        .map_err(fail)?;
+    Ok((key, csr))
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +122,10 @@ struct TokenResponse {
 struct EnrollResponse {
     runtime_id: String,
     client_secret: String,
+    #[serde(default)]
+    certificate: Option<String>,
+    #[serde(default)]
+    ca_certificate: Option<String>,
 }
 
 /// The answer to a configuration poll.
@@ -95,13 +174,41 @@ pub struct ControlPlaneClient {
     token: Mutex<Option<(String, Instant)>>,
 }
 
-fn http_client(timeout: Duration) -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
+/// An HTTP client; with `ca`, one that trusts only that CA (PEM), speaks
+/// only HTTPS and presents `identity` (certificate and key, PEM) if given.
+fn http_client(
+    timeout: Duration,
+    ca: Option<&str>,
+    identity: Option<(&str, &str)>,
+) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
         .user_agent(concat!("assessment-runtime/", env!("CARGO_PKG_VERSION")))
         .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .connect_timeout(timeout.min(Duration::from_secs(10)));
+    if let Some(ca) = ca {
+        let ca = reqwest::Certificate::from_pem(ca.as_bytes()).map_err(|e| {
+            ClientError::Setup(format!(
+                "the control plane's CA certificate is unreadable: {e}"
+            ))
+        })?;
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .https_only(true);
+    }
+    if let Some((certificate, key)) = identity {
+        let identity = reqwest::Identity::from_pem(format!("{key}\n{certificate}").as_bytes())
+            .map_err(|e| {
+                ClientError::Setup(format!(
+                    "the stored client certificate or key is unreadable ({e}); enroll again"
+                ))
+            })?;
+        builder = builder.identity(identity);
+    }
+    builder
         .build()
-        .map_err(|e| ClientError::Protocol(format!("cannot create the HTTP client: {e}")))
+        .map_err(|e| ClientError::Setup(format!("cannot create the HTTP client: {e}")))
 }
 
 async fn error_text(response: reqwest::Response) -> String {
@@ -113,12 +220,30 @@ async fn error_text(response: reqwest::Response) -> String {
     )
 }
 
-/// Enroll with a one-time enrollment token; returns the credentials to keep.
-pub async fn enroll(url: &str, token: &str, name: &str) -> Result<Credentials, ClientError> {
+/// Enroll with a one-time enrollment token; returns the credentials to
+/// keep. Over mutual TLS a key pair is made here and only its certificate
+/// signing request is sent.
+pub async fn enroll(
+    url: &str,
+    token: &str,
+    name: &str,
+    trust: Trust,
+) -> Result<Credentials, ClientError> {
     let url = url.trim_end_matches('/').to_string();
-    let response = http_client(Duration::from_secs(30))?
+    let ca = match &trust {
+        Trust::CaCertificate(ca) => Some(ca.as_str()),
+        Trust::PlainHttp => None,
+    };
+    check_url(&url, ca.is_some())?;
+    let http = http_client(Duration::from_secs(30), ca, None)?;
+    let key = ca.map(|_| new_key_and_csr(name)).transpose()?;
+    let response = http
         .post(format!("{url}/v1/enroll"))
-        .json(&serde_json::json!({ "token": token, "name": name }))
+        .json(&serde_json::json!({
+            "token": token,
+            "name": name,
+            "csr": key.as_ref().map(|(_, csr)| csr),
+        }))
         .send()
         .await?;
     match response.status().as_u16() {
@@ -127,10 +252,35 @@ pub async fn enroll(url: &str, token: &str, name: &str) -> Result<Credentials, C
                 .json()
                 .await
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let tls = match (ca, key) {
+                (Some(ca), Some((key, _))) => {
+                    let certificate = body.certificate.ok_or_else(|| {
+                        ClientError::Protocol(
+                            "the control plane issued no client certificate".to_string(),
+                        )
+                    })?;
+                    if body
+                        .ca_certificate
+                        .is_some_and(|issuer| pem_body(&issuer) != pem_body(ca))
+                    {
+                        return Err(ClientError::Protocol(
+                            "the control plane says its CA is not the one given with --ca-cert"
+                                .to_string(),
+                        ));
+                    }
+                    Some(ClientTls {
+                        ca_certificate: ca.to_string(),
+                        certificate,
+                        private_key: key.serialize_pem(),
+                    })
+                }
+                _ => None,
+            };
             Ok(Credentials {
                 url,
                 runtime_id: body.runtime_id,
                 client_secret: body.client_secret,
+                tls,
             })
         }
         401 | 403 => Err(ClientError::Unauthorized(format!(
@@ -144,8 +294,15 @@ pub async fn enroll(url: &str, token: &str, name: &str) -> Result<Credentials, C
 impl ControlPlaneClient {
     /// A client for `credentials`, each request bounded by `timeout`.
     pub fn new(credentials: Credentials, timeout: Duration) -> Result<Self, ClientError> {
+        check_url(&credentials.url, credentials.tls.is_some())?;
+        let tls = credentials.tls.as_ref();
+        let http = http_client(
+            timeout,
+            tls.map(|tls| tls.ca_certificate.as_str()),
+            tls.map(|tls| (tls.certificate.as_str(), tls.private_key.as_str())),
+        )?;
         Ok(ControlPlaneClient {
-            http: http_client(timeout)?,
+            http,
             credentials,
             token: Mutex::new(None),
         })
@@ -222,17 +379,25 @@ impl ControlPlaneClient {
         self.token(true).await.map(|_| ())
     }
 
-    /// Ask for a new client secret. The current one stays valid until the
-    /// new one is first used, so save the new credentials, then
+    /// Ask for a new client secret and, over mutual TLS, a client
+    /// certificate for a new key. The current credentials stay valid until
+    /// the new ones are first used, so save the new credentials, then
     /// [`authenticate`](Self::authenticate) with them.
-    pub async fn rotate_secret(&self) -> Result<Credentials, ClientError> {
+    pub async fn rotate_credentials(&self) -> Result<Credentials, ClientError> {
         #[derive(Deserialize)]
         struct Rotated {
             client_secret: String,
+            #[serde(default)]
+            certificate: Option<String>,
         }
+        let key = match &self.credentials.tls {
+            Some(_) => Some(new_key_and_csr(&self.credentials.runtime_id)?),
+            None => None,
+        };
+        let body = serde_json::json!({ "csr": key.as_ref().map(|(_, csr)| csr) });
         let url = self.url("/v1/credentials/rotate");
         let response = self
-            .send(|http, token| http.post(&url).bearer_auth(token))
+            .send(|http, token| http.post(&url).bearer_auth(token).json(&body))
             .await?;
         if response.status().as_u16() != 200 {
             return Err(ClientError::Protocol(error_text(response).await));
@@ -241,8 +406,22 @@ impl ControlPlaneClient {
             .json()
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let tls = match (&self.credentials.tls, key) {
+            (Some(current), Some((key, _))) => Some(ClientTls {
+                ca_certificate: current.ca_certificate.clone(),
+                certificate: rotated.certificate.ok_or_else(|| {
+                    ClientError::Protocol(
+                        "the control plane rotated the secret but issued no certificate"
+                            .to_string(),
+                    )
+                })?,
+                private_key: key.serialize_pem(),
+            }),
+            _ => None,
+        };
         Ok(Credentials {
             client_secret: rotated.client_secret,
+            tls,
             ..self.credentials.clone()
         })
     }
@@ -304,5 +483,66 @@ impl EvidenceSink for ControlPlaneClient {
             400 | 413 | 422 => Err(DeliveryError::Rejected(error_text(response).await)),
             _ => Err(DeliveryError::Transient(error_text(response).await)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_must_match_the_transport() {
+        assert!(check_url("https://cp.example:8443", true).is_ok());
+        assert!(check_url("http://127.0.0.1:8080", false).is_ok());
+        let refused = |url, tls| check_url(url, tls).unwrap_err().to_string();
+        assert!(refused("http://cp.example", true).contains("https://"));
+        assert!(refused("https://cp.example", false).contains("--ca-cert"));
+        assert!(refused("cp.example:8443", true).contains("not an http(s) URL"));
+        assert!(refused("ftp://cp.example", false).contains("not an http(s) URL"));
+    }
+
+    #[test]
+    fn csrs_prove_a_fresh_key_and_stored_keys_are_redacted() {
+        let (key, csr) = new_key_and_csr("web-1").unwrap();
+        assert!(csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+        let (other, _) = new_key_and_csr("web-1").unwrap();
+        assert_ne!(key.serialize_pem(), other.serialize_pem());
+        let credentials = Credentials {
+            url: "https://cp".to_string(),
+            runtime_id: "id".to_string(),
+            client_secret: "s3cret".to_string(),
+            tls: Some(ClientTls {
+                ca_certificate: "CA".to_string(),
+                certificate: "CERT".to_string(),
+                private_key: key.serialize_pem(),
+            }),
+        };
+        let shown = format!("{credentials:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("PRIVATE KEY"));
+        assert!(shown.contains("CERT"));
+    }
+
+    #[test]
+    fn certificates_compare_by_their_pem_body() {
+        let a = "-----BEGIN CERTIFICATE-----\nAAAA\nBBBB\n-----END CERTIFICATE-----\n";
+        let b = "-----BEGIN CERTIFICATE-----\r\nAAAABBBB\r\n-----END CERTIFICATE-----";
+        assert_eq!(pem_body(a), pem_body(b));
+        assert_ne!(pem_body(a), pem_body(&a.replace("BBBB", "BBBC")));
+    }
+
+    #[test]
+    fn unreadable_tls_material_is_a_setup_error() {
+        let credentials = Credentials {
+            url: "https://cp".to_string(),
+            runtime_id: "id".to_string(),
+            client_secret: "s".to_string(),
+            tls: Some(ClientTls {
+                ca_certificate: "not a certificate".to_string(),
+                certificate: "x".to_string(),
+                private_key: "y".to_string(),
+            }),
+        };
+        let error = ControlPlaneClient::new(credentials, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(error, ClientError::Setup(_)), "{error}");
     }
 }

@@ -24,6 +24,8 @@ pub struct StateError {
 }
 
 /// What enrollment issued: kept in `state_dir/credentials.json`, mode 0600.
+/// One file, written atomically, so a rotation never leaves a secret that
+/// does not go with its certificate.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {
     /// The control plane's base URL.
@@ -32,6 +34,21 @@ pub struct Credentials {
     pub runtime_id: String,
     /// The secret for the token endpoint (never logged).
     pub client_secret: String,
+    /// The mutual TLS identity; `None` only for a control plane enrolled
+    /// with over plain HTTP (development).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
+}
+
+/// The mutual TLS material of a runtime, all PEM.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientTls {
+    /// The control plane's CA: the only issuer the runtime trusts.
+    pub ca_certificate: String,
+    /// The runtime's client certificate, issued by that CA.
+    pub certificate: String,
+    /// The runtime's private key (generated here; never sent anywhere).
+    pub private_key: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -40,6 +57,17 @@ impl std::fmt::Debug for Credentials {
             .field("url", &self.url)
             .field("runtime_id", &self.runtime_id)
             .field("client_secret", &"<redacted>")
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca_certificate", &self.ca_certificate)
+            .field("certificate", &self.certificate)
+            .field("private_key", &"<redacted>")
             .finish()
     }
 }
