@@ -65,11 +65,13 @@ python3 -m http.server --bind 127.0.0.1 --directory "$demo/registry" "$registry_
 pids+=($!)
 wait_for_port "$registry_port"
 
-echo "== starting the reference control plane" >&2
+echo "== starting the reference control plane (mutual TLS, its own CA in $demo/ca)" >&2
 export ACP_DATABASE="$demo/control-plane.sqlite"
 export ACP_ADMIN_TOKEN="demo-admin-$RANDOM$RANDOM$RANDOM"
 cp_port=$(free_port)
-"$bin/assessment-control-plane" serve --dev-plain-http --listen "127.0.0.1:$cp_port" >"$demo/control-plane.log" 2>&1 &
+# The CA runtimes will trust (created now; `serve` uses the same one).
+"$bin/assessment-control-plane" ca certificate >"$demo/control-plane-ca.pem"
+"$bin/assessment-control-plane" serve --listen "127.0.0.1:$cp_port" >"$demo/control-plane.log" 2>&1 &
 pids+=($!)
 wait_for_port "$cp_port"
 
@@ -82,7 +84,8 @@ assessment_root = "/"
 state_dir = "$demo/state"
 EOF
 token=$("$bin/assessment-control-plane" enrollment-token create --group default 2>/dev/null)
-"$bin/assessment-runtime" enroll --config "$demo/agent.toml" --url "http://127.0.0.1:$cp_port" --token "$token"
+"$bin/assessment-runtime" enroll --config "$demo/agent.toml" --url "https://localhost:$cp_port" \
+    --ca-cert "$demo/control-plane-ca.pem" --token "$token"
 
 echo "== assigning the example plugins" >&2
 # Grants for what exists on this machine (a grant to a missing path is an error).
