@@ -1,5 +1,6 @@
 //! The admin API under `/v1/admin`, authorized by the admin token:
-//! enrollment tokens, runtimes (list, revoke), group configuration, evidence.
+//! enrollment tokens, runtimes (list, revoke), configuration per group or
+//! per runtime, evidence.
 
 use std::time::Duration;
 
@@ -30,6 +31,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/enrollment-tokens", post(create_enrollment_token))
         .route("/v1/admin/runtimes", get(list_runtimes))
         .route("/v1/admin/runtimes/{id}/revoke", post(revoke_runtime))
+        .route(
+            "/v1/admin/runtimes/{id}/config",
+            put(set_runtime_config).delete(clear_runtime_config),
+        )
         .route("/v1/admin/config/{group}", put(set_config))
         .route("/v1/admin/evidence", get(list_evidence))
 }
@@ -113,6 +118,47 @@ pub async fn set_config(
         .await?;
     tracing::info!(group = %version.group, version = version.version, etag = %version.etag, "configuration assigned");
     Ok(Json(version))
+}
+
+/// Assigns a configuration document (a JSON object) to one runtime, in
+/// force instead of its group's: 200 with the new version and ETag; 400
+/// when the body is not a JSON object; 404 for an unknown runtime.
+pub async fn set_runtime_config(
+    _: Admin,
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<ConfigVersion>, ApiError> {
+    let Path(id) = id?;
+    let Json(document) = body?;
+    let version = state
+        .store
+        .call(move |db| db.set_runtime_config(&id, &document, Utc::now()))
+        .await?;
+    tracing::info!(runtime_id = ?version.runtime, version = version.version, etag = %version.etag, "runtime configuration assigned");
+    Ok(Json(version))
+}
+
+/// Removes a runtime's own configuration, so its group's applies again:
+/// 204; 404 for an unknown runtime or one without its own configuration.
+pub async fn clear_runtime_config(
+    _: Admin,
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = id?;
+    let logged = id.clone();
+    let cleared = state
+        .store
+        .call(move |db| db.clear_runtime_config(&id))
+        .await?;
+    if !cleared {
+        return Err(ApiError::not_found(format!(
+            "the runtime {logged} has no configuration of its own"
+        )));
+    }
+    tracing::info!(runtime_id = %logged, "runtime configuration removed; the group's applies");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Lists stored evidence, optionally filtered by runtime, plugin and check:

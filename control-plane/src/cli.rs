@@ -44,7 +44,7 @@ pub enum Command {
     /// Enrolled runtimes.
     #[command(subcommand)]
     Runtimes(RuntimesCommand),
-    /// Group configuration documents.
+    /// Configuration documents, per group or per runtime.
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Stored evidence.
@@ -143,13 +143,24 @@ pub enum RuntimesCommand {
 /// `config` commands.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Assign a configuration document (a JSON object in FILE) to a group.
+    /// Assign a configuration document (a JSON object in FILE) to a group,
+    /// or to one runtime (in force for it instead of its group's).
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["group", "runtime"])))]
     Set {
         /// The group.
         #[arg(long)]
-        group: String,
+        group: Option<String>,
+        /// The runtime's id.
+        #[arg(long)]
+        runtime: Option<String>,
         /// The JSON document.
         file: PathBuf,
+    },
+    /// Remove a runtime's own configuration: its group's applies again.
+    Unset {
+        /// The runtime's id.
+        #[arg(long)]
+        runtime: String,
     },
 }
 
@@ -193,13 +204,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("runtime {id} revoked");
             Ok(())
         }
-        Command::Config(ConfigCommand::Set { group, file }) => {
+        Command::Config(ConfigCommand::Set {
+            group,
+            runtime,
+            file,
+        }) => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let document: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not valid JSON", file.display()))?;
             let mut db = open(cli.database)?;
-            print_json(&db.set_config(&group, &document, Utc::now())?)
+            let version = match (group, runtime) {
+                (_, Some(runtime)) => db.set_runtime_config(&runtime, &document, Utc::now())?,
+                (Some(group), None) => db.set_config(&group, &document, Utc::now())?,
+                (None, None) => bail!("--group or --runtime is required"),
+            };
+            print_json(&version)
+        }
+        Command::Config(ConfigCommand::Unset { runtime }) => {
+            let mut db = open(cli.database)?;
+            if db.clear_runtime_config(&runtime)? {
+                eprintln!("runtime {runtime} now uses its group's configuration");
+                Ok(())
+            } else {
+                bail!("the runtime {runtime} has no configuration of its own")
+            }
         }
         Command::Ca(CaCommand::Certificate(args)) => {
             let dir = ca_dir(cli.database.as_deref(), args)?;

@@ -93,7 +93,33 @@ ALTER TABLE runtimes ADD COLUMN cert_sha256 TEXT;
 ALTER TABLE runtimes ADD COLUMN next_cert_sha256 TEXT;
 ALTER TABLE access_tokens ADD COLUMN cert_sha256 TEXT;
 "#,
+    // 4: configuration per runtime, in force instead of its group's.
+    r#"
+CREATE TABLE runtime_configs (
+    runtime_id  TEXT PRIMARY KEY REFERENCES runtimes(id),
+    version     INTEGER NOT NULL,
+    document    TEXT NOT NULL,
+    etag        TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+"#,
 ];
+
+/// A configuration document's canonical text and strong ETag; it must be a
+/// JSON object.
+fn canonical_document(document: &Value) -> Result<(String, String), StoreError> {
+    if !document.is_object() {
+        return Err(StoreError::Invalid(
+            "the configuration document must be a JSON object".to_string(),
+        ));
+    }
+    let bytes = canonical_bytes(document)?;
+    let etag = strong_etag(&bytes);
+    let text = String::from_utf8(bytes).map_err(|e| {
+        StoreError::Inconsistent(format!("the canonical document is not UTF-8: {e}"))
+    })?;
+    Ok((text, etag))
+}
 
 /// What the token endpoint checks of a runtime.
 struct RuntimeCredentials {
@@ -448,16 +474,7 @@ impl Db {
         now: DateTime<Utc>,
     ) -> Result<ConfigVersion, StoreError> {
         validate_group(group)?;
-        if !document.is_object() {
-            return Err(StoreError::Invalid(
-                "the configuration document must be a JSON object".to_string(),
-            ));
-        }
-        let bytes = canonical_bytes(document)?;
-        let etag = strong_etag(&bytes);
-        let text = String::from_utf8(bytes).map_err(|e| {
-            StoreError::Inconsistent(format!("the canonical document is not UTF-8: {e}"))
-        })?;
+        let (text, etag) = canonical_document(document)?;
         let version: i64 = self.conn.query_row(
             "INSERT INTO configs (group_name, version, document, etag, updated_at)
              VALUES (?1, 1, ?2, ?3, ?4)
@@ -470,9 +487,107 @@ impl Db {
         )?;
         Ok(ConfigVersion {
             group: group.to_string(),
+            runtime: None,
             version,
             etag,
         })
+    }
+
+    /// Assigns a configuration document (a JSON object) to the runtime
+    /// `id` alone: it is served to that runtime instead of its group's
+    /// until [`clear_runtime_config`](Self::clear_runtime_config).
+    pub fn set_runtime_config(
+        &mut self,
+        id: &str,
+        document: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<ConfigVersion, StoreError> {
+        let (text, etag) = canonical_document(document)?;
+        let id = Uuid::parse_str(id)
+            .map_err(|_| StoreError::RuntimeNotFound(id.to_string()))?
+            .to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let group: Option<String> = tx
+            .query_row(
+                "SELECT group_name FROM runtimes WHERE id = ?1",
+                params![id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(group) = group else {
+            return Err(StoreError::RuntimeNotFound(id));
+        };
+        let version: i64 = tx.query_row(
+            "INSERT INTO runtime_configs (runtime_id, version, document, etag, updated_at)
+             VALUES (?1, 1, ?2, ?3, ?4)
+             ON CONFLICT (runtime_id) DO UPDATE SET
+                 version = version + 1, document = excluded.document,
+                 etag = excluded.etag, updated_at = excluded.updated_at
+             RETURNING version",
+            params![id, text, etag, to_millis(now)],
+            |row| row.get(0),
+        )?;
+        tx.commit()?;
+        Ok(ConfigVersion {
+            group,
+            runtime: Some(id),
+            version,
+            etag,
+        })
+    }
+
+    /// Removes the runtime's own document, so its group's applies again.
+    /// Returns whether it had one.
+    pub fn clear_runtime_config(&mut self, id: &str) -> Result<bool, StoreError> {
+        let Ok(parsed) = Uuid::parse_str(id) else {
+            return Err(StoreError::RuntimeNotFound(id.to_string()));
+        };
+        let parsed = parsed.to_string();
+        let known: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM runtimes WHERE id = ?1)",
+            params![parsed],
+            |row| row.get(0),
+        )?;
+        if !known {
+            return Err(StoreError::RuntimeNotFound(id.to_string()));
+        }
+        Ok(self.conn.execute(
+            "DELETE FROM runtime_configs WHERE runtime_id = ?1",
+            params![parsed],
+        )? > 0)
+    }
+
+    /// The configuration in force for a runtime: its own document if it has
+    /// one, otherwise its group's.
+    pub fn config_for_runtime(
+        &self,
+        runtime: &RuntimeIdentity,
+    ) -> Result<Option<StoredConfig>, StoreError> {
+        let id = runtime.id.to_string();
+        let own = self
+            .conn
+            .query_row(
+                "SELECT version, etag, document FROM runtime_configs WHERE runtime_id = ?1",
+                params![id],
+                |row| {
+                    Ok(StoredConfig {
+                        version: ConfigVersion {
+                            group: runtime.group.clone(),
+                            runtime: Some(id.clone()),
+                            version: row.get(0)?,
+                            etag: row.get(1)?,
+                        },
+                        document: row.get(2)?,
+                    })
+                },
+            )
+            .optional()?;
+        match own {
+            Some(config) => Ok(Some(config)),
+            None => self.config_for_group(&runtime.group),
+        }
     }
 
     /// The configuration document assigned to `group`, if any.
@@ -486,6 +601,7 @@ impl Db {
                     Ok(StoredConfig {
                         version: ConfigVersion {
                             group: group.to_string(),
+                            runtime: None,
                             version: row.get(0)?,
                             etag: row.get(1)?,
                         },
@@ -779,7 +895,7 @@ mod tests {
             conn.pragma_update(None, "user_version", 1).unwrap();
         }
         let mut db = Db::open(&path).unwrap();
-        assert_eq!(db.schema_version().unwrap(), 3);
+        assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let e = enrolled(&mut db, "default");
         db.rotate_secret(Uuid::parse_str(&e.runtime_id).unwrap(), Some("aaa"))
             .unwrap();
@@ -796,8 +912,8 @@ mod tests {
             Db::open(&path).unwrap_err(),
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 3
-            }
+                supported
+            } if supported == MIGRATIONS.len() as i64
         ));
     }
 
@@ -915,6 +1031,55 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_runtime_config_replaces_its_groups_until_cleared() {
+        let mut db = Db::open_in_memory().unwrap();
+        let a = enrolled(&mut db, "prod");
+        let b = enrolled(&mut db, "prod");
+        let identity = |e: &Enrollment| RuntimeIdentity {
+            id: Uuid::parse_str(&e.runtime_id).unwrap(),
+            group: e.group.clone(),
+        };
+        assert_eq!(db.config_for_runtime(&identity(&a)).unwrap(), None);
+        let group = db.set_config("prod", &json!({ "x": 1 }), t0()).unwrap();
+        let own = db
+            .set_runtime_config(&a.runtime_id, &json!({ "x": 2 }), t0())
+            .unwrap();
+        assert_eq!(own.runtime.as_deref(), Some(a.runtime_id.as_str()));
+        assert_eq!(own.group, "prod");
+        assert_ne!(own.etag, group.etag);
+        let served = db.config_for_runtime(&identity(&a)).unwrap().unwrap();
+        assert_eq!(
+            (served.document.as_str(), served.version),
+            (r#"{"x":2}"#, own)
+        );
+        let other = db.config_for_runtime(&identity(&b)).unwrap().unwrap();
+        assert_eq!(other.version, group, "the other runtime keeps the group's");
+        let again = db
+            .set_runtime_config(&a.runtime_id, &json!({ "x": 3 }), t0())
+            .unwrap();
+        assert_eq!(again.version, 2);
+
+        assert!(db.clear_runtime_config(&a.runtime_id).unwrap());
+        assert!(!db.clear_runtime_config(&a.runtime_id).unwrap());
+        let served = db.config_for_runtime(&identity(&a)).unwrap().unwrap();
+        assert_eq!(served.version, group);
+
+        let unknown = Uuid::new_v4().to_string();
+        for result in [
+            db.set_runtime_config(&unknown, &json!({}), t0())
+                .map(|_| ()),
+            db.set_runtime_config("nope", &json!({}), t0()).map(|_| ()),
+            db.clear_runtime_config(&unknown).map(|_| ()),
+        ] {
+            assert!(matches!(result, Err(StoreError::RuntimeNotFound(_))));
+        }
+        assert!(matches!(
+            db.set_runtime_config(&a.runtime_id, &json!([1]), t0()),
+            Err(StoreError::Invalid(_))
+        ));
     }
 
     #[test]

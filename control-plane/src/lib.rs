@@ -2,7 +2,7 @@
 //! credentials (a client certificate from the control plane's own CA for
 //! mutual TLS, and the Compliance Framework client-credentials token
 //! endpoint),
-//! per-group configuration with ETags, heartbeats and idempotent evidence
+//! configuration per group or per runtime with ETags, heartbeats and idempotent evidence
 //! batches, on one SQLite file.
 //!
 //! The HTTP handlers and the admin commands share one store, [`db::Db`].

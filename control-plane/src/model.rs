@@ -129,18 +129,23 @@ pub struct RuntimeSummary {
     pub heartbeat: Option<Value>,
 }
 
-/// The result of assigning a configuration document to a group.
+/// The result of assigning a configuration document to a group or to one
+/// runtime.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigVersion {
-    /// The group.
+    /// The group (of the runtime, for a runtime's own document).
     pub group: String,
+    /// The runtime, when the document is that runtime's own (it then
+    /// replaces the group's document for that runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     /// Increments with every assignment, from 1.
     pub version: i64,
     /// The quoted strong ETag of the canonical document.
     pub etag: String,
 }
 
-/// A group's current configuration document.
+/// The configuration document in force for a group or runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredConfig {
     /// Version and ETag.

@@ -125,16 +125,20 @@ impl ControlPlane {
         serde_json::from_str(&self.admin(&["evidence", "list"])).unwrap()
     }
 
+    /// Assigns `document` to the group `default`.
     fn set_config(&self, dir: &Path, document: &Value) {
+        self.assign(dir, &["--group", "default"], document);
+    }
+
+    /// Assigns `document` with `config set TARGET` (`--group G` or
+    /// `--runtime ID`).
+    fn assign(&self, dir: &Path, target: &[&str], document: &Value) {
         let file = dir.join("assigned.json");
         std::fs::write(&file, document.to_string()).unwrap();
-        self.admin(&[
-            "config",
-            "set",
-            "--group",
-            "default",
-            file.to_str().unwrap(),
-        ]);
+        let mut args = vec!["config", "set"];
+        args.extend_from_slice(target);
+        args.push(file.to_str().unwrap());
+        self.admin(&args);
     }
 }
 
@@ -376,9 +380,14 @@ fn the_daemon_runs_on_schedule_applies_changes_live_and_keeps_the_last_good_conf
         cp.evidence().len() >= 2 * FINDINGS_PER_RUN
     });
 
-    // A live change: skip one check.
-    cp.set_config(
+    // A live change, to this runtime's own configuration: skip one check.
+    let credentials: Value =
+        serde_json::from_slice(&std::fs::read(runtime.state().join("credentials.json")).unwrap())
+            .unwrap();
+    let own = ["--runtime", credentials["runtime_id"].as_str().unwrap()];
+    cp.assign(
         state.path(),
+        &own,
         &assignment(json!({ "skip": ["kernel-aslr"] })),
     );
     wait_for("the change applied", Duration::from_secs(60), || {
@@ -390,8 +399,9 @@ fn the_daemon_runs_on_schedule_applies_changes_live_and_keeps_the_last_good_conf
     // A malformed configuration is not applied; the last good keeps running
     // and the heartbeat reports the error.
     let before = cp.evidence().len();
-    cp.set_config(
+    cp.assign(
         state.path(),
+        &own,
         &json!({ "plugin": [{ "name": "kernel-params", "pathh": "/x" }] }),
     );
     wait_for("the error in a heartbeat", Duration::from_secs(60), || {

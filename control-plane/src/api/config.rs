@@ -1,5 +1,6 @@
-//! `GET /v1/config`: the configuration document of the calling runtime's
-//! group, with a strong ETag; `If-None-Match` with the current ETag gives 304.
+//! `GET /v1/config`: the configuration document in force for the calling
+//! runtime (its own if it has one, else its group's), with a strong ETag;
+//! `If-None-Match` with the current ETag gives 304.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -13,21 +14,21 @@ use crate::error::ApiError;
 /// The header carrying the configuration's version.
 pub const CONFIG_VERSION_HEADER: HeaderName = HeaderName::from_static("x-config-version");
 
-/// Serves the runtime's group configuration: 200 with the document, 304 when
-/// unchanged, 404 when the group has none.
+/// Serves the runtime's configuration: 200 with the document, 304 when
+/// unchanged, 404 when neither the runtime nor its group has one.
 pub async fn get_config(
     Runtime(runtime): Runtime,
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let group = runtime.group.clone();
+    let identity = runtime.clone();
     let config = state
         .store
-        .call(move |db| db.config_for_group(&group))
+        .call(move |db| db.config_for_runtime(&identity))
         .await?
         .ok_or_else(|| {
             ApiError::not_found(format!(
-                "no configuration is assigned to the group {:?} yet",
+                "no configuration is assigned to this runtime or its group {:?} yet",
                 runtime.group
             ))
         })?;

@@ -102,6 +102,7 @@ mod tests {
         "/v1/admin/enrollment-tokens",
         "/v1/admin/runtimes",
         "/v1/admin/runtimes/{id}/revoke",
+        "/v1/admin/runtimes/{id}/config",
         "/v1/admin/config/{group}",
         "/v1/admin/evidence",
     ];

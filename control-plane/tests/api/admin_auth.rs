@@ -17,6 +17,14 @@ async fn admin_endpoints_refuse_missing_and_wrong_tokens() {
             format!("/v1/admin/runtimes/{runtime_id}/revoke"),
         ),
         (Method::PUT, "/v1/admin/config/default".to_string()),
+        (
+            Method::PUT,
+            format!("/v1/admin/runtimes/{runtime_id}/config"),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/admin/runtimes/{runtime_id}/config"),
+        ),
         (Method::GET, "/v1/admin/evidence".to_string()),
     ];
     let wrong_tokens = [

@@ -144,3 +144,87 @@ async fn config_must_be_a_json_object() {
     assert_eq!(v1["version"], 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_runtime_config_replaces_its_groups_for_that_runtime_only() {
+    let server = Server::start().await;
+    let (id, token) = server.runtime("prod").await;
+    let (_, neighbour) = server.runtime("prod").await;
+    let fetch = |token: String| {
+        let request = server.get("/v1/config").bearer_auth(token);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let etag = response.headers()["etag"].to_str().unwrap().to_string();
+            (etag, response.json::<Value>().await.unwrap())
+        }
+    };
+    let group = json!({ "plugin": [] });
+    put_config(&server, "prod", &group).await;
+    let path = format!("/v1/admin/runtimes/{id}/config");
+    let own = json!({ "plugin": [{ "name": "kernel-params" }] });
+    let assigned = server
+        .put(&path)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(assigned.status(), StatusCode::OK);
+    let assigned: Value = assigned.json().await.unwrap();
+    assert_eq!(assigned["runtime"], id.as_str());
+    assert_eq!(assigned["group"], "prod");
+
+    let (own_etag, document) = fetch(token.clone()).await;
+    assert_eq!(document, own);
+    assert_eq!(own_etag, assigned["etag"].as_str().unwrap());
+    assert_eq!(fetch(neighbour.clone()).await.1, group);
+    // A change of the group's document does not reach the runtime with its own.
+    put_config(&server, "prod", &json!({ "plugin": [], "changed": true })).await;
+    assert_eq!(fetch(token.clone()).await.1, own);
+
+    // Removed: the group's document applies again, under another ETag.
+    let delete = || {
+        server
+            .http
+            .delete(format!("{}{path}", server.url))
+            .bearer_auth(ADMIN_TOKEN)
+    };
+    assert_eq!(
+        delete().send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let (etag, document) = fetch(token).await;
+    assert_eq!(document["changed"], true);
+    assert_ne!(etag, own_etag);
+    let again = delete().send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    assert!(
+        error_message(again)
+            .await
+            .contains("no configuration of its own")
+    );
+
+    let unknown = server
+        .put(&format!(
+            "/v1/admin/runtimes/{}/config",
+            uuid::Uuid::new_v4()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let not_object = server
+        .put(&path)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!([1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_object.status(), StatusCode::BAD_REQUEST);
+    let anonymous = server.put(&path).json(&own).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
