@@ -1,9 +1,8 @@
 //! Reference control plane for Assessment Runtime: enrollment, runtime
 //! credentials (a client certificate from the control plane's own CA for
 //! mutual TLS, and the Compliance Framework client-credentials token
-//! endpoint),
-//! configuration per group or per runtime with ETags, heartbeats and idempotent evidence
-//! batches, on one SQLite file.
+//! endpoint), configuration per group or per runtime with ETags, heartbeats
+//! and idempotent evidence batches, on one SQLite file.
 //!
 //! The HTTP handlers and the admin commands share one store, [`db::Db`].
 
