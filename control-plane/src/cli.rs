@@ -102,7 +102,8 @@ pub struct ServeArgs {
         default_value = "localhost,127.0.0.1,::1"
     )]
     pub tls_names: Vec<String>,
-    /// Lifetime of the client certificates issued to runtimes.
+    /// Lifetime of the client certificates issued to runtimes (they renew
+    /// theirs in its last third).
     #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
     pub client_cert_validity: Duration,
     /// The CA.
@@ -292,8 +293,8 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         bail!("an admin token is required: set ACP_ADMIN_TOKEN or pass --admin-token");
     };
     let config = ServerConfig::new(&admin_token, args.token_ttl, args.stale_after)?;
-    if args.client_cert_validity < Duration::from_secs(3600) {
-        bail!("--client-cert-validity must be at least 1h");
+    if args.client_cert_validity < Duration::from_secs(60) {
+        bail!("--client-cert-validity must be at least 1m");
     }
     let tls = if args.dev_plain_http {
         None

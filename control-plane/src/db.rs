@@ -318,6 +318,11 @@ impl Db {
                  WHERE id = ?1",
                 params![id],
             )?;
+            // The old credentials' access tokens go with them.
+            tx.execute(
+                "DELETE FROM access_tokens WHERE runtime_id = ?1",
+                params![id],
+            )?;
         }
         tx.execute(
             "DELETE FROM access_tokens WHERE runtime_id = ?1 AND expires_at <= ?2",
@@ -960,9 +965,21 @@ mod tests {
         let runtime = Uuid::parse_str(&id).unwrap();
         let new = db.rotate_secret(runtime, None).unwrap();
         // Until the new secret is used, the old one still works.
-        db.issue_access_token(&id, &e.client_secret, None, HOUR, t0())
+        let old_token = db
+            .issue_access_token(&id, &e.client_secret, None, HOUR, t0())
             .unwrap();
-        db.issue_access_token(&id, &new, None, HOUR, t0()).unwrap();
+        let new_token = db.issue_access_token(&id, &new, None, HOUR, t0()).unwrap();
+        // Its first use retires the old secret and its tokens.
+        assert_eq!(
+            db.authenticate(&old_token.access_token, None, t0())
+                .unwrap(),
+            None
+        );
+        assert!(
+            db.authenticate(&new_token.access_token, None, t0())
+                .unwrap()
+                .is_some()
+        );
         assert!(matches!(
             db.issue_access_token(&id, &e.client_secret, None, HOUR, t0()),
             Err(StoreError::InvalidClient)
@@ -1024,13 +1041,14 @@ mod tests {
             db.issue_access_token(&id, &secret, Some("aaa"), HOUR, t0())
                 .is_err()
         );
-        // Tokens issued over the old certificate no longer match a
-        // connection made with the new one.
-        assert_eq!(
-            db.authenticate(&issued.access_token, Some("ccc"), t0())
-                .unwrap(),
-            None
-        );
+        // Tokens of the old credentials stop working, over any certificate.
+        for certificate in ["aaa", "ccc"] {
+            assert_eq!(
+                db.authenticate(&issued.access_token, Some(certificate), t0())
+                    .unwrap(),
+                None
+            );
+        }
     }
 
     #[test]

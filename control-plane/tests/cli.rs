@@ -148,7 +148,7 @@ async fn serve_refuses_to_start_without_admin_token_or_with_bad_tls_settings() {
             "--admin-token",
             ADMIN_TOKEN,
             "--client-cert-validity",
-            "5m",
+            "30s",
         ],
     )
     .await;

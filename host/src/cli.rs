@@ -306,24 +306,11 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             use crate::control_plane::client::ControlPlaneClient;
             let agent = load(&config, None)?;
             let timeout = std::time::Duration::from_secs(30);
-            let current = Credentials::load(&agent.state_dir)?;
-            let rotated = ControlPlaneClient::new(current, timeout)?
-                .rotate_credentials()
-                .await
-                .context(
-                    "the control plane did not rotate the credentials; the current ones are still valid",
-                )?;
-            // Saved before first use: a crash here leaves both secrets valid.
-            rotated
-                .save(&agent.state_dir)
-                .context("cannot store the new credentials; the current ones are still valid")?;
-            ControlPlaneClient::new(rotated.clone(), timeout)?
-                .authenticate()
-                .await
-                .context("the new credentials are stored but were not accepted yet; the next request will use them")?;
+            let client = ControlPlaneClient::new(Credentials::load(&agent.state_dir)?, timeout)?;
+            client.rotate_and_save(&agent.state_dir).await?;
             println!(
                 "rotated the credentials of runtime {}; the previous ones no longer work",
-                rotated.runtime_id
+                client.runtime_id()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -1,10 +1,10 @@
 //! The daemon: configuration from the control plane (last good kept), jobs
 //! on their schedules, every finding into the durable outbox before the job
 //! counts as done, delivery with backoff, heartbeats on their own interval,
-//! and a drain on SIGTERM.
+//! client certificate renewal before expiry, and a drain on SIGTERM.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,7 +12,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{Notify, watch};
 
 use crate::agent_config::{AgentConfig, PluginSpec, Schedule};
-use crate::control_plane::client::{ControlPlaneClient, Heartbeat};
+use crate::control_plane::client::{ControlPlaneClient, Heartbeat, renewal_due};
 use crate::control_plane::{ConfigSync, Credentials, SyncOutcome};
 use crate::results::evidence::{RunContext, evidence_records};
 use crate::results::outbox::Outbox;
@@ -23,6 +23,9 @@ use crate::scheduler::{ScheduledJob, run_schedules};
 pub const DEFAULT_SCHEDULE: Duration = Duration::from_secs(3600);
 /// Request timeout towards the control plane.
 const CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the daemon checks whether its client certificate is due for
+/// renewal (it also checks at start).
+const RENEWAL_CHECK_EVERY: Duration = Duration::from_secs(3600);
 
 /// What the heartbeat reports.
 #[derive(Debug, Default)]
@@ -88,6 +91,34 @@ struct Shared {
     delivery: Notify,
     runtime_id: String,
     host: String,
+}
+
+/// Renews the client certificate (and secret) when it is in the last third
+/// of its lifetime; a failure is logged and reported in the heartbeat, and
+/// the current credentials stay in use.
+async fn renew_certificate_if_due(client: &ControlPlaneClient, state_dir: &Path, shared: &Shared) {
+    let report = |message: String| {
+        tracing::warn!("{message}");
+        if let Ok(mut status) = shared.status.lock() {
+            status.error(message);
+        }
+    };
+    let (not_before, not_after) = match client.certificate_validity() {
+        None => return, // plain HTTP: no certificate
+        Some(Ok(validity)) => validity,
+        Some(Err(e)) => return report(format!("the stored client certificate is unreadable: {e}")),
+    };
+    if !renewal_due(not_before, not_after, SystemTime::now()) {
+        return;
+    }
+    let expires = humantime::format_rfc3339_seconds(not_after);
+    tracing::info!(%expires, "renewing the client certificate");
+    match client.rotate_and_save(state_dir).await {
+        Ok(()) => tracing::info!("client certificate renewed"),
+        Err(e) => report(format!(
+            "cannot renew the client certificate, which expires {expires}: {e}"
+        )),
+    }
 }
 
 /// Run one job and put its evidence in the outbox.
@@ -185,6 +216,7 @@ fn new_delivery_backoff() -> backon::ExponentialBackoff {
 /// The daemon's long-lived parts.
 pub struct Daemon {
     started: Instant,
+    state_dir: PathBuf,
     client: Arc<ControlPlaneClient>,
     outbox: Arc<Outbox>,
     shared: Arc<Shared>,
@@ -213,7 +245,10 @@ impl Daemon {
     pub async fn start(local: AgentConfig) -> anyhow::Result<Self> {
         use anyhow::Context;
         let credentials = Credentials::load(&local.state_dir)?;
-        let client = Arc::new(ControlPlaneClient::new(credentials, CONTROL_PLANE_TIMEOUT)?);
+        let client = Arc::new(
+            ControlPlaneClient::new(credentials, CONTROL_PLANE_TIMEOUT)?
+                .reloading_from(&local.state_dir),
+        );
         let outbox = Arc::new(
             Outbox::open(&local.state_dir, local.outbox_max_bytes)
                 .context("cannot open the results outbox")?,
@@ -230,6 +265,8 @@ impl Daemon {
             local.config_poll_interval,
             local.shutdown_grace,
         );
+        let state_dir = local.state_dir.clone();
+        renew_certificate_if_due(&client, &state_dir, &shared).await;
         let mut sync = ConfigSync::new(local);
         if let Err(e) = sync.poll(&client).await {
             tracing::warn!(
@@ -238,6 +275,7 @@ impl Daemon {
         }
         Ok(Daemon {
             started: Instant::now(),
+            state_dir,
             client,
             outbox,
             shared,
@@ -344,6 +382,8 @@ impl Daemon {
         let mut heartbeat = tokio::time::interval(self.heartbeat_every);
         let mut poll = tokio::time::interval(self.poll_every);
         poll.reset();
+        let mut renewal = tokio::time::interval(RENEWAL_CHECK_EVERY);
+        renewal.reset();
         let mut delivery_backoff = new_delivery_backoff();
         let mut next_delivery = tokio::time::Instant::now();
         let (client, outbox) = (self.client.clone(), self.outbox.clone());
@@ -387,6 +427,9 @@ impl Daemon {
                         }
                     }
                     _ = heartbeat.tick() => self.send_heartbeat(&config).await,
+                    _ = renewal.tick() => {
+                        renew_certificate_if_due(&client, &self.state_dir, &self.shared).await;
+                    }
                     _ = self.shared.delivery.notified() => {
                         next_delivery = next_delivery.min(tokio::time::Instant::now());
                     }

@@ -45,20 +45,22 @@ struct ControlPlane {
 impl ControlPlane {
     /// Serving mutual TLS, the default.
     fn start(db: &Path, port: u16) -> Self {
-        Self::spawn(db, port, true)
+        Self::spawn(db, port, &[])
     }
 
     /// Serving plain HTTP (`--dev-plain-http`).
     fn start_plain(db: &Path, port: u16) -> Self {
-        Self::spawn(db, port, false)
+        Self::spawn(db, port, &["--dev-plain-http"])
     }
 
-    fn spawn(db: &Path, port: u16, tls: bool) -> Self {
+    /// `serve` with `extra` options.
+    fn spawn(db: &Path, port: u16, extra: &[&str]) -> Self {
+        let tls = !extra.contains(&"--dev-plain-http");
         let child = Command::new(control_plane_bin())
             .args(["--database"])
             .arg(db)
             .arg("serve")
-            .args(if tls { None } else { Some("--dev-plain-http") })
+            .args(extra)
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
@@ -550,6 +552,63 @@ fn credentials_rotate_and_the_old_ones_stop_working() {
         "{}",
         stderr(&out)
     );
+    assert_eq!(cp.evidence().len(), FINDINGS_PER_RUN);
+}
+
+#[test]
+fn a_running_daemon_picks_up_credentials_rotated_by_the_command() {
+    let (_state, cp, runtime) = enrolled_and_assigned(FAST_INTERVALS);
+    let daemon = runtime.spawn_daemon();
+    wait_for("a first delivery", Duration::from_secs(60), || {
+        !cp.evidence().is_empty()
+    });
+    // The rotation retires the daemon's secret, certificate and tokens.
+    let out = runtime.command(&["rotate-credentials"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after_rotation = cp.evidence().len();
+    wait_for("deliveries to go on", Duration::from_secs(60), || {
+        cp.evidence().len() >= after_rotation + 2 * FINDINGS_PER_RUN
+    });
+    sigterm(&daemon);
+    let out = daemon.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("using the credentials saved by another process"),
+        "{}",
+        stderr(&out)
+    );
+    assert_complete_jobs(&cp.evidence());
+}
+
+#[test]
+fn the_daemon_renews_its_certificate_before_it_expires() {
+    let state = tempfile::tempdir().unwrap();
+    // One-minute certificates are due for renewal as soon as they are issued.
+    let cp = ControlPlane::spawn(
+        &state.path().join("cp.db"),
+        free_port(),
+        &["--client-cert-validity", "1m"],
+    );
+    cp.set_config(state.path(), &assignment(json!({})));
+    let runtime = Runtime::new("");
+    runtime.enroll(&cp);
+    let certificate = || -> Value {
+        let credentials: Value = serde_json::from_slice(
+            &std::fs::read(runtime.state().join("credentials.json")).unwrap(),
+        )
+        .unwrap();
+        credentials["tls"]["certificate"].clone()
+    };
+    let enrolled = certificate();
+
+    let out = runtime.once();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("client certificate renewed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_ne!(certificate(), enrolled);
     assert_eq!(cp.evidence().len(), FINDINGS_PER_RUN);
 }
 

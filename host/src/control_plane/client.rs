@@ -8,12 +8,14 @@
 //! issued for a key generated here. Plain HTTP needs an explicit
 //! development flag at enrollment.
 
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::{ClientTls, Credentials};
+use super::{ClientTls, Credentials, StateError};
 use crate::results::evidence::EvidenceRecord;
 use crate::results::outbox::{DeliveryError, EvidenceSink};
 
@@ -167,11 +169,90 @@ pub struct Heartbeat {
 }
 
 /// A client bound to one runtime's credentials.
+///
+/// The credentials can change under it (rotation, see
+/// [`rotate_and_save`](Self::rotate_and_save)); requests in flight finish
+/// with the credentials they started with.
 #[derive(Debug)]
 pub struct ControlPlaneClient {
+    session: RwLock<Arc<Session>>,
+    runtime_id: String,
+    timeout: Duration,
+    /// Where the credentials are kept, to pick up ones rotated by another
+    /// process when the control plane refuses the ones in memory.
+    state_dir: Option<PathBuf>,
+    token: Mutex<Option<(String, Instant)>>,
+}
+
+/// An HTTP client set up for one set of credentials.
+#[derive(Debug)]
+struct Session {
     http: reqwest::Client,
     credentials: Credentials,
-    token: Mutex<Option<(String, Instant)>>,
+}
+
+impl Session {
+    fn new(credentials: Credentials, timeout: Duration) -> Result<Self, ClientError> {
+        check_url(&credentials.url, credentials.tls.is_some())?;
+        let tls = credentials.tls.as_ref();
+        let http = http_client(
+            timeout,
+            tls.map(|tls| tls.ca_certificate.as_str()),
+            tls.map(|tls| (tls.certificate.as_str(), tls.private_key.as_str())),
+        )?;
+        Ok(Session { http, credentials })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.credentials.url)
+    }
+}
+
+/// A credential rotation that did not complete; each says what still works.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    /// The control plane did not issue new credentials.
+    #[error(
+        "the control plane did not rotate the credentials; the current ones are still valid: {0}"
+    )]
+    Rotate(ClientError),
+    /// The new credentials could not be written.
+    #[error("cannot store the new credentials; the current ones are still valid: {0}")]
+    Save(StateError),
+    /// The new credentials are stored but their first use failed.
+    #[error(
+        "the new credentials are stored but were not accepted yet; the next request will use them: {0}"
+    )]
+    Confirm(ClientError),
+}
+
+/// Whether a client certificate is due for renewal: in the last third of
+/// its lifetime, and at most 30 days before it expires.
+pub fn renewal_due(not_before: SystemTime, not_after: SystemTime, now: SystemTime) -> bool {
+    const MAX_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
+    let Ok(lifetime) = not_after.duration_since(not_before) else {
+        return true; // ends before it starts: replace it
+    };
+    let margin = (lifetime / 3).min(MAX_MARGIN);
+    now + margin >= not_after
+}
+
+/// The validity period of a PEM certificate.
+pub fn certificate_validity(pem: &str) -> Result<(SystemTime, SystemTime), String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| format!("unreadable certificate: {e}"))?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        let seconds = t.timestamp();
+        match u64::try_from(seconds) {
+            Ok(seconds) => SystemTime::UNIX_EPOCH + Duration::from_secs(seconds),
+            Err(_) => SystemTime::UNIX_EPOCH,
+        }
+    };
+    let validity = cert.validity();
+    Ok((at(validity.not_before), at(validity.not_after)))
 }
 
 /// An HTTP client; with `ca`, one that trusts only that CA (PEM), speaks
@@ -294,27 +375,68 @@ pub async fn enroll(
 impl ControlPlaneClient {
     /// A client for `credentials`, each request bounded by `timeout`.
     pub fn new(credentials: Credentials, timeout: Duration) -> Result<Self, ClientError> {
-        check_url(&credentials.url, credentials.tls.is_some())?;
-        let tls = credentials.tls.as_ref();
-        let http = http_client(
-            timeout,
-            tls.map(|tls| tls.ca_certificate.as_str()),
-            tls.map(|tls| (tls.certificate.as_str(), tls.private_key.as_str())),
-        )?;
         Ok(ControlPlaneClient {
-            http,
-            credentials,
+            runtime_id: credentials.runtime_id.clone(),
+            session: RwLock::new(Arc::new(Session::new(credentials, timeout)?)),
+            timeout,
+            state_dir: None,
             token: Mutex::new(None),
         })
     }
 
-    /// The runtime's id.
-    pub fn runtime_id(&self) -> &str {
-        &self.credentials.runtime_id
+    /// The same client, picking up credentials that another process (such
+    /// as `rotate-credentials`) saved in `state_dir` when the control plane
+    /// refuses the ones in memory.
+    pub fn reloading_from(mut self, state_dir: &Path) -> Self {
+        self.state_dir = Some(state_dir.to_path_buf());
+        self
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.credentials.url)
+    /// The runtime's id.
+    pub fn runtime_id(&self) -> &str {
+        &self.runtime_id
+    }
+
+    fn session(&self) -> Arc<Session> {
+        match self.session.read() {
+            Ok(session) => session.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn replace_session(&self, session: Arc<Session>) {
+        match self.session.write() {
+            Ok(mut current) => *current = session,
+            Err(poisoned) => *poisoned.into_inner() = session,
+        }
+    }
+
+    /// The client certificate's validity period, over mutual TLS.
+    pub fn certificate_validity(&self) -> Option<Result<(SystemTime, SystemTime), String>> {
+        let session = self.session();
+        let tls = session.credentials.tls.as_ref()?;
+        Some(certificate_validity(&tls.certificate))
+    }
+
+    /// Credentials on disk that differ from `current` (for the same
+    /// runtime), set up and put in force.
+    fn reload(&self, current: &Session) -> Option<Arc<Session>> {
+        let saved = Credentials::load(self.state_dir.as_deref()?).ok()?;
+        if saved == current.credentials || saved.runtime_id != self.runtime_id {
+            return None;
+        }
+        match Session::new(saved, self.timeout) {
+            Ok(session) => {
+                tracing::info!("using the credentials saved by another process");
+                let session = Arc::new(session);
+                self.replace_session(session.clone());
+                Some(session)
+            }
+            Err(e) => {
+                tracing::warn!("the saved credentials cannot be used: {e}");
+                None
+            }
+        }
     }
 
     async fn token(&self, renew: bool) -> Result<String, ClientError> {
@@ -325,33 +447,46 @@ impl ControlPlaneClient {
         if let Some((token, _)) = fresh {
             return Ok(token.clone());
         }
-        let response = self
-            .http
-            .post(self.url("/api/auth/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", self.credentials.runtime_id.as_str()),
-                ("client_secret", self.credentials.client_secret.as_str()),
-            ])
-            .send()
-            .await?;
-        match response.status().as_u16() {
-            200 => {
-                let body: TokenResponse = response
-                    .json()
-                    .await
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                *cached = Some((
-                    body.access_token.clone(),
-                    Instant::now() + Duration::from_secs(body.expires_in),
-                ));
-                Ok(body.access_token)
+        *cached = None;
+        let mut session = self.session();
+        let mut reloaded = false;
+        loop {
+            let credentials = &session.credentials;
+            let response = session
+                .http
+                .post(session.url("/api/auth/token"))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", credentials.runtime_id.as_str()),
+                    ("client_secret", credentials.client_secret.as_str()),
+                ])
+                .send()
+                .await?;
+            match response.status().as_u16() {
+                200 => {
+                    let body: TokenResponse = response
+                        .json()
+                        .await
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    *cached = Some((
+                        body.access_token.clone(),
+                        Instant::now() + Duration::from_secs(body.expires_in),
+                    ));
+                    return Ok(body.access_token);
+                }
+                400 | 401 | 403 => {
+                    let message = error_text(response).await;
+                    // Rotated by another process since this one loaded them?
+                    match (!reloaded).then(|| self.reload(&session)).flatten() {
+                        Some(newer) => {
+                            session = newer;
+                            reloaded = true;
+                        }
+                        None => return Err(ClientError::Unauthorized(message)),
+                    }
+                }
+                _ => return Err(ClientError::Unreachable(error_text(response).await)),
             }
-            400 | 401 | 403 => {
-                *cached = None;
-                Err(ClientError::Unauthorized(error_text(response).await))
-            }
-            _ => Err(ClientError::Unreachable(error_text(response).await)),
         }
     }
 
@@ -361,16 +496,36 @@ impl ControlPlaneClient {
         build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
         let token = self.token(false).await?;
-        let response = build(&self.http, &token).send().await?;
+        let response = build(&self.session().http, &token).send().await?;
         if response.status().as_u16() != 401 {
             return Ok(response);
         }
         let token = self.token(true).await?;
-        let response = build(&self.http, &token).send().await?;
+        let response = build(&self.session().http, &token).send().await?;
         if response.status().as_u16() == 401 {
             return Err(ClientError::Unauthorized(error_text(response).await));
         }
         Ok(response)
+    }
+
+    /// Rotate the credentials: get new ones, save them in `state_dir`
+    /// (before their first use, so a crash leaves the old ones valid), put
+    /// them in force and use them once, which retires the old ones.
+    pub async fn rotate_and_save(&self, state_dir: &Path) -> Result<(), RotationError> {
+        let rotated = self
+            .rotate_credentials()
+            .await
+            .map_err(RotationError::Rotate)?;
+        rotated.save(state_dir).map_err(RotationError::Save)?;
+        let session =
+            Arc::new(Session::new(rotated, self.timeout).map_err(RotationError::Confirm)?);
+        {
+            // Tokens are bound to the old certificate: drop them with it.
+            let mut cached = self.token.lock().await;
+            *cached = None;
+            self.replace_session(session);
+        }
+        self.authenticate().await.map_err(RotationError::Confirm)
     }
 
     /// Get an access token now (checks the credentials; a rotated secret
@@ -390,12 +545,13 @@ impl ControlPlaneClient {
             #[serde(default)]
             certificate: Option<String>,
         }
-        let key = match &self.credentials.tls {
-            Some(_) => Some(new_key_and_csr(&self.credentials.runtime_id)?),
+        let current = self.session().credentials.clone();
+        let key = match &current.tls {
+            Some(_) => Some(new_key_and_csr(&current.runtime_id)?),
             None => None,
         };
         let body = serde_json::json!({ "csr": key.as_ref().map(|(_, csr)| csr) });
-        let url = self.url("/v1/credentials/rotate");
+        let url = self.session().url("/v1/credentials/rotate");
         let response = self
             .send(|http, token| http.post(&url).bearer_auth(token).json(&body))
             .await?;
@@ -406,7 +562,7 @@ impl ControlPlaneClient {
             .json()
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let tls = match (&self.credentials.tls, key) {
+        let tls = match (&current.tls, key) {
             (Some(current), Some((key, _))) => Some(ClientTls {
                 ca_certificate: current.ca_certificate.clone(),
                 certificate: rotated.certificate.ok_or_else(|| {
@@ -422,13 +578,13 @@ impl ControlPlaneClient {
         Ok(Credentials {
             client_secret: rotated.client_secret,
             tls,
-            ..self.credentials.clone()
+            ..current
         })
     }
 
     /// Poll the configuration; `etag` is the one of the configuration in use.
     pub async fn fetch_config(&self, etag: Option<&str>) -> Result<ConfigFetch, ClientError> {
-        let url = self.url("/v1/config");
+        let url = self.session().url("/v1/config");
         let response = self
             .send(|http, token| {
                 let request = http.get(&url).bearer_auth(token);
@@ -459,7 +615,7 @@ impl ControlPlaneClient {
 
     /// Send a heartbeat.
     pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), ClientError> {
-        let url = self.url("/api/agent/heartbeat");
+        let url = self.session().url("/api/agent/heartbeat");
         let response = self
             .send(|http, token| http.post(&url).bearer_auth(token).json(heartbeat))
             .await?;
@@ -472,7 +628,7 @@ impl ControlPlaneClient {
 
 impl EvidenceSink for ControlPlaneClient {
     async fn deliver(&self, records: &[EvidenceRecord]) -> Result<(), DeliveryError> {
-        let url = self.url("/v1/evidence/batch");
+        let url = self.session().url("/v1/evidence/batch");
         let body = serde_json::json!({ "records": records });
         let response = self
             .send(|http, token| http.post(&url).bearer_auth(token).json(&body))
@@ -520,6 +676,34 @@ mod tests {
         let shown = format!("{credentials:?}");
         assert!(!shown.contains("s3cret") && !shown.contains("PRIVATE KEY"));
         assert!(shown.contains("CERT"));
+    }
+
+    #[test]
+    fn certificates_are_renewed_in_the_last_third_and_at_most_30_days_early() {
+        let at = |days: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(days * 86_400);
+        // A 90-day certificate: renewed from day 60.
+        assert!(!renewal_due(at(0), at(90), at(59)));
+        assert!(renewal_due(at(0), at(90), at(60)));
+        assert!(renewal_due(at(0), at(90), at(100)), "expired: renew");
+        // A year: 30 days before the end, not 122.
+        assert!(!renewal_due(at(0), at(365), at(334)));
+        assert!(renewal_due(at(0), at(365), at(335)));
+        // Nonsense validity (end before start): due.
+        assert!(renewal_due(at(10), at(5), at(0)));
+    }
+
+    #[test]
+    fn the_validity_of_a_certificate_is_read() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.not_before = rcgen::date_time_ymd(2030, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2031, 1, 1);
+        let pem = params.self_signed(&key).unwrap().pem();
+        let (start, end) = certificate_validity(&pem).unwrap();
+        let year = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(year(start), 1_893_456_000);
+        assert_eq!(year(end), 1_924_992_000);
+        assert!(certificate_validity("garbage").is_err());
     }
 
     #[test]
