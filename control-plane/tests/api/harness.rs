@@ -176,7 +176,19 @@ impl Server {
 
     /// The token endpoint's raw answer.
     pub async fn token_response(&self, id: &str, secret: &str) -> reqwest::Response {
-        self.post("/api/auth/token")
+        self.token_response_via(&self.http, id, secret).await
+    }
+
+    /// The token endpoint's raw answer to a request sent with `client`
+    /// (which may present a client certificate).
+    pub async fn token_response_via(
+        &self,
+        client: &Client,
+        id: &str,
+        secret: &str,
+    ) -> reqwest::Response {
+        client
+            .post(format!("{}/api/auth/token", self.url))
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("client_id", id),
@@ -189,7 +201,12 @@ impl Server {
 
     /// A fresh access token.
     pub async fn access_token(&self, id: &str, secret: &str) -> String {
-        let response = self.token_response(id, secret).await;
+        self.access_token_via(&self.http, id, secret).await
+    }
+
+    /// A fresh access token, requested with `client`.
+    pub async fn access_token_via(&self, client: &Client, id: &str, secret: &str) -> String {
+        let response = self.token_response_via(client, id, secret).await;
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.unwrap();
         body["access_token"].as_str().unwrap().to_string()

@@ -47,31 +47,6 @@ async fn enroll(server: &Server, group: &str) -> TlsRuntime {
     }
 }
 
-async fn token_response(
-    server: &Server,
-    client: &Client,
-    id: &str,
-    secret: &str,
-) -> reqwest::Response {
-    client
-        .post(format!("{}/api/auth/token", server.url))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", id),
-            ("client_secret", secret),
-        ])
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn access_token(server: &Server, client: &Client, id: &str, secret: &str) -> String {
-    let response = token_response(server, client, id, secret).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_string()
-}
-
 async fn config_status(server: &Server, client: &Client, token: &str) -> StatusCode {
     client
         .get(format!("{}/v1/config", server.url))
@@ -133,14 +108,16 @@ async fn runtime_requests_need_the_certificate_issued_to_that_runtime() {
     let b = enroll(&server, "default").await;
 
     // Without a client certificate, the secret alone gets nothing.
-    let refused = token_response(&server, &server.http, &a.id, &a.secret).await;
+    let refused = server
+        .token_response_via(&server.http, &a.id, &a.secret)
+        .await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     assert!(error_message(refused).await.contains("mutual TLS"));
     // Nor does it with another runtime's certificate.
-    let refused = token_response(&server, &b.client, &a.id, &a.secret).await;
+    let refused = server.token_response_via(&b.client, &a.id, &a.secret).await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
 
-    let token = access_token(&server, &a.client, &a.id, &a.secret).await;
+    let token = server.access_token_via(&a.client, &a.id, &a.secret).await;
     assert_eq!(
         config_status(&server, &a.client, &token).await,
         StatusCode::OK
@@ -167,7 +144,7 @@ async fn runtime_requests_need_the_certificate_issued_to_that_runtime() {
         config_status(&server, &a.client, &token).await,
         StatusCode::UNAUTHORIZED
     );
-    let refused = token_response(&server, &a.client, &a.id, &a.secret).await;
+    let refused = server.token_response_via(&a.client, &a.id, &a.secret).await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     server.stop().await;
 }
@@ -212,7 +189,9 @@ async fn certificates_of_another_ca_fail_the_handshake() {
 async fn rotation_replaces_the_certificate_with_the_secret() {
     let server = Server::start_tls().await;
     let old = enroll(&server, "default").await;
-    let token = access_token(&server, &old.client, &old.id, &old.secret).await;
+    let token = server
+        .access_token_via(&old.client, &old.id, &old.secret)
+        .await;
     let rotate = |body: Value| {
         old.client
             .post(format!("{}/v1/credentials/rotate", server.url))
@@ -234,17 +213,21 @@ async fn rotation_replaces_the_certificate_with_the_secret() {
     let new = tls_client(server.ca_pem.as_deref().unwrap(), Some((certificate, &key)));
 
     // Until the new pair is used, the old pair works; the pairs do not mix.
-    access_token(&server, &old.client, &old.id, &old.secret).await;
+    server
+        .access_token_via(&old.client, &old.id, &old.secret)
+        .await;
     for (client, secret) in [(&old.client, secret), (&new, old.secret.as_str())] {
-        let mixed = token_response(&server, client, &old.id, secret).await;
+        let mixed = server.token_response_via(client, &old.id, secret).await;
         assert_eq!(mixed.status(), StatusCode::UNAUTHORIZED);
     }
-    let token = access_token(&server, &new, &old.id, secret).await;
+    let token = server.access_token_via(&new, &old.id, secret).await;
     assert_eq!(
         config_status(&server, &new, &token).await,
         StatusCode::NOT_FOUND
     );
-    let retired = token_response(&server, &old.client, &old.id, &old.secret).await;
+    let retired = server
+        .token_response_via(&old.client, &old.id, &old.secret)
+        .await;
     assert_eq!(retired.status(), StatusCode::UNAUTHORIZED);
     server.stop().await;
 }
