@@ -93,6 +93,13 @@ struct Shared {
     host: String,
 }
 
+/// `period` plus a random extra of up to a tenth of it, so that runtimes
+/// started together do not poll the control plane in step.
+fn with_jitter(period: Duration) -> Duration {
+    let tenth = u64::try_from(period.as_millis() / 10).unwrap_or(u64::MAX);
+    period + Duration::from_millis(fastrand::u64(0..=tenth))
+}
+
 /// Renews the client certificate (and secret) when it is in the last third
 /// of its lifetime; a failure is logged and reported in the heartbeat, and
 /// the current credentials stay in use.
@@ -380,8 +387,7 @@ impl Daemon {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         use anyhow::Context;
         let mut heartbeat = tokio::time::interval(self.heartbeat_every);
-        let mut poll = tokio::time::interval(self.poll_every);
-        poll.reset();
+        let mut next_poll = tokio::time::Instant::now() + with_jitter(self.poll_every);
         let mut renewal = tokio::time::interval(RENEWAL_CHECK_EVERY);
         renewal.reset();
         let mut delivery_backoff = new_delivery_backoff();
@@ -415,7 +421,8 @@ impl Daemon {
                             break 'generations;
                         }
                     }
-                    _ = poll.tick() => {
+                    _ = tokio::time::sleep_until(next_poll) => {
+                        next_poll = tokio::time::Instant::now() + with_jitter(self.poll_every);
                         match self.sync.poll(&client).await {
                             Ok(SyncOutcome::Applied(_)) => {
                                 let _ = stop_jobs.send(true);
@@ -461,5 +468,26 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_are_spread_by_up_to_a_tenth_of_the_period() {
+        let period = Duration::from_secs(60);
+        let samples: Vec<Duration> = (0..200).map(|_| with_jitter(period)).collect();
+        assert!(
+            samples
+                .iter()
+                .all(|d| *d >= period && *d <= period + period / 10)
+        );
+        let mut distinct = samples.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(distinct.len() > 100, "spread, not one fixed delay");
+        assert_eq!(with_jitter(Duration::ZERO), Duration::ZERO);
     }
 }
