@@ -4,8 +4,9 @@
 //!
 //! The CA lives in a directory: `ca.pem` (give it to runtimes: they trust
 //! nothing else) and `ca.key` (mode 0600, never leaves the directory). It is
-//! created on first use; the server certificate is made anew at every start
-//! for the names the server is reached by, so it never goes stale.
+//! created on first use; the server certificate is made when the server
+//! starts, for the names it is reached by, and again whenever it nears its
+//! end (see [`crate::tls`]), so it never goes stale.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,8 +26,9 @@ pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca.key";
 /// How long the CA is valid.
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-/// How long a server certificate is valid (it is renewed at every start).
-const SERVER_VALIDITY: Duration = Duration::from_secs(397 * 24 * 3600);
+/// How long a server certificate is valid (a new one is made after two
+/// thirds of that).
+pub const SERVER_VALIDITY: Duration = Duration::from_secs(397 * 24 * 3600);
 /// Default lifetime of runtime client certificates.
 pub const DEFAULT_CLIENT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Certificates start this much in the past, for clocks that lag.
@@ -186,11 +188,12 @@ impl CertificateAuthority {
         certificate_sha256(&self.cert_der)
     }
 
-    /// A fresh server certificate for `names` (DNS names or IP addresses)
-    /// and its key.
+    /// A fresh server certificate for `names` (DNS names or IP addresses),
+    /// valid for `validity`, and its key.
     pub fn server_certificate(
         &self,
         names: &[String],
+        validity: Duration,
     ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), CaError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(names.to_vec())?;
@@ -199,7 +202,7 @@ impl CertificateAuthority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial()?);
-        set_validity(&mut params, SERVER_VALIDITY);
+        set_validity(&mut params, validity);
         let cert = params.signed_by(&key, &self.issuer)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok((cert.der().clone(), key))

@@ -303,16 +303,16 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             bail!("--tls-name needs at least one name or address runtimes reach this server by");
         }
         let dir = ca_dir(database.as_deref(), args.ca)?;
-        let ca = load_ca(&dir)?.with_client_validity(args.client_cert_validity);
+        let ca = Arc::new(load_ca(&dir)?.with_client_validity(args.client_cert_validity));
         let server_config =
-            server_config(&ca, &args.tls_names).context("cannot set up TLS serving")?;
+            server_config(ca.clone(), &args.tls_names).context("cannot set up TLS serving")?;
         tracing::info!(
             ca = %dir.join(CA_CERT_FILE).display(),
             ca_sha256 = %ca.sha256(),
             names = ?args.tls_names,
             "serving mutual TLS; runtimes enroll with this CA certificate"
         );
-        Some((Arc::new(ca), server_config))
+        Some((ca, server_config))
     };
     let path = database_path(database)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

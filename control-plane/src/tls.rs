@@ -13,20 +13,22 @@
 //! SHA-256 in [`TlsPeer`].
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
 use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::ca::{CaError, CertificateAuthority, certificate_sha256};
+use crate::ca::{CaError, CertificateAuthority, SERVER_VALIDITY, certificate_sha256};
 
 /// The longest a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,15 +66,92 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The rustls server configuration: a fresh certificate for `names`, and
-/// client certificates verified against the CA (optional at the TLS layer,
-/// required by the runtime endpoints).
-pub fn server_config(
+/// The server certificate: made by the CA for the server's names, and made
+/// again once two thirds of its lifetime are over, so that a control plane
+/// that runs for years never presents an expired certificate.
+#[derive(Debug)]
+pub struct RenewingCertificate {
+    ca: Arc<CertificateAuthority>,
+    names: Vec<String>,
+    validity: Duration,
+    provider: Arc<CryptoProvider>,
+    /// The certificate in use, and when to replace it.
+    current: RwLock<(Arc<CertifiedKey>, SystemTime)>,
+}
+
+impl RenewingCertificate {
+    /// A first certificate for `names`, valid for `validity`.
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        names: &[String],
+        validity: Duration,
+    ) -> Result<Self, TlsSetupError> {
+        let provider = provider();
+        let current = issue(&ca, names, validity, &provider)?;
+        Ok(Self {
+            ca,
+            names: names.to_vec(),
+            validity,
+            provider,
+            current: RwLock::new(current),
+        })
+    }
+
+    /// The certificate to present now, renewed first if it is due (if that
+    /// fails, the current one is kept and the failure logged).
+    pub fn certified_key(&self) -> Arc<CertifiedKey> {
+        let (key, renew_at) = match self.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        if SystemTime::now() < renew_at {
+            return key;
+        }
+        match issue(&self.ca, &self.names, self.validity, &self.provider) {
+            Ok(fresh) => {
+                tracing::info!("renewed the server certificate");
+                let key = fresh.0.clone();
+                match self.current.write() {
+                    Ok(mut current) => *current = fresh,
+                    Err(poisoned) => *poisoned.into_inner() = fresh,
+                }
+                key
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot renew the server certificate; keeping the current one");
+                key
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for RenewingCertificate {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.certified_key())
+    }
+}
+
+fn issue(
     ca: &CertificateAuthority,
+    names: &[String],
+    validity: Duration,
+    provider: &CryptoProvider,
+) -> Result<(Arc<CertifiedKey>, SystemTime), TlsSetupError> {
+    let (cert, key) = ca.server_certificate(names, validity)?;
+    let chain = vec![cert, ca.certificate_der().clone()];
+    let key = CertifiedKey::from_der(chain, key, provider)
+        .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
+    Ok((Arc::new(key), SystemTime::now() + validity * 2 / 3))
+}
+
+/// The rustls server configuration: a certificate for `names` (renewed as
+/// it nears its end), and client certificates verified against the CA
+/// (optional at the TLS layer, required by the runtime endpoints).
+pub fn server_config(
+    ca: Arc<CertificateAuthority>,
     names: &[String],
 ) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
     let rustls_error = |e: &dyn std::fmt::Display| TlsSetupError::Rustls(e.to_string());
-    let (cert, key) = ca.server_certificate(names)?;
     let mut roots = RootCertStore::empty();
     roots
         .add(ca.certificate_der().clone())
@@ -85,8 +164,11 @@ pub fn server_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| rustls_error(&e))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![cert, ca.certificate_der().clone()], key)
-        .map_err(|e| rustls_error(&e))?;
+        .with_cert_resolver(Arc::new(RenewingCertificate::new(
+            ca,
+            names,
+            SERVER_VALIDITY,
+        )?));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -188,5 +270,28 @@ impl axum::serve::Listener for TlsListener {
             address: self.local_addr,
             client_certificate: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_certificate_is_renewed_after_two_thirds_of_its_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Arc::new(CertificateAuthority::load_or_create(dir.path()).unwrap());
+        let names = ["localhost".to_string()];
+        let certificate = RenewingCertificate::new(ca, &names, Duration::from_secs(3)).unwrap();
+        let first = certificate.certified_key();
+        assert!(
+            Arc::ptr_eq(&first, &certificate.certified_key()),
+            "not yet due"
+        );
+        std::thread::sleep(Duration::from_millis(2100));
+        let renewed = certificate.certified_key();
+        assert!(!Arc::ptr_eq(&first, &renewed));
+        assert_ne!(first.cert[0], renewed.cert[0]);
+        assert!(Arc::ptr_eq(&renewed, &certificate.certified_key()));
     }
 }

@@ -85,14 +85,14 @@ impl Server {
     pub async fn start_tls() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let database = dir.path().join("control-plane.db");
-        let ca = CertificateAuthority::load_or_create(&dir.path().join("ca")).unwrap();
-        let tls = server_config(&ca, &["localhost".to_string()]).unwrap();
+        let ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("ca")).unwrap());
+        let tls = server_config(ca.clone(), &["localhost".to_string()]).unwrap();
         let ca_pem = ca.certificate_pem().to_string();
         let store = Store::open(&database).await.unwrap();
         let options = Options::default();
         let config =
             ServerConfig::new(ADMIN_TOKEN, options.token_ttl, options.stale_after).unwrap();
-        let state = AppState::new(store, config).with_ca(Arc::new(ca));
+        let state = AppState::new(store, config).with_ca(ca);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!(
             "https://localhost:{}",
