@@ -657,6 +657,21 @@ fn a_control_plane_with_another_ca_is_refused() {
 }
 
 #[test]
+fn a_server_certificate_for_other_names_is_refused_with_a_hint() {
+    let state = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::spawn(
+        &state.path().join("cp.db"),
+        free_port(),
+        &["--tls-name", "cp.example"],
+    );
+    let runtime = Runtime::new("");
+    let token = cp.admin(&["enrollment-token", "create"]).trim().to_string();
+    let out = runtime.try_enroll(&cp.url(), &token, Some(&cp.ca_cert()));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--tls-name"), "{}", stderr(&out));
+}
+
+#[test]
 fn plain_http_needs_the_development_flag_on_both_sides() {
     let state = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start_plain(&state.path().join("cp.db"), free_port());

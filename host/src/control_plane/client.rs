@@ -52,7 +52,11 @@ impl From<reqwest::Error> for ClientError {
             message.push_str(&cause.to_string());
             source = cause.source();
         }
-        if message.contains("certificate") || message.contains("handshake") {
+        if message.contains("not valid for name") {
+            message.push_str(
+                " (TLS: the control plane's certificate does not name the host in the URL; list that name with `assessment-control-plane serve --tls-name`)",
+            );
+        } else if message.contains("certificate") || message.contains("handshake") {
             message.push_str(
                 " (TLS: the server's certificate is not from the CA this runtime trusts, or the server refused this runtime's client certificate)",
             );
