@@ -389,8 +389,9 @@ impl Db {
         let now = to_millis(now);
         let stale_after = duration_millis(stale_after);
         let mut stmt = self.conn.prepare(
-            "SELECT id, name, group_name, enrolled_at, revoked_at, last_heartbeat_at, last_heartbeat
-             FROM runtimes ORDER BY enrolled_at, id",
+            "SELECT id, name, group_name, enrolled_at, revoked_at, last_heartbeat_at, last_heartbeat,
+                    cert_sha256, EXISTS (SELECT 1 FROM runtime_configs c WHERE c.runtime_id = r.id)
+             FROM runtimes r ORDER BY enrolled_at, id",
         )?;
         let rows = stmt.query_map([], |row| {
             Ok((
@@ -401,11 +402,23 @@ impl Db {
                 row.get::<_, Option<i64>>(4)?,
                 row.get::<_, Option<i64>>(5)?,
                 row.get::<_, Option<String>>(6)?,
+                row.get::<_, Option<String>>(7)?,
+                row.get::<_, bool>(8)?,
             ))
         })?;
         let mut runtimes = Vec::new();
         for row in rows {
-            let (id, name, group, enrolled_at, revoked_at, heartbeat_at, heartbeat) = row?;
+            let (
+                id,
+                name,
+                group,
+                enrolled_at,
+                revoked_at,
+                heartbeat_at,
+                heartbeat,
+                certificate_sha256,
+                own_config,
+            ) = row?;
             runtimes.push(RuntimeSummary {
                 id,
                 name,
@@ -418,6 +431,8 @@ impl Db {
                 heartbeat: heartbeat
                     .map(|text| serde_json::from_str::<Value>(&text))
                     .transpose()?,
+                certificate_sha256,
+                own_config,
             });
         }
         Ok(runtimes)
@@ -1002,6 +1017,8 @@ mod tests {
             })
             .unwrap();
         assert_eq!(e.certificate.as_deref(), Some("PEM of aaa"));
+        let listed = db.list_runtimes(t0(), MINUTE).unwrap();
+        assert_eq!(listed[0].certificate_sha256.as_deref(), Some("aaa"));
         let (id, secret) = (e.runtime_id.clone(), e.client_secret.clone());
         // The secret alone is not enough: it must come with the certificate.
         for wrong in ["bbb", ""] {
@@ -1075,6 +1092,9 @@ mod tests {
         );
         let other = db.config_for_runtime(&identity(&b)).unwrap().unwrap();
         assert_eq!(other.version, group, "the other runtime keeps the group's");
+        let listed = db.list_runtimes(t0(), MINUTE).unwrap();
+        let own_config = |id: &str| listed.iter().find(|r| r.id == id).unwrap().own_config;
+        assert!(own_config(&a.runtime_id) && !own_config(&b.runtime_id));
         let again = db
             .set_runtime_config(&a.runtime_id, &json!({ "x": 3 }), t0())
             .unwrap();

@@ -127,6 +127,12 @@ pub struct RuntimeSummary {
     pub stale: bool,
     /// The last heartbeat body as sent.
     pub heartbeat: Option<Value>,
+    /// The SHA-256 (hex) of its client certificate, if it enrolled over
+    /// mutual TLS.
+    pub certificate_sha256: Option<String>,
+    /// Whether it has a configuration document of its own (in force
+    /// instead of its group's).
+    pub own_config: bool,
 }
 
 /// The result of assigning a configuration document to a group or to one
