@@ -46,18 +46,11 @@ pub async fn rotate(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid rotation request: {e}")))?
     };
-    let certificate = match (&state.ca, request.csr) {
-        (Some(ca), Some(csr)) => Some(
-            ca.issue_client_certificate(&runtime.id.to_string(), &csr)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?,
-        ),
-        (Some(_), None) => {
-            return Err(ApiError::bad_request(
-                "this control plane uses mutual TLS: send `csr`, a PEM certificate signing request for the runtime's new key",
-            ));
-        }
-        (None, _) => None,
-    };
+    let certificate = state
+        .csr_to_sign(request.csr)?
+        .map(|(ca, csr)| ca.issue_client_certificate(&runtime.id.to_string(), &csr))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let sha256 = certificate.as_ref().map(|c| c.sha256.clone());
     let client_secret = state
         .store

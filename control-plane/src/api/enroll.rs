@@ -33,27 +33,20 @@ pub async fn enroll(
     body: Result<Json<EnrollRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Enrollment>), ApiError> {
     let Json(request) = body?;
-    let ca = state.ca.clone();
-    if ca.is_some() && request.csr.is_none() {
-        return Err(ApiError::bad_request(
-            "this control plane uses mutual TLS: send `csr`, a PEM certificate signing request for the runtime's key",
-        ));
-    }
-    let issuing_ca = ca.clone();
+    // Checked before the token is looked at, so a missing CSR spends none.
+    let to_sign = state.csr_to_sign(request.csr)?;
     let mut enrollment = state
         .store
         .call(move |db| {
             db.enroll(&request.token, &request.name, Utc::now(), |runtime_id| {
-                let (Some(ca), Some(csr)) = (issuing_ca, request.csr) else {
-                    return Ok(None);
-                };
-                ca.issue_client_certificate(runtime_id, &csr)
-                    .map(Some)
+                to_sign
+                    .map(|(ca, csr)| ca.issue_client_certificate(runtime_id, &csr))
+                    .transpose()
                     .map_err(|e| StoreError::Invalid(e.to_string()))
             })
         })
         .await?;
-    enrollment.ca_certificate = ca.map(|ca| ca.certificate_pem().to_string());
+    enrollment.ca_certificate = state.ca.map(|ca| ca.certificate_pem().to_string());
     tracing::info!(runtime_id = %enrollment.runtime_id, group = %enrollment.group, "runtime enrolled");
     Ok((StatusCode::CREATED, Json(enrollment)))
 }

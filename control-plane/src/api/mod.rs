@@ -59,6 +59,22 @@ impl AppState {
             ..self
         }
     }
+
+    /// The CA and the certificate signing request it is to sign: over
+    /// mutual TLS the request must carry one (400 otherwise); over plain
+    /// HTTP there is nothing to sign.
+    pub fn csr_to_sign(
+        &self,
+        csr: Option<String>,
+    ) -> Result<Option<(Arc<CertificateAuthority>, String)>, ApiError> {
+        match (&self.ca, csr) {
+            (Some(ca), Some(csr)) => Ok(Some((ca.clone(), csr))),
+            (Some(_), None) => Err(ApiError::bad_request(
+                "this control plane uses mutual TLS: send `csr`, a PEM certificate signing request for the runtime's key",
+            )),
+            (None, _) => Ok(None),
+        }
+    }
 }
 
 /// The whole HTTP API.
