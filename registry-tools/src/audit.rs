@@ -157,12 +157,12 @@ pub fn audit(bytes: &[u8], manifest: Option<&Manifest>, max_bytes: u64) -> Audit
     };
 
     if size > max_bytes {
+        // Refused without being parsed: the limit bounds the work too.
         reject(
             "size",
             format!("{size} bytes is more than the {max_bytes}-byte limit"),
         );
-    }
-    if Parser::is_core_wasm(bytes) {
+    } else if Parser::is_core_wasm(bytes) {
         reject(
             "component",
             "a core WebAssembly module, not a component; build plugins for `wasm32-wasip2` (or wrap the module with `wasm-tools component new`)".to_string(),
@@ -374,5 +374,22 @@ mod tests {
         let big = audit(b"\0asm\x01\0\0\0", None, 4);
         assert_eq!(big.first_rejection().unwrap().rule, "size");
         assert_eq!(big.verdict, "rejected");
+    }
+
+    #[test]
+    fn oversized_components_are_rejected_without_being_parsed() {
+        // A component header followed by garbage: parsed, it would also be
+        // rejected as malformed; over the limit, only the size is reported.
+        let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+        bytes.extend(std::iter::repeat_n(0xff, 64));
+        let within = audit(&bytes, None, DEFAULT_MAX_BYTES);
+        assert_eq!(within.first_rejection().unwrap().rule, "validation");
+        let over = audit(&bytes, None, 16);
+        assert_eq!(
+            over.findings.iter().map(|f| f.rule).collect::<Vec<_>>(),
+            ["size"]
+        );
+        assert_eq!(over.size, 72);
+        assert_eq!(over.sha256, crate::manifest::sha256_hex(&bytes));
     }
 }

@@ -243,7 +243,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .map_or(0, |d| d.as_secs());
                 format!("timestamp:{now}\tfile:{name}\thashed")
             });
-            let signature = sk.sign(&data, &comment);
+            let signature = sk.sign(&data, &comment)?;
             let mut out = file.clone().into_os_string();
             out.push(".minisig");
             std::fs::write(&out, signature.to_text())

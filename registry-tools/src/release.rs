@@ -219,7 +219,12 @@ pub fn package(
             .map_or(0, |d| d.as_secs()),
         manifest.component.sha256
     );
-    let signature = key.sign(&manifest_bytes, &trusted_comment);
+    let signature =
+        key.sign(&manifest_bytes, &trusted_comment)
+            .map_err(|e| ReleaseError::PluginFiles {
+                path: PathBuf::from(&manifest_file),
+                message: e.to_string(),
+            })?;
     std::fs::create_dir_all(out_dir).map_err(|source| ReleaseError::Io {
         path: out_dir.to_path_buf(),
         source,

@@ -10,7 +10,11 @@
 //!   (signature of the data itself) is verified too.
 //!
 //! Verification checks the key id before the signature, and the trusted
-//! comment's global signature too: a comment cannot be altered.
+//! comment's global signature too: a comment cannot be altered. Both are
+//! checked with `verify_strict` (as libsodium does), and a public key that
+//! is small-order, non-canonical or outside the prime-order subgroup is
+//! refused when parsed. A secret key file's scrypt limits are capped at
+//! libsodium's sensitive limits before any work is done.
 
 mod public_key;
 mod secret_key;

@@ -48,10 +48,29 @@ impl PublicKey {
         key_id.copy_from_slice(&bytes[2..10]);
         let mut key = [0u8; 32];
         key.copy_from_slice(&bytes[10..42]);
-        let key = VerifyingKey::from_bytes(&key).map_err(|e| MinisignError::Malformed {
+        let malformed = |why: String| MinisignError::Malformed {
             what: "public key",
-            why: e.to_string(),
-        })?;
+            why,
+        };
+        let key = VerifyingKey::from_bytes(&key).map_err(|e| malformed(e.to_string()))?;
+        // A key made by a key generator is the canonical encoding of a point
+        // in the prime-order subgroup. Anything else was made by hand: a
+        // small-order key (which `verify` would accept any signature from,
+        // and `verify_strict` none), a non-canonical encoding (refused by
+        // libsodium, so by minisign), or a point with a torsion component
+        // (whose signatures verify differently across implementations).
+        let point = key.to_edwards();
+        if key.is_weak() {
+            return Err(malformed("a small-order (weak) key".to_string()));
+        }
+        if point.compress().as_bytes() != key.as_bytes() {
+            return Err(malformed("a non-canonical point encoding".to_string()));
+        }
+        if !point.is_torsion_free() {
+            return Err(malformed(
+                "a point outside the prime-order subgroup".to_string(),
+            ));
+        }
         Ok(PublicKey { key_id, key })
     }
 

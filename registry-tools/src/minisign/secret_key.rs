@@ -19,6 +19,15 @@ pub enum KdfCost {
     Interactive,
     /// libsodium's sensitive limits (1 GiB, seconds), as `minisign -G` uses.
     Sensitive,
+    /// libsodium's `opslimit` and `memlimit` as stored in the file, e.g.
+    /// cheap ones for tests. Limits costlier than [`KdfCost::Sensitive`] are
+    /// refused, as they are when reading a key file.
+    Limits {
+        /// libsodium's `opslimit`.
+        opslimit: u64,
+        /// libsodium's `memlimit` in bytes.
+        memlimit: u64,
+    },
 }
 
 impl KdfCost {
@@ -26,9 +35,19 @@ impl KdfCost {
         match self {
             KdfCost::Interactive => (524_288, 16_777_216),
             KdfCost::Sensitive => (33_554_432, 1_073_741_824),
+            KdfCost::Limits { opslimit, memlimit } => (opslimit, memlimit),
         }
     }
 }
+
+/// The costliest scrypt a key file may ask for: libsodium's sensitive
+/// limits, N = 2^20, r = 8, p = 1 (1 GiB and a few seconds), the most that
+/// `minisign -G` writes. The parameters come from the file: without a bound
+/// a corrupted or hostile key file could ask for 16 GiB (N = 2^24) or for
+/// p in the millions, hours of work, before the password is even checked.
+const MAX_SCRYPT_LOG_N: u8 = 20;
+/// N · r · p at most (memory is 128 · r · N bytes, work grows with N · r · p).
+const MAX_SCRYPT_WORK: u64 = 1 << 23;
 
 /// A secret key (never printed: `Debug` shows only the key id).
 pub struct SecretKey {
@@ -74,23 +93,38 @@ fn scrypt_params(opslimit: u64, memlimit: u64) -> (u8, u32, u32) {
     }
 }
 
+/// The scrypt parameters for libsodium's limits, refused above
+/// [`MAX_SCRYPT_LOG_N`] and [`MAX_SCRYPT_WORK`] before any work is done.
+fn checked_scrypt_params(opslimit: u64, memlimit: u64) -> Result<scrypt::Params, MinisignError> {
+    let (log_n, r, p) = scrypt_params(opslimit, memlimit);
+    let unsupported = |why: String| MinisignError::UnsupportedAlgorithm {
+        what: "scrypt parameters",
+        found: why,
+    };
+    let work = (1u64 << log_n)
+        .saturating_mul(u64::from(r))
+        .saturating_mul(u64::from(p));
+    if log_n > MAX_SCRYPT_LOG_N || work > MAX_SCRYPT_WORK {
+        return Err(unsupported(format!(
+            "N = 2^{log_n}, r = {r}, p = {p} (opslimit {opslimit}, memlimit {memlimit}) costs more than libsodium's sensitive limits, the most this tool accepts"
+        )));
+    }
+    // `len` only matters for PHC strings; the output buffer sets the length.
+    scrypt::Params::new(log_n, r, p, scrypt::Params::RECOMMENDED_LEN)
+        .map_err(|e| unsupported(e.to_string()))
+}
+
 fn keystream(
     password: &[u8],
     salt: &[u8],
     opslimit: u64,
     memlimit: u64,
 ) -> Result<Zeroizing<[u8; KEYNUM_SK_LEN]>, MinisignError> {
-    let (log_n, r, p) = scrypt_params(opslimit, memlimit);
+    let params = checked_scrypt_params(opslimit, memlimit)?;
     let unsupported = |why: String| MinisignError::UnsupportedAlgorithm {
         what: "scrypt parameters",
         found: why,
     };
-    if log_n > 24 {
-        return Err(unsupported(format!("N = 2^{log_n} is too large")));
-    }
-    // `len` only matters for PHC strings; the output buffer sets the length.
-    let params = scrypt::Params::new(log_n, r, p, scrypt::Params::RECOMMENDED_LEN)
-        .map_err(|e| unsupported(e.to_string()))?;
     let mut out = Zeroizing::new([0u8; KEYNUM_SK_LEN]);
     scrypt::scrypt(password, salt, &params, out.as_mut())
         .map_err(|e| unsupported(e.to_string()))?;
@@ -123,8 +157,9 @@ impl SecretKey {
         }
     }
 
-    /// Sign `data` with a trusted comment.
-    pub fn sign(&self, data: &[u8], trusted_comment: &str) -> SignatureBox {
+    /// Sign `data` with a trusted comment (one line: a line break is
+    /// refused, since the signature file could not carry it).
+    pub fn sign(&self, data: &[u8], trusted_comment: &str) -> Result<SignatureBox, MinisignError> {
         SignatureBox::sign(
             &self.key,
             self.key_id,
@@ -258,6 +293,77 @@ mod tests {
     }
 
     #[test]
+    fn scrypt_cost_is_capped_at_libsodium_sensitive() {
+        // What minisign and this tool write is accepted.
+        for cost in [KdfCost::Interactive, KdfCost::Sensitive] {
+            let (ops, mem) = cost.limits();
+            assert!(checked_scrypt_params(ops, mem).is_ok(), "{cost:?}");
+        }
+        // Twice the memory, twice the work (p = 2), 16 GiB (N = 2^24, which
+        // the parser used to accept), millions of p, and the extremes.
+        for (ops, mem) in [
+            (67_108_864, 2_147_483_648),
+            (67_108_864, 1_073_741_824),
+            (536_870_912, 17_179_869_184),
+            (u64::MAX, 16_777_216),
+            (u64::MAX, u64::MAX),
+            (u64::MAX / 2, u64::MAX),
+            (u64::MAX, 0),
+        ] {
+            assert!(
+                matches!(
+                    checked_scrypt_params(ops, mem),
+                    Err(MinisignError::UnsupportedAlgorithm {
+                        what: "scrypt parameters",
+                        ..
+                    })
+                ),
+                "opslimit {ops}, memlimit {mem}"
+            );
+        }
+        // libsodium's minimum and zeros are cheap and accepted.
+        assert!(checked_scrypt_params(0, 0).is_ok());
+        assert!(checked_scrypt_params(32_768, 16_777_216).is_ok());
+    }
+
+    #[test]
+    fn a_key_file_asking_for_a_huge_scrypt_is_refused_at_once() {
+        let sk = SecretKey::generate().unwrap();
+        let cheap = KdfCost::Limits {
+            opslimit: 32_768,
+            memlimit: 16_777_216,
+        };
+        let text = sk.to_text(Some(b"pw"), cheap).unwrap();
+        let (comment, mut bytes, _) = parse_box("secret key", &text).unwrap();
+        // N = 2^24 (16 GiB), then p in the hundreds of millions.
+        for (ops, mem) in [(1u64 << 40, 1u64 << 34), (u64::MAX, 1 << 24)] {
+            bytes[38..46].copy_from_slice(&u64::to_le_bytes(ops));
+            bytes[46..54].copy_from_slice(&u64::to_le_bytes(mem));
+            let hostile = format!("untrusted comment: {comment}\n{}\n", b64(&bytes));
+            let started = std::time::Instant::now();
+            assert!(matches!(
+                SecretKey::from_text(&hostile, Some(b"pw")),
+                Err(MinisignError::UnsupportedAlgorithm {
+                    what: "scrypt parameters",
+                    ..
+                })
+            ));
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+        // Writing such a key is refused too.
+        assert!(
+            sk.to_text(
+                Some(b"pw"),
+                KdfCost::Limits {
+                    opslimit: u64::MAX,
+                    memlimit: u64::MAX
+                }
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn encrypted_keys_round_trip_and_refuse_a_wrong_password() {
         let sk = SecretKey::generate().unwrap();
         let text = sk
@@ -300,7 +406,9 @@ mod tests {
     fn signatures_verify_and_detect_tampering() {
         let sk = SecretKey::generate().unwrap();
         let pk = sk.public_key();
-        let sig = sk.sign(b"manifest bytes", "plugin sshd-hardening 1.2.3");
+        let sig = sk
+            .sign(b"manifest bytes", "plugin sshd-hardening 1.2.3")
+            .unwrap();
         let parsed = SignatureBox::from_text(&sig.to_text()).unwrap();
         assert_eq!(parsed, sig);
         parsed.verify(&pk, b"manifest bytes").unwrap();
