@@ -1,0 +1,11 @@
+//! Fuzz target: the component audit. The entry function and its
+//! properties are shared with the property tests of
+//! registry-tools/tests/hostile_input.rs.
+
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../../registry-tools/tests/hostile/entries.rs"]
+mod entries;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| entries::component(data));
