@@ -18,8 +18,7 @@ use crate::api::AppState;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::model::{
-    ConfigVersion, DEFAULT_GROUP, EvidenceFilter, NewEnrollmentToken, RuntimeSummary,
-    StoredEvidence,
+    ConfigVersion, DEFAULT_GROUP, EvidenceFilter, EvidencePage, NewEnrollmentToken, RuntimeSummary,
 };
 
 /// Default lifetime of an enrollment token.
@@ -161,13 +160,14 @@ pub async fn clear_runtime_config(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Lists stored evidence, optionally filtered by runtime, plugin and check:
-/// 200, in the order it arrived.
+/// Lists stored evidence a page at a time, optionally filtered by runtime,
+/// plugin and check: 200 `{"evidence": [...], "next": cursor or null}`, in
+/// the order it arrived; pass `next` as `after` for the next page.
 pub async fn list_evidence(
     _: Admin,
     State(state): State<AppState>,
     filter: Result<Query<EvidenceFilter>, QueryRejection>,
-) -> Result<Json<Vec<StoredEvidence>>, ApiError> {
+) -> Result<Json<EvidencePage>, ApiError> {
     let Query(filter) = filter?;
     let evidence = state
         .store

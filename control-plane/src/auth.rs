@@ -9,7 +9,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use chrono::Utc;
 
-use crate::api::AppState;
+use crate::api::{AppState, peer_address};
 use crate::error::ApiError;
 use crate::model::RuntimeIdentity;
 use crate::tls::TlsPeer;
@@ -22,6 +22,19 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The source address of the request, if the server recorded it (never
+/// refuses).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(peer_address(&parts.extensions)))
+    }
+}
+
 /// A request carrying the admin token.
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
@@ -30,7 +43,12 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let source = peer_address(&parts.extensions);
         let Some(token) = bearer_token(parts) else {
+            state
+                .guards
+                .auth_failures
+                .failed(source, "admin", "no bearer token");
             return Err(ApiError::unauthorized(
                 "missing bearer token: send Authorization: Bearer <admin token>",
             ));
@@ -38,6 +56,10 @@ impl FromRequestParts<AppState> for Admin {
         if state.config.is_admin_token(token) {
             Ok(Admin)
         } else {
+            state
+                .guards
+                .auth_failures
+                .failed(source, "admin", "wrong admin token");
             Err(ApiError::unauthorized("invalid admin token"))
         }
     }
@@ -62,9 +84,16 @@ impl FromRequestParts<AppState> for ClientCertificate {
             .and_then(|ConnectInfo(peer)| peer.client_certificate.clone());
         match presented {
             Some(sha256) => Ok(ClientCertificate(Some(sha256))),
-            None => Err(ApiError::unauthorized(
-                "this control plane uses mutual TLS: connect with the client certificate issued at enrollment",
-            )),
+            None => {
+                state.guards.auth_failures.failed(
+                    peer_address(&parts.extensions),
+                    "runtime",
+                    "no client certificate",
+                );
+                Err(ApiError::unauthorized(
+                    "this control plane uses mutual TLS: connect with the client certificate issued at enrollment",
+                ))
+            }
         }
     }
 }
@@ -78,7 +107,12 @@ impl FromRequestParts<AppState> for Runtime {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let source = peer_address(&parts.extensions);
         let Some(token) = bearer_token(parts) else {
+            state
+                .guards
+                .auth_failures
+                .failed(source, "runtime", "no bearer token");
             return Err(ApiError::unauthorized(
                 "missing bearer token: get one from /api/auth/token",
             ));
@@ -91,6 +125,11 @@ impl FromRequestParts<AppState> for Runtime {
             .call(move |db| db.authenticate(&token, certificate.as_deref(), Utc::now()))
             .await?;
         identity.map(Runtime).ok_or_else(|| {
+            state.guards.auth_failures.failed(
+                source,
+                "runtime",
+                "unknown, expired or revoked access token, or another client certificate",
+            );
             ApiError::unauthorized(
                 "the access token is unknown or expired, was issued for another client certificate, or the runtime is revoked",
             )

@@ -133,7 +133,7 @@ impl CertificateAuthority {
         // The certificate first, the key last: `ca.key` marks a complete CA,
         // so a crash in between leaves a directory that is created anew.
         write_file(&dir.join(CA_CERT_FILE), cert.pem().as_bytes(), 0o644)?;
-        write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+        write_new_private_file(&key_path, key.serialize_pem().as_bytes())?;
         tracing::info!(dir = %dir.display(), "created a new certificate authority");
         Self::load(dir)
     }
@@ -290,14 +290,50 @@ fn create_private_dir(dir: &Path) -> Result<(), CaError> {
     builder.create(dir).map_err(fail)
 }
 
+/// Writes `bytes` to the new file `path`, readable only by its owner: a
+/// temporary file created exclusively (`O_EXCL`, so never an existing file
+/// or a planted link) with mode 0600 from the start, then linked to `path`,
+/// which fails if `path` exists (so a key is never replaced).
+fn write_new_private_file(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
+    let fail = |source| CaError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let temporary = temporary_path(path);
+    // A temporary file left by a crash is removed (a link, not its target).
+    match std::fs::remove_file(&temporary) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(fail(error)),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&temporary, path));
+    let removed = std::fs::remove_file(&temporary);
+    linked.map_err(fail)?;
+    removed.map_err(fail)
+}
+
+/// `ca.key.tmp` for `ca.key`.
+fn temporary_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename, with
-/// `mode` from the start (the key is never readable by others).
+/// `mode` from the start.
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
     let fail = |source| CaError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let temporary = path.with_extension("tmp");
+    let temporary = temporary_path(path);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -338,6 +374,31 @@ mod tests {
             assert_eq!(mode(&ca_dir.join(CA_KEY_FILE)), 0o600);
             assert_eq!(mode(&ca_dir), 0o700);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_ca_key_is_written_exclusively_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // Whatever the umask, the key is 0600.
+        let key = dir.path().join("key");
+        write_new_private_file(&key, b"secret").unwrap();
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(std::fs::read(&key).unwrap(), b"secret");
+        assert!(!dir.path().join("key.tmp").exists());
+        // An existing key is never replaced.
+        let error = write_new_private_file(&key, b"other").unwrap_err();
+        assert!(error.to_string().contains("exists"), "{error}");
+        assert_eq!(std::fs::read(&key).unwrap(), b"secret");
+        // A link planted where the temporary file goes is not followed.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"untouched").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("key2.tmp")).unwrap();
+        write_new_private_file(&dir.path().join("key2"), b"new").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+        assert_eq!(mode(&dir.path().join("key2")), 0o600);
     }
 
     #[test]

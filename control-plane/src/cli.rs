@@ -15,10 +15,10 @@ use serde::Serialize;
 use crate::admin::DEFAULT_ENROLLMENT_TTL;
 use crate::api::AppState;
 use crate::ca::{CA_CERT_FILE, CertificateAuthority};
-use crate::config::{DEFAULT_STALE_AFTER, DEFAULT_TOKEN_TTL, ServerConfig};
+use crate::config::{DEFAULT_STALE_AFTER, DEFAULT_TOKEN_TTL, Limits, ServerConfig};
 use crate::db::{Db, Store};
-use crate::model::{DEFAULT_GROUP, EvidenceFilter};
-use crate::server::{serve, serve_tls, shutdown_signal};
+use crate::model::{DEFAULT_GROUP, EvidenceFilter, MAX_PAGE_SIZE};
+use crate::server::{ConnectionLimits, serve_with, shutdown_signal};
 use crate::tls::server_config;
 
 /// Reference control plane for Assessment Runtime.
@@ -109,6 +109,72 @@ pub struct ServeArgs {
     /// The CA.
     #[command(flatten)]
     pub ca: CaDirArgs,
+    /// The largest evidence record accepted, as compact JSON (bytes, or
+    /// with a KiB, MiB or GiB suffix); larger ones get 413.
+    #[arg(long, default_value = "256KiB", value_parser = parse_size)]
+    pub max_record_bytes: u64,
+    /// The largest body of an evidence batch request; larger get 413.
+    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
+    pub max_batch_bytes: u64,
+    /// The largest body of any other request; larger get 413.
+    #[arg(long, default_value = "2MiB", value_parser = parse_size)]
+    pub max_body_bytes: u64,
+    /// The bytes of evidence records one runtime may store; records past
+    /// it get 507.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub runtime_storage_quota: u64,
+    /// Requests one source address may send at once to the unauthenticated
+    /// routes (enrollment, token) before getting 429.
+    #[arg(long, default_value_t = crate::config::DEFAULT_AUTH_BURST)]
+    pub auth_burst: u32,
+    /// Requests per minute one source address may send to them in the long run.
+    #[arg(long, default_value_t = crate::config::DEFAULT_AUTH_PER_MINUTE)]
+    pub auth_per_minute: u32,
+    /// The most connections open at once; more wait until one closes.
+    #[arg(long, default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// The longest a client may take for its TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// The longest a client may take to send a request's headers, and the
+    /// longest a kept-alive connection may stay idle.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// The longest a request may take from its headers to its answer (408
+    /// after that).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// The longest a connection may move no byte while the server waits
+    /// on it.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+}
+
+/// A size in bytes: a number, optionally followed by `B`, `KiB`, `MiB` or
+/// `GiB` (also `K`, `M`, `G`, which mean the same powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a size: use a number of bytes, or 256KiB, 32MiB, 1GiB")
+    })?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}: use B, KiB, MiB or GiB"
+            ));
+        }
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// `enrollment-token` commands.
@@ -248,11 +314,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             check,
         }) => {
             let db = open(cli.database)?;
-            print_json(&db.list_evidence(&EvidenceFilter {
-                runtime,
-                plugin,
-                check,
-            })?)
+            print_evidence(
+                &db,
+                EvidenceFilter {
+                    runtime,
+                    plugin,
+                    check,
+                    limit: Some(MAX_PAGE_SIZE),
+                    after: None,
+                },
+            )
         }
     }
 }
@@ -292,7 +363,24 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let Some(admin_token) = args.admin_token else {
         bail!("an admin token is required: set ACP_ADMIN_TOKEN or pass --admin-token");
     };
-    let config = ServerConfig::new(&admin_token, args.token_ttl, args.stale_after)?;
+    let size = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
+    let config =
+        ServerConfig::new(&admin_token, args.token_ttl, args.stale_after)?.with_limits(Limits {
+            max_record_bytes: size(args.max_record_bytes),
+            max_batch_bytes: size(args.max_batch_bytes),
+            max_body_bytes: size(args.max_body_bytes),
+            runtime_storage_quota: args.runtime_storage_quota,
+            auth_burst: args.auth_burst,
+            auth_per_minute: args.auth_per_minute,
+        })?;
+    let connection_limits = ConnectionLimits {
+        max_connections: args.max_connections,
+        handshake_timeout: args.handshake_timeout,
+        header_read_timeout: args.header_read_timeout,
+        request_timeout: args.request_timeout,
+        idle_timeout: args.idle_timeout,
+    };
+    connection_limits.validate().map_err(anyhow::Error::msg)?;
     if args.client_cert_validity < Duration::from_secs(60) {
         bail!("--client-cert-validity must be at least 1m");
     }
@@ -331,14 +419,20 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         match tls {
             Some((ca, server_config)) => {
                 tracing::info!(%address, database = %path.display(), "control plane listening (https)");
-                serve_tls(listener, server_config, state.with_ca(ca), shutdown_signal())
-                    .await
-                    .context("the HTTPS server failed")?;
+                serve_with(
+                    listener,
+                    Some(server_config),
+                    state.with_ca(ca),
+                    connection_limits,
+                    shutdown_signal(),
+                )
+                .await
+                .context("the HTTPS server failed")?;
             }
             None => {
                 tracing::warn!("serving plain HTTP (--dev-plain-http): for local development only");
                 tracing::info!(%address, database = %path.display(), "control plane listening (http)");
-                serve(listener, state, shutdown_signal())
+                serve_with(listener, None, state, connection_limits, shutdown_signal())
                     .await
                     .context("the HTTP server failed")?;
             }
@@ -348,11 +442,20 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Default lifetimes, shown by `--help`, kept equal to the constants.
+/// Default lifetimes and limits, shown by `--help`, kept equal to the
+/// constants.
 const _: () = {
     assert!(DEFAULT_TOKEN_TTL.as_secs() == 15 * 60);
     assert!(DEFAULT_STALE_AFTER.as_secs() == 3 * 60);
     assert!(DEFAULT_ENROLLMENT_TTL.as_secs() == 3600);
+    assert!(crate::config::DEFAULT_MAX_RECORD_BYTES == 256 << 10);
+    assert!(crate::config::DEFAULT_MAX_BATCH_BYTES == 32 << 20);
+    assert!(crate::config::DEFAULT_MAX_BODY_BYTES == 2 << 20);
+    assert!(crate::config::DEFAULT_RUNTIME_STORAGE_QUOTA == 256 << 20);
+    assert!(crate::server::DEFAULT_HANDSHAKE_TIMEOUT.as_secs() == 10);
+    assert!(crate::server::DEFAULT_HEADER_READ_TIMEOUT.as_secs() == 10);
+    assert!(crate::server::DEFAULT_REQUEST_TIMEOUT.as_secs() == 60);
+    assert!(crate::server::DEFAULT_IDLE_TIMEOUT.as_secs() == 60);
 };
 
 fn print_line(line: &str) -> anyhow::Result<()> {
@@ -360,6 +463,44 @@ fn print_line(line: &str) -> anyhow::Result<()> {
     writeln!(out, "{line}").context("cannot write to stdout")
 }
 
+/// Prints every record matching `filter` as one JSON array, a page at a
+/// time, so that memory stays bounded however many records there are.
+fn print_evidence(db: &Db, mut filter: EvidenceFilter) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    write!(out, "[")?;
+    let mut first = true;
+    loop {
+        let page = db.list_evidence(&filter)?;
+        for record in &page.evidence {
+            out.write_all(if first { b"\n" } else { b",\n" })?;
+            serde_json::to_writer_pretty(&mut out, record)?;
+            first = false;
+        }
+        match page.next {
+            Some(next) => filter.after = Some(next),
+            None => break,
+        }
+    }
+    writeln!(out, "{}]", if first { "" } else { "\n" })?;
+    out.flush().context("cannot write to stdout")
+}
+
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     print_line(&serde_json::to_string_pretty(value)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_parsed() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("256KiB"), Ok(256 * 1024));
+        assert_eq!(parse_size("32MiB"), Ok(32 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
+    }
 }

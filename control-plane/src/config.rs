@@ -12,6 +12,18 @@ pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 /// Default age after which a runtime's last heartbeat makes it stale.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(3 * 60);
+/// Default largest evidence record (its compact JSON).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 256 * 1024;
+/// Default largest body of an evidence batch request.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// Default largest body of any other request.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Default storage quota of one runtime: the bytes of its stored records.
+pub const DEFAULT_RUNTIME_STORAGE_QUOTA: u64 = 256 * 1024 * 1024;
+/// Default burst of unauthenticated requests (enrollment, token) per source.
+pub const DEFAULT_AUTH_BURST: u32 = 60;
+/// Default sustained rate of unauthenticated requests per source, per minute.
+pub const DEFAULT_AUTH_PER_MINUTE: u32 = 60;
 
 /// Invalid server settings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +39,74 @@ pub enum ConfigError {
     /// The stale threshold is zero.
     #[error("--stale-after must be more than zero")]
     StaleAfter,
+    /// A size or rate limit is out of range.
+    #[error("{0}")]
+    Limit(&'static str),
+}
+
+/// How much a client may send and store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest evidence record, as compact JSON (413 beyond).
+    pub max_record_bytes: usize,
+    /// The largest request body of `POST /v1/evidence/batch` (413 beyond).
+    pub max_batch_bytes: usize,
+    /// The largest request body of every other route (413 beyond).
+    pub max_body_bytes: usize,
+    /// The bytes of stored evidence records one runtime may have (507
+    /// beyond).
+    pub runtime_storage_quota: u64,
+    /// Requests to the unauthenticated routes (enrollment, token) one
+    /// source address may send at once before being slowed down (429).
+    pub auth_burst: u32,
+    /// Requests per minute one source address may send to them in the long
+    /// run.
+    pub auth_per_minute: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            runtime_storage_quota: DEFAULT_RUNTIME_STORAGE_QUOTA,
+            auth_burst: DEFAULT_AUTH_BURST,
+            auth_per_minute: DEFAULT_AUTH_PER_MINUTE,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks that every limit is usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_record_bytes < 1024 {
+            return Err(ConfigError::Limit(
+                "--max-record-bytes must be at least 1 KiB",
+            ));
+        }
+        if self.max_batch_bytes < self.max_record_bytes {
+            return Err(ConfigError::Limit(
+                "--max-batch-bytes must be at least --max-record-bytes",
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Limit(
+                "--max-body-bytes must be at least 1 KiB",
+            ));
+        }
+        if self.runtime_storage_quota == 0 {
+            return Err(ConfigError::Limit(
+                "--runtime-storage-quota must be more than zero",
+            ));
+        }
+        if self.auth_burst == 0 || self.auth_per_minute == 0 {
+            return Err(ConfigError::Limit(
+                "--auth-burst and --auth-per-minute must be more than zero",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What the HTTP server needs to know besides its database.
@@ -37,6 +117,8 @@ pub struct ServerConfig {
     pub token_ttl: Duration,
     /// Age of the last heartbeat after which a runtime is stale.
     pub stale_after: Duration,
+    /// Size, storage and rate limits.
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -45,6 +127,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("admin_token", &"<redacted>")
             .field("token_ttl", &self.token_ttl)
             .field("stale_after", &self.stale_after)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -69,7 +152,14 @@ impl ServerConfig {
             admin_token_hash: Sha256::digest(admin_token.as_bytes()).into(),
             token_ttl,
             stale_after,
+            limits: Limits::default(),
         })
+    }
+
+    /// The same settings with `limits` (validated).
+    pub fn with_limits(self, limits: Limits) -> Result<Self, ConfigError> {
+        limits.validate()?;
+        Ok(Self { limits, ..self })
     }
 
     /// Whether `candidate` is the admin token (compared by hash, in

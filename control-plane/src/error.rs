@@ -37,6 +37,20 @@ pub enum StoreError {
     /// The input is invalid; the message names the field and the fix.
     #[error("{0}")]
     Invalid(String),
+    /// An evidence record claims another runtime's identity; the message
+    /// names the field.
+    #[error("{0}")]
+    Identity(String),
+    /// The input conflicts with what is stored (a reused idempotency key
+    /// with another record, an evidence uuid of another runtime).
+    #[error("{0}")]
+    Conflict(String),
+    /// A record is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The runtime's storage quota would be exceeded.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The operating system's random source failed.
     #[error("the operating system's random number generator failed: {0}")]
     Random(String),
@@ -46,6 +60,9 @@ pub enum StoreError {
     /// The database holds something this program did not write.
     #[error("the database is inconsistent: {0}")]
     Inconsistent(String),
+    /// The database file could not be created.
+    #[error("{0}")]
+    Io(String),
     /// The blocking database task could not complete.
     #[error("the database task failed: {0}")]
     Task(String),
@@ -59,6 +76,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The message for the client.
     pub message: String,
+    /// Seconds to wait before trying again (`Retry-After`), for 429.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -67,6 +86,15 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 Too Many Requests, to be retried after `seconds`.
+    pub fn too_many_requests(message: impl Into<String>, seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
         }
     }
 
@@ -94,11 +122,19 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = axum::Json(json!({ "errors": { "message": self.message } }));
+        let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            (self.status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
-        } else {
-            (self.status, body).into_response()
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -110,10 +146,17 @@ impl From<StoreError> for ApiError {
             }
             StoreError::RuntimeNotFound(_) => Self::not_found(error.to_string()),
             StoreError::Invalid(message) => Self::bad_request(message),
+            StoreError::Identity(message) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, message),
+            StoreError::Conflict(message) => Self::new(StatusCode::CONFLICT, message),
+            StoreError::TooLarge(message) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, message),
+            StoreError::QuotaExceeded(message) => {
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, message)
+            }
             StoreError::Sqlite(_)
             | StoreError::Json(_)
             | StoreError::SchemaTooNew { .. }
             | StoreError::Random(_)
+            | StoreError::Io(_)
             | StoreError::Inconsistent(_)
             | StoreError::Poisoned
             | StoreError::Task(_) => {

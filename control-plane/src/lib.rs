@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod guard;
 pub mod model;
 pub mod secrets;
 pub mod server;

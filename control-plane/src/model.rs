@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::canonical::canonical_bytes;
 use crate::error::StoreError;
+use sha2::{Digest, Sha256};
 
 /// The group of runtimes an enrollment token enrolls into when none is named.
 pub const DEFAULT_GROUP: &str = "default";
@@ -172,9 +174,13 @@ pub struct BatchOutcome {
 /// A validated evidence record ready to be stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvidence {
-    /// Unique per runtime; a second record with the same key is a duplicate.
+    /// Where the record was in the request (`records[3]`, `body`), for
+    /// error messages.
+    pub at: String,
+    /// Unique per runtime; a second record with the same key is a duplicate
+    /// if it is the same record, and a conflict otherwise.
     pub idempotency_key: String,
-    /// `evidence.uuid`.
+    /// `evidence.uuid`, canonical (lowercase, hyphenated).
     pub uuid: String,
     /// `evidence.labels.plugin`.
     pub plugin: Option<String>,
@@ -182,14 +188,49 @@ pub struct NewEvidence {
     pub check: Option<String>,
     /// `evidence.status.state`.
     pub status: Option<String>,
+    /// `evidence.labels.host`: the host name the runtime reports.
+    pub host: Option<String>,
     /// The whole `EvidenceCreateRequest`.
     pub body: Value,
+    /// The compact JSON text stored.
+    pub text: String,
+    /// The SHA-256 (hex) of the canonical JSON of `body`: what a reused
+    /// idempotency key is compared by.
+    pub body_sha256: String,
+}
+
+/// Labels that name a runtime: if a record has them, they must name the
+/// runtime that sends it.
+pub const RUNTIME_LABELS: &[&str] = &["runtime", "runtime_id", "runtime-id"];
+
+/// What an evidence record is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRules {
+    /// The authenticated runtime sending it.
+    pub runtime_id: Uuid,
+    /// The largest record accepted, as compact JSON.
+    pub max_record_bytes: usize,
+}
+
+/// The SHA-256 (hex) of the canonical JSON of an evidence body.
+pub fn evidence_sha256(body: &Value) -> Result<String, StoreError> {
+    Ok(hex::encode(Sha256::digest(canonical_bytes(body)?)))
 }
 
 impl NewEvidence {
-    /// Validates an `EvidenceCreateRequest` body; `at` names the record in
-    /// error messages (`records[3]`, `body`).
-    pub fn from_body(idempotency_key: String, body: Value, at: &str) -> Result<Self, StoreError> {
+    /// Validates an `EvidenceCreateRequest` body sent by `rules.runtime_id`;
+    /// `at` names the record in error messages (`records[3]`, `body`).
+    ///
+    /// `uuid` must be a canonical (lowercase, hyphenated), non-nil UUID;
+    /// every `subjects[].identifier` and any of [`RUNTIME_LABELS`] must be
+    /// the sending runtime's id; the record's compact JSON must fit
+    /// `rules.max_record_bytes`.
+    pub fn from_body(
+        idempotency_key: String,
+        body: Value,
+        at: &str,
+        rules: RecordRules,
+    ) -> Result<Self, StoreError> {
         if idempotency_key.is_empty() || idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
             return Err(StoreError::Invalid(format!(
                 "{at}: idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
@@ -200,8 +241,16 @@ impl NewEvidence {
                 "{at}: evidence must be a JSON object (an EvidenceCreateRequest)"
             )));
         };
+        let text = serde_json::to_string(&body)?;
+        if text.len() > rules.max_record_bytes {
+            return Err(StoreError::TooLarge(format!(
+                "{at}: the record is {} bytes of JSON; this control plane accepts at most {} bytes per record",
+                text.len(),
+                rules.max_record_bytes
+            )));
+        }
         let uuid = match fields.get("uuid") {
-            Some(Value::String(uuid)) => uuid,
+            Some(Value::String(uuid)) => canonical_uuid(uuid, at)?,
             Some(_) => {
                 return Err(StoreError::Invalid(format!(
                     "{at}: evidence.uuid must be a string"
@@ -213,27 +262,91 @@ impl NewEvidence {
                 )));
             }
         };
-        let uuid = Uuid::parse_str(uuid)
-            .map_err(|_| {
-                StoreError::Invalid(format!("{at}: evidence.uuid {uuid:?} is not a UUID"))
-            })?
-            .to_string();
-        let text = |parent: &str, key: &str| {
-            fields
-                .get(parent)
-                .and_then(|p| p.get(key))
+        let runtime = rules.runtime_id.to_string();
+        check_subjects(fields.get("subjects"), &runtime, at)?;
+        let labels = match fields.get("labels") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(labels)) => Some(labels),
+            Some(_) => {
+                return Err(StoreError::Invalid(format!(
+                    "{at}: evidence.labels must be an object of strings"
+                )));
+            }
+        };
+        for name in RUNTIME_LABELS {
+            if let Some(value) = labels.and_then(|l| l.get(*name))
+                && value.as_str() != Some(runtime.as_str())
+            {
+                return Err(StoreError::Identity(format!(
+                    "{at}: evidence.labels.{name} is {value}, but this runtime is {runtime}: a runtime reports only its own evidence"
+                )));
+            }
+        }
+        let label = |key: &str| {
+            labels
+                .and_then(|l| l.get(key))
                 .and_then(Value::as_str)
                 .map(str::to_string)
         };
+        let status = fields
+            .get("status")
+            .and_then(|s| s.get("state"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
         Ok(Self {
+            at: at.to_string(),
             idempotency_key,
             uuid,
-            plugin: text("labels", "plugin"),
-            check: text("labels", "check"),
-            status: text("status", "state"),
+            plugin: label("plugin"),
+            check: label("check"),
+            status,
+            host: label("host"),
+            body_sha256: evidence_sha256(&body)?,
+            text,
             body,
         })
     }
+}
+
+/// `uuid` if it is a canonical UUID (lowercase, hyphenated) other than nil.
+fn canonical_uuid(uuid: &str, at: &str) -> Result<String, StoreError> {
+    let parsed = Uuid::parse_str(uuid)
+        .map_err(|_| StoreError::Invalid(format!("{at}: evidence.uuid {uuid:?} is not a UUID")))?;
+    if parsed.is_nil() {
+        return Err(StoreError::Invalid(format!(
+            "{at}: evidence.uuid must not be the nil UUID"
+        )));
+    }
+    let canonical = parsed.to_string();
+    if canonical != uuid {
+        return Err(StoreError::Invalid(format!(
+            "{at}: evidence.uuid {uuid:?} is not in canonical form: send it lowercase and hyphenated, as {canonical:?} (no braces, no urn:uuid:, no simple form)"
+        )));
+    }
+    Ok(canonical)
+}
+
+/// Every subject of a record must be the sending runtime's machine.
+fn check_subjects(subjects: Option<&Value>, runtime: &str, at: &str) -> Result<(), StoreError> {
+    let subjects = match subjects {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Array(subjects)) => subjects,
+        Some(_) => {
+            return Err(StoreError::Invalid(format!(
+                "{at}: evidence.subjects must be an array"
+            )));
+        }
+    };
+    for (index, subject) in subjects.iter().enumerate() {
+        let identifier = subject.get("identifier");
+        if identifier.and_then(Value::as_str) != Some(runtime) {
+            let found = identifier.map_or_else(|| "missing".to_string(), Value::to_string);
+            return Err(StoreError::Identity(format!(
+                "{at}: evidence.subjects[{index}].identifier is {found}, but it must be this runtime's id {runtime}: a runtime reports only on its own machine"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A stored evidence record.
@@ -267,6 +380,29 @@ pub struct EvidenceFilter {
     pub plugin: Option<String>,
     /// Only this check's records.
     pub check: Option<String>,
+    /// The most records in the page (default [`DEFAULT_PAGE_SIZE`], at most
+    /// [`MAX_PAGE_SIZE`]).
+    pub limit: Option<usize>,
+    /// Only records after this cursor: the `next` of the previous page.
+    pub after: Option<String>,
+}
+
+/// Records in a page of the evidence listing when `limit` is not given.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// The most records in a page of the evidence listing.
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// A page ends early once its records add up to this many bytes of JSON
+/// (a page always has at least one record, if there is one).
+pub const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// One page of the evidence listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidencePage {
+    /// The records, in the order they arrived.
+    pub evidence: Vec<StoredEvidence>,
+    /// The cursor of the next page (pass it as `after`), or `None` when
+    /// this page is the last.
+    pub next: Option<String>,
 }
 
 #[cfg(test)]
@@ -291,15 +427,31 @@ mod tests {
         }
     }
 
+    const RUNTIME: Uuid = Uuid::from_u128(0x0b9e_0000_4000_8000_0000_0000_0000_0001);
+
+    fn rules() -> RecordRules {
+        RecordRules {
+            runtime_id: RUNTIME,
+            max_record_bytes: 4096,
+        }
+    }
+
+    fn from_body(key: &str, body: Value, at: &str) -> Result<NewEvidence, StoreError> {
+        NewEvidence::from_body(key.to_string(), body, at, rules())
+    }
+
     #[test]
     fn evidence_fields_are_extracted() {
         let body = json!({
-            "uuid": "6F6B1E3C-4A0F-4D8E-9B1A-5C2E7D3F8A90",
-            "labels": {"plugin": "sshd", "check": "root-login"},
-            "status": {"state": "not-satisfied", "reason": "fail"}
+            "uuid": "6f6b1e3c-4a0f-4d8e-9b1a-5c2e7d3f8a90",
+            "labels": {"plugin": "sshd", "check": "root-login", "host": "web-1"},
+            "status": {"state": "not-satisfied", "reason": "fail"},
+            "subjects": [{"type": "InventoryItem", "identifier": RUNTIME.to_string()}]
         });
-        let e = NewEvidence::from_body("k".into(), body.clone(), "records[0]").unwrap();
+        let e = from_body("k", body.clone(), "records[0]").unwrap();
         assert_eq!(e.uuid, "6f6b1e3c-4a0f-4d8e-9b1a-5c2e7d3f8a90");
+        assert_eq!(e.host.as_deref(), Some("web-1"));
+        assert_eq!(e.text, serde_json::to_string(&body).unwrap());
         assert_eq!(e.plugin.as_deref(), Some("sshd"));
         assert_eq!(e.check.as_deref(), Some("root-login"));
         assert_eq!(e.status.as_deref(), Some("not-satisfied"));
@@ -308,16 +460,89 @@ mod tests {
 
     #[test]
     fn evidence_errors_name_the_record() {
-        let err =
-            NewEvidence::from_body("k".into(), json!({"title": "x"}), "records[7]").unwrap_err();
+        let err = from_body("k", json!({"title": "x"}), "records[7]").unwrap_err();
         assert_eq!(err.to_string(), "records[7]: evidence.uuid is missing");
-        let err = NewEvidence::from_body(String::new(), json!({"uuid": Uuid::nil()}), "records[2]")
-            .unwrap_err();
+        let err = from_body("", json!({"uuid": Uuid::new_v4()}), "records[2]").unwrap_err();
         assert!(err.to_string().starts_with("records[2]: idempotency_key"));
-        let err = NewEvidence::from_body("k".into(), json!({"uuid": "nope"}), "body").unwrap_err();
+        let err = from_body("k", json!({"uuid": "nope"}), "body").unwrap_err();
         assert!(err.to_string().contains("not a UUID"));
-        let err = NewEvidence::from_body("k".into(), json!([1]), "body").unwrap_err();
+        let err = from_body("k", json!([1]), "body").unwrap_err();
         assert!(err.to_string().contains("JSON object"));
+    }
+
+    #[test]
+    fn evidence_uuids_must_be_canonical_and_not_nil() {
+        let id = "6f6b1e3c-4a0f-4d8e-9b1a-5c2e7d3f8a90";
+        for bad in [
+            "6F6B1E3C-4A0F-4D8E-9B1A-5C2E7D3F8A90".to_string(),
+            format!("{{{id}}}"),
+            format!("urn:uuid:{id}"),
+            id.replace('-', ""),
+            Uuid::nil().to_string(),
+        ] {
+            let err = from_body("k", json!({ "uuid": bad }), "records[1]").unwrap_err();
+            assert!(matches!(err, StoreError::Invalid(_)), "{bad}: {err}");
+            assert!(
+                err.to_string().starts_with("records[1]: evidence.uuid"),
+                "{err}"
+            );
+        }
+        from_body("k", json!({ "uuid": id }), "body").unwrap();
+    }
+
+    #[test]
+    fn evidence_must_name_only_the_sending_runtime() {
+        let uuid = Uuid::new_v4().to_string();
+        let other = Uuid::new_v4().to_string();
+        for (body, field) in [
+            (
+                json!({"uuid": uuid, "subjects": [{"type": "InventoryItem", "identifier": other}]}),
+                "evidence.subjects[0].identifier",
+            ),
+            (
+                json!({"uuid": uuid, "subjects": [
+                    {"type": "InventoryItem", "identifier": RUNTIME.to_string()},
+                    {"type": "InventoryItem"}
+                ]}),
+                "evidence.subjects[1].identifier",
+            ),
+            (
+                json!({"uuid": uuid, "labels": {"runtime_id": other}}),
+                "evidence.labels.runtime_id",
+            ),
+        ] {
+            let err = from_body("k", body, "records[0]").unwrap_err();
+            assert!(matches!(err, StoreError::Identity(_)), "{err}");
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
+
+    #[test]
+    fn oversize_records_are_refused() {
+        let big = "x".repeat(5000);
+        let err = from_body(
+            "k",
+            json!({"uuid": Uuid::new_v4().to_string(), "description": big}),
+            "records[4]",
+        )
+        .unwrap_err();
+        assert!(matches!(err, StoreError::TooLarge(_)), "{err}");
+        assert!(err.to_string().starts_with("records[4]: the record is"));
+    }
+
+    #[test]
+    fn the_body_hash_ignores_key_order() {
+        let a = from_body(
+            "k",
+            json!({"uuid": Uuid::nil().to_string().replace('0', "1"), "a": 1, "b": 2}),
+            "x",
+        );
+        let b = from_body(
+            "k",
+            json!({"b": 2, "a": 1, "uuid": Uuid::nil().to_string().replace('0', "1")}),
+            "x",
+        );
+        assert_eq!(a.unwrap().body_sha256, b.unwrap().body_sha256);
     }
 
     #[test]

@@ -7,33 +7,20 @@
 //! connection is the one the runtime was issued. A certificate from any other
 //! CA fails the handshake.
 //!
-//! Handshakes run in their own tasks, bounded in number and time, so a slow
-//! or silent client never holds up the others; finished connections reach
-//! `axum::serve` through [`TlsListener`], with the client certificate's
-//! SHA-256 in [`TlsPeer`].
+//! [`crate::server`] runs each handshake in the connection's own task,
+//! bounded in time, and hands the handlers the client certificate's SHA-256
+//! in [`TlsPeer`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
-use crate::ca::{CaError, CertificateAuthority, SERVER_VALIDITY, certificate_sha256};
-
-/// The longest a client may take to complete its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most handshakes in progress at once.
-const MAX_PENDING_HANDSHAKES: usize = 256;
+use crate::ca::{CaError, CertificateAuthority, SERVER_VALIDITY};
 
 /// TLS settings that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -54,12 +41,6 @@ pub struct TlsPeer {
     /// The SHA-256 (hex) of the client certificate, if it sent one (its
     /// chain to the CA is already verified).
     pub client_certificate: Option<String>,
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for TlsPeer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        stream.remote_addr().clone()
-    }
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -171,106 +152,6 @@ pub fn server_config(
         )?));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// A listener that hands `axum::serve` connections whose TLS handshake is
-/// complete.
-#[derive(Debug)]
-pub struct TlsListener {
-    connections: mpsc::Receiver<(TlsStream<TcpStream>, TlsPeer)>,
-    local_addr: SocketAddr,
-    acceptor_task: JoinHandle<()>,
-}
-
-impl TlsListener {
-    /// Accepts on `listener` and runs handshakes with `config`.
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
-        let local_addr = listener.local_addr()?;
-        let (sender, connections) = mpsc::channel(64);
-        let acceptor_task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), sender));
-        Ok(Self {
-            connections,
-            local_addr,
-            acceptor_task,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor_task.abort();
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    sender: mpsc::Sender<(TlsStream<TcpStream>, TlsPeer)>,
-) {
-    let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    loop {
-        let Ok(permit) = handshakes.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, address) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: wait, then go on.
-                tracing::warn!(%error, "cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let sender = sender.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::info!(%address, %error, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(%address, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let client_certificate = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|cert| certificate_sha256(cert));
-            let peer = TlsPeer {
-                address,
-                client_certificate,
-            };
-            // The receiver is gone only when the server is shutting down.
-            let _ = sender.send((stream, peer)).await;
-        });
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = TlsPeer;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.connections.recv().await {
-            Some(connection) => connection,
-            // The accept loop ended (it only does when aborted): no more
-            // connections will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(TlsPeer {
-            address: self.local_addr,
-            client_certificate: None,
-        })
-    }
 }
 
 #[cfg(test)]

@@ -334,3 +334,65 @@ async fn admin_commands_and_serve_share_the_database() {
     assert!(rest.contains("SIGTERM received"), "{rest}");
     assert!(rest.contains("control plane stopped"), "{rest}");
 }
+
+#[tokio::test]
+async fn failed_authentications_are_logged_with_their_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cp.db");
+    let (mut server, mut lines, address) = spawn_server(&db, &["--dev-plain-http"]).await;
+    let http = reqwest::Client::new();
+    let refused = http
+        .get(format!("http://{address}/v1/admin/runtimes"))
+        .bearer_auth("not-the-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let refused = http
+        .post(format!("http://{address}/api/auth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &uuid::Uuid::new_v4().to_string()),
+            ("client_secret", "wrong"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let logged = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut logged = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("authentication failed") {
+                logged.push(line);
+                if logged.len() == 2 {
+                    return logged;
+                }
+            }
+        }
+        panic!("the server exited");
+    })
+    .await
+    .expect("two failed authentications are logged");
+    assert!(logged[0].contains("source=127.0.0.1:"), "{logged:?}");
+    assert!(logged[0].contains("admin"), "{logged:?}");
+    assert!(logged[1].contains("client credentials"), "{logged:?}");
+    assert!(
+        !logged.iter().any(|l| l.contains("not-the-admin-token")),
+        "the presented token is not logged"
+    );
+    server.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_database_and_the_ca_key_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cp.db");
+    let (ok, _, stderr) = run(Some(&db), &["runtimes", "list"]).await;
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = run(Some(&db), &["ca", "certificate"]).await;
+    assert!(ok, "{stderr}");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(mode(&dir.path().join("ca").join("ca.key")), 0o600);
+}

@@ -10,6 +10,7 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::AppState;
+use crate::auth::Peer;
 use crate::error::{ApiError, StoreError};
 use crate::model::Enrollment;
 
@@ -30,6 +31,7 @@ pub struct EnrollRequest {
 /// CSR (the token is not spent), 401 for an unknown, used or expired token.
 pub async fn enroll(
     State(state): State<AppState>,
+    Peer(source): Peer,
     body: Result<Json<EnrollRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Enrollment>), ApiError> {
     let Json(request) = body?;
@@ -45,7 +47,16 @@ pub async fn enroll(
                     .map_err(|e| StoreError::Invalid(e.to_string()))
             })
         })
-        .await?;
+        .await
+        .inspect_err(|error| {
+            if matches!(error, StoreError::InvalidEnrollmentToken) {
+                state.guards.auth_failures.failed(
+                    source,
+                    "enrollment",
+                    "unknown, used or expired enrollment token",
+                );
+            }
+        })?;
     enrollment.ca_certificate = state.ca.map(|ca| ca.certificate_pem().to_string());
     tracing::info!(runtime_id = %enrollment.runtime_id, group = %enrollment.group, "runtime enrolled");
     Ok((StatusCode::CREATED, Json(enrollment)))

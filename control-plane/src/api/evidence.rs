@@ -15,7 +15,8 @@ use crate::error::{ApiError, StoreError};
 use crate::model::{BatchOutcome, MAX_BATCH_RECORDS, NewEvidence};
 
 /// Stores one `EvidenceCreateRequest` under a generated idempotency key:
-/// 201 `{"data": <stored record>}`.
+/// 201 `{"data": <stored record>}`; the record is checked as in a batch
+/// (see [`batch`]).
 pub async fn create(
     Runtime(runtime): Runtime,
     State(state): State<AppState>,
@@ -23,11 +24,13 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body?;
     let key = Uuid::new_v4().to_string();
-    let record = NewEvidence::from_body(key.clone(), body, "body")?;
+    let rules = state.record_rules(&runtime);
+    let quota = state.config.limits.runtime_storage_quota;
+    let record = NewEvidence::from_body(key.clone(), body, "body", rules)?;
     let stored = state
         .store
         .call(move |db| {
-            db.store_evidence(runtime.id, std::slice::from_ref(&record), Utc::now())?;
+            db.store_evidence(runtime.id, std::slice::from_ref(&record), quota, Utc::now())?;
             db.evidence(runtime.id, &key)?.ok_or_else(|| {
                 StoreError::Inconsistent("the evidence just stored cannot be read back".to_string())
             })
@@ -37,8 +40,12 @@ pub async fn create(
 }
 
 /// Stores a batch `{"records": [{"idempotency_key", "evidence"}]}`: 200
-/// `{"accepted", "duplicates"}`; 413 for more than 1000 records; 400 naming
-/// the first invalid record.
+/// `{"accepted", "duplicates"}`; otherwise nothing is stored and the answer
+/// names the first refused record: 400 invalid (a uuid not canonical or
+/// nil, among others), 422 naming another runtime (`subjects[].identifier`,
+/// `labels.host`), 409 an idempotency key reused for another record or a
+/// uuid of another runtime's records, 413 a record over the size limit or
+/// more than 1000 records, 507 over the runtime's storage quota.
 pub async fn batch(
     Runtime(runtime): Runtime,
     State(state): State<AppState>,
@@ -59,6 +66,8 @@ pub async fn batch(
             ),
         ));
     }
+    let rules = state.record_rules(&runtime);
+    let quota = state.config.limits.runtime_storage_quota;
     let records = records
         .into_iter()
         .enumerate()
@@ -75,12 +84,12 @@ pub async fn batch(
             let Some(evidence) = record.get_mut("evidence").map(Value::take) else {
                 return Err(ApiError::bad_request(format!("{at}: evidence is missing")));
             };
-            Ok(NewEvidence::from_body(key, evidence, &at)?)
+            Ok(NewEvidence::from_body(key, evidence, &at, rules)?)
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     let outcome = state
         .store
-        .call(move |db| db.store_evidence(runtime.id, &records, Utc::now()))
+        .call(move |db| db.store_evidence(runtime.id, &records, quota, Utc::now()))
         .await?;
     tracing::debug!(runtime_id = %runtime.id, accepted = outcome.accepted, duplicates = outcome.duplicates, "evidence batch");
     Ok(Json(outcome))

@@ -14,20 +14,38 @@ pub mod heartbeat;
 pub mod token;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state, map_response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde_json::json;
 use tower_http::trace::TraceLayer;
 
 use crate::ca::CertificateAuthority;
 use crate::config::ServerConfig;
 use crate::db::Store;
 use crate::error::ApiError;
+use crate::guard::{AuthFailureLog, RateLimiter};
+use crate::model::{RecordRules, RuntimeIdentity};
+use crate::tls::TlsPeer;
 
-/// The largest evidence batch body accepted (1000 records of up to ~64 KiB).
-pub const MAX_BATCH_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// The longest error text of another layer that is kept when it is turned
+/// into the JSON error shape.
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// The defences every handler shares.
+#[derive(Debug)]
+pub struct Guards {
+    /// The rate limit of the unauthenticated routes, per source address.
+    pub unauthenticated: RateLimiter,
+    /// The log of failed authentications.
+    pub auth_failures: AuthFailureLog,
+}
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -40,15 +58,33 @@ pub struct AppState {
     /// certificates at enrollment and must present them. `None` only for
     /// plain HTTP (development).
     pub ca: Option<Arc<CertificateAuthority>>,
+    /// Rate limits and the failed-authentication log.
+    pub guards: Arc<Guards>,
 }
 
 impl AppState {
     /// State over `store` with `config`, for plain HTTP.
     pub fn new(store: Store, config: ServerConfig) -> Self {
+        let guards = Guards {
+            unauthenticated: RateLimiter::new(
+                config.limits.auth_burst,
+                config.limits.auth_per_minute,
+            ),
+            auth_failures: AuthFailureLog::default(),
+        };
         Self {
             store,
             config: Arc::new(config),
             ca: None,
+            guards: Arc::new(guards),
+        }
+    }
+
+    /// What the evidence records of `runtime` are checked against.
+    pub fn record_rules(&self, runtime: &RuntimeIdentity) -> RecordRules {
+        RecordRules {
+            runtime_id: runtime.id,
+            max_record_bytes: self.config.limits.max_record_bytes,
         }
     }
 
@@ -78,18 +114,37 @@ impl AppState {
 }
 
 /// The whole HTTP API.
+///
+/// Request bodies are bounded (`Limits::max_body_bytes`, and
+/// `max_batch_bytes` for evidence batches); the unauthenticated routes are
+/// rate-limited per source address; every error answer, whichever layer
+/// makes it, has the JSON error shape.
 pub fn router(state: AppState) -> Router {
+    let limits = state.config.limits;
+    let single_record = limits
+        .max_body_bytes
+        .max(limits.max_record_bytes.saturating_mul(2));
+    let rate_limited = || from_fn_with_state(state.clone(), rate_limit);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/v1/enroll", post(enroll::enroll))
-        .route("/api/auth/token", post(token::token))
+        .route(
+            "/v1/enroll",
+            post(enroll::enroll).route_layer(rate_limited()),
+        )
+        .route(
+            "/api/auth/token",
+            post(token::token).route_layer(rate_limited()),
+        )
         .route("/v1/credentials/rotate", post(credentials::rotate))
         .route("/v1/config", get(config::get_config))
         .route("/api/agent/heartbeat", post(heartbeat::heartbeat))
-        .route("/api/evidence", post(evidence::create))
+        .route(
+            "/api/evidence",
+            post(evidence::create).layer(DefaultBodyLimit::max(single_record)),
+        )
         .route(
             "/v1/evidence/batch",
-            post(evidence::batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
+            post(evidence::batch).layer(DefaultBodyLimit::max(limits.max_batch_bytes)),
         )
         .merge(crate::admin::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -99,8 +154,76 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this endpoint",
             )
         })
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TraceLayer::new_for_http())
+        .layer(map_response(json_errors))
         .with_state(state)
+}
+
+/// The source address of a request, when the server put it there.
+pub fn peer_address(request_extensions: &axum::http::Extensions) -> Option<std::net::SocketAddr> {
+    request_extensions
+        .get::<ConnectInfo<TlsPeer>>()
+        .map(|ConnectInfo(peer)| peer.address)
+}
+
+/// Refuses a request with 429 when its source has sent too many to the
+/// unauthenticated routes.
+async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(address) = peer_address(request.extensions())
+        && let Err(wait) = state
+            .guards
+            .unauthenticated
+            .check(address.ip(), Instant::now())
+    {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let seconds = seconds.max(1);
+        tracing::debug!(source = %address, seconds, "rate limited");
+        return ApiError::too_many_requests(
+            format!(
+                "too many requests from {} to this endpoint; try again in {seconds} s",
+                address.ip()
+            ),
+            seconds,
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Gives an error answer of another layer (a body limit's 413, a
+/// rejection's plain text) the JSON error shape, keeping its status and
+/// headers.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_ERROR_TEXT)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let body = json!({ "errors": { "message": message } }).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(body))
 }
 
 #[cfg(test)]

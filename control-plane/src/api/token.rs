@@ -13,8 +13,8 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::AppState;
-use crate::auth::ClientCertificate;
-use crate::error::ApiError;
+use crate::auth::{ClientCertificate, Peer};
+use crate::error::{ApiError, StoreError};
 
 /// The form fields of a token request.
 #[derive(Debug, Deserialize)]
@@ -32,6 +32,7 @@ pub struct TokenRequest {
 /// runtime's (over mutual TLS), or a revoked runtime.
 pub async fn token(
     State(state): State<AppState>,
+    Peer(source): Peer,
     ClientCertificate(certificate): ClientCertificate,
     form: Result<Form<TokenRequest>, FormRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -59,7 +60,16 @@ pub async fn token(
                 Utc::now(),
             )
         })
-        .await?;
+        .await
+        .inspect_err(|error| {
+            if matches!(error, StoreError::InvalidClient) {
+                state.guards.auth_failures.failed(
+                    source,
+                    "runtime",
+                    "wrong client credentials, another client certificate, or a revoked runtime",
+                );
+            }
+        })?;
     Ok((
         [
             (header::CACHE_CONTROL, "no-store"),

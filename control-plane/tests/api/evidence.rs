@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{ADMIN_TOKEN, Server, error_message, evidence};
+use crate::harness::{ADMIN_TOKEN, Server, all_evidence, error_message, evidence};
 
 async fn send_batch(server: &Server, token: &str, body: &Value) -> reqwest::Response {
     server
@@ -51,10 +51,8 @@ async fn batches_are_idempotent() {
         json!({ "accepted": 1, "duplicates": 1 })
     );
 
-    let stored = server.admin_get("/v1/admin/evidence").await;
+    let stored = all_evidence(&server, "").await;
     let keys: Vec<&str> = stored
-        .as_array()
-        .unwrap()
         .iter()
         .map(|e| e["idempotency_key"].as_str().unwrap())
         .collect();
@@ -74,24 +72,20 @@ async fn batches_are_idempotent() {
         chrono::DateTime::parse_from_rfc3339(first_record["received_at"].as_str().unwrap()).is_ok()
     );
 
-    let by_plugin = server.admin_get("/v1/admin/evidence?plugin=kernel").await;
-    assert_eq!(by_plugin.as_array().unwrap().len(), 2);
-    let by_check = server
-        .admin_get("/v1/admin/evidence?plugin=sshd&check=check-5")
-        .await;
-    assert_eq!(by_check.as_array().unwrap().len(), 1);
+    let by_plugin = all_evidence(&server, "&plugin=kernel").await;
+    assert_eq!(by_plugin.len(), 2);
+    let by_check = all_evidence(&server, "&plugin=sshd&check=check-5").await;
+    assert_eq!(by_check.len(), 1);
     assert_eq!(by_check[0]["status"], "not-satisfied");
-    let by_runtime = server
-        .admin_get(&format!("/v1/admin/evidence?runtime={id}"))
-        .await;
-    assert_eq!(by_runtime.as_array().unwrap().len(), 6);
+    let by_runtime = all_evidence(&server, &format!("&runtime={id}")).await;
+    assert_eq!(by_runtime.len(), 6);
     let other_runtime = server
         .admin_get(&format!(
             "/v1/admin/evidence?runtime={}",
             uuid::Uuid::new_v4()
         ))
         .await;
-    assert_eq!(other_runtime, json!([]));
+    assert_eq!(other_runtime, json!({ "evidence": [], "next": null }));
     let bad_filter = server
         .get("/v1/admin/evidence?colour=red")
         .bearer_auth(ADMIN_TOKEN)
@@ -116,12 +110,8 @@ async fn oversize_batches_are_refused_with_413() {
     let response = send_batch(&server, &token, &over).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(error_message(response).await.contains("at most 1000"));
-    let stored = server.admin_get("/v1/admin/evidence").await;
-    assert_eq!(
-        stored.as_array().unwrap().len(),
-        1000,
-        "nothing of the oversize batch"
-    );
+    let stored = all_evidence(&server, "").await;
+    assert_eq!(stored.len(), 1000, "nothing of the oversize batch");
     server.stop().await;
 }
 
@@ -155,7 +145,7 @@ async fn invalid_records_are_named_and_nothing_is_stored() {
     }
     let not_a_batch = send_batch(&server, &token, &json!([good])).await;
     assert_eq!(not_a_batch.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(server.admin_get("/v1/admin/evidence").await, json!([]));
+    assert_eq!(all_evidence(&server, "").await, Vec::<Value>::new());
 
     let unauthenticated = server
         .post("/v1/evidence/batch")
@@ -199,8 +189,8 @@ async fn single_evidence_endpoint_stores_with_a_generated_key() {
         .await
         .unwrap();
     assert_eq!(again.status(), StatusCode::CREATED);
-    let stored = server.admin_get("/v1/admin/evidence").await;
-    assert_eq!(stored.as_array().unwrap().len(), 2);
+    let stored = all_evidence(&server, "").await;
+    assert_eq!(stored.len(), 2);
 
     let no_uuid = server
         .post("/api/evidence")

@@ -6,8 +6,10 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use assessment_control_plane::ca::CertificateAuthority;
+use assessment_control_plane::config::Limits;
+use assessment_control_plane::server::{ConnectionLimits, serve_with};
 use assessment_control_plane::tls::server_config;
-use assessment_control_plane::{AppState, ServerConfig, Store, serve, serve_tls};
+use assessment_control_plane::{AppState, ServerConfig, Store};
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -32,6 +34,8 @@ pub struct Server {
 pub struct Options {
     pub stale_after: Duration,
     pub token_ttl: Duration,
+    pub limits: Limits,
+    pub connections: ConnectionLimits,
 }
 
 impl Default for Options {
@@ -39,7 +43,18 @@ impl Default for Options {
         Self {
             stale_after: Duration::from_secs(180),
             token_ttl: Duration::from_secs(900),
+            limits: Limits::default(),
+            connections: ConnectionLimits::default(),
         }
+    }
+}
+
+impl Options {
+    fn config(&self) -> ServerConfig {
+        ServerConfig::new(ADMIN_TOKEN, self.token_ttl, self.stale_after)
+            .unwrap()
+            .with_limits(self.limits)
+            .unwrap()
     }
 }
 
@@ -61,14 +76,18 @@ impl Server {
     /// A server on `database` (which may hold data already).
     pub async fn start_on(database: &Path, options: Options) -> Self {
         let store = Store::open(database).await.unwrap();
-        let config =
-            ServerConfig::new(ADMIN_TOKEN, options.token_ttl, options.stale_after).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, AppState::new(store, config), async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(serve_with(
+            listener,
+            None,
+            AppState::new(store, options.config()),
+            options.connections,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             url,
             http: Client::new(),
@@ -83,25 +102,33 @@ impl Server {
     /// A server over mutual TLS with a new CA, on a new temporary database.
     /// Its `http` client trusts the CA but has no client certificate.
     pub async fn start_tls() -> Self {
+        Self::start_tls_with(Options::default()).await
+    }
+
+    /// A server over mutual TLS with `options`.
+    pub async fn start_tls_with(options: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let database = dir.path().join("control-plane.db");
         let ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("ca")).unwrap());
         let tls = server_config(ca.clone(), &["localhost".to_string()]).unwrap();
         let ca_pem = ca.certificate_pem().to_string();
         let store = Store::open(&database).await.unwrap();
-        let options = Options::default();
-        let config =
-            ServerConfig::new(ADMIN_TOKEN, options.token_ttl, options.stale_after).unwrap();
-        let state = AppState::new(store, config).with_ca(ca);
+        let state = AppState::new(store, options.config()).with_ca(ca);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!(
             "https://localhost:{}",
             listener.local_addr().unwrap().port()
         );
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_tls(listener, tls, state, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(serve_with(
+            listener,
+            Some(tls),
+            state,
+            options.connections,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             url,
             http: tls_client(&ca_pem, None),
@@ -239,6 +266,47 @@ pub async fn error_message(response: reqwest::Response) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("not an api.Error body: {body}"))
         .to_string()
+}
+
+/// An `EvidenceCreateRequest` for `plugin`/`check` about the runtime `id`
+/// (its subject), as the runtime sends it.
+pub fn evidence_of(id: &str, plugin: &str, check: &str, state: &str) -> Value {
+    let mut evidence = evidence(plugin, check, state);
+    evidence["subjects"] =
+        json!([{ "type": "InventoryItem", "identifier": id, "description": "web-1" }]);
+    evidence
+}
+
+/// The `errors.message` of an error answer, checking its status and shape.
+pub async fn expect_error(response: reqwest::Response, status: StatusCode) -> String {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    error_message(response).await
+}
+
+/// Every stored record, following the listing's pages.
+pub async fn all_evidence(server: &Server, query: &str) -> Vec<Value> {
+    let mut records = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/admin/evidence?limit=1000{query}");
+        if let Some(after) = &after {
+            path.push_str(&format!("&after={after}"));
+        }
+        let page = server.admin_get(&path).await;
+        records.extend(page["evidence"].as_array().unwrap().iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return records,
+        }
+    }
 }
 
 /// An `EvidenceCreateRequest` for `plugin`/`check`.

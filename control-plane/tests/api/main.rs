@@ -9,5 +9,7 @@ mod enrollment;
 mod evidence;
 mod harness;
 mod heartbeat;
+mod hostile_connections;
+mod hostile_evidence;
 mod mutual_tls;
 mod restart;

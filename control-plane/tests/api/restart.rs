@@ -4,7 +4,7 @@ use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{ADMIN_TOKEN, Options, Server, evidence};
+use crate::harness::{ADMIN_TOKEN, Options, Server, all_evidence, evidence};
 
 #[tokio::test]
 async fn data_survives_a_restart() {
@@ -91,15 +91,7 @@ async fn data_survives_a_restart() {
         json!({ "accepted": 0, "duplicates": 1 }),
         "idempotency keys are remembered"
     );
-    assert_eq!(
-        server
-            .admin_get("/v1/admin/evidence")
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(all_evidence(&server, "").await.len(), 1);
     let enrolled = server
         .post("/v1/enroll")
         .json(&json!({ "token": unused_token, "name": "web-3" }))
