@@ -269,6 +269,10 @@ async fn records_and_bodies_over_the_limits_get_413_in_the_error_shape() {
         .collect();
     let refused = send_batch(&server, &token, json!(records)).await;
     expect_error(refused, StatusCode::PAYLOAD_TOO_LARGE).await;
+    // A batch body over --max-body-bytes but within --max-batch-bytes is
+    // read (and here refused only by the 12 KiB quota, after being read).
+    let refused = send_batch(&server, &token, json!(records[..8])).await;
+    expect_error(refused, StatusCode::INSUFFICIENT_STORAGE).await;
     // Bodies over --max-body-bytes on routes that read raw bytes, JSON or a form.
     let oversize = "x".repeat(20 * 1024);
     let refused = server
