@@ -114,7 +114,7 @@ ALTER TABLE runtimes ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
 UPDATE runtimes SET stored_bytes = (
     SELECT COALESCE(SUM(length(CAST(body AS BLOB))), 0) FROM evidence e WHERE e.runtime_id = runtimes.id
 );
-CREATE INDEX evidence_uuid ON evidence(uuid, runtime_id);
+CREATE INDEX evidence_uuid ON evidence(uuid, seq);
 CREATE INDEX evidence_runtime_seq ON evidence(runtime_id, seq);
 "#,
 ];
@@ -691,7 +691,7 @@ impl Db {
     /// runtime already stored (earlier or in this batch) is a duplicate, not
     /// stored again, if it is the same record (by canonical hash); with
     /// another record it is a conflict. A record is also refused when its
-    /// uuid is stored by another runtime (conflict), when its
+    /// uuid was first stored by another runtime (conflict), when its
     /// `labels.host` is the enrolled name of another runtime and not this
     /// runtime's (identity), or when the runtime's stored records would
     /// exceed `quota` bytes.
@@ -727,9 +727,9 @@ impl Db {
                 "SELECT EXISTS (SELECT 1 FROM runtimes
                                 WHERE name = ?1 AND id != ?2 AND revoked_at IS NULL)",
             )?;
-            let mut uuid_of_another = tx.prepare(
-                "SELECT EXISTS (SELECT 1 FROM evidence WHERE uuid = ?1 AND runtime_id != ?2)",
-            )?;
+            // A uuid belongs to the runtime that stored it first.
+            let mut uuid_owner =
+                tx.prepare("SELECT runtime_id FROM evidence WHERE uuid = ?1 ORDER BY seq LIMIT 1")?;
             let mut insert = tx.prepare(
                 "INSERT INTO evidence
                      (idempotency_key, runtime_id, uuid, plugin, check_id, status, body,
@@ -750,7 +750,10 @@ impl Db {
                         "{at}: evidence.labels.host {host:?} is the name of another runtime; this runtime enrolled as {name:?} and reports only its own machine"
                     )));
                 }
-                if uuid_of_another.query_row(params![record.uuid, runtime_id], |row| row.get(0))? {
+                let owner: Option<String> = uuid_owner
+                    .query_row(params![record.uuid], |row| row.get(0))
+                    .optional()?;
+                if owner.is_some_and(|owner| owner != runtime_id) {
                     return Err(StoreError::Conflict(format!(
                         "{at}: evidence.uuid {} belongs to records of another runtime; a runtime reports only its own evidence streams",
                         record.uuid
@@ -1136,7 +1139,15 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, StoreError::Conflict(_)), "{error}");
         assert!(error.to_string().contains("evidence.uuid"), "{error}");
-        // A may send its own stream again, as every run does.
+        // A may send its own stream again, as every run does, even where
+        // another runtime's copy was stored before this check existed.
+        db.conn
+            .execute(
+                "INSERT INTO evidence (idempotency_key, runtime_id, uuid, body, received_at)
+                 VALUES ('forged', ?1, ?2, '{}', 0)",
+                params![b.to_string(), of_a.uuid],
+            )
+            .unwrap();
         let mut rerun = of_a.body.clone();
         rerun["description"] = json!("second run");
         db.store_evidence(a, &[evidence_of(a, "k2", rerun)], QUOTA, later(1))
