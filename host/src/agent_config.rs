@@ -32,7 +32,7 @@ use serde::Deserialize;
 use assessment_registry::manifest::valid_plugin_name;
 use assessment_registry::minisign::PublicKey;
 
-use crate::policy::{GrantSet, Limits, ceilings};
+use crate::policy::{GrantSet, Limits, LocalPolicy, ceilings};
 
 /// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,16 @@ pub enum ConfigError {
         /// Names the field and the fix.
         message: String,
     },
+    /// Configuration from the control plane asks for more than the
+    /// runtime's own `[policy]` allows; it is refused whole.
+    #[error(
+        "the control plane's configuration exceeds the local policy and is refused whole: {}; the runtime's own file decides what remote configuration may do (`[policy]`)",
+        .excess.join("; ")
+    )]
+    Policy {
+        /// Each excess, naming the field.
+        excess: Vec<String>,
+    },
 }
 
 /// The file as written.
@@ -71,6 +81,28 @@ struct RawConfig {
     runtime: RawRuntime,
     #[serde(default)]
     plugin: Vec<RawPlugin>,
+    #[serde(default)]
+    policy: Option<RawPolicy>,
+}
+
+/// `[policy]`: what remote configuration may do at most.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    remote_trusted_keys: bool,
+    #[serde(default)]
+    remote_path_plugins: bool,
+    #[serde(default)]
+    host_facts: bool,
+    #[serde(default)]
+    read: Vec<String>,
+    #[serde(default)]
+    commands: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    dev_plain_http_registries: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +207,7 @@ struct RawLimits {
     memory_mib: Option<u64>,
     timeout: Option<String>,
     max_findings: Option<u32>,
+    max_findings_kib: Option<u64>,
     log_kib: Option<u64>,
     max_file_kib: Option<u64>,
     command_timeout: Option<String>,
@@ -222,6 +255,9 @@ pub struct AgentConfig {
     pub shutdown_grace: Duration,
     /// Bytes the results outbox may hold.
     pub outbox_max_bytes: u64,
+    /// What configuration from the control plane may do at most (always
+    /// the local file's).
+    pub policy: LocalPolicy,
 }
 
 /// Where a plugin's component comes from.
@@ -325,28 +361,81 @@ impl AgentConfig {
             path: source.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        Self::from_raw(raw, source, base)
+        Self::from_raw(raw, source, base, None)
     }
 
-    /// Validate a configuration document in JSON (as the control plane
-    /// serves it), with the same schema and rules as the TOML file.
-    pub fn from_json(
+    /// Validate a configuration document in JSON as the control plane
+    /// serves it (the file's schema and rules), within the `local`
+    /// configuration's policy: the machine's own settings (state
+    /// directory, assessment root, policy) and trusted keys stay the local
+    /// file's; anything beyond the policy refuses the whole document.
+    pub fn from_remote(
         document: &serde_json::Value,
-        source: &Path,
-        base: &Path,
+        local: &AgentConfig,
     ) -> Result<Self, ConfigError> {
+        let source = Path::new("control plane configuration");
         let raw: RawConfig =
             serde_json::from_value(document.clone()).map_err(|e| ConfigError::Parse {
                 path: source.to_path_buf(),
                 message: e.to_string(),
             })?;
-        Self::from_raw(raw, source, base)
+        let mut excess = Vec::new();
+        if raw.policy.is_some() {
+            excess.push(
+                "policy: the ceiling on remote configuration is set only in the runtime's own file"
+                    .to_string(),
+            );
+        }
+        if !local.policy.remote_trusted_keys {
+            for (i, key) in raw.runtime.trusted_keys.iter().enumerate() {
+                let known =
+                    PublicKey::from_text(key).is_ok_and(|k| local.trusted_keys.contains(&k));
+                if !known {
+                    excess.push(format!(
+                        "runtime.trusted_keys[{i}]: a key the local file does not trust (policy.remote_trusted_keys = false)"
+                    ));
+                }
+            }
+        }
+        let mut config = Self::from_raw(raw, source, &local.state_dir, Some(local))?;
+        for (i, plugin) in config.plugins.iter().enumerate() {
+            let field = format!("plugin[{i}] ({})", plugin.name);
+            if matches!(plugin.origin, PluginOrigin::Local { .. })
+                && !local.policy.remote_path_plugins
+            {
+                excess.push(format!(
+                    "{field}.path: an unsigned local component (policy.remote_path_plugins = false)"
+                ));
+            }
+            excess.extend(
+                local
+                    .policy
+                    .excess(&format!("{field}.grants"), &plugin.grants),
+            );
+        }
+        if !excess.is_empty() {
+            return Err(ConfigError::Policy { excess });
+        }
+        config.state_dir = local.state_dir.clone();
+        config.assessment_root = local.assessment_root.clone();
+        Ok(config)
     }
 
-    fn from_raw(raw: RawConfig, source: &Path, base: &Path) -> Result<Self, ConfigError> {
+    /// Validate `raw`. With `local`, it is a remote document: the policy is
+    /// the local one and the local trusted keys are trusted too.
+    fn from_raw(
+        raw: RawConfig,
+        source: &Path,
+        base: &Path,
+        local: Option<&AgentConfig>,
+    ) -> Result<Self, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             path: source.to_path_buf(),
             message,
+        };
+        let policy = match local {
+            Some(local) => local.policy.clone(),
+            None => resolve_policy(raw.policy.unwrap_or_default()).map_err(invalid)?,
         };
 
         if raw.runtime.max_concurrent_jobs == 0 || raw.runtime.max_concurrent_jobs > 256 {
@@ -409,8 +498,16 @@ impl AgentConfig {
                         })
                 })
                 .collect::<Result<_, _>>()?;
-            let origin = resolve_origin(&field, &p.name, p.path, p.version, p.source, base)
-                .map_err(invalid)?;
+            let origin = resolve_origin(
+                &field,
+                &p.name,
+                p.path,
+                p.version,
+                p.source,
+                base,
+                policy.dev_plain_http_registries,
+            )
+            .map_err(invalid)?;
             plugins.push(PluginSpec {
                 name: p.name,
                 origin,
@@ -422,17 +519,15 @@ impl AgentConfig {
             });
         }
 
-        let trusted_keys = raw
-            .runtime
-            .trusted_keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                PublicKey::from_text(k).map_err(|e| {
-                    invalid(format!("runtime.trusted_keys[{i}]: {e} (give the base64 line of a minisign public key, \"RW…\")"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut trusted_keys = local.map_or_else(Vec::new, |l| l.trusted_keys.clone());
+        for (i, k) in raw.runtime.trusted_keys.iter().enumerate() {
+            let key = PublicKey::from_text(k).map_err(|e| {
+                invalid(format!("runtime.trusted_keys[{i}]: {e} (give the base64 line of a minisign public key, \"RW…\")"))
+            })?;
+            if !trusted_keys.contains(&key) {
+                trusted_keys.push(key);
+            }
+        }
         let first_registry_plugin = plugins
             .iter()
             .enumerate()
@@ -494,8 +589,24 @@ impl AgentConfig {
             config_poll_interval,
             shutdown_grace,
             outbox_max_bytes,
+            policy,
         })
     }
+}
+
+fn resolve_policy(raw: RawPolicy) -> Result<LocalPolicy, String> {
+    Ok(LocalPolicy {
+        remote_trusted_keys: raw.remote_trusted_keys,
+        remote_path_plugins: raw.remote_path_plugins,
+        remote_grants: GrantSet::from_config(
+            "policy",
+            raw.host_facts,
+            &raw.read,
+            &raw.commands,
+            &raw.env,
+        )?,
+        dev_plain_http_registries: raw.dev_plain_http_registries,
+    })
 }
 
 fn resolve_origin(
@@ -505,6 +616,7 @@ fn resolve_origin(
     version: Option<String>,
     source: Option<RawSource>,
     base: &Path,
+    plain_http: bool,
 ) -> Result<PluginOrigin, String> {
     match (path, version, source) {
         (Some(path), None, None) => Ok(PluginOrigin::Local {
@@ -538,9 +650,14 @@ fn resolve_origin(
                     format!("https://github.com/{repo}/releases/download")
                 }
                 (None, Some(url)) => {
+                    if url.starts_with("http://") && !plain_http {
+                        return Err(format!(
+                            "{field}.source.url = {url:?}: registries are reached over HTTPS; plain HTTP needs `dev_plain_http_registries = true` in the runtime's own `[policy]` (development only)"
+                        ));
+                    }
                     if !(url.starts_with("https://") || url.starts_with("http://")) {
                         return Err(format!(
-                            "{field}.source.url = {url:?}: must be an http(s) URL"
+                            "{field}.source.url = {url:?}: must be an https URL"
                         ));
                     }
                     url.trim_end_matches('/').to_string()
@@ -616,6 +733,13 @@ fn resolve_limits(field: &str, raw: &RawLimits, base: &Limits) -> Result<Limits,
     }
     if let Some(v) = raw.max_findings {
         limits.max_findings = bounded(&format!("{field}.max_findings"), v, ceilings::MAX_FINDINGS)?;
+    }
+    if let Some(v) = raw.max_findings_kib {
+        limits.max_findings_bytes = bounded(
+            &format!("{field}.max_findings_kib"),
+            v,
+            ceilings::MAX_FINDINGS_KIB,
+        )? << 10;
     }
     if let Some(v) = raw.log_kib {
         limits.log_bytes = bounded(&format!("{field}.log_kib"), v, ceilings::LOG_KIB)? << 10;
@@ -843,7 +967,8 @@ mod tests {
         let c = parse(&format!(
             "[runtime]\ntrusted_keys = [\"{key}\"]\nstate_dir = \"/tmp/s\"\ndownload_timeout = \"5s\"\n\
              [[plugin]]\nname = \"a\"\nversion = \"1.2.3\"\nsource = {{ github = \"acme/plugins\" }}\n\
-             [[plugin]]\nname = \"b\"\nversion = \"0.1.0\"\nsource = {{ url = \"http://127.0.0.1:9/rel/\" }}\n"
+             [[plugin]]\nname = \"b\"\nversion = \"0.1.0\"\nsource = {{ url = \"http://127.0.0.1:9/rel/\" }}\n\
+             [policy]\ndev_plain_http_registries = true\n"
         ))
         .unwrap();
         assert_eq!(c.trusted_keys.len(), 1);
@@ -855,19 +980,209 @@ mod tests {
         assert_eq!(c.plugins[1].location(), "http://127.0.0.1:9/rel/b/v0.1.0");
     }
 
+    fn local_with_policy(policy: &str) -> AgentConfig {
+        let key = "RWRlhfIL4e2ssaUm6G05FcNgLm6DQ4nojJJgb+z5R7RjvfoFnfgWKYGU";
+        parse(&format!(
+            "[runtime]\ntrusted_keys = [\"{key}\"]\nstate_dir = \"/var/lib/ar\"\nassessment_root = \"/mnt/image\"\n[policy]\n{policy}\n"
+        ))
+        .unwrap()
+    }
+
     #[test]
     fn json_documents_follow_the_same_rules() {
+        let local = local_with_policy("remote_path_plugins = true\nread = [\"/etc\"]");
         let doc = serde_json::json!({
-            "runtime": { "max_concurrent_jobs": 1 },
+            "runtime": { "max_concurrent_jobs": 1, "state_dir": "/elsewhere", "assessment_root": "/" },
             "plugin": [{ "name": "a", "path": "/p/a.wasm", "config": { "n": 1, "l": ["x"] }, "grants": { "read": ["/etc"] } }]
         });
-        let c = AgentConfig::from_json(&doc, Path::new("cp"), Path::new("/")).unwrap();
+        let c = AgentConfig::from_remote(&doc, &local).unwrap();
         assert_eq!(c.plugins[0].config["n"], ConfigValue::Integer(1));
+        assert_eq!(c.state_dir, Path::new("/var/lib/ar"), "the machine's own");
+        assert_eq!(c.assessment_root, Path::new("/mnt/image"));
+        assert_eq!(
+            c.trusted_keys, local.trusted_keys,
+            "local keys stay trusted"
+        );
         let bad = serde_json::json!({ "plugin": [{ "name": "a", "path": "/p", "grants": { "reed": [] } }] });
-        let e = AgentConfig::from_json(&bad, Path::new("cp"), Path::new("/"))
+        let e = AgentConfig::from_remote(&bad, &local)
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `reed`"), "{e}");
+    }
+
+    #[test]
+    fn remote_configuration_beyond_the_local_policy_is_refused_whole() {
+        let other_key = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+        // No [policy]: the control plane may add no key, no path plugin and
+        // grant nothing.
+        let local = local_with_policy("");
+        let doc = serde_json::json!({
+            "runtime": { "trusted_keys": [other_key] },
+            "plugin": [
+                { "name": "shell", "path": "/tmp/evil.wasm",
+                  "grants": { "commands": ["/bin/sh"], "env": ["AWS_SECRET_ACCESS_KEY"], "read": ["/"], "host_facts": true } },
+                { "name": "ok", "version": "1.0.0", "source": { "url": "https://r.example/rel" } }
+            ],
+            "policy": { "remote_path_plugins": true }
+        });
+        let e = AgentConfig::from_remote(&doc, &local).unwrap_err();
+        let ConfigError::Policy { excess } = &e else {
+            panic!("{e}");
+        };
+        let text = excess.join("\n");
+        for expected in [
+            "policy: the ceiling",
+            "runtime.trusted_keys[0]",
+            "plugin[0] (shell).path",
+            "/bin/sh is not in policy.commands",
+            "AWS_SECRET_ACCESS_KEY",
+            "/ is not below",
+            "host_facts",
+        ] {
+            assert!(text.contains(expected), "{expected}: {text}");
+        }
+        assert!(e.to_string().contains("refused whole"), "{e}");
+
+        // Within a ceiling that allows it, the same kinds of grants pass.
+        let local = local_with_policy(
+            "remote_path_plugins = true\nremote_trusted_keys = true\nread = [\"/etc\"]\ncommands = [\"/usr/sbin/sysctl\"]\nhost_facts = true",
+        );
+        let doc = serde_json::json!({
+            "runtime": { "trusted_keys": [other_key] },
+            "plugin": [{ "name": "a", "path": "/p/a.wasm",
+                         "grants": { "read": ["/etc/ssh"], "commands": ["/usr/sbin/sysctl"], "host_facts": true } }]
+        });
+        let c = AgentConfig::from_remote(&doc, &local).unwrap();
+        assert_eq!(c.trusted_keys.len(), 2);
+    }
+
+    #[test]
+    fn registries_are_reached_over_https_unless_the_local_file_says_otherwise() {
+        let key = "RWRlhfIL4e2ssaUm6G05FcNgLm6DQ4nojJJgb+z5R7RjvfoFnfgWKYGU";
+        let plugin = "[[plugin]]\nname = \"b\"\nversion = \"0.1.0\"\nsource = { url = \"http://127.0.0.1:9/rel\" }\n";
+        let e = parse(&format!("[runtime]\ntrusted_keys = [\"{key}\"]\n{plugin}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("HTTPS") && e.contains("dev_plain_http_registries"),
+            "{e}"
+        );
+        let local = local_with_policy("");
+        let doc = serde_json::json!({ "plugin": [{ "name": "b", "version": "0.1.0", "source": { "url": "http://127.0.0.1:9/rel" } }] });
+        let e = AgentConfig::from_remote(&doc, &local)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HTTPS"), "{e}");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// JSON values built from the schema's own keys, so that generated
+        /// documents reach past the first level.
+        fn document() -> impl Strategy<Value = serde_json::Value> {
+            let key = prop::sample::select(vec![
+                "runtime",
+                "plugin",
+                "policy",
+                "name",
+                "path",
+                "version",
+                "source",
+                "url",
+                "github",
+                "grants",
+                "read",
+                "commands",
+                "env",
+                "host_facts",
+                "limits",
+                "memory_mib",
+                "timeout",
+                "schedule",
+                "every",
+                "cron",
+                "config",
+                "enabled",
+                "trusted_keys",
+                "state_dir",
+                "assessment_root",
+                "max_concurrent_jobs",
+                "outbox_max_mib",
+                "remote_path_plugins",
+                "x",
+            ]);
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                "[ -~]{0,12}".prop_map(serde_json::Value::from),
+                prop::sample::select(vec![
+                    "/etc",
+                    "/",
+                    "..",
+                    "/bin/sh",
+                    "1.0.0",
+                    "1s",
+                    "http://x",
+                    "https://y",
+                    "a"
+                ])
+                .prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 64, 6, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(key.clone(), inner, 0..5).prop_map(|m| {
+                        serde_json::Value::Object(
+                            m.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                        )
+                    }),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            #[test]
+            fn arbitrary_text_never_panics_the_configuration_parser(text in "(?s).{0,300}") {
+                let _ = AgentConfig::parse(&text, Path::new("agent.toml"), Path::new("/"));
+            }
+
+            #[test]
+            fn arbitrary_documents_never_panic_the_remote_configuration(doc in document()) {
+                let local = AgentConfig::parse(
+                    "[runtime]\nstate_dir = \"/s\"\n[policy]\nread = [\"/etc\"]\nremote_path_plugins = true\n",
+                    Path::new("agent.toml"),
+                    Path::new("/"),
+                )
+                .unwrap();
+                if let Ok(config) = AgentConfig::from_remote(&doc, &local) {
+                    // Whatever passed stays within the policy and the
+                    // machine's own settings.
+                    prop_assert_eq!(&config.state_dir, &local.state_dir);
+                    for p in &config.plugins {
+                        prop_assert!(local.policy.excess("p", &p.grants).is_empty());
+                    }
+                }
+            }
+
+            #[test]
+            fn edited_valid_files_never_panic_the_parser(at in 0usize..400, cut in 0usize..20, insert in "(?s).{0,20}") {
+                let valid = "[runtime]\nassessment_root = \"/\"\nstate_dir = \"/s\"\nlimits = { timeout = \"20s\" }\n\
+                    [policy]\nread = [\"/etc\"]\n[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\n\
+                    schedule = { cron = \"0 3 * * *\" }\ngrants = { read = [\"/etc/ssh\"] }\nconfig = { n = 1 }\n";
+                let mut text: Vec<char> = valid.chars().collect();
+                let at = at.min(text.len());
+                let end = (at + cut).min(text.len());
+                text.splice(at..end, insert.chars());
+                let text: String = text.into_iter().collect();
+                let _ = AgentConfig::parse(&text, Path::new("agent.toml"), Path::new("/"));
+            }
+        }
     }
 
     #[test]

@@ -174,7 +174,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_UNUSABLE);
         }
     };
-    match runtime.block_on(execute(cli.command)) {
+    let outcome = runtime.block_on(execute(cli.command));
+    // A blocking thread stuck in the kernel (a plugin's read of a hung
+    // mount, long abandoned by its job) must not keep the process alive:
+    // leave such threads behind instead of waiting for them.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -183,11 +188,17 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// How long the process waits at exit for blocking threads to finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ASSESSMENT_RUNTIME_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a terminal: a log file or a journal gets plain
+    // lines (and a plugin's escaped text cannot mix with real sequences).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -252,7 +263,12 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                     ),
                     Err((_, e)) => {
                         failed += 1;
-                        println!("FAILED  {}: {}", spec.name, e.message);
+                        // The message may quote what a plugin described.
+                        println!(
+                            "FAILED  {}: {}",
+                            spec.name,
+                            crate::guest_text::bounded(&e.message, 4 << 10)
+                        );
                     }
                 }
             }
@@ -408,8 +424,25 @@ async fn plugins_command(command: PluginsCommand) -> anyhow::Result<ExitCode> {
         }
         PluginsCommand::Verify { .. } => {
             for r in store.releases()? {
-                match manager.verify_stored(store, &r) {
-                    Ok(v) => println!("ok      {}@{} {}", r.name, r.version, v.file.digest),
+                let verified = manager.verify_stored(store, &r).and_then(|v| {
+                    let compiled = runtime
+                        .engine
+                        .verify_compiled(&v.manifest.component.sha256, store)
+                        .map_err(crate::plugins::manager::ResolveError::Verify)?;
+                    Ok((v, compiled))
+                });
+                match verified {
+                    Ok((v, compiled)) => println!(
+                        "ok      {}@{} {}{}",
+                        r.name,
+                        r.version,
+                        v.file.digest,
+                        if compiled {
+                            " (precompiled artifact verified)"
+                        } else {
+                            ""
+                        }
+                    ),
                     Err(e) => {
                         failed += 1;
                         println!("FAILED  {}@{}: {e}", r.name, r.version);

@@ -38,7 +38,10 @@ struct Status {
 }
 
 impl Status {
-    fn record(&mut self, report: &JobReport) {
+    /// Record how a job ended; `stored` is `Err` when its findings could
+    /// not be put in the outbox (then the run did not complete, whatever
+    /// the plugin did).
+    fn record(&mut self, report: &JobReport, stored: Result<(), String>) {
         use crate::runner::JobErrorKind::*;
         let state = match &report.error {
             Some(e) if matches!(e.kind, Load | Fetch | Verify | Describe | Config | Grant) => {
@@ -54,9 +57,10 @@ impl Status {
             _ => "ready".to_string(),
         };
         self.plugins.insert(report.plugin.clone(), state);
-        let outcome = match &report.error {
-            None => "completed".to_string(),
-            Some(e) => format!("failed: {}", e.message),
+        let outcome = match (&report.error, stored) {
+            (_, Err(why)) => format!("failed to record its findings: {why}"),
+            (None, Ok(())) => "completed".to_string(),
+            (Some(e), Ok(())) => format!("failed: {}", e.message),
         };
         self.jobs.insert(
             report.plugin.clone(),
@@ -142,6 +146,7 @@ async fn run_and_record(
             JobReport::not_run(&spec, id, error)
         }
     };
+    let mut stored = Ok(());
     if let (Some(id), false) = (&report.id, report.findings.is_empty()) {
         let end = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let ctx = RunContext {
@@ -153,18 +158,29 @@ async fn run_and_record(
             end: &end,
         };
         let records = evidence_records(&ctx, &report.findings);
-        match shared.outbox.push(&records) {
+        stored = shared.outbox.push(&records).map_err(|e| e.to_string());
+        match &stored {
             Ok(()) => shared.delivery.notify_one(),
             Err(e) => {
-                tracing::error!(plugin = %spec.name, "results of this run were not accepted: {e}");
+                tracing::error!(plugin = %spec.name, job = %report.job_id, "the findings of this run could not be recorded: {e}");
                 if let Ok(mut s) = shared.status.lock() {
                     s.error(format!("{}: {e}", spec.name));
                 }
             }
         }
     }
+    // Only now is the run's outcome durable: a kill before this line loses
+    // nothing that was reported as recorded.
+    if stored.is_ok() {
+        tracing::info!(
+            plugin = %spec.name,
+            job = %report.job_id,
+            findings = report.findings.len(),
+            "run recorded: its findings are in the outbox"
+        );
+    }
     if let Ok(mut s) = shared.status.lock() {
-        s.record(&report);
+        s.record(&report, stored);
     }
 }
 
@@ -489,5 +505,32 @@ mod tests {
         distinct.dedup();
         assert!(distinct.len() > 100, "spread, not one fixed delay");
         assert_eq!(with_jitter(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_run_whose_findings_the_outbox_refused_is_reported_as_not_recorded() {
+        let report = JobReport {
+            plugin: "p".into(),
+            path: "p.wasm".into(),
+            id: None,
+            job_id: "j".into(),
+            started_at: "now".into(),
+            duration_ms: 1,
+            error: None,
+            note: None,
+            findings: Vec::new(),
+            denials: Vec::new(),
+            denial_count: 0,
+            log_dropped_bytes: 0,
+        };
+        let mut status = Status::default();
+        status.record(&report, Ok(()));
+        assert_eq!(status.jobs["p"]["outcome"], "completed");
+        status.record(&report, Err("the results outbox is full".into()));
+        let outcome = status.jobs["p"]["outcome"].as_str().unwrap();
+        assert!(
+            outcome.starts_with("failed to record its findings: the results outbox is full"),
+            "{outcome}"
+        );
     }
 }

@@ -48,6 +48,101 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
+/// Create `dir` as [`create_private_dir`] does, then refuse it unless it is
+/// a real directory (not a symlink) owned by this process's user with no
+/// access for group or others: whoever can write the agent's state can
+/// plant precompiled code or forge results, so the agent must be the only
+/// writer. A directory that already existed with looser modes is refused,
+/// not silently changed.
+pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    create_private_dir(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    let euid = rustix::process::geteuid().as_raw();
+    let problem = if meta.file_type().is_symlink() {
+        Some("it is a symlink".to_string())
+    } else if !meta.is_dir() {
+        Some("it is not a directory".to_string())
+    } else if meta.uid() != euid {
+        Some(format!(
+            "it is owned by uid {}, not by the agent's user (uid {euid})",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o077 != 0 {
+        Some(format!(
+            "its mode is {:04o}: group and others have access",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(why) => Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not private to the agent: {why}; only the agent's user may own and enter it (chown it to uid {euid} and chmod 0700)",
+                dir.display()
+            ),
+        )),
+    }
+}
+
+/// Remove the files in `tmp_dir` older than `older_than`: what a crashed
+/// writer left behind. Younger files may belong to a writer still at work
+/// (another agent command). Returns how many were removed.
+pub fn remove_stale_temporaries(tmp_dir: &Path, older_than: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(tmp_dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let stale = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age >= older_than);
+        if stale && meta.is_file() && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Remove, from a directory where [`write_atomic`] keeps its temporary
+/// files beside the real ones (the state directory), only the leftovers of
+/// interrupted writes — names `<file>.<pid>.<uuid>` — older than
+/// `older_than`. Returns how many were removed.
+pub fn remove_stale_write_leftovers(dir: &Path, older_than: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let mut parts = name.rsplitn(3, '.');
+        let (Some(tail), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if uuid::Uuid::parse_str(tail).is_err() || pid.parse::<u32>().is_err() {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        let stale = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age >= older_than);
+        if stale && meta.is_file() && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// fsync a directory, making a rename or removal in it durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
@@ -94,5 +189,74 @@ mod tests {
         );
         assert_eq!(sorted_names(dir.path()).unwrap(), vec!["file", "tmp"]);
         assert!(sorted_names(&dir.path().join("nope")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_state_directory_open_to_others_or_symlinked_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("state");
+        ensure_private_dir(&private).unwrap();
+        assert_eq!(
+            std::fs::metadata(&private).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = ensure_private_dir(&private).unwrap_err();
+        assert!(e.to_string().contains("mode is 0755"), "{e}");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&private, &link).unwrap();
+        let e = ensure_private_dir(&link).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+    }
+
+    #[test]
+    fn only_stale_leftovers_of_atomic_writes_are_removed_from_the_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let age = |name: &str| {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+            File::options()
+                .write(true)
+                .open(dir.path().join(name))
+                .unwrap()
+                .set_modified(an_hour_ago)
+                .unwrap();
+        };
+        age("credentials.json.4242.6f6b1e3c-4a0f-4d8e-9b1a-5c2e7d3f8a90");
+        age("credentials.json");
+        age("notes.txt.1.2");
+        std::fs::write(
+            dir.path()
+                .join("config.last-good.json.7.2c9d47a1-83e6-4b5f-a0d4-19e86b7c3f21"),
+            "fresh",
+        )
+        .unwrap();
+        assert_eq!(
+            remove_stale_write_leftovers(dir.path(), std::time::Duration::from_secs(600)),
+            1
+        );
+        assert_eq!(sorted_names(dir.path()).unwrap().len(), 3);
+        assert!(dir.path().join("credentials.json").exists());
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old");
+        std::fs::write(&old, "x").unwrap();
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+        std::fs::write(dir.path().join("fresh"), "y").unwrap();
+        assert_eq!(
+            remove_stale_temporaries(dir.path(), std::time::Duration::from_secs(600)),
+            1
+        );
+        assert_eq!(sorted_names(dir.path()).unwrap(), vec!["fresh"]);
     }
 }

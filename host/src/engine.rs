@@ -3,7 +3,6 @@
 //! instantiated against.
 
 use std::hash::{Hash, Hasher};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,33 +101,59 @@ impl PluginEngine {
     }
 
     /// Compile a verified component, or load its precompiled artifact from
-    /// the store; a fresh compilation is saved for the next start.
+    /// the store when the artifact matches the digest recorded when it was
+    /// written; a fresh compilation is saved for the next start. An
+    /// artifact that does not match is discarded and the component
+    /// recompiled, with a warning.
     pub async fn compile_cached(
         &self,
         bytes: Vec<u8>,
         sha256: &str,
         store: &PluginStore,
     ) -> Result<Component, EngineError> {
-        let path = store.compiled_path(sha256, &self.fingerprint);
-        if path.exists() {
-            match load_precompiled(&self.engine, &path) {
+        match store.compiled(sha256, &self.fingerprint) {
+            Ok(None) => {}
+            Ok(Some(artifact)) => match load_precompiled(&self.engine, &artifact) {
                 Ok(component) => return Ok(component),
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), "discarding an unusable precompiled artifact: {e:#}");
-                    let _ = std::fs::remove_file(&path);
+                    tracing::warn!(
+                        component = sha256,
+                        "discarding an unusable precompiled artifact and recompiling: {e:#}"
+                    );
+                    store.remove_compiled(sha256, &self.fingerprint);
                 }
+            },
+            Err(e) => {
+                tracing::warn!(
+                    component = sha256,
+                    "refusing a precompiled artifact and recompiling: {e}"
+                );
+                store.remove_compiled(sha256, &self.fingerprint);
             }
         }
         let component = self.compile(bytes).await?;
         match component.serialize() {
             Ok(artifact) => {
-                if let Err(e) = store.write_atomic(&path, &artifact) {
+                if let Err(e) = store.put_compiled(sha256, &self.fingerprint, &artifact) {
                     tracing::warn!("cannot cache the compiled component: {e}");
                 }
             }
             Err(e) => tracing::warn!("cannot serialise the compiled component: {e:#}"),
         }
         Ok(component)
+    }
+
+    /// Check the precompiled artifact of component `sha256`, if there is
+    /// one: its recorded digest, and that wasmtime accepts it for this
+    /// engine. `Ok(false)` when there is none.
+    pub fn verify_compiled(&self, sha256: &str, store: &PluginStore) -> Result<bool, String> {
+        match store.compiled(sha256, &self.fingerprint) {
+            Ok(None) => Ok(false),
+            Ok(Some(artifact)) => load_precompiled(&self.engine, &artifact)
+                .map(|_| true)
+                .map_err(|e| format!("precompiled artifact: {e:#}")),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Resolve the component's imports against the host once, so each run
@@ -147,12 +172,14 @@ impl PluginEngine {
 
 /// Load a precompiled artifact written by [`PluginEngine::compile_cached`].
 #[allow(unsafe_code)]
-fn load_precompiled(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
-    // SAFETY: wasmtime requires that the file is an artifact it produced and
-    // that nobody else can modify it. It is written only by this host, from
-    // a component whose signature and digest were verified, into the store's
-    // 0700 directory, atomically, under a name carrying the digest and the
-    // engine fingerprint; wasmtime also checks the artifact's own header
-    // against this engine.
-    unsafe { Component::deserialize_file(engine, path) }
+fn load_precompiled(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: wasmtime requires that the bytes are an artifact it produced.
+    // They were written only by this host, from a component whose signature
+    // and digest were verified, into a store refused unless private to the
+    // agent's user (0700, owned by it), under a name carrying the digest and
+    // the engine fingerprint; they were read whole into memory and matched
+    // against the SHA-256 recorded when they were written, so no later
+    // change of the file reaches this load; wasmtime also checks the
+    // artifact's own header against this engine.
+    unsafe { Component::deserialize(engine, artifact) }
 }

@@ -13,6 +13,8 @@
 //! - [`control_plane`]: enrollment, authentication, configuration sync,
 //!   heartbeats and result delivery;
 //! - [`daemon`]: the long-running loop tying them together;
+//! - [`guest_text`]: plugin-chosen text escaped and bounded before it
+//!   leaves the sandbox;
 //! - [`report`]: the results of a cycle as a table or a JSON document;
 //! - [`results`]: findings as evidence, and the durable outbox;
 //! - [`cli`]: the `assessment-runtime` command line.
@@ -25,6 +27,7 @@ pub mod control_plane;
 pub mod daemon;
 pub mod durable;
 pub mod engine;
+pub mod guest_text;
 pub mod plugins;
 pub mod policy;
 pub mod report;

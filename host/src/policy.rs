@@ -9,6 +9,11 @@ use std::time::Duration;
 
 use assessment_registry::manifest::Capabilities;
 
+use crate::guest_text::bounded;
+
+/// Bytes of a refused path or name quoted back in a refusal.
+const QUOTED_PATH: usize = 256;
+
 /// A request the policy refuses, before any resource is touched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -136,8 +141,8 @@ impl GrantSet {
     /// normalising the request. `..` is refused outright: a plugin has no
     /// reason to climb, and refusing it keeps resolution purely lexical.
     pub fn read_grant_for(&self, path: &str) -> Result<(&Path, PathBuf), Refusal> {
-        let request =
-            normalise_absolute(path).map_err(|e| Refusal::Invalid(format!("{path:?}: {e}")))?;
+        let request = normalise_absolute(path)
+            .map_err(|e| Refusal::Invalid(format!("{:?}: {e}", bounded(path, QUOTED_PATH))))?;
         self.read
             .iter()
             .filter(|grant| request.starts_with(grant))
@@ -158,14 +163,16 @@ impl GrantSet {
         }
         if !command.starts_with('/') {
             return Err(Refusal::Invalid(format!(
-                "{command:?} is not an absolute program path"
+                "{:?} is not an absolute program path",
+                bounded(command, QUOTED_PATH)
             )));
         }
         if self.commands.contains(command) {
             Ok(())
         } else {
             Err(Refusal::Denied(format!(
-                "command {command} is not in the plugin's command grants"
+                "command {} is not in the plugin's command grants",
+                bounded(command, QUOTED_PATH)
             )))
         }
     }
@@ -174,14 +181,16 @@ impl GrantSet {
     pub fn check_env(&self, name: &str) -> Result<(), Refusal> {
         if !valid_env_name(name) {
             return Err(Refusal::Invalid(format!(
-                "{name:?} is not an environment variable name"
+                "{:?} is not an environment variable name",
+                bounded(name, QUOTED_PATH)
             )));
         }
         if self.env.contains(name) {
             Ok(())
         } else {
             Err(Refusal::Denied(format!(
-                "environment variable {name} is not in the plugin's env grants"
+                "environment variable {} is not in the plugin's env grants",
+                bounded(name, QUOTED_PATH)
             )))
         }
     }
@@ -198,11 +207,69 @@ impl GrantSet {
     }
 }
 
+/// The `[policy]` table of the runtime's own file: what configuration from
+/// the control plane may do at most. A compromised control plane must not
+/// turn the agent, which runs as root, into a remote shell: remote
+/// configuration can narrow this ceiling, never widen it, and a document
+/// that exceeds it is refused whole. Nothing is allowed by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalPolicy {
+    /// Remote configuration may add trusted publisher keys.
+    pub remote_trusted_keys: bool,
+    /// Remote configuration may configure unsigned `path` plugins.
+    pub remote_path_plugins: bool,
+    /// The most remote configuration may grant one plugin: read grants
+    /// must lie below one of these paths; commands, variables and host
+    /// facts must be in it.
+    pub remote_grants: GrantSet,
+    /// Registries may be reached over plain HTTP (development only).
+    pub dev_plain_http_registries: bool,
+}
+
+impl LocalPolicy {
+    /// What `grants` (of configuration field `field`) asks beyond the
+    /// ceiling, one entry per excess.
+    pub fn excess(&self, field: &str, grants: &GrantSet) -> Vec<String> {
+        let ceiling = &self.remote_grants;
+        let mut out = Vec::new();
+        if grants.host_facts && !ceiling.host_facts {
+            out.push(format!(
+                "{field}.host_facts: not allowed by policy.host_facts"
+            ));
+        }
+        for path in &grants.read {
+            if !ceiling.read.iter().any(|allowed| path.starts_with(allowed)) {
+                out.push(format!(
+                    "{field}.read: {} is not below any path of policy.read",
+                    path.display()
+                ));
+            }
+        }
+        for command in grants.commands.difference(&ceiling.commands) {
+            out.push(format!(
+                "{field}.commands: {command} is not in policy.commands"
+            ));
+        }
+        for name in grants.env.difference(&ceiling.env) {
+            out.push(format!("{field}.env: {name} is not in policy.env"));
+        }
+        out
+    }
+}
+
+/// Longest path accepted, the kernel's `PATH_MAX`: a longer one cannot
+/// name a file, and refusing it first keeps megabyte paths out of every
+/// message and log line.
+pub const MAX_PATH_BYTES: usize = 4096;
+
 /// An absolute path without `.` components, repeated slashes or a trailing
 /// slash; `..` is an error.
 pub fn normalise_absolute(path: &str) -> Result<PathBuf, &'static str> {
     if !path.starts_with('/') {
         return Err("not an absolute path");
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err("longer than 4096 bytes (PATH_MAX)");
     }
     if path.contains('\0') {
         return Err("contains a NUL byte");
@@ -234,6 +301,9 @@ pub struct Limits {
     pub timeout: Duration,
     /// Findings one run may emit.
     pub max_findings: u32,
+    /// Bytes of text (titles, messages, evidence) all findings of one run
+    /// may hold together.
+    pub max_findings_bytes: u64,
     /// Bytes of log messages (and stdout/stderr) one run may write.
     pub log_bytes: u64,
     /// Largest file `read-file` returns.
@@ -252,6 +322,7 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             timeout: Duration::from_secs(30),
             max_findings: 1000,
+            max_findings_bytes: 8 << 20,
             log_bytes: 64 << 10,
             max_file_bytes: 1 << 20,
             command_timeout: Duration::from_secs(10),
@@ -272,6 +343,8 @@ pub mod ceilings {
     pub const TIMEOUT: Duration = Duration::from_secs(3600);
     /// Largest `max_findings`.
     pub const MAX_FINDINGS: u32 = 100_000;
+    /// Largest `max_findings_kib`.
+    pub const MAX_FINDINGS_KIB: u64 = 256 * 1024;
     /// Largest `log_kib`.
     pub const LOG_KIB: u64 = 16 * 1024;
     /// Largest `max_file_kib`.
@@ -296,6 +369,51 @@ mod tests {
             &["LANG".to_string()],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_local_policy_names_every_grant_beyond_it() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let policy = LocalPolicy {
+            remote_grants: GrantSet::from_config(
+                "policy",
+                false,
+                &s(&["/etc", "/proc/sys"]),
+                &s(&["/usr/sbin/sysctl"]),
+                &s(&["LANG"]),
+            )
+            .unwrap(),
+            ..LocalPolicy::default()
+        };
+        let within = GrantSet::from_config(
+            "g",
+            false,
+            &s(&["/etc/ssh", "/proc/sys"]),
+            &s(&["/usr/sbin/sysctl"]),
+            &s(&["LANG"]),
+        )
+        .unwrap();
+        assert!(policy.excess("g", &within).is_empty());
+        let beyond = GrantSet::from_config(
+            "g",
+            true,
+            &s(&["/", "/etcetera", "/etc"]),
+            &s(&["/bin/sh"]),
+            &s(&["AWS_SECRET_ACCESS_KEY"]),
+        )
+        .unwrap();
+        let excess = policy.excess("g", &beyond).join("\n");
+        for expected in [
+            "g.host_facts",
+            "/ is not below",
+            "/etcetera is not below",
+            "/bin/sh is not in policy.commands",
+            "AWS_SECRET_ACCESS_KEY is not in policy.env",
+        ] {
+            assert!(excess.contains(expected), "{expected}: {excess}");
+        }
+        assert!(!excess.contains("/etc is"), "{excess}");
+        assert_eq!(LocalPolicy::default().excess("g", &within).len(), 4);
     }
 
     #[test]

@@ -8,13 +8,16 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::capabilities::results::FindingStatus;
-use crate::capabilities::sanitize;
+use crate::guest_text::bounded;
 use crate::plugins::short_digest;
 use crate::runner::JobReport;
 
 /// The schema identifier of the JSON document; bumped on any incompatible
 /// change.
 pub const SCHEMA: &str = "assessment-runtime/run-report@1";
+
+/// Longest plugin text one table cell shows.
+const TABLE_TEXT: usize = 4 << 10;
 
 /// Counts over all jobs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -105,7 +108,7 @@ impl RunReport {
             };
             let _ = writeln!(out, "== {who}: {state}");
             if let Some(e) = &job.error {
-                let _ = writeln!(out, "   error: {}", sanitize(&e.message));
+                let _ = writeln!(out, "   error: {}", bounded(&e.message, TABLE_TEXT));
             }
             if !job.findings.is_empty() {
                 let width = job
@@ -126,8 +129,8 @@ impl RunReport {
                         "   {:<7}  {:<8}  {:<width$}  {}",
                         f.status.as_str().to_uppercase(),
                         f.severity.as_str(),
-                        sanitize(&f.check_id),
-                        sanitize(&f.message)
+                        bounded(&f.check_id, TABLE_TEXT),
+                        bounded(&f.message, TABLE_TEXT)
                     );
                 }
             }
@@ -136,11 +139,11 @@ impl RunReport {
                     out,
                     "   {} call(s) denied by policy, e.g. {}",
                     job.denial_count,
-                    sanitize(job.denials.first().map_or("", String::as_str))
+                    bounded(job.denials.first().map_or("", String::as_str), TABLE_TEXT)
                 );
             }
             if let Some(note) = &job.note {
-                let _ = writeln!(out, "   note: {}", sanitize(note));
+                let _ = writeln!(out, "   note: {}", bounded(note, TABLE_TEXT));
             }
             out.push('\n');
         }

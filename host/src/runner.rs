@@ -19,7 +19,10 @@ use crate::capabilities::log::LogSink;
 use crate::capabilities::results::{Finding, ResultsCtx};
 use crate::capabilities::target::TargetCtx;
 use crate::capabilities::{JobLabels, PluginState};
+use assessment_registry::manifest::valid_plugin_name;
+
 use crate::engine::PluginEngine;
+use crate::guest_text::{bounded, caps};
 use crate::plugins::fetch::Downloader;
 use crate::plugins::manager::{PluginManager, ResolveError};
 use crate::plugins::{ComponentFile, PluginId};
@@ -27,6 +30,11 @@ use crate::policy::{GrantSet, Limits};
 
 /// `describe` must answer within this time (or the run timeout, if shorter).
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest `describe` answer, all its strings together: a plugin
+/// announces its checks and options, not a data set.
+pub const MAX_DESCRIBE_BYTES: usize = 256 << 10;
+/// Checks one plugin may announce.
+pub const MAX_CHECKS: usize = 10_000;
 /// Slack past the deadline before a run blocked in the host is abandoned
 /// (a plugin executing wasm is interrupted at the deadline itself).
 const DEADLINE_GRACE: Duration = Duration::from_secs(2);
@@ -153,7 +161,22 @@ pub struct Runtime {
 
 impl Runtime {
     /// The engine and a manager configured by `config`.
+    /// Refuses a state directory that is not private to the agent's user.
     pub fn new(config: &AgentConfig) -> anyhow::Result<Self> {
+        crate::durable::ensure_private_dir(&config.state_dir)
+            .map_err(|e| anyhow::anyhow!("state directory (runtime.state_dir): {e}"))?;
+        // Leftovers of writes a crash interrupted (credentials, the last
+        // good configuration); ten minutes spares a write in progress.
+        let removed = crate::durable::remove_stale_write_leftovers(
+            &config.state_dir,
+            std::time::Duration::from_secs(600),
+        );
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed leftovers of interrupted writes from the state directory"
+            );
+        }
         let engine = PluginEngine::new()?;
         let downloader = Downloader::new(config.download_timeout, config.download_retries)?;
         Ok(Runtime {
@@ -293,6 +316,33 @@ pub async fn prepare(
         )
     })?;
 
+    let describe_bytes = describe_size(&info);
+    if describe_bytes > MAX_DESCRIBE_BYTES || info.checks.len() > MAX_CHECKS {
+        return Err((
+            Some(provisional.clone()),
+            JobError::new(
+                JobErrorKind::Describe,
+                format!(
+                    "describe() returned {describe_bytes} bytes and {} checks, more than the {} KiB and {MAX_CHECKS} checks a plugin may announce",
+                    info.checks.len(),
+                    MAX_DESCRIBE_BYTES >> 10
+                ),
+            ),
+        ));
+    }
+    if !valid_plugin_name(&info.name) {
+        return Err((
+            Some(provisional.clone()),
+            JobError::new(
+                JobErrorKind::Describe,
+                format!(
+                    "describe() names the plugin {:?}, not a plugin name (lowercase letters, digits and `-`, starting with a letter, at most 64 bytes)",
+                    bounded(&info.name, caps::DESCRIBE_FIELD)
+                ),
+            ),
+        ));
+    }
+
     let id = PluginId {
         name: info.name.clone(),
         version: info.version.clone(),
@@ -313,13 +363,14 @@ pub async fn prepare(
     if let Some(m) = manifest.as_ref().filter(|m| m.version != info.version) {
         return Err(describe_error(format!(
             "{location} describes itself as version {}, but its signed manifest says {}; the release is inconsistent",
-            info.version, m.version
+            bounded(&info.version, caps::DESCRIBE_FIELD),
+            m.version
         )));
     }
     if semver::Version::parse(&info.version).is_err() {
         return Err(describe_error(format!(
             "version {:?} is not a semantic version",
-            info.version
+            bounded(&info.version, caps::DESCRIBE_FIELD)
         )));
     }
     let mut ids = BTreeSet::new();
@@ -327,14 +378,14 @@ pub async fn prepare(
         if check.id.is_empty() || check.id.len() > 128 || !ids.insert(check.id.as_str()) {
             return Err(describe_error(format!(
                 "check id {:?} is empty, too long or announced twice",
-                check.id
+                bounded(&check.id, caps::DESCRIBE_FIELD)
             )));
         }
     }
     ConfigCtx::new(spec.config.clone())
         .validate(&spec.name, &info.config)
         .map_err(|e| (Some(id.clone()), JobError::new(JobErrorKind::Config, e)))?;
-    TargetCtx::open(labels, root, grants.clone(), spec.limits.clone()).map_err(|e| {
+    TargetCtx::open(root, grants.clone(), spec.limits.clone()).map_err(|e| {
         (
             Some(id.clone()),
             JobError::new(JobErrorKind::Grant, format!("plugin `{}`: {e}", spec.name)),
@@ -351,6 +402,21 @@ pub async fn prepare(
     })
 }
 
+/// The bytes of text in a `describe` answer.
+fn describe_size(info: &PluginInfo) -> usize {
+    let checks: usize = info
+        .checks
+        .iter()
+        .map(|c| c.id.len() + c.title.len() + c.reference.as_ref().map_or(0, String::len) + 8)
+        .sum();
+    let options: usize = info
+        .config
+        .iter()
+        .map(|o| o.name.len() + o.description.len() + 8)
+        .sum();
+    info.name.len() + info.version.len() + info.description.len() + checks + options
+}
+
 fn new_state(
     labels: &Arc<JobLabels>,
     config: ConfigCtx,
@@ -359,7 +425,7 @@ fn new_state(
     limits: &Limits,
     known_checks: BTreeSet<String>,
 ) -> Result<PluginState, JobError> {
-    let target = TargetCtx::open(labels.clone(), root, grants, limits.clone()).map_err(|e| {
+    let target = TargetCtx::open_for_run(root, grants, limits.clone()).map_err(|e| {
         JobError::new(
             JobErrorKind::Grant,
             format!("plugin `{}`: {e}", labels.plugin),
@@ -369,7 +435,7 @@ fn new_state(
     Ok(PluginState::new(
         config,
         target,
-        ResultsCtx::new(known_checks, limits.max_findings),
+        ResultsCtx::new(known_checks, limits.max_findings, limits.max_findings_bytes),
         log,
         limits.memory_bytes,
     ))
@@ -438,14 +504,26 @@ fn classify_trap(error: &wasmtime::Error, state: &PluginState, limits: &Limits) 
             ),
         );
     }
-    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return deadline_error(limits);
-    }
+    let what = match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => return deadline_error(limits),
+        Some(Trap::StackOverflow) => "it overflowed its stack (unbounded recursion)".to_string(),
+        Some(Trap::MemoryOutOfBounds) => {
+            "it accessed memory out of bounds (an overflow of the stack it keeps in its linear memory, or a bug)".to_string()
+        }
+        Some(Trap::UnreachableCodeReached) => "it reached unreachable code (a panic)".to_string(),
+        Some(trap) => trap.to_string(),
+        // The text may carry names from the component's name section:
+        // guest text, escaped and cut.
+        None => bounded(&error.root_cause().to_string(), caps::RUN_ERROR),
+    };
+    // The wasm backtrace (guest function names) only at debug level.
+    tracing::debug!(
+        backtrace = %bounded(&format!("{error:#}"), caps::LOG_MESSAGE),
+        "trap"
+    );
     JobError::new(
         JobErrorKind::Trap,
-        format!(
-            "the plugin trapped (a panic or a bug in the plugin; its stderr is in the log): {error:#}"
-        ),
+        format!("the plugin trapped: {what}; a bug in the plugin (its stderr is in the log)"),
     )
 }
 
@@ -530,32 +608,39 @@ async fn run_job_inner(
         Some(JobError::new(
             JobErrorKind::FindingLimit,
             format!(
-                "the plugin tried to emit more than {} findings; the first {} are kept; raise `limits.max_findings` if that many are legitimate",
-                spec.limits.max_findings, spec.limits.max_findings
+                "the plugin tried to emit more than {} findings or more than {} KiB of findings; the first {} are kept; raise `limits.max_findings` or `limits.max_findings_kib` if that many are legitimate",
+                spec.limits.max_findings,
+                spec.limits.max_findings_bytes >> 10,
+                report.findings.len()
             ),
         ))
     } else {
         match outcome {
             Ok(Ok(summary)) => {
-                report.note = summary.note;
+                report.note = summary.note.map(|n| bounded(&n, caps::RUN_ERROR));
                 None
             }
             Ok(Err(RunError::InvalidConfig(m))) => Some(JobError::new(
                 JobErrorKind::PluginConfig,
-                format!("the plugin rejected its configuration: {m}"),
+                format!(
+                    "the plugin rejected its configuration: {}",
+                    bounded(&m, caps::RUN_ERROR)
+                ),
             )),
             Ok(Err(RunError::Failed(m))) => Some(JobError::new(
                 JobErrorKind::PluginFailed,
-                format!("the plugin failed: {m}"),
+                format!("the plugin failed: {}", bounded(&m, caps::RUN_ERROR)),
             )),
             Err(e) => Some(e),
         }
     };
     match &report.error {
+        // Not yet recorded anywhere: the daemon logs `run recorded` once the
+        // findings are durable in its outbox.
         None => tracing::info!(
             findings = report.findings.len(),
             duration_ms = report.duration_ms,
-            "run completed"
+            "run finished"
         ),
         Some(e) => {
             tracing::error!(kind = ?e.kind, findings = report.findings.len(), "run failed: {}", e.message)

@@ -11,7 +11,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 use crate::bindings::latest::assessment::plugin::log::{self, Level};
 
-use super::{JobLabels, PluginState, sanitize};
+use super::{JobLabels, PluginState};
+use crate::guest_text::{bounded, caps};
 
 /// Where a message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,30 +56,47 @@ impl LogSink {
         self.usage.lock().map_or(0, |u| u.dropped)
     }
 
+    /// Take `size` bytes from the budget; once it is spent, count the bytes
+    /// as dropped (and say so once) and return `false`.
+    fn charge(&self, size: u64) -> bool {
+        let Ok(mut usage) = self.usage.lock() else {
+            return false;
+        };
+        if usage.used.saturating_add(size) > self.budget {
+            usage.dropped = usage.dropped.saturating_add(size);
+            if !usage.noticed {
+                usage.noticed = true;
+                tracing::warn!(
+                    plugin = %self.labels.plugin,
+                    version = %self.labels.version,
+                    job = %self.labels.job_id,
+                    budget_bytes = self.budget,
+                    "plugin log budget spent; further messages and denial lines of this run are dropped (denials are still counted)"
+                );
+            }
+            return false;
+        }
+        usage.used += size;
+        true
+    }
+
+    /// Log a denied call, charged to the same budget as the plugin's own
+    /// messages: its reason carries guest-chosen text (a path, a name).
+    pub fn denied(&self, call: &str, why: &str) {
+        let why = bounded(why, caps::DENIAL);
+        if !self.charge(why.len() as u64) {
+            return;
+        }
+        let l = &self.labels;
+        tracing::warn!(plugin = %l.plugin, version = %l.version, job = %l.job_id, call, "denied: {why}");
+    }
+
     /// Write one message.
     pub fn write(&self, level: Level, stream: Stream, message: &str) {
-        let size = message.len() as u64;
-        {
-            let Ok(mut usage) = self.usage.lock() else {
-                return;
-            };
-            if usage.used + size > self.budget {
-                usage.dropped += size;
-                if !usage.noticed {
-                    usage.noticed = true;
-                    tracing::warn!(
-                        plugin = %self.labels.plugin,
-                        version = %self.labels.version,
-                        job = %self.labels.job_id,
-                        budget_bytes = self.budget,
-                        "plugin log budget spent; further messages of this run are dropped"
-                    );
-                }
-                return;
-            }
-            usage.used += size;
+        if !self.charge(message.len() as u64) {
+            return;
         }
-        let message = sanitize(message.trim_end_matches(['\n', '\r']));
+        let message = bounded(message.trim_end_matches(['\n', '\r']), caps::LOG_MESSAGE);
         let stream = match stream {
             Stream::Log => "log",
             Stream::Stdout => "stdout",
@@ -181,5 +199,16 @@ mod tests {
         sink.write(Level::Info, Stream::Stdout, "1");
         sink.write(Level::Info, Stream::Log, "123");
         assert_eq!(sink.dropped_bytes(), 4);
+    }
+
+    #[test]
+    fn denial_lines_spend_the_log_budget() {
+        let sink = LogSink::new(labels(), 1000);
+        for _ in 0..100 {
+            sink.denied("read-file", &"/x".repeat(1 << 20));
+        }
+        // Each line is capped, and the budget stops them after a few.
+        assert!(sink.dropped_bytes() > 0);
+        assert!(sink.usage.lock().unwrap().used <= 1000);
     }
 }

@@ -110,9 +110,18 @@ pub struct MemoryLimiter {
     pub hit: bool,
 }
 
-/// Table elements an instance may have (function tables stay small; this
-/// only stops a plugin from exhausting host memory through tables).
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Elements one table may have (function tables of real plugins hold a few
+/// thousand; this stops a plugin from exhausting host memory through
+/// tables).
+pub const MAX_TABLE_ELEMENTS: usize = 1 << 16;
+/// Core instances, tables and memories one plugin's store may create
+/// (wasmtime allows 10 000 of each by default). A Rust component with its
+/// WASI adapter uses a handful of each.
+pub const MAX_INSTANCES: usize = 64;
+/// See [`MAX_INSTANCES`].
+pub const MAX_TABLES: usize = 64;
+/// See [`MAX_INSTANCES`].
+pub const MAX_MEMORIES: usize = 8;
 
 impl MemoryLimiter {
     /// A limiter for `max_bytes` of linear memory.
@@ -154,22 +163,22 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // Refused growth is a -1 to `table.grow`, or a failed instantiation
+        // for an initial size past the cap: the plugin cannot go on.
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
-}
 
-/// Replace control characters (newlines, escape sequences) so that
-/// plugin-supplied text can neither forge log lines nor drive a terminal.
-pub fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() && c != '\t' {
-                '\u{fffd}'
-            } else {
-                c
-            }
-        })
-        .collect()
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
 }
 
 #[cfg(test)]
@@ -196,8 +205,14 @@ mod tests {
     }
 
     #[test]
-    fn sanitize_removes_control_characters() {
-        assert_eq!(sanitize("a\nb\x1b[31mc\td"), "a\u{fffd}b\u{fffd}[31mc\td");
+    fn tables_and_store_objects_are_capped() {
+        let mut l = MemoryLimiter::new(10 << 20);
+        assert!(l.table_growing(0, MAX_TABLE_ELEMENTS, None).unwrap());
+        assert!(!l.table_growing(0, MAX_TABLE_ELEMENTS + 1, None).unwrap());
+        assert_eq!(
+            (l.instances(), l.tables(), l.memories()),
+            (MAX_INSTANCES, MAX_TABLES, MAX_MEMORIES)
+        );
     }
 }
 
@@ -226,7 +241,6 @@ pub(crate) mod tests_support {
 
     pub fn state_with_config(config: config::ConfigCtx) -> PluginState {
         let target = target::TargetCtx::open(
-            labels(),
             std::path::Path::new("/"),
             GrantSet::default(),
             Limits::default(),

@@ -43,6 +43,22 @@ pub struct Finding {
     pub remediation: Option<String>,
 }
 
+impl Finding {
+    /// The bytes of text it holds (what the per-run byte budget counts).
+    pub fn text_bytes(&self) -> u64 {
+        let evidence: usize = self
+            .evidence
+            .iter()
+            .map(|e| e.key.len() + e.value.len())
+            .sum();
+        (self.check_id.len()
+            + self.title.len()
+            + self.message.len()
+            + self.remediation.as_ref().map_or(0, String::len)
+            + evidence) as u64
+    }
+}
+
 /// One piece of evidence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EvidenceItem {
@@ -112,17 +128,22 @@ impl FindingSeverity {
 pub struct ResultsCtx {
     known_checks: BTreeSet<String>,
     max_findings: u32,
+    max_bytes: u64,
+    used_bytes: u64,
     findings: Vec<Finding>,
-    /// The plugin tried to emit more than `max_findings`.
+    /// The plugin tried to emit more than `max_findings`, or more than
+    /// `max_bytes` of findings.
     pub limit_reached: bool,
 }
 
 impl ResultsCtx {
     /// Accept findings of `known_checks`, at most `max_findings` of them.
-    pub fn new(known_checks: BTreeSet<String>, max_findings: u32) -> Self {
+    pub fn new(known_checks: BTreeSet<String>, max_findings: u32, max_bytes: u64) -> Self {
         ResultsCtx {
             known_checks,
             max_findings,
+            max_bytes,
+            used_bytes: 0,
             findings: Vec::new(),
             limit_reached: false,
         }
@@ -139,6 +160,14 @@ impl ResultsCtx {
             return Err(EmitError::LimitReached(self.max_findings));
         }
         let finding = validate(&self.known_checks, finding).map_err(EmitError::Invalid)?;
+        let size = finding.text_bytes();
+        if self.used_bytes.saturating_add(size) > self.max_bytes {
+            self.limit_reached = true;
+            return Err(EmitError::LimitReached(
+                u32::try_from(self.findings.len()).unwrap_or(u32::MAX),
+            ));
+        }
+        self.used_bytes += size;
         self.findings.push(finding);
         Ok(())
     }
@@ -234,7 +263,23 @@ mod tests {
     }
 
     fn ctx(max: u32) -> ResultsCtx {
-        ResultsCtx::new(["a".to_string()].into_iter().collect(), max)
+        ResultsCtx::new(["a".to_string()].into_iter().collect(), max, 1 << 20)
+    }
+
+    #[test]
+    fn findings_are_accepted_up_to_the_byte_budget() {
+        let mut c = ResultsCtx::new(["a".to_string()].into_iter().collect(), 1000, 10_000);
+        let big = || {
+            let mut f = finding("a");
+            f.message = "x".repeat(4000);
+            f
+        };
+        assert!(c.accept(big()).is_ok());
+        assert!(c.accept(big()).is_ok());
+        assert!(matches!(c.accept(big()), Err(EmitError::LimitReached(2))));
+        assert!(c.limit_reached);
+        assert!(c.accept(finding("a")).is_ok(), "a small one still fits");
+        assert_eq!(c.take().len(), 3);
     }
 
     #[test]

@@ -3,27 +3,35 @@
 //! Every call first asks the plugin's [`GrantSet`]. Files are reached only
 //! through `cap-std` directories opened at the granted paths under the
 //! assessment root, so neither `..` nor a symlink can lead outside a grant.
-//! Commands run from an exact allow-list with a cleared environment, a
-//! timeout and capped output.
+//! A grant means the path the operator wrote: a grant path that passes
+//! through a symlink is refused, never followed. Only regular files are
+//! read (opened without blocking and without becoming a controlling
+//! terminal), and every file-system call runs on a bounded pool of blocking
+//! threads with its own timeout, so a FIFO, a device or a hung mount
+//! cannot hold a job past its deadline. Commands run from an exact
+//! allow-list with a cleared environment, in their own process group, with
+//! a timeout and capped output.
 
-use cap_std::fs::MetadataExt;
+use cap_std::fs::{MetadataExt, OpenOptionsExt};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use cap_std::ambient_authority;
-use cap_std::fs::Dir;
+use cap_std::fs::{Dir, OpenOptions};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::Semaphore;
 
 use crate::bindings::latest::assessment::plugin::target::{
     self, CommandOutput, DirEntry, EntryKind, FileStat, HostFacts,
 };
 use crate::bindings::latest::assessment::plugin::types::AccessError;
+use crate::guest_text::{bounded, caps};
 use crate::policy::{GrantSet, Limits, Refusal};
 
-use super::{JobLabels, PluginState};
+use super::PluginState;
 
 /// `PATH` of commands run for plugins.
 const COMMAND_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -31,6 +39,14 @@ const COMMAND_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 const FACT_FILE_BYTES: u64 = 64 << 10;
 /// Denials remembered per run (all are counted and logged).
 const MAX_RECORDED_DENIALS: usize = 100;
+/// Blocking file-system calls in flight at once, over all plugins. A call
+/// stuck in the kernel (a hung network mount) keeps its slot, so stuck
+/// calls can never pile up into thousands of threads.
+const FS_WORKERS: usize = 16;
+/// Longest one file-system call may take before the plugin gets an error.
+pub const FS_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+static FS_SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(FS_WORKERS)));
 
 /// A grant that does not resolve under the assessment root.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +73,20 @@ pub enum GrantError {
         /// Why.
         reason: String,
     },
+    /// A granted path passes through a symlink.
+    #[error(
+        "read grant {path} passes through the symlink {link} -> {points_to} (under the assessment root {root}); a grant means the path written and never follows a symlink: grant the real path instead"
+    )]
+    Symlink {
+        /// The granted path.
+        path: PathBuf,
+        /// The symlink, as a path under the root.
+        link: PathBuf,
+        /// What it points to.
+        points_to: PathBuf,
+        /// The root.
+        root: PathBuf,
+    },
 }
 
 enum GrantAccess {
@@ -66,60 +96,47 @@ enum GrantAccess {
 
 /// The assessed system as one plugin may see it.
 pub struct TargetCtx {
-    labels: Arc<JobLabels>,
     root: PathBuf,
     root_dir: Dir,
     grants: GrantSet,
-    opened: Vec<(PathBuf, GrantAccess)>,
+    /// Each read grant, opened, or why it cannot be used in this run.
+    opened: Vec<(PathBuf, Result<GrantAccess, String>)>,
     limits: Limits,
     denials: Vec<String>,
     denial_count: u64,
 }
 
 impl TargetCtx {
-    /// Open every read grant under `root`. Fails when a grant does not exist
-    /// (or leaves the root through a symlink).
-    pub fn open(
-        labels: Arc<JobLabels>,
-        root: &Path,
-        grants: GrantSet,
-        limits: Limits,
-    ) -> Result<Self, GrantError> {
+    /// Open every read grant under `root`, as configuration is checked:
+    /// fails when a grant does not exist or passes through a symlink.
+    pub fn open(root: &Path, grants: GrantSet, limits: Limits) -> Result<Self, GrantError> {
+        let ctx = Self::open_for_run(root, grants, limits)?;
+        if let Some(error) = ctx.first_unusable_grant() {
+            return Err(error);
+        }
+        Ok(ctx)
+    }
+
+    /// Open every read grant under `root` for one run: a grant that has
+    /// become unusable since the configuration was checked (removed, or
+    /// replaced by a symlink) refuses the calls under it as `invalid` or
+    /// `not-found` instead of failing the whole run.
+    pub fn open_for_run(root: &Path, grants: GrantSet, limits: Limits) -> Result<Self, GrantError> {
         let root_dir = Dir::open_ambient_dir(root, ambient_authority()).map_err(|source| {
             GrantError::Root {
                 root: root.to_path_buf(),
                 source,
             }
         })?;
-        let mut opened = Vec::with_capacity(grants.read.len());
-        for path in &grants.read {
-            let fail = |reason: String| GrantError::Path {
-                path: path.clone(),
-                root: root.to_path_buf(),
-                reason,
-            };
-            let rel = relative(path);
-            let meta = root_dir.metadata(&rel).map_err(|e| fail(io_reason(&e)))?;
-            let access = if meta.is_dir() {
-                GrantAccess::Dir(root_dir.open_dir(&rel).map_err(|e| fail(io_reason(&e)))?)
-            } else {
-                let parent = rel
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
-                let name = rel
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .ok_or_else(|| fail("not a file name".to_string()))?;
-                GrantAccess::File {
-                    parent: root_dir.open_dir(parent).map_err(|e| fail(io_reason(&e)))?,
-                    name,
-                }
-            };
-            opened.push((path.clone(), access));
-        }
+        let opened = grants
+            .read
+            .iter()
+            .map(|path| {
+                let access = open_grant(&root_dir, root, path).map_err(|e| e.to_string());
+                (path.clone(), access)
+            })
+            .collect();
         Ok(TargetCtx {
-            labels,
             root: root.to_path_buf(),
             root_dir,
             grants,
@@ -130,25 +147,37 @@ impl TargetCtx {
         })
     }
 
+    fn first_unusable_grant(&self) -> Option<GrantError> {
+        self.opened.iter().find_map(|(path, access)| {
+            access.as_ref().err().map(|_| {
+                // Re-open to get the typed error (the string form is what
+                // runs keep).
+                match open_grant(&self.root_dir, &self.root, path) {
+                    Err(e) => e,
+                    Ok(_) => GrantError::Path {
+                        path: path.clone(),
+                        root: self.root.clone(),
+                        reason: "it changed while it was being opened".to_string(),
+                    },
+                }
+            })
+        })
+    }
+
     /// The denied calls of this run (the first hundred) and their count.
     pub fn denials(&self) -> (&[String], u64) {
         (&self.denials, self.denial_count)
     }
 
-    /// Turn a policy refusal into the plugin's error, logging denials.
-    fn refuse(&mut self, call: &str, refusal: Refusal) -> AccessError {
+    /// Turn a policy refusal into the plugin's error, recording denials
+    /// (their reasons bounded: they carry guest-chosen text).
+    fn record(&mut self, call: &str, refusal: Refusal) -> AccessError {
         match refusal {
             Refusal::Denied(why) => {
-                tracing::warn!(
-                    plugin = %self.labels.plugin,
-                    version = %self.labels.version,
-                    job = %self.labels.job_id,
-                    call,
-                    "denied: {why}"
-                );
                 self.denial_count += 1;
                 if self.denials.len() < MAX_RECORDED_DENIALS {
-                    self.denials.push(format!("{call}: {why}"));
+                    self.denials
+                        .push(bounded(&format!("{call}: {why}"), caps::DENIAL));
                 }
                 AccessError::Denied(why)
             }
@@ -157,22 +186,30 @@ impl TargetCtx {
     }
 
     /// The directory and relative path through which `path` may be reached.
-    fn resolve(&mut self, call: &str, path: &str) -> Result<(Dir, PathBuf, PathBuf), AccessError> {
-        let (grant, request) = match self.grants.read_grant_for(path) {
-            Ok((grant, request)) => (grant.to_path_buf(), request),
-            Err(refusal) => return Err(self.refuse(call, refusal)),
-        };
+    fn resolve(&self, path: &str) -> Result<Resolved, Refusal> {
+        let (grant, request) = self.grants.read_grant_for(path)?;
+        let grant = grant.to_path_buf();
+        if self.root == Path::new("/") && is_agent_process(&request) {
+            return Err(Refusal::Denied(format!(
+                "{} is the agent's own process: never readable by a plugin, whatever the grants",
+                request.display()
+            )));
+        }
         let Some((_, access)) = self.opened.iter().find(|(p, _)| *p == grant) else {
-            return Err(AccessError::Io(format!(
+            return Err(Refusal::Invalid(format!(
                 "grant {} is not open",
                 grant.display()
             )));
+        };
+        let access = match access {
+            Ok(access) => access,
+            Err(why) => return Err(Refusal::Invalid(why.clone())),
         };
         let rel = request
             .strip_prefix(&grant)
             .unwrap_or(Path::new(""))
             .to_path_buf();
-        let (dir, rel) = match access {
+        let (dir, rel, grant_file) = match access {
             GrantAccess::Dir(dir) => (
                 dir,
                 if rel.as_os_str().is_empty() {
@@ -180,12 +217,13 @@ impl TargetCtx {
                 } else {
                     rel
                 },
+                false,
             ),
             GrantAccess::File { parent, name } if rel.as_os_str().is_empty() => {
-                (parent, PathBuf::from(name))
+                (parent, PathBuf::from(name), true)
             }
             GrantAccess::File { .. } => {
-                return Err(AccessError::NotFound(format!(
+                return Err(Refusal::Invalid(format!(
                     "{}: {} is a file",
                     request.display(),
                     grant.display()
@@ -194,18 +232,109 @@ impl TargetCtx {
         };
         let dir = dir
             .try_clone()
-            .map_err(|e| AccessError::Io(format!("{}: {e}", request.display())))?;
-        Ok((dir, rel, request))
+            .map_err(|e| Refusal::Invalid(format!("{}: {e}", request.display())))?;
+        Ok(Resolved {
+            dir,
+            rel,
+            request,
+            grant_file,
+        })
     }
 }
 
-fn relative(path: &Path) -> PathBuf {
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    if rel.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        rel.to_path_buf()
+/// Whether `path` (normalised, on the live system) is under `/proc/self`,
+/// `/proc/thread-self` or `/proc/<pid of the agent>`: the agent's memory
+/// maps, environment and open descriptors are not part of the assessed
+/// system, even where `/proc` is granted.
+fn is_agent_process(path: &Path) -> bool {
+    let mut components = path.components().skip(1);
+    if components.next() != Some(Component::Normal("proc".as_ref())) {
+        return false;
     }
+    let Some(Component::Normal(entry)) = components.next() else {
+        return false;
+    };
+    entry == "self"
+        || entry == "thread-self"
+        || entry.to_str() == Some(&std::process::id().to_string())
+}
+
+/// Where one call may look.
+struct Resolved {
+    dir: Dir,
+    rel: PathBuf,
+    /// The normalised path the plugin asked for.
+    request: PathBuf,
+    /// `rel` is a granted file itself: it must not be a symlink either.
+    grant_file: bool,
+}
+
+impl PluginState {
+    /// Refuse a call: log a denial (charged to the run's log budget) and
+    /// record it.
+    fn refuse(&mut self, call: &str, refusal: Refusal) -> AccessError {
+        if let Refusal::Denied(why) = &refusal {
+            self.log.denied(call, why);
+        }
+        self.target.record(call, refusal)
+    }
+}
+
+/// Open the grant `path` under `root_dir` one component at a time, never
+/// following a symlink, and check that each directory opened is the one
+/// inspected (so a symlink swapped in between is caught too).
+fn open_grant(root_dir: &Dir, root: &Path, path: &Path) -> Result<GrantAccess, GrantError> {
+    let fail = |reason: String| GrantError::Path {
+        path: path.to_path_buf(),
+        root: root.to_path_buf(),
+        reason,
+    };
+    let names: Vec<&std::ffi::OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(name),
+            _ => None,
+        })
+        .collect();
+    let mut current = root_dir.try_clone().map_err(|e| fail(io_reason(&e)))?;
+    let mut walked = PathBuf::from("/");
+    for (i, name) in names.iter().enumerate() {
+        walked.push(name);
+        let meta = current
+            .symlink_metadata(name)
+            .map_err(|e| fail(io_reason(&e)))?;
+        if meta.file_type().is_symlink() {
+            let points_to = current
+                .read_link_contents(name)
+                .unwrap_or_else(|_| PathBuf::from("?"));
+            return Err(GrantError::Symlink {
+                path: path.to_path_buf(),
+                link: walked,
+                points_to,
+                root: root.to_path_buf(),
+            });
+        }
+        let last = i + 1 == names.len();
+        if last && !meta.is_dir() {
+            return Ok(GrantAccess::File {
+                parent: current,
+                name: name.to_string_lossy().into_owned(),
+            });
+        }
+        if !meta.is_dir() {
+            return Err(fail(format!("{} is not a directory", walked.display())));
+        }
+        let next = current.open_dir(name).map_err(|e| fail(io_reason(&e)))?;
+        let opened = next.dir_metadata().map_err(|e| fail(io_reason(&e)))?;
+        if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+            return Err(fail(format!(
+                "{} changed while it was being opened",
+                walked.display()
+            )));
+        }
+        current = next;
+    }
+    Ok(GrantAccess::Dir(current))
 }
 
 /// cap-std reports a path that would leave its directory as this error.
@@ -227,15 +356,30 @@ fn io_reason(e: &std::io::Error) -> String {
 fn access_error(path: &Path, e: &std::io::Error) -> AccessError {
     let p = path.display();
     if is_escape(e) {
-        AccessError::Invalid(format!("{p} leads outside the granted path (symlink)"))
-    } else {
-        match e.kind() {
-            std::io::ErrorKind::NotFound => AccessError::NotFound(format!("{p} does not exist")),
-            std::io::ErrorKind::PermissionDenied => {
-                AccessError::Io(format!("{p}: permission denied by the operating system"))
-            }
-            _ => AccessError::Io(format!("{p}: {e}")),
+        return AccessError::Invalid(format!("{p} leads outside the granted path (symlink)"));
+    }
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => {
+            return AccessError::Invalid(format!(
+                "{p} is a symlink loop or a symlink that may not be followed"
+            ));
         }
+        Some(libc::ENAMETOOLONG) => {
+            return AccessError::Invalid(format!("{p}: the path is too long"));
+        }
+        Some(libc::ENXIO) => {
+            return AccessError::Invalid(format!(
+                "{p} is not a regular file (a socket or a device without a driver)"
+            ));
+        }
+        _ => {}
+    }
+    match e.kind() {
+        std::io::ErrorKind::NotFound => AccessError::NotFound(format!("{p} does not exist")),
+        std::io::ErrorKind::PermissionDenied => {
+            AccessError::Io(format!("{p}: permission denied by the operating system"))
+        }
+        _ => AccessError::Io(format!("{p}: {e}")),
     }
 }
 
@@ -251,15 +395,115 @@ fn entry_kind(ft: cap_std::fs::FileType) -> EntryKind {
     }
 }
 
-/// Run `work` with `dir` on a blocking thread: file I/O may be slow (a
-/// network mount, a loaded disk) and must not stall other plugins.
+/// What a file that is not regular is, for the refusal.
+fn file_type_name(ft: cap_std::fs::FileType) -> &'static str {
+    use cap_std::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Open a regular file for reading. The type is checked before opening
+/// (opening some devices has effects of its own) and again on the opened
+/// descriptor; the open never blocks (a FIFO without a writer) and never
+/// makes a terminal the agent's controlling terminal. `nofollow` refuses a
+/// symlink as the last component (a granted file itself).
+fn open_regular(
+    dir: &Dir,
+    rel: &Path,
+    request: &Path,
+    nofollow: bool,
+) -> Result<cap_std::fs::File, AccessError> {
+    let meta = if nofollow {
+        dir.symlink_metadata(rel)
+    } else {
+        dir.metadata(rel)
+    }
+    .map_err(|e| access_error(request, &e))?;
+    if nofollow && meta.file_type().is_symlink() {
+        let points_to = dir
+            .read_link_contents(rel)
+            .unwrap_or_else(|_| PathBuf::from("?"));
+        return Err(AccessError::Invalid(format!(
+            "the granted file {} is a symlink to {}: a grant never follows a symlink; the operator must grant the real path",
+            request.display(),
+            points_to.display()
+        )));
+    }
+    if !meta.is_file() {
+        return Err(AccessError::Invalid(format!(
+            "{} is {}: only regular files can be read",
+            request.display(),
+            file_type_name(meta.file_type())
+        )));
+    }
+    let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+    if nofollow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let mut options = OpenOptions::new();
+    options.read(true).custom_flags(flags);
+    let file = dir
+        .open_with(rel, &options)
+        .map_err(|e| access_error(request, &e))?;
+    let opened = file.metadata().map_err(|e| access_error(request, &e))?;
+    if !opened.is_file() {
+        return Err(AccessError::Invalid(format!(
+            "{} is {}: only regular files can be read",
+            request.display(),
+            file_type_name(opened.file_type())
+        )));
+    }
+    Ok(file)
+}
+
+/// Run `work` with `dir` on the bounded pool of blocking threads, within
+/// [`FS_CALL_TIMEOUT`]. A call that overruns gets an error at once; its
+/// thread finishes (or stays stuck in the kernel) on its own, holding its
+/// slot, and the job goes on.
 async fn blocking<T: Send + 'static>(
     dir: Dir,
     work: impl FnOnce(Dir) -> Result<T, AccessError> + Send + 'static,
 ) -> Result<T, AccessError> {
-    tokio::task::spawn_blocking(move || work(dir))
+    blocking_within(FS_CALL_TIMEOUT, dir, work).await
+}
+
+async fn blocking_within<T: Send + 'static>(
+    timeout: Duration,
+    dir: Dir,
+    work: impl FnOnce(Dir) -> Result<T, AccessError> + Send + 'static,
+) -> Result<T, AccessError> {
+    let call = async {
+        let permit = FS_SLOTS
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| AccessError::Io(format!("host file-system pool closed: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            work(dir)
+        })
         .await
         .map_err(|e| AccessError::Io(format!("host task failed: {e}")))?
+    };
+    tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
+        Err(AccessError::Io(format!(
+            "the file-system call did not finish within {} (a hung mount, or every host worker is stuck on one)",
+            humantime::format_duration(timeout)
+        )))
+    })
 }
 
 /// Read at most `max` bytes; `None` when the file is larger.
@@ -280,73 +524,73 @@ async fn read_stream_capped(
     Ok(buf)
 }
 
-impl TargetCtx {
-    /// Read a small system file relative to the root (for host facts).
-    fn fact_file(&self, rel: &str) -> Option<String> {
-        let file = self.root_dir.open(rel).ok()?;
-        let bytes = read_capped(file, FACT_FILE_BYTES).ok()??;
-        Some(String::from_utf8_lossy(&bytes).trim().to_string())
-    }
+/// Read a small system file relative to the root (for host facts).
+fn fact_file(root_dir: &Dir, rel: &str) -> Option<String> {
+    let file = open_regular(root_dir, Path::new(rel), Path::new(rel), false).ok()?;
+    let bytes = read_capped(file, FACT_FILE_BYTES).ok()??;
+    Some(String::from_utf8_lossy(&bytes).trim().to_string())
+}
 
-    fn host_facts(&self) -> HostFacts {
-        let os_release = self
-            .fact_file("etc/os-release")
-            .or_else(|| self.fact_file("usr/lib/os-release"))
-            .unwrap_or_default();
-        let field = |key: &str| {
-            os_release.lines().find_map(|line| {
-                let value = line.strip_prefix(key)?.strip_prefix('=')?;
-                Some(value.trim().trim_matches('"').to_string())
-            })
-        };
-        let hostname = self
-            .fact_file("etc/hostname")
-            .filter(|h| !h.is_empty())
-            .or_else(|| {
-                (self.root == Path::new("/"))
-                    .then(|| self.fact_file("proc/sys/kernel/hostname"))
-                    .flatten()
-            })
-            .unwrap_or_else(|| "unknown".to_string());
-        HostFacts {
-            hostname,
-            os: field("PRETTY_NAME")
-                .or_else(|| field("NAME"))
-                .unwrap_or_else(|| "unknown".to_string()),
-            os_id: field("ID").unwrap_or_else(|| "unknown".to_string()),
-            os_version: field("VERSION_ID").unwrap_or_default(),
-            arch: std::env::consts::ARCH.to_string(),
-            kernel_release: self
-                .fact_file("proc/sys/kernel/osrelease")
-                .unwrap_or_default(),
-        }
+fn host_facts(root_dir: &Dir, root_is_slash: bool) -> HostFacts {
+    let os_release = fact_file(root_dir, "etc/os-release")
+        .or_else(|| fact_file(root_dir, "usr/lib/os-release"))
+        .unwrap_or_default();
+    let field = |key: &str| {
+        os_release.lines().find_map(|line| {
+            let value = line.strip_prefix(key)?.strip_prefix('=')?;
+            Some(value.trim().trim_matches('"').to_string())
+        })
+    };
+    let hostname = fact_file(root_dir, "etc/hostname")
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            root_is_slash
+                .then(|| fact_file(root_dir, "proc/sys/kernel/hostname"))
+                .flatten()
+        })
+        .unwrap_or_else(|| "unknown".to_string());
+    HostFacts {
+        hostname,
+        os: field("PRETTY_NAME")
+            .or_else(|| field("NAME"))
+            .unwrap_or_else(|| "unknown".to_string()),
+        os_id: field("ID").unwrap_or_else(|| "unknown".to_string()),
+        os_version: field("VERSION_ID").unwrap_or_default(),
+        arch: std::env::consts::ARCH.to_string(),
+        kernel_release: fact_file(root_dir, "proc/sys/kernel/osrelease").unwrap_or_default(),
+    }
+}
+
+impl PluginState {
+    fn resolve_or_refuse(&mut self, call: &str, path: &str) -> Result<Resolved, AccessError> {
+        self.target
+            .resolve(path)
+            .map_err(|refusal| self.refuse(call, refusal))
     }
 }
 
 impl target::Host for PluginState {
     async fn facts(&mut self) -> wasmtime::Result<Result<HostFacts, AccessError>> {
-        let t = &mut self.target;
-        if let Err(refusal) = t.grants.check_host_facts() {
-            return Ok(Err(t.refuse("facts", refusal)));
+        if let Err(refusal) = self.target.grants.check_host_facts() {
+            return Ok(Err(self.refuse("facts", refusal)));
         }
-        Ok(Ok(t.host_facts()))
+        let root_is_slash = self.target.root == Path::new("/");
+        let dir = match self.target.root_dir.try_clone() {
+            Ok(dir) => dir,
+            Err(e) => return Ok(Err(AccessError::Io(format!("assessment root: {e}")))),
+        };
+        Ok(blocking(dir, move |dir| Ok(host_facts(&dir, root_is_slash))).await)
     }
 
     async fn read_file(&mut self, path: String) -> wasmtime::Result<Result<Vec<u8>, AccessError>> {
         let max = self.target.limits.max_file_bytes;
-        let (dir, rel, request) = match self.target.resolve("read-file", &path) {
+        let r = match self.resolve_or_refuse("read-file", &path) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(blocking(dir, move |dir| {
-            let file = dir.open(&rel).map_err(|e| access_error(&request, &e))?;
-            let meta = file.metadata().map_err(|e| access_error(&request, &e))?;
-            if meta.is_dir() {
-                return Err(AccessError::Invalid(format!(
-                    "{} is a directory",
-                    request.display()
-                )));
-            }
+        let (rel, request, nofollow) = (r.rel, r.request, r.grant_file);
+        Ok(blocking(r.dir, move |dir| {
+            let file = open_regular(&dir, &rel, &request, nofollow)?;
             read_capped(file, max)
                 .map_err(|e| access_error(&request, &e))?
                 .ok_or_else(|| {
@@ -360,12 +604,24 @@ impl target::Host for PluginState {
     }
 
     async fn stat(&mut self, path: String) -> wasmtime::Result<Result<FileStat, AccessError>> {
-        let (dir, rel, request) = match self.target.resolve("stat", &path) {
+        let r = match self.resolve_or_refuse("stat", &path) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(blocking(dir, move |dir| {
-            let meta = dir.metadata(&rel).map_err(|e| access_error(&request, &e))?;
+        let (rel, request, nofollow) = (r.rel, r.request, r.grant_file);
+        Ok(blocking(r.dir, move |dir| {
+            let meta = if nofollow {
+                dir.symlink_metadata(&rel)
+            } else {
+                dir.metadata(&rel)
+            }
+            .map_err(|e| access_error(&request, &e))?;
+            if nofollow && meta.file_type().is_symlink() {
+                return Err(AccessError::Invalid(format!(
+                    "the granted file {} is a symlink: a grant never follows a symlink",
+                    request.display()
+                )));
+            }
             Ok(FileStat {
                 kind: entry_kind(meta.file_type()),
                 mode: meta.mode() & 0o7777,
@@ -383,11 +639,20 @@ impl target::Host for PluginState {
         path: String,
     ) -> wasmtime::Result<Result<Vec<DirEntry>, AccessError>> {
         let max = self.target.limits.max_dir_entries;
-        let (dir, rel, request) = match self.target.resolve("list-dir", &path) {
+        let r = match self.resolve_or_refuse("list-dir", &path) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(blocking(dir, move |dir| {
+        let (rel, request, grant_file) = (r.rel, r.request, r.grant_file);
+        Ok(blocking(r.dir, move |dir| {
+            if grant_file {
+                // A granted file is never a directory to list, and never
+                // followed if it became a symlink.
+                return Err(AccessError::Invalid(format!(
+                    "{} is a granted file, not a directory",
+                    request.display()
+                )));
+            }
             let mut entries = Vec::new();
             for entry in dir.read_dir(&rel).map_err(|e| access_error(&request, &e))? {
                 let entry = entry.map_err(|e| access_error(&request, &e))?;
@@ -418,7 +683,7 @@ impl target::Host for PluginState {
         args: Vec<String>,
     ) -> wasmtime::Result<Result<CommandOutput, AccessError>> {
         if let Err(refusal) = self.target.grants.check_command(&command) {
-            return Ok(Err(self.target.refuse("run-command", refusal)));
+            return Ok(Err(self.refuse("run-command", refusal)));
         }
         let limits = &self.target.limits;
         Ok(run_bounded(
@@ -435,7 +700,7 @@ impl target::Host for PluginState {
         name: String,
     ) -> wasmtime::Result<Result<Option<String>, AccessError>> {
         if let Err(refusal) = self.target.grants.check_env(&name) {
-            return Ok(Err(self.target.refuse("env-var", refusal)));
+            return Ok(Err(self.refuse("env-var", refusal)));
         }
         Ok(Ok(
             std::env::var_os(&name).map(|v| v.to_string_lossy().into_owned())
@@ -443,8 +708,33 @@ impl target::Host for PluginState {
     }
 }
 
+/// Kills a command's whole process group (the command and everything it
+/// started that stayed in the group) unless disarmed: on a timeout, on too
+/// much output, and when the host call is dropped with the job.
+struct GroupKiller {
+    pgid: Option<rustix::process::Pid>,
+}
+
+impl GroupKiller {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            // The leader is not reaped before this runs, so the group id
+            // cannot have been reused by an unrelated process.
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Run an allow-listed command with no inherited environment, no stdin, a
-/// timeout and capped output. The child is killed when it overruns.
+/// timeout and capped output, in a process group of its own. The whole
+/// group is killed when the command overruns, and when a child it started
+/// keeps its output open past the timeout.
 async fn run_bounded(
     command: &str,
     args: &[String],
@@ -459,6 +749,7 @@ async fn run_bounded(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| match e.kind() {
@@ -467,44 +758,62 @@ async fn run_bounded(
             }
             _ => AccessError::Io(format!("cannot start {command}: {e}")),
         })?;
+    let mut killer = GroupKiller {
+        pgid: child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(i32::try_from(id).ok()?)),
+    };
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    let work = async {
-        let (out, err) = tokio::try_join!(
+    let deadline = tokio::time::Instant::now() + timeout;
+    let reading = async {
+        tokio::try_join!(
             read_stream_capped(stdout, max),
             read_stream_capped(stderr, max)
         )
-        .map_err(|e| AccessError::Io(format!("{command}: {e}")))?;
-        if out.len() as u64 > max || err.len() as u64 > max {
-            let _ = child.start_kill();
-            return Err(AccessError::TooLarge(format!(
-                "{command} wrote more than {max} bytes"
+        .map_err(|e| AccessError::Io(format!("{command}: {e}")))
+    };
+    // Both streams are read to their end (or the cap) before the leader is
+    // reaped, so the group id stays reserved while it may be killed.
+    let (out, err) = match tokio::time::timeout_at(deadline, reading).await {
+        Err(_) => {
+            killer.kill();
+            return Err(AccessError::Io(format!(
+                "{command} did not finish within {} and was killed with its process group",
+                humantime::format_duration(timeout)
             )));
         }
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| AccessError::Io(format!("{command}: {e}")))?;
-        Ok(CommandOutput {
-            exit_code: status.code(),
-            stdout: out,
-            stderr: err,
-        })
+        Ok(read) => read?,
     };
-    tokio::time::timeout(timeout, work)
-        .await
-        .unwrap_or_else(|_| {
-            Err(AccessError::Io(format!(
-                "{command} did not finish within {} and was killed",
+    if out.len() as u64 > max || err.len() as u64 > max {
+        killer.kill();
+        return Err(AccessError::TooLarge(format!(
+            "{command} wrote more than {max} bytes and was killed with its process group"
+        )));
+    }
+    let status = match tokio::time::timeout_at(deadline, child.wait()).await {
+        Err(_) => {
+            killer.kill();
+            return Err(AccessError::Io(format!(
+                "{command} closed its output but did not exit within {} and was killed with its process group",
                 humantime::format_duration(timeout)
-            )))
-        })
+            )));
+        }
+        Ok(status) => status.map_err(|e| AccessError::Io(format!("{command}: {e}")))?,
+    };
+    // Reaped: the group id may be reused from now on, never kill it.
+    killer.pgid = None;
+    Ok(CommandOutput {
+        exit_code: status.code(),
+        stdout: out,
+        stderr: err,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capabilities::tests_support::{labels, state_with_target};
+    use crate::capabilities::tests_support::state_with_target;
     use target::Host;
 
     fn grants(read: &[&str], commands: &[&str], env: &[&str], facts: bool) -> GrantSet {
@@ -540,7 +849,7 @@ mod tests {
             command_output_bytes: 1000,
             ..Limits::default()
         };
-        state_with_target(TargetCtx::open(labels(), root, g, limits).unwrap())
+        state_with_target(TargetCtx::open(root, g, limits).unwrap())
     }
 
     #[tokio::test]
@@ -604,11 +913,230 @@ mod tests {
         );
     }
 
+    /// `/home/alice/.ssh -> ../../secret` and `/etc/motd -> shadow`: an
+    /// image's symlinks that would redirect a grant.
+    fn symlinked_tree() -> tempfile::TempDir {
+        let root = tree();
+        let p = root.path();
+        std::fs::create_dir_all(p.join("secret")).unwrap();
+        std::fs::write(p.join("secret/id_ed25519"), "PRIVATE KEY").unwrap();
+        std::fs::create_dir_all(p.join("home/alice")).unwrap();
+        std::os::unix::fs::symlink("../../secret", p.join("home/alice/.ssh")).unwrap();
+        std::os::unix::fs::symlink("shadow", p.join("etc/motd")).unwrap();
+        std::os::unix::fs::symlink("etc", p.join("etc-link")).unwrap();
+        root
+    }
+
+    #[tokio::test]
+    async fn a_grant_through_a_symlink_is_a_configuration_error_naming_it() {
+        let root = symlinked_tree();
+        for (grant, link, points_to) in [
+            ("/home/alice/.ssh", "/home/alice/.ssh", "../../secret"),
+            (
+                "/home/alice/.ssh/id_ed25519",
+                "/home/alice/.ssh",
+                "../../secret",
+            ),
+            ("/etc/motd", "/etc/motd", "shadow"),
+            ("/etc-link/ssh", "/etc-link", "etc"),
+        ] {
+            let e = TargetCtx::open(
+                root.path(),
+                grants(&[grant], &[], &[], false),
+                Limits::default(),
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{grant} was accepted"));
+            assert!(matches!(e, GrantError::Symlink { .. }), "{grant}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("{link} -> {points_to}"))
+                    && text.contains("grant the real path"),
+                "{grant}: {text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_grant_that_became_a_symlink_refuses_its_calls_as_invalid() {
+        let root = symlinked_tree();
+        let target = TargetCtx::open_for_run(
+            root.path(),
+            grants(&["/home/alice/.ssh", "/etc/ssh"], &[], &[], false),
+            Limits::default(),
+        )
+        .unwrap();
+        let mut s = state_with_target(target);
+        for call in ["read", "list", "stat"] {
+            let r = match call {
+                "read" => s
+                    .read_file("/home/alice/.ssh/id_ed25519".into())
+                    .await
+                    .unwrap()
+                    .map(|_| ()),
+                "list" => s
+                    .list_dir("/home/alice/.ssh".into())
+                    .await
+                    .unwrap()
+                    .map(|_| ()),
+                _ => s
+                    .stat("/home/alice/.ssh/id_ed25519".into())
+                    .await
+                    .unwrap()
+                    .map(|_| ()),
+            };
+            assert!(
+                matches!(&r, Err(AccessError::Invalid(m)) if m.contains("symlink")),
+                "{call}: {r:?}"
+            );
+        }
+        // The other grant still works.
+        assert!(
+            s.read_file("/etc/ssh/sshd_config".into())
+                .await
+                .unwrap()
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_granted_file_replaced_by_a_symlink_after_the_check_is_not_followed() {
+        let root = tree();
+        let mut s = state(root.path(), grants(&["/etc/passwd"], &[], &[], false)).await;
+        std::fs::remove_file(root.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("shadow", root.path().join("etc/passwd")).unwrap();
+        let r = s.read_file("/etc/passwd".into()).await.unwrap();
+        assert!(
+            matches!(&r, Err(AccessError::Invalid(m)) if m.contains("symlink")),
+            "{r:?}"
+        );
+        let r = s.stat("/etc/passwd".into()).await.unwrap();
+        assert!(
+            matches!(&r, Err(AccessError::Invalid(m)) if m.contains("symlink")),
+            "{r:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn symlinks_inside_a_directory_grant_that_stay_inside_still_work() {
+        let root = symlinked_tree();
+        let mut s = state(root.path(), grants(&["/etc", "/secret"], &[], &[], false)).await;
+        // /etc/motd -> shadow stays inside /etc.
+        assert_eq!(
+            s.read_file("/etc/motd".into()).await.unwrap().unwrap(),
+            b"root:*:1::::::\n"
+        );
+        assert_eq!(
+            s.read_file("/secret/id_ed25519".into())
+                .await
+                .unwrap()
+                .unwrap(),
+            b"PRIVATE KEY"
+        );
+    }
+
+    #[tokio::test]
+    async fn fifos_sockets_and_devices_are_refused_without_blocking() {
+        let root = tree();
+        let p = root.path();
+        let status = std::process::Command::new("mkfifo")
+            .arg(p.join("etc/fifo"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let _listener = std::os::unix::net::UnixListener::bind(p.join("etc/socket")).unwrap();
+        let mut s = state(p, grants(&["/etc"], &[], &[], false)).await;
+        let started = std::time::Instant::now();
+        for (path, kind) in [("/etc/fifo", "a FIFO"), ("/etc/socket", "a socket")] {
+            let r = s.read_file(path.into()).await.unwrap();
+            assert!(
+                matches!(&r, Err(AccessError::Invalid(m)) if m.contains(kind)),
+                "{path}: {r:?}"
+            );
+            // stat and list-dir do not open the file: they answer.
+            assert_eq!(
+                s.stat(path.into()).await.unwrap().unwrap().kind,
+                EntryKind::Other
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // A real device, through the root `/`.
+        let mut s = state(
+            Path::new("/"),
+            grants(&["/dev/null", "/dev/zero"], &[], &[], false),
+        )
+        .await;
+        for path in ["/dev/null", "/dev/zero"] {
+            let r = s.read_file(path.into()).await.unwrap();
+            assert!(
+                matches!(&r, Err(AccessError::Invalid(m)) if m.contains("character device")),
+                "{path}: {r:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_system_call_that_hangs_gets_an_error_at_its_timeout() {
+        let dir = Dir::open_ambient_dir("/", ambient_authority()).unwrap();
+        let started = std::time::Instant::now();
+        let r: Result<(), AccessError> = blocking_within(Duration::from_millis(200), dir, |_| {
+            std::thread::sleep(Duration::from_secs(3));
+            Ok(())
+        })
+        .await;
+        assert!(
+            matches!(&r, Err(AccessError::Io(m)) if m.contains("did not finish")),
+            "{r:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_command_that_leaves_a_child_holding_its_output_is_killed_with_its_group() {
+        let marker = tempfile::tempdir().unwrap();
+        let pidfile = marker.path().join("grandchild.pid");
+        let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
+        let started = std::time::Instant::now();
+        let r = run_bounded(
+            "/bin/sh",
+            &["-c".to_string(), script],
+            Duration::from_millis(500),
+            1000,
+        )
+        .await;
+        assert!(
+            matches!(&r, Err(AccessError::Io(m)) if m.contains("process group")),
+            "{r:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The grandchild is gone (or a zombie about to be reaped by init).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if status.is_empty() || status.contains("State:\tZ") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "grandchild {pid} still runs: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     #[tokio::test]
     async fn a_grant_that_does_not_exist_is_an_error() {
         let root = tree();
         let e = TargetCtx::open(
-            labels(),
             root.path(),
             grants(&["/etc/nope"], &[], &[], false),
             Limits::default(),

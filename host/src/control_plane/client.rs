@@ -474,7 +474,7 @@ impl ControlPlaneClient {
                         .map_err(|e| ClientError::Protocol(e.to_string()))?;
                     *cached = Some((
                         body.access_token.clone(),
-                        Instant::now() + Duration::from_secs(body.expires_in),
+                        token_expiry(Instant::now(), body.expires_in),
                     ));
                     return Ok(body.access_token);
                 }
@@ -640,15 +640,38 @@ impl EvidenceSink for ControlPlaneClient {
             .map_err(|e| DeliveryError::Transient(e.to_string()))?;
         match response.status().as_u16() {
             200 | 201 => Ok(()),
-            400 | 413 | 422 => Err(DeliveryError::Rejected(error_text(response).await)),
+            // Refused for what the batch is (malformed, too large, another
+            // runtime's identity, a key reused for another record): set
+            // aside for the operator. 429 and 507 (quota) stay transient.
+            400 | 409 | 413 | 422 => Err(DeliveryError::Rejected(error_text(response).await)),
             _ => Err(DeliveryError::Transient(error_text(response).await)),
         }
     }
 }
 
+/// Longest an access token is reused, whatever the server says: a hostile
+/// or broken `expires_in` (up to `u64::MAX` seconds) can neither overflow
+/// the clock nor pin a token for years.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// When a token issued at `now` for `expires_in` seconds is treated as
+/// expired.
+fn token_expiry(now: Instant, expires_in: u64) -> Instant {
+    let lifetime = Duration::from_secs(expires_in).min(MAX_TOKEN_LIFETIME);
+    now.checked_add(lifetime).unwrap_or(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_expires_in_neither_overflows_nor_pins_the_token() {
+        let now = Instant::now();
+        assert_eq!(token_expiry(now, u64::MAX), now + MAX_TOKEN_LIFETIME);
+        assert_eq!(token_expiry(now, 60), now + Duration::from_secs(60));
+        assert_eq!(token_expiry(now, 0), now);
+    }
 
     #[test]
     fn the_url_must_match_the_transport() {

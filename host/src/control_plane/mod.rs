@@ -79,7 +79,8 @@ fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError>
         message: e.to_string(),
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(fail)?;
+    // The state directory holds the credentials: private to the agent.
+    durable::ensure_private_dir(dir).map_err(fail)?;
     durable::write_atomic(dir, path, bytes, mode).map_err(fail)
 }
 
@@ -172,14 +173,7 @@ impl ConfigSync {
     }
 
     fn apply(&self, document: &serde_json::Value) -> Result<AgentConfig, ConfigError> {
-        let mut config = AgentConfig::from_json(
-            document,
-            Path::new("control plane configuration"),
-            &self.local.state_dir,
-        )?;
-        config.state_dir = self.local.state_dir.clone();
-        config.assessment_root = self.local.assessment_root.clone();
-        Ok(config)
+        AgentConfig::from_remote(document, &self.local)
     }
 
     /// Poll once.
@@ -203,14 +197,46 @@ impl ConfigSync {
                     Ok(SyncOutcome::Applied(Box::new(config)))
                 }
                 Err(e) => {
-                    let message = format!(
-                        "the control plane sent an invalid configuration; keeping the last good one: {e}"
-                    );
+                    let message = match &e {
+                        ConfigError::Policy { .. } => format!(
+                            "refused the control plane's configuration; keeping the last good one: {e}"
+                        ),
+                        _ => format!(
+                            "the control plane sent an invalid configuration; keeping the last good one: {e}"
+                        ),
+                    };
                     tracing::error!("{message}");
                     self.last_error = Some(message);
                     Ok(SyncOutcome::Unchanged)
                 }
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn arbitrary_state_files_never_panic_the_runtime(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(Credentials::path(dir.path()), &bytes).unwrap();
+            let _ = Credentials::load(dir.path());
+            std::fs::write(dir.path().join("config.last-good.json"), &bytes).unwrap();
+            let local = AgentConfig::parse(
+                &format!("[runtime]\nstate_dir = {:?}\n", dir.path().display().to_string()),
+                Path::new("agent.toml"),
+                Path::new("/"),
+            )
+            .unwrap();
+            // A corrupt last good document falls back to the local file.
+            let sync = ConfigSync::new(local);
+            let _ = sync.config();
         }
     }
 }

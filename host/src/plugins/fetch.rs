@@ -47,6 +47,27 @@ impl FetchError {
     }
 }
 
+/// Redirects followed at most.
+const MAX_REDIRECTS: usize = 5;
+
+/// Why a redirect to `next` must not be followed: a download that started
+/// on HTTPS stays on HTTPS (a registry or a CDN must not downgrade it), and
+/// chains are short.
+fn redirect_refusal(previous: &[reqwest::Url], next: &reqwest::Url) -> Option<String> {
+    if previous.len() >= MAX_REDIRECTS {
+        return Some(format!("more than {MAX_REDIRECTS} redirects"));
+    }
+    let started_secure = previous.first().is_some_and(|u| u.scheme() == "https");
+    if started_secure && next.scheme() != "https" {
+        return Some(format!(
+            "refusing a redirect from HTTPS to {}://{}: downloads that start on HTTPS stay on HTTPS",
+            next.scheme(),
+            next.host_str().unwrap_or("?")
+        ));
+    }
+    None
+}
+
 /// An HTTP client for registry downloads.
 #[derive(Debug, Clone)]
 pub struct Downloader {
@@ -63,6 +84,12 @@ impl Downloader {
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .timeout(timeout)
             .https_only(false)
+            .redirect(reqwest::redirect::Policy::custom(
+                |attempt| match redirect_refusal(attempt.previous(), attempt.url()) {
+                    Some(why) => attempt.error(why),
+                    None => attempt.follow(),
+                },
+            ))
             .build()
             .map_err(|e| FetchError::Transport {
                 url: String::new(),
@@ -122,5 +149,37 @@ impl Downloader {
             body.extend_from_slice(&chunk);
         }
         Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(u: &str) -> reqwest::Url {
+        reqwest::Url::parse(u).unwrap()
+    }
+
+    #[test]
+    fn a_redirect_from_https_to_http_is_refused() {
+        let secure = [url("https://registry.example/a")];
+        assert!(redirect_refusal(&secure, &url("https://cdn.example/a")).is_none());
+        let why = redirect_refusal(&secure, &url("http://cdn.example/a")).unwrap();
+        assert!(why.contains("stay on HTTPS"), "{why}");
+        // Further down a chain that started on HTTPS too.
+        let chain = [
+            url("https://registry.example/a"),
+            url("https://cdn.example/b"),
+        ];
+        assert!(redirect_refusal(&chain, &url("http://evil.example/c")).is_some());
+        // A development registry on plain HTTP may redirect within HTTP.
+        assert!(
+            redirect_refusal(&[url("http://127.0.0.1:1/a")], &url("http://127.0.0.1:1/b"))
+                .is_none()
+        );
+        let long: Vec<_> = (0..MAX_REDIRECTS)
+            .map(|i| url(&format!("https://r.example/{i}")))
+            .collect();
+        assert!(redirect_refusal(&long, &url("https://r.example/x")).is_some());
     }
 }

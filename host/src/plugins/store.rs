@@ -7,6 +7,7 @@
 //!   releases/<name>/<version>/manifest.json signed manifests, as downloaded
 //!   releases/<name>/<version>/manifest.json.minisig
 //!   compiled/<hex>-<engine>.cwasm           precompiled components
+//!   compiled/<hex>-<engine>.cwasm.sha256    the SHA-256 of each, as written
 //!   tmp/                                    files being written
 //!   lock                                    shared by writers, exclusive for gc
 //! ```
@@ -15,6 +16,12 @@
 //! directory is fsynced: a reader sees a whole file or none, whatever crashes.
 //! Only verified content is ever written; the component goes in before the
 //! release that refers to it.
+//!
+//! A precompiled artifact is native code that wasmtime loads without
+//! checking it, so the store is refused unless it is private to the agent's
+//! user (owned by it, mode 0700, no symlink), and an artifact is loaded
+//! only when its bytes match the SHA-256 recorded by the process that
+//! compiled it (written after the artifact, so a torn write is never used).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -37,6 +44,28 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Why a precompiled artifact cannot be used (it is then recompiled).
+#[derive(Debug, thiserror::Error)]
+pub enum CompiledError {
+    /// The artifact has no recorded digest (a crash between the two
+    /// writes, or a file planted by someone else).
+    #[error("{0} has no recorded SHA-256")]
+    Unrecorded(PathBuf),
+    /// The artifact's bytes differ from what was recorded.
+    #[error("{path} does not match its recorded SHA-256 (recorded {recorded}, found {found})")]
+    Mismatch {
+        /// The artifact.
+        path: PathBuf,
+        /// What was recorded.
+        recorded: String,
+        /// What the file holds.
+        found: String,
+    },
+    /// It cannot be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// An installed release as stored.
@@ -63,6 +92,9 @@ pub struct GcReport {
     pub other_files: usize,
 }
 
+/// Age after which a temporary file is a crashed writer's leftover.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The on-disk store.
 #[derive(Debug, Clone)]
 pub struct PluginStore {
@@ -74,11 +106,21 @@ pub struct StoreLock(#[allow(dead_code)] File);
 
 impl PluginStore {
     /// Open (and create, mode 0700) the store under `state_dir/plugins`.
+    /// Refuses a store that is not private to the agent's user, and
+    /// removes temporary files a crashed writer left behind.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
         let root = state_dir.join("plugins");
-        for dir in ["blobs/sha256", "releases", "compiled", "tmp"] {
+        durable::ensure_private_dir(&root).map_err(io(&root))?;
+        for dir in ["blobs", "blobs/sha256", "releases", "compiled", "tmp"] {
             let path = root.join(dir);
-            durable::create_private_dir(&path).map_err(io(&path))?;
+            durable::ensure_private_dir(&path).map_err(io(&path))?;
+        }
+        let removed = durable::remove_stale_temporaries(&root.join("tmp"), STALE_TEMPORARY);
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed temporary files left by an interrupted write"
+            );
         }
         Ok(PluginStore { root })
     }
@@ -125,6 +167,64 @@ impl PluginStore {
             .join(format!("{sha256}-{engine}.cwasm"))
     }
 
+    fn compiled_digest_path(&self, sha256: &str, engine: &str) -> PathBuf {
+        let mut path = self.compiled_path(sha256, engine).into_os_string();
+        path.push(".sha256");
+        PathBuf::from(path)
+    }
+
+    /// Save a precompiled artifact of the verified component `sha256`,
+    /// then the SHA-256 of the artifact itself.
+    pub fn put_compiled(
+        &self,
+        sha256: &str,
+        engine: &str,
+        artifact: &[u8],
+    ) -> Result<(), StoreError> {
+        let path = self.compiled_path(sha256, engine);
+        self.write_atomic(&path, artifact)?;
+        let digest = assessment_registry::manifest::sha256_hex(artifact);
+        self.write_atomic(
+            &self.compiled_digest_path(sha256, engine),
+            digest.as_bytes(),
+        )
+    }
+
+    /// The precompiled artifact of component `sha256` for `engine`, read
+    /// whole and checked against its recorded SHA-256; `None` when there
+    /// is none.
+    pub fn compiled(&self, sha256: &str, engine: &str) -> Result<Option<Vec<u8>>, CompiledError> {
+        let path = self.compiled_path(sha256, engine);
+        let artifact = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e).into()),
+        };
+        let record_path = self.compiled_digest_path(sha256, engine);
+        let recorded = match std::fs::read_to_string(&record_path) {
+            Ok(text) => text.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(CompiledError::Unrecorded(path));
+            }
+            Err(e) => return Err(io(&record_path)(e).into()),
+        };
+        let found = assessment_registry::manifest::sha256_hex(&artifact);
+        if found != recorded {
+            return Err(CompiledError::Mismatch {
+                path,
+                recorded: crate::guest_text::bounded(&recorded, 80),
+                found,
+            });
+        }
+        Ok(Some(artifact))
+    }
+
+    /// Remove a precompiled artifact and its record.
+    pub fn remove_compiled(&self, sha256: &str, engine: &str) {
+        let _ = std::fs::remove_file(self.compiled_digest_path(sha256, engine));
+        let _ = std::fs::remove_file(self.compiled_path(sha256, engine));
+    }
+
     fn release_dir(&self, name: &str, version: &str) -> PathBuf {
         self.root.join("releases").join(name).join(version)
     }
@@ -134,10 +234,13 @@ impl PluginStore {
         durable::write_atomic(&self.root.join("tmp"), path, bytes, 0o600).map_err(io(path))
     }
 
-    /// Store a verified component.
+    /// Store a verified component. A stored copy is kept only when its
+    /// bytes still have that digest: a corrupted blob is replaced.
     pub fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
         let path = self.blob_path(sha256);
-        if !path.exists() {
+        let intact = std::fs::read(&path)
+            .is_ok_and(|stored| assessment_registry::manifest::sha256_hex(&stored) == sha256);
+        if !intact {
             self.write_atomic(&path, bytes)?;
         }
         Ok(path)
@@ -221,9 +324,10 @@ impl PluginStore {
         }
         let compiled = self.root.join("compiled");
         for file in read_dir_names(&compiled)? {
-            let keep = referenced
-                .iter()
-                .any(|d| file == format!("{d}-{engine}.cwasm"));
+            let keep = referenced.iter().any(|d| {
+                file == format!("{d}-{engine}.cwasm")
+                    || file == format!("{d}-{engine}.cwasm.sha256")
+            });
             if !keep {
                 let path = compiled.join(&file);
                 std::fs::remove_file(&path).map_err(io(&path))?;
@@ -265,7 +369,7 @@ mod tests {
         store.put_blob("bb", b"component b").unwrap();
         store.put_release(&release("a", "1.0.0")).unwrap();
         store.put_release(&release("b", "2.0.0")).unwrap();
-        std::fs::write(store.compiled_path("aa", "e1"), b"x").unwrap();
+        store.put_compiled("aa", "e1", b"x").unwrap();
         std::fs::write(store.compiled_path("aa", "old"), b"x").unwrap();
         std::fs::write(store.root().join("tmp/partial"), b"x").unwrap();
         assert_eq!(
@@ -284,6 +388,50 @@ mod tests {
         assert!(store.blob_path("aa").exists() && !store.blob_path("bb").exists());
         assert!(store.compiled_path("aa", "e1").exists());
         assert_eq!(store.releases().unwrap(), vec![release("a", "1.0.0")]);
+    }
+
+    #[test]
+    fn a_precompiled_artifact_loads_only_when_it_matches_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PluginStore::open(dir.path()).unwrap();
+        assert!(store.compiled("aa", "e1").unwrap().is_none());
+        store.put_compiled("aa", "e1", b"native code").unwrap();
+        assert_eq!(store.compiled("aa", "e1").unwrap().unwrap(), b"native code");
+        // Someone who could write the store replaced the artifact.
+        std::fs::write(store.compiled_path("aa", "e1"), b"planted code").unwrap();
+        let e = store.compiled("aa", "e1").unwrap_err();
+        assert!(matches!(e, CompiledError::Mismatch { .. }), "{e}");
+        // An artifact without a record (planted, or a crash between the
+        // two writes) is not used either.
+        store.remove_compiled("aa", "e1");
+        std::fs::write(store.compiled_path("aa", "e1"), b"planted code").unwrap();
+        assert!(matches!(
+            store.compiled("aa", "e1").unwrap_err(),
+            CompiledError::Unrecorded(_)
+        ));
+    }
+
+    #[test]
+    fn a_corrupted_blob_is_replaced_when_the_component_is_stored_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PluginStore::open(dir.path()).unwrap();
+        let bytes = b"component".as_slice();
+        let sha = assessment_registry::manifest::sha256_hex(bytes);
+        let path = store.put_blob(&sha, bytes).unwrap();
+        std::fs::write(&path, b"componenT").unwrap();
+        store.put_blob(&sha, bytes).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_store_that_others_can_enter_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        PluginStore::open(dir.path()).unwrap();
+        let compiled = dir.path().join("plugins/compiled");
+        std::fs::set_permissions(&compiled, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = PluginStore::open(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("not private"), "{e}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::durable;
 pub enum OutboxError {
     /// The batch does not fit.
     #[error(
-        "the results outbox is full ({used} of {max} bytes used, the batch needs {needed}); results are kept until the control plane accepts them — check its reachability or raise runtime.outbox_max_mib"
+        "the results outbox is full ({used} of {max} bytes used, the batch needs {needed} or more); results already accepted are kept until the control plane takes them — check its reachability or raise runtime.outbox_max_mib"
     )]
     Full {
         /// Bytes in use.
@@ -149,19 +149,28 @@ impl Outbox {
         if records.is_empty() {
             return Ok(());
         }
-        let bytes = serde_json::to_vec(records).map_err(|e| OutboxError::Io {
-            path: self.root.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        let needed = bytes.len() as u64;
         let mut used = self.used.lock().map_err(|_| poisoned(&self.root))?;
-        if *used + needed > self.max_bytes {
-            return Err(OutboxError::Full {
-                used: *used,
-                max: self.max_bytes,
-                needed,
+        let room = self.max_bytes.saturating_sub(*used);
+        let mut buffer = BoundedBuffer {
+            bytes: Vec::new(),
+            max: room,
+        };
+        if let Err(e) = serde_json::to_writer(&mut buffer, records) {
+            return Err(if e.is_io() {
+                OutboxError::Full {
+                    used: *used,
+                    max: self.max_bytes,
+                    needed: room.saturating_add(1),
+                }
+            } else {
+                OutboxError::Io {
+                    path: self.root.clone(),
+                    source: std::io::Error::other(e),
+                }
             });
         }
+        let bytes = buffer.bytes;
+        let needed = bytes.len() as u64;
         // Names sort in push order: nanoseconds, then a random tail.
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -246,7 +255,18 @@ impl Outbox {
                 }
                 Err(e) => return Err(e),
             };
-            match sink.deliver(&records).await {
+            // A job may hold more records than one request may carry: send
+            // them in parts. Records carry idempotency keys, so parts that
+            // arrived before an interruption are stored once when the whole
+            // batch is delivered again.
+            let mut outcome = Ok(());
+            for part in delivery_parts(&records) {
+                outcome = sink.deliver(part).await;
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            match outcome {
                 Ok(()) => {
                     self.ack(&id)?;
                     report.delivered += 1;
@@ -264,6 +284,60 @@ impl Outbox {
             }
         }
         Ok(report)
+    }
+}
+
+/// Records one delivery request carries at most (the control plane's
+/// batch limit).
+pub const MAX_RECORDS_PER_REQUEST: usize = 1000;
+/// Bytes of records one delivery request carries at most, well below the
+/// control plane's request body limit (32 MiB by default).
+pub const MAX_BYTES_PER_REQUEST: usize = 8 << 20;
+
+/// `records` cut into consecutive parts of at most
+/// [`MAX_RECORDS_PER_REQUEST`] records and [`MAX_BYTES_PER_REQUEST`] bytes
+/// (a single larger record goes alone).
+pub fn delivery_parts(records: &[EvidenceRecord]) -> Vec<&[EvidenceRecord]> {
+    let mut parts = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, record) in records.iter().enumerate() {
+        let size = serde_json::to_vec(record).map_or(0, |b| b.len() + 1);
+        let count = i - start;
+        if count > 0 && (count == MAX_RECORDS_PER_REQUEST || bytes + size > MAX_BYTES_PER_REQUEST) {
+            parts.push(&records[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < records.len() {
+        parts.push(&records[start..]);
+    }
+    parts
+}
+
+/// A writer that refuses to grow past `max` bytes: a batch is measured
+/// against the outbox's room while it is serialised, never materialised
+/// whole first.
+struct BoundedBuffer {
+    bytes: Vec<u8>,
+    max: u64,
+}
+
+impl std::io::Write for BoundedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if (self.bytes.len() + buf.len()) as u64 > self.max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "the batch does not fit",
+            ));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -334,6 +408,94 @@ mod tests {
                 .unwrap()
                 .extend(records.iter().map(|r| r.idempotency_key.clone()));
             Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_with_more_records_than_one_request_carries_is_delivered_in_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path(), 64 << 20).unwrap();
+        let records: Vec<_> = (0..2500).map(|i| record(&format!("r{i}"))).collect();
+        outbox.push(&records).unwrap();
+        /// Refuses requests of more than the control plane's 1000 records.
+        #[derive(Default)]
+        struct Strict(Mutex<Vec<usize>>);
+        impl EvidenceSink for Strict {
+            async fn deliver(&self, records: &[EvidenceRecord]) -> Result<(), DeliveryError> {
+                if records.len() > 1000 {
+                    return Err(DeliveryError::Rejected("more than 1000 records".into()));
+                }
+                self.0.lock().unwrap().push(records.len());
+                Ok(())
+            }
+        }
+        let sink = Strict::default();
+        let report = outbox.deliver(&sink).await.unwrap();
+        assert_eq!(
+            (report.delivered, report.records, report.rejected),
+            (1, 2500, 0)
+        );
+        assert_eq!(*sink.0.lock().unwrap(), vec![1000, 1000, 500]);
+        assert_eq!(outbox.depth().unwrap().batches, 0);
+    }
+
+    #[test]
+    fn parts_are_bounded_in_bytes_too() {
+        let mut big = record("big");
+        big.evidence.description = "x".repeat(MAX_BYTES_PER_REQUEST / 3);
+        let records = vec![big.clone(), big.clone(), big.clone(), record("small")];
+        let parts = delivery_parts(&records);
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            vec![2, 2]
+        );
+        let mut huge = record("huge");
+        huge.evidence.description = "x".repeat(MAX_BYTES_PER_REQUEST + 1);
+        assert_eq!(
+            delivery_parts(&[huge]).len(),
+            1,
+            "a single large record goes alone"
+        );
+        assert!(delivery_parts(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_room_left_is_refused_while_serialising() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path(), 4096).unwrap();
+        let mut big = record("big");
+        big.evidence.description = "x".repeat(1 << 20);
+        let e = outbox.push(&[big]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                OutboxError::Full {
+                    used: 0,
+                    max: 4096,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        outbox.push(&[record("small")]).unwrap();
+        assert_eq!(outbox.depth().unwrap().batches, 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn arbitrary_bytes_in_a_batch_file_are_set_aside_never_a_crash(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let outbox = Outbox::open(dir.path(), 1 << 20).unwrap();
+            std::fs::write(dir.path().join("outbox/pending/0-x.json"), &bytes).unwrap();
+            let sink = Sink::default();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let report = runtime.block_on(outbox.deliver(&sink)).unwrap();
+            proptest::prop_assert_eq!(report.delivered + report.rejected, 1);
+            proptest::prop_assert_eq!(outbox.depth().unwrap().batches, 0);
         }
     }
 
