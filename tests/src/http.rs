@@ -33,6 +33,14 @@ pub enum Reply {
     Truncated(Vec<u8>, usize),
     /// Accept the request and never answer (until the server stops).
     Hang,
+    /// 200 without a length, then bytes forever (until the client goes).
+    Endless,
+    /// The whole body, one byte every `delay`.
+    Trickle(Vec<u8>, Duration),
+    /// Announce `announced` bytes of length, send the body as it is.
+    WrongLength(Vec<u8>, usize),
+    /// A redirect to `location`.
+    Redirect(String),
 }
 
 impl Reply {
@@ -168,6 +176,38 @@ fn serve(stream: TcpStream, handler: &Handler, requests: &Mutex<Vec<Request>>, s
             while !stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(50));
             }
+        }
+        Reply::Endless => {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\nconnection: close\r\n\r\n";
+            let _ = stream.write_all(head.as_bytes());
+            let chunk = vec![0u8; 64 << 10];
+            while !stop.load(Ordering::SeqCst) && stream.write_all(&chunk).is_ok() {}
+        }
+        Reply::Trickle(body, delay) => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            for byte in body {
+                if stop.load(Ordering::SeqCst) || stream.write_all(&[byte]).is_err() {
+                    break;
+                }
+                std::thread::sleep(delay);
+            }
+        }
+        Reply::WrongLength(body, announced) => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {announced}\r\nconnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+        Reply::Redirect(location) => {
+            let head = format!(
+                "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes());
         }
     }
     let _ = stream.flush();

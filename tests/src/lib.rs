@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod http;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -127,6 +128,7 @@ pub struct Agent {
     dir: tempfile::TempDir,
     root: PathBuf,
     runtime: String,
+    policy: String,
     plugins: Vec<String>,
 }
 
@@ -146,6 +148,7 @@ impl Agent {
             dir,
             root,
             runtime: String::new(),
+            policy: String::new(),
             plugins: Vec::new(),
         }
     }
@@ -178,6 +181,14 @@ impl Agent {
         self
     }
 
+    /// Add lines to the `[policy]` table (e.g. `dev_plain_http_registries =
+    /// true` for the tests' loopback registries).
+    pub fn policy(mut self, lines: &str) -> Self {
+        self.policy.push_str(lines);
+        self.policy.push('\n');
+        self
+    }
+
     /// Add a `[[plugin]]` entry for a registry release.
     pub fn registry_plugin(mut self, name: &str, version: &str, url: &str, extra: &str) -> Self {
         self.plugins.push(format!(
@@ -199,10 +210,11 @@ impl Agent {
     /// Write the configuration file and return its path.
     pub fn write(&self) -> PathBuf {
         let config = format!(
-            "[runtime]\nassessment_root = {:?}\nmax_concurrent_jobs = 2\nstate_dir = {:?}\n{}\n{}",
+            "[runtime]\nassessment_root = {:?}\nmax_concurrent_jobs = 2\nstate_dir = {:?}\n{}\n[policy]\n{}\n{}",
             self.root.display().to_string(),
             self.state_dir().display().to_string(),
             self.runtime,
+            self.policy,
             self.plugins.join("\n")
         );
         let path = self.dir.path().join("agent.toml");
@@ -229,7 +241,76 @@ impl Agent {
     }
 }
 
+/// A run of the binary watched from outside: its outcome, its peak
+/// resident memory and how long it took.
+#[derive(Debug)]
+pub struct Measured {
+    /// What `run --once` reported.
+    pub outcome: RunOutcome,
+    /// Highest resident set size seen, in KiB (sampled every 20 ms).
+    pub peak_rss_kib: u64,
+    /// Wall-clock time to exit.
+    pub elapsed: std::time::Duration,
+}
+
 impl Agent {
+    /// Run one cycle with extra arguments and environment, sampling the
+    /// process's resident memory while it runs.
+    pub fn run_measured(&self, extra: &[&str], env: &[(&str, &str)]) -> Measured {
+        use std::io::Read;
+        let config = self.write();
+        let started = std::time::Instant::now();
+        let mut child = Command::new(runtime_bin())
+            .args(["run", "--once", "--output", "json"])
+            .args(extra)
+            .arg("--config")
+            .arg(&config)
+            .env("ASSESSMENT_RUNTIME_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let out_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            stdout.read_to_end(&mut buf).unwrap();
+            buf
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            stderr.read_to_end(&mut buf).unwrap();
+            buf
+        });
+        let status_path = format!("/proc/{}/status", child.id());
+        let mut peak_rss_kib = 0;
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
+            }
+            let rss = std::fs::read_to_string(&status_path)
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            peak_rss_kib = peak_rss_kib.max(rss);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let elapsed = started.elapsed();
+        let stdout = out_reader.join().unwrap();
+        let stderr = err_reader.join().unwrap();
+        Measured {
+            outcome: RunOutcome {
+                code,
+                report: serde_json::from_slice(&stdout).unwrap_or(Value::Null),
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            },
+            peak_rss_kib,
+            elapsed,
+        }
+    }
+
     /// Run `assessment-runtime ARGS --config <this agent's file>`.
     pub fn command(&self, args: &[&str]) -> std::process::Output {
         let config = self.write();
@@ -259,4 +340,35 @@ pub fn current_ids(path: &Path) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).unwrap();
     (meta.uid(), meta.gid())
+}
+
+/// A small tmpfs mounted by the test (a full disk on demand), unmounted
+/// when dropped. `None` where this process may not mount (not root, or a
+/// container without the capability): the caller says SKIPPED.
+pub struct TmpfsMount {
+    path: PathBuf,
+}
+
+impl TmpfsMount {
+    /// Mount `size_kib` KiB of tmpfs, mode 0700, at `path` (created).
+    pub fn new(path: &Path, size_kib: u64) -> Option<Self> {
+        // Private like the agent's state directory it usually sits in.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(path)
+            .unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k,mode=0700"), "tmpfs"])
+            .arg(path)
+            .status()
+            .ok()?;
+        status.success().then(|| TmpfsMount {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }

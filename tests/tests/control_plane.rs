@@ -164,7 +164,8 @@ impl Runtime {
             &root,
         );
         let config = format!(
-            "[runtime]\nassessment_root = {:?}\nstate_dir = {:?}\n{intervals}\n",
+            "[runtime]\nassessment_root = {:?}\nstate_dir = {:?}\n{intervals}\n\
+             [policy]\nremote_path_plugins = true\nread = [\"/proc/sys\"]\n",
             root.display().to_string(),
             dir.path().join("state").display().to_string()
         );
@@ -416,6 +417,28 @@ fn the_daemon_runs_on_schedule_applies_changes_live_and_keeps_the_last_good_conf
         cp.evidence().len() >= before + 2 * FINDINGS_PER_RUN
     });
 
+    // A compromised control plane grants a shell and a wider read: the
+    // document exceeds the local policy and is refused whole; the last good
+    // configuration keeps running and the heartbeat says why.
+    let before = cp.evidence().len();
+    let mut hostile = assignment(json!({}));
+    hostile["plugin"][0]["grants"] = json!({ "read": ["/"], "commands": ["/bin/sh"] });
+    cp.assign(state.path(), &own, &hostile);
+    wait_for(
+        "the refusal in a heartbeat",
+        Duration::from_secs(60),
+        || {
+            let runtimes: Value = serde_json::from_str(&cp.admin(&["runtimes", "list"])).unwrap();
+            let errors = runtimes[0]["heartbeat"]["errors"].to_string();
+            errors.contains("exceeds the local policy") && errors.contains("/bin/sh")
+        },
+    );
+    wait_for(
+        "runs to go on under the last good configuration",
+        Duration::from_secs(60),
+        || cp.evidence().len() >= before + 2 * FINDINGS_PER_RUN,
+    );
+
     sigterm(&daemon);
     let out = daemon.wait_with_output().unwrap();
     assert!(
@@ -451,6 +474,58 @@ fn results_wait_while_the_control_plane_is_down_and_arrive_when_it_returns() {
     assert!(daemon.wait_with_output().unwrap().status.success());
     assert_eq!(runtime.pending(), 0);
     assert!(assert_complete_jobs(&cp.evidence()) >= 4);
+}
+
+/// The job id of the evidence record `r`.
+fn job_of(r: &Value) -> String {
+    r["evidence"]["origins"][0]["actors"][0]["props"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "job")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_run_logged_as_recorded_survives_a_sigkill_right_after_the_line() {
+    use std::io::BufRead;
+    let (_state, mut cp, runtime) = enrolled_and_assigned(FAST_INTERVALS);
+    // A first cycle fetches the configuration; then the control plane is
+    // away, so only the outbox can hold the next runs.
+    assert!(runtime.once().status.success());
+    let port = cp.port;
+    let db = cp.db.clone();
+    cp.stop();
+    let mut daemon = runtime.spawn_daemon();
+    let stderr = daemon.stderr.take().unwrap();
+    let mut job = None;
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if line.contains("run recorded") {
+            // SIGKILL at once: the line promises the findings are durable.
+            daemon.kill().unwrap();
+            job = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("job="))
+                .map(|j| j.trim_matches('"').to_string());
+            break;
+        }
+    }
+    daemon.wait().unwrap();
+    let job = job.expect("the daemon logged a recorded run");
+    let cp = ControlPlane::start(&db, port);
+    let daemon = runtime.spawn_daemon();
+    wait_for(
+        "the recorded run to arrive",
+        Duration::from_secs(60),
+        || cp.evidence().iter().filter(|r| job_of(r) == job).count() == FINDINGS_PER_RUN,
+    );
+    sigterm(&daemon);
+    assert!(daemon.wait_with_output().unwrap().status.success());
+    assert_complete_jobs(&cp.evidence());
 }
 
 #[test]
@@ -706,4 +781,126 @@ fn plain_http_needs_the_development_flag_on_both_sides() {
     let out = runtime.once();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(cp.evidence().len(), FINDINGS_PER_RUN);
+}
+
+// --- network faults between the runtime and the control plane, injected
+// for real by a TCP proxy on the byte stream ---
+
+/// A control plane, a fault-injecting proxy in front of it, and a runtime
+/// enrolled through the proxy and assigned kernel-params.
+fn behind_a_proxy() -> (
+    tempfile::TempDir,
+    ControlPlane,
+    assessment_e2e::proxy::Proxy,
+    Runtime,
+) {
+    let state = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&state.path().join("cp.db"), free_port());
+    let proxy =
+        assessment_e2e::proxy::Proxy::start(format!("127.0.0.1:{}", cp.port).parse().unwrap());
+    let runtime = Runtime::new(FAST_INTERVALS);
+    let token = cp.admin(&["enrollment-token", "create"]).trim().to_string();
+    let url = format!("https://localhost:{}", proxy.addr().port());
+    let out = runtime.try_enroll(&url, &token, Some(&cp.ca_cert()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    cp.set_config(state.path(), &assignment(json!({})));
+    (state, cp, proxy, runtime)
+}
+
+/// Runs a daemon through the proxy: `fault` for a few seconds of runs,
+/// heartbeats and deliveries, then a clean network until everything is
+/// delivered. Every job arrives whole and exactly once.
+fn survives(fault: assessment_e2e::proxy::Fault) {
+    use assessment_e2e::proxy::Fault;
+    let (_state, cp, proxy, runtime) = behind_a_proxy();
+    // A first clean cycle: configuration and first results in.
+    assert!(runtime.once().status.success());
+    let before = cp.evidence().len();
+    let daemon = runtime.spawn_daemon();
+    proxy.set(fault);
+    std::thread::sleep(Duration::from_secs(4));
+    proxy.set(Fault::Pass);
+    wait_for("runs after the fault", Duration::from_secs(90), || {
+        cp.evidence().len() >= before + 2 * FINDINGS_PER_RUN
+    });
+    sigterm(&daemon);
+    let out = daemon.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What the last delivery before exit could not send waits for the next
+    // start, which delivers it.
+    assert!(runtime.once().status.success());
+    assert_eq!(runtime.pending(), 0, "everything was delivered");
+    assert!(assert_complete_jobs(&cp.evidence()) >= 3);
+}
+
+#[test]
+fn slow_answers_from_the_control_plane_lose_and_duplicate_nothing() {
+    survives(assessment_e2e::proxy::Fault::Delay(Duration::from_millis(
+        1500,
+    )));
+}
+
+#[test]
+fn dropped_connections_lose_and_duplicate_nothing() {
+    survives(assessment_e2e::proxy::Fault::Drop);
+}
+
+#[test]
+fn answers_cut_short_after_the_control_plane_stored_the_batch_are_not_stored_twice() {
+    // Requests reach the control plane, which stores the batch; its answer
+    // is cut inside the TLS stream, so the runtime redelivers.
+    survives(assessment_e2e::proxy::Fault::TruncateResponse(6000));
+}
+
+#[test]
+fn answers_cut_during_the_handshake_lose_and_duplicate_nothing() {
+    survives(assessment_e2e::proxy::Fault::TruncateResponse(300));
+}
+
+#[test]
+fn reset_connections_lose_and_duplicate_nothing() {
+    survives(assessment_e2e::proxy::Fault::Reset);
+}
+
+#[test]
+fn corrupted_bytes_on_the_wire_lose_and_duplicate_nothing() {
+    survives(assessment_e2e::proxy::Fault::Corrupt);
+}
+
+#[test]
+fn a_control_plane_that_accepts_and_never_answers_loses_and_duplicates_nothing() {
+    survives(assessment_e2e::proxy::Fault::Blackhole);
+}
+
+#[test]
+fn a_full_disk_under_the_outbox_keeps_what_was_accepted_and_reports_what_was_not() {
+    let (_state, mut cp, runtime) = enrolled_and_assigned(FAST_INTERVALS);
+    assert!(runtime.once().status.success(), "configuration fetched");
+    // 96 KiB for the outbox: room for about two runs' batches.
+    let Some(_disk) = assessment_e2e::TmpfsMount::new(&runtime.state().join("outbox"), 96) else {
+        eprintln!("SKIPPED: this machine does not let the test mount a tmpfs");
+        return;
+    };
+    let (port, db) = (cp.port, cp.db.clone());
+    cp.stop();
+    let mut daemon = runtime.spawn_daemon();
+    std::thread::sleep(Duration::from_secs(6));
+    daemon.kill().unwrap();
+    let out = daemon.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("the findings of this run could not be recorded"),
+        "{log}"
+    );
+    let accepted = runtime.pending();
+    assert!(accepted >= 1, "the first batches were accepted");
+    let cp = ControlPlane::start(&db, port);
+    assert!(runtime.once().status.success());
+    wait_for("the outbox to drain", Duration::from_secs(60), || runtime.pending() == 0);
+    // Every accepted job arrived whole; nothing refused left a partial job.
+    assert!(assert_complete_jobs(&cp.evidence()) >= 1 + accepted);
 }

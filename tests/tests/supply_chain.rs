@@ -121,6 +121,7 @@ fn agent_for(publisher: &Publisher, server: &Server, version: &str) -> Agent {
             "trusted_keys = [{:?}]\ndownload_timeout = \"2s\"\ndownload_retries = 1",
             publisher.public_key
         ))
+        .policy("dev_plain_http_registries = true")
         .registry_plugin(
             "kernel-params",
             version,
@@ -192,11 +193,13 @@ fn fetch_verify_store_and_run_then_run_offline() {
         store_files(&agent, "blobs/sha256"),
         vec![format!("{digest}.wasm")]
     );
+    let compiled_files = store_files(&agent, "compiled");
     assert_eq!(
-        store_files(&agent, "compiled").len(),
-        1,
-        "the compiled component is cached"
+        compiled_files.len(),
+        2,
+        "the compiled component is cached, with its recorded digest: {compiled_files:?}"
     );
+    assert!(compiled_files[0].ends_with(".cwasm") && compiled_files[1].ends_with(".cwasm.sha256"));
     let requests = server.requests.lock().unwrap().len();
     assert_eq!(requests, 3, "manifest, signature, component");
 
@@ -227,6 +230,34 @@ fn fetch_verify_store_and_run_then_run_offline() {
         String::from_utf8_lossy(&verified.stdout)
             .contains(&format!("ok      kernel-params@0.1.0 sha256:{digest}"))
     );
+
+    // Native code planted in the precompiled artifact: `plugins verify`
+    // reports it, and a run refuses to load it and recompiles.
+    let mut planted = std::fs::read(&compiled).unwrap();
+    let middle = planted.len() / 2;
+    planted[middle] ^= 0xff;
+    std::fs::write(&compiled, &planted).unwrap();
+    let verified = agent.command(&["plugins", "verify"]);
+    assert_eq!(verified.status.code(), Some(1), "{verified:?}");
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains("does not match its recorded SHA-256"),
+        "{verified:?}"
+    );
+    let out = agent.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.status("kernel-params", "kernel-aslr"), "pass");
+    assert!(
+        out.stderr
+            .contains("refusing a precompiled artifact and recompiling"),
+        "{}",
+        out.stderr
+    );
+    assert_ne!(
+        std::fs::read(&compiled).unwrap(),
+        planted,
+        "recompiled and replaced"
+    );
+    assert!(agent.command(&["plugins", "verify"]).status.success());
 
     // A component altered in the store is detected by `plugins verify`.
     let blob = agent
@@ -291,8 +322,9 @@ fn gc_removes_what_is_no_longer_configured() {
     );
     assert_eq!(store_files(&agent, "blobs/sha256").len(), 1);
     // No longer configured: everything goes.
-    let unconfigured =
-        Agent::new().runtime(&format!("trusted_keys = [{:?}]", publisher.public_key));
+    let unconfigured = Agent::new()
+        .runtime(&format!("trusted_keys = [{:?}]", publisher.public_key))
+        .policy("dev_plain_http_registries = true");
     let config = unconfigured.write();
     let text = std::fs::read_to_string(&config).unwrap().replace(
         &unconfigured.state_dir().display().to_string(),
@@ -448,6 +480,132 @@ fn a_server_that_hangs_times_out() {
     );
 }
 
+const COMPONENT_PATH: &str = "/releases/kernel-params/v0.1.0/kernel-params-0.1.0.wasm";
+
+#[test]
+fn a_registry_streaming_an_endless_body_is_cut_at_the_signed_size() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let server = registry(&publisher, vec![(COMPONENT_PATH.into(), Reply::Endless)]);
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    let started = std::time::Instant::now();
+    let out = agent.run();
+    assert_refused(&out, &agent, "fetch", &["larger than"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
+fn a_registry_trickling_its_body_times_out() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let component = publisher.asset("kernel-params-0.1.0.wasm");
+    let server = registry(
+        &publisher,
+        vec![(
+            COMPONENT_PATH.into(),
+            Reply::Trickle(component, std::time::Duration::from_millis(100)),
+        )],
+    );
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    let started = std::time::Instant::now();
+    let out = agent.run();
+    assert_refused(&out, &agent, "fetch", &["timed out"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
+fn a_registry_announcing_a_wrong_length_is_refused() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let component = publisher.asset("kernel-params-0.1.0.wasm");
+    // A length shorter than the body: the client takes what was announced,
+    // which is not the signed component.
+    let short = component.len() - 100;
+    let server = registry(
+        &publisher,
+        vec![(COMPONENT_PATH.into(), Reply::WrongLength(component, short))],
+    );
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    let out = agent.run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let kind = out.error_kind("kernel-params").unwrap_or_default();
+    assert!(
+        kind == "verify" || kind == "fetch",
+        "{:#}",
+        out.job("kernel-params")
+    );
+    assert!(out.findings("kernel-params").is_empty());
+    assert!(
+        store_files(&agent, "blobs/sha256").is_empty(),
+        "nothing stored"
+    );
+}
+
+#[test]
+fn a_registry_failing_with_500_then_recovering_is_retried() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let dist = publisher.dist();
+    let failures = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let failures = failures.clone();
+        Server::start(move |req: &Request| {
+            if req.target == COMPONENT_PATH && failures.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Reply::Full(503, "text/plain", b"try later".to_vec());
+            }
+            let asset = req.target.rsplit('/').next().unwrap_or_default();
+            match std::fs::read(dist.join(asset)) {
+                Ok(bytes) => Reply::bytes(bytes),
+                Err(_) => Reply::not_found(),
+            }
+        })
+    };
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    let out = agent.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.status("kernel-params", "kernel-aslr"), "pass");
+    assert!(
+        failures.load(Ordering::SeqCst) >= 2,
+        "retried after the 503"
+    );
+}
+
+#[test]
+fn a_registry_redirecting_within_the_development_registry_is_followed() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let server = registry(&publisher, vec![]);
+    let redirector = {
+        let target = server.url();
+        Server::start(move |req: &Request| Reply::Redirect(format!("{target}{}", req.target)))
+    };
+    let agent = agent_for(&publisher, &redirector, "0.1.0");
+    let out = agent.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.status("kernel-params", "kernel-aslr"), "pass");
+}
+
+#[test]
+fn a_full_disk_under_the_plugin_store_fails_the_plugin_clearly_and_stores_nothing() {
+    let publisher = Publisher::new();
+    publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
+    let server = registry(&publisher, vec![]);
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    // Far smaller than the component.
+    let Some(_disk) = assessment_e2e::TmpfsMount::new(&agent.state_dir().join("plugins"), 32) else {
+        eprintln!("SKIPPED: this machine does not let the test mount a tmpfs");
+        return;
+    };
+    let out = agent.run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.error_kind("kernel-params").as_deref(), Some("host"), "{:#}", out.job("kernel-params"));
+    let message = out.error_message("kernel-params");
+    assert!(message.contains("No space left"), "{message}");
+    assert!(store_files(&agent, "releases").is_empty(), "no release without its component");
+    assert!(store_files(&agent, "tmp").is_empty(), "no partial file left");
+}
+
 #[test]
 fn an_oversized_asset_is_refused() {
     let publisher = Publisher::new();
@@ -474,7 +632,9 @@ fn grants_are_narrowed_to_the_signed_declaration() {
         "0.1.0",
     );
     let server = registry(&publisher, vec![]);
-    let agent = Agent::new().runtime(&format!("trusted_keys = [{:?}]", publisher.public_key));
+    let agent = Agent::new()
+        .runtime(&format!("trusted_keys = [{:?}]", publisher.public_key))
+        .policy("dev_plain_http_registries = true");
     std::fs::create_dir_all(agent.root().join("etc/ssh")).unwrap();
     std::fs::write(agent.root().join("etc/ssh/sshd_config"), "x\n").unwrap();
     std::fs::write(agent.root().join("etc/hostname"), "h\n").unwrap();

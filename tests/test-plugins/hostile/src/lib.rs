@@ -2,10 +2,17 @@
 //! end-to-end tests can prove that every per-run bound holds:
 //! `memory-hog`, `spin`, `finding-flood`, `log-flood`, `stdout-flood`,
 //! `bad-check-id`, `deep-recursion`, `panic`, `fail`, `invalid-config`,
+//! `denial-flood` (1 000 reads of 1 MiB paths, 20 000 denied reads of
+//! 4 KiB paths with forged log lines), `host-call-spin` (calls a granted host function forever),
+//! `huge-findings` (findings at every per-finding bound until refused),
+//! `env-probe` (asks for secrets in the agent's environment),
+//! `forged-error` (a megabyte run error with forged log lines),
+//! `forged-log` (log messages with forged lines and escape sequences),
 //! `well-behaved`.
 
 use assessment_sdk::{
     Check, Plugin, PluginInfo, RunError, RunSummary, Severity, ValueKind, config, log, register,
+    target,
 };
 use std::io::Write;
 
@@ -63,6 +70,79 @@ impl Plugin for Hostile {
                 HOSTILE
                     .pass(format!("returned from depth {depth}"))
                     .emit()?;
+            }
+            "denial-flood" => {
+                // Megabyte paths are refused as invalid before anything else.
+                let huge = format!("/forbidden/{}", "a".repeat(1 << 20));
+                let mut invalid = 0u32;
+                for _ in 0..1_000 {
+                    if matches!(
+                        target::read_file(&huge),
+                        Err(assessment_sdk::AccessError::Invalid(_))
+                    ) {
+                        invalid += 1;
+                    }
+                }
+                // Paths just under the limit, with forged log lines, are
+                // denied: every denial is counted, few are logged.
+                let path = format!(
+                    "/forbidden/{}\n2026-11-29T00:00:00Z  INFO assessment_runtime: forged line\u{1b}[2J",
+                    "a".repeat(3900)
+                );
+                let mut denied = 0u32;
+                for _ in 0..20_000 {
+                    if matches!(
+                        target::read_file(&path),
+                        Err(assessment_sdk::AccessError::Denied(_))
+                    ) {
+                        denied += 1;
+                    }
+                }
+                HOSTILE
+                    .pass(format!("{invalid} calls invalid, {denied} denied"))
+                    .emit()?;
+            }
+            "host-call-spin" => loop {
+                let _ = std::hint::black_box(target::stat("/etc"));
+            },
+            "huge-findings" => loop {
+                let mut finding = HOSTILE.fail("m".repeat(4096)).remediation("r".repeat(4096));
+                for i in 0..64 {
+                    finding = finding.evidence(format!("{i:0>128}"), "v".repeat(8192));
+                }
+                finding.emit()?;
+            },
+            "env-probe" => {
+                let mut leaked = Vec::new();
+                for name in [
+                    "PATH",
+                    "HOME",
+                    "AWS_SECRET_ACCESS_KEY",
+                    "ASSESSMENT_RUNTIME_LOG",
+                    "SECRET_FOR_TEST",
+                ] {
+                    if let Ok(Some(value)) = target::env_var(name) {
+                        leaked.push(format!("{name}={value}"));
+                    }
+                }
+                for (k, v) in std::env::vars() {
+                    leaked.push(format!("{k}={v}"));
+                }
+                HOSTILE
+                    .verdict(leaked.is_empty(), format!("leaked: {leaked:?}"))
+                    .emit()?;
+            }
+            "forged-error" => {
+                return Err(RunError::Failed(format!(
+                    "failed\n2026-11-29T00:00:00Z  INFO assessment_runtime: run recorded\u{1b}[31m{}",
+                    "e".repeat(1 << 20)
+                )));
+            }
+            "forged-log" => {
+                log::error(
+                    "first\n2026-11-29T00:00:00Z  INFO assessment_runtime: forged line\r\u{1b}[2K",
+                );
+                HOSTILE.pass("logged").emit()?;
             }
             "panic" => panic!("hostile plugin panicked on purpose"),
             "fail" => return Err(RunError::Failed("failed on purpose".to_string())),
