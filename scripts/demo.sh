@@ -27,7 +27,8 @@ cargo build --locked -p assessment-runtime -p registry-tools -p assessment-contr
 bin="$PWD/target/debug"
 demo="$PWD/target/demo"
 rm -rf "$demo"
-mkdir -p "$demo/registry" "$demo/dist" "$demo/state"
+mkdir -p "$demo/registry" "$demo/dist"
+mkdir -m 700 "$demo/state"
 
 pids=()
 cleanup() {
@@ -77,11 +78,21 @@ wait_for_port "$cp_port"
 
 echo "== enrolling a runtime" >&2
 cat >"$demo/agent.toml" <<EOF
-# The runtime's local configuration: what is this machine's own. Plugins,
-# grants and trusted keys come from the control plane.
+# The runtime's local configuration: what is this machine's own. Plugins and
+# their grants come from the control plane, within the ceiling below.
 [runtime]
 assessment_root = "/"
 state_dir = "$demo/state"
+# Only releases signed by this key run.
+trusted_keys = ["$public_key"]
+
+# What the control plane may grant at most: a compromised control plane
+# cannot widen it (no commands, no environment variables, no unsigned
+# plugins here).
+[policy]
+read = ["/etc", "/proc/sys"]
+# The demo's registry is served on loopback over plain HTTP.
+dev_plain_http_registries = true
 EOF
 token=$("$bin/assessment-control-plane" enrollment-token create --group default 2>/dev/null)
 "$bin/assessment-runtime" enroll --config "$demo/agent.toml" --url "https://localhost:$cp_port" \
@@ -97,7 +108,7 @@ perm_grant=$(existing /etc/passwd /etc/passwd- /etc/group /etc/group- /etc/shado
 registry="http://127.0.0.1:$registry_port"
 cat >"$demo/assignment.json" <<EOF
 {
-  "runtime": { "trusted_keys": ["$public_key"] },
+  "runtime": { "max_concurrent_jobs": 2 },
   "plugin": [
     { "name": "sshd-hardening", "version": "0.1.0", "source": { "url": "$registry" },
       "grants": { "read": $ssh_grant }, "enabled": $([ "$ssh_grant" = "[]" ] && echo false || echo true) },
@@ -134,4 +145,22 @@ print(f"{len(rows)} evidence record(s): " + ", ".join(f"{n} {s}" for s, n in sor
 for r in json.load(open(sys.argv[2])):
     print(f"runtime {r['name']} ({r['id']}): last heartbeat {r['last_heartbeat_at']}, stale: {r['stale']}")
 PY
+
+echo
+echo "== a configuration beyond the local policy is refused" >&2
+# A compromised control plane grants a shell: the runtime refuses the whole
+# document, keeps the last good configuration and says why.
+python3 - "$demo/assignment.json" "$demo/hostile-assignment.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+doc["plugin"][2]["grants"]["commands"] = ["/bin/sh"]
+json.dump(doc, open(sys.argv[2], "w"))
+PY
+"$bin/assessment-control-plane" config set --group default "$demo/hostile-assignment.json" >/dev/null
+ASSESSMENT_RUNTIME_LOG=error "$bin/assessment-runtime" daemon --once --config "$demo/agent.toml" \
+    >"$demo/hostile-cycle.log" 2>&1 || true
+if ! grep -o "refused the control plane's configuration.*" "$demo/hostile-cycle.log"; then
+    echo "error: the runtime did not refuse a configuration beyond its policy; see $demo/hostile-cycle.log" >&2
+    exit 1
+fi
 exit "$status"

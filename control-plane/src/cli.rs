@@ -111,7 +111,7 @@ pub struct ServeArgs {
     pub ca: CaDirArgs,
     /// The largest evidence record accepted, as compact JSON (bytes, or
     /// with a KiB, MiB or GiB suffix); larger ones get 413.
-    #[arg(long, default_value = "256KiB", value_parser = parse_size)]
+    #[arg(long, default_value = "4MiB", value_parser = parse_size)]
     pub max_record_bytes: u64,
     /// The largest body of an evidence batch request; larger get 413.
     #[arg(long, default_value = "32MiB", value_parser = parse_size)]
@@ -121,7 +121,7 @@ pub struct ServeArgs {
     pub max_body_bytes: u64,
     /// The bytes of evidence records one runtime may store; records past
     /// it get 507.
-    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "4GiB", value_parser = parse_size)]
     pub runtime_storage_quota: u64,
     /// Requests one source address may send at once to the unauthenticated
     /// routes (enrollment, token) before getting 429.
@@ -448,10 +448,10 @@ const _: () = {
     assert!(DEFAULT_TOKEN_TTL.as_secs() == 15 * 60);
     assert!(DEFAULT_STALE_AFTER.as_secs() == 3 * 60);
     assert!(DEFAULT_ENROLLMENT_TTL.as_secs() == 3600);
-    assert!(crate::config::DEFAULT_MAX_RECORD_BYTES == 256 << 10);
+    assert!(crate::config::DEFAULT_MAX_RECORD_BYTES == 4 << 20);
     assert!(crate::config::DEFAULT_MAX_BATCH_BYTES == 32 << 20);
     assert!(crate::config::DEFAULT_MAX_BODY_BYTES == 2 << 20);
-    assert!(crate::config::DEFAULT_RUNTIME_STORAGE_QUOTA == 256 << 20);
+    assert!(crate::config::DEFAULT_RUNTIME_STORAGE_QUOTA == 4 << 30);
     assert!(crate::server::DEFAULT_HANDSHAKE_TIMEOUT.as_secs() == 10);
     assert!(crate::server::DEFAULT_HEADER_READ_TIMEOUT.as_secs() == 10);
     assert!(crate::server::DEFAULT_REQUEST_TIMEOUT.as_secs() == 60);

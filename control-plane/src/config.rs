@@ -12,14 +12,17 @@ pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 /// Default age after which a runtime's last heartbeat makes it stale.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(3 * 60);
-/// Default largest evidence record (its compact JSON).
-pub const DEFAULT_MAX_RECORD_BYTES: usize = 256 * 1024;
+/// Default largest evidence record (its compact JSON). A runtime's largest
+/// finding (4 KiB message and remediation, 64 evidence items of 8 KiB) is
+/// about 540 KB of text and at most about 3.3 MB of JSON when every
+/// character needs an escape: it must fit.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 4 * 1024 * 1024;
 /// Default largest body of an evidence batch request.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 /// Default largest body of any other request.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Default storage quota of one runtime: the bytes of its stored records.
-pub const DEFAULT_RUNTIME_STORAGE_QUOTA: u64 = 256 * 1024 * 1024;
+pub const DEFAULT_RUNTIME_STORAGE_QUOTA: u64 = 4 * 1024 * 1024 * 1024;
 /// Default burst of unauthenticated requests (enrollment, token) per source.
 pub const DEFAULT_AUTH_BURST: u32 = 60;
 /// Default sustained rate of unauthenticated requests per source, per minute.
