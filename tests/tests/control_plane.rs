@@ -899,8 +899,10 @@ fn a_full_disk_under_the_outbox_keeps_what_was_accepted_and_reports_what_was_not
     let accepted = runtime.pending();
     assert!(accepted >= 1, "the first batches were accepted");
     let cp = ControlPlane::start(&db, port);
-    assert!(runtime.once().status.success());
+    // This cycle's own run may find the disk still full (and says so); its
+    // delivery drains what was accepted before.
+    runtime.once();
     wait_for("the outbox to drain", Duration::from_secs(60), || runtime.pending() == 0);
     // Every accepted job arrived whole; nothing refused left a partial job.
-    assert!(assert_complete_jobs(&cp.evidence()) >= 1 + accepted);
+    assert!(assert_complete_jobs(&cp.evidence()) > accepted);
 }
