@@ -92,23 +92,7 @@ pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
 /// writer left behind. Younger files may belong to a writer still at work
 /// (another agent command). Returns how many were removed.
 pub fn remove_stale_temporaries(tmp_dir: &Path, older_than: std::time::Duration) -> usize {
-    let Ok(entries) = std::fs::read_dir(tmp_dir) else {
-        return 0;
-    };
-    let now = std::time::SystemTime::now();
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let Ok(meta) = entry.metadata() else { continue };
-        let stale = meta
-            .modified()
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .is_some_and(|age| age >= older_than);
-        if stale && meta.is_file() && std::fs::remove_file(entry.path()).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
+    remove_stale_files(tmp_dir, older_than, |_| true)
 }
 
 /// Remove, from a directory where [`write_atomic`] keeps its temporary
@@ -116,18 +100,31 @@ pub fn remove_stale_temporaries(tmp_dir: &Path, older_than: std::time::Duration)
 /// interrupted writes — names `<file>.<pid>.<uuid>` — older than
 /// `older_than`. Returns how many were removed.
 pub fn remove_stale_write_leftovers(dir: &Path, older_than: std::time::Duration) -> usize {
+    remove_stale_files(dir, older_than, |name| {
+        let mut parts = name.rsplitn(3, '.');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(tail), Some(pid), Some(_)) => {
+                uuid::Uuid::parse_str(tail).is_ok() && pid.parse::<u32>().is_ok()
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Remove the regular files of `dir` whose name `matches` and that were
+/// last modified at least `older_than` ago.
+fn remove_stale_files(
+    dir: &Path,
+    older_than: std::time::Duration,
+    matches: impl Fn(&str) -> bool,
+) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
     let now = std::time::SystemTime::now();
     let mut removed = 0;
     for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let mut parts = name.rsplitn(3, '.');
-        let (Some(tail), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        if uuid::Uuid::parse_str(tail).is_err() || pid.parse::<u32>().is_err() {
+        if !matches(&entry.file_name().to_string_lossy()) {
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };

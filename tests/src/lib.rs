@@ -123,6 +123,40 @@ impl RunOutcome {
     }
 }
 
+/// The value of evidence item `key` of a finding in a report.
+pub fn evidence_value(finding: &Value, key: &str) -> Option<String> {
+    finding["evidence"]
+        .as_array()?
+        .iter()
+        .find(|e| e["key"] == key)
+        .and_then(|e| e["value"].as_str())
+        .map(str::to_string)
+}
+
+/// Add a well-behaved plugin (kernel-params on a tree with ASLR on) to the
+/// cycle: whatever a hostile plugin does, it must still deliver.
+pub fn with_bystander(agent: Agent) -> Agent {
+    let root = agent.root().to_path_buf();
+    std::fs::create_dir_all(root.join("proc/sys/kernel")).unwrap();
+    std::fs::write(root.join("proc/sys/kernel/randomize_va_space"), "2\n").unwrap();
+    agent.plugin(
+        "kernel-params",
+        &guest("kernel_params"),
+        "grants = { read = [\"/proc/sys\"] }",
+    )
+}
+
+/// The bystander of [`with_bystander`] completed with its verdict.
+pub fn assert_bystander_ran(out: &RunOutcome) {
+    assert_eq!(
+        out.error_kind("kernel-params"),
+        None,
+        "{:#}",
+        out.job("kernel-params")
+    );
+    assert_eq!(out.status("kernel-params", "kernel-aslr"), "pass");
+}
+
 /// An agent configuration under construction, in its own directory.
 pub struct Agent {
     dir: tempfile::TempDir,
@@ -357,7 +391,13 @@ impl TmpfsMount {
             .create(path)
             .unwrap();
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k,mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_kib}k,mode=0700"),
+                "tmpfs",
+            ])
             .arg(path)
             .status()
             .ok()?;

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use assessment_e2e::{Agent, RunOutcome, guest};
+use assessment_e2e::{Agent, RunOutcome, evidence_value, guest};
 use serde_json::Value;
 
 /// Run the probe with `actions` and `grants` against a small tree.
@@ -47,17 +47,9 @@ fn outcomes(out: &RunOutcome) -> Vec<(String, String)> {
     out.findings("probe")
         .iter()
         .map(|f| {
-            let evidence = |key: &str| {
-                f["evidence"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|e| e["key"] == key)
-                    .map(|e| e["value"].as_str().unwrap().to_string())
-            };
             let status = f["status"].as_str().unwrap().to_string();
-            let detail = evidence("output")
-                .or_else(|| evidence("error-kind"))
+            let detail = evidence_value(f, "output")
+                .or_else(|| evidence_value(f, "error-kind"))
                 .unwrap_or_default();
             (status, detail)
         })

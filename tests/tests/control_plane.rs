@@ -294,15 +294,7 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 fn assert_complete_jobs(records: &[Value]) -> usize {
     let mut per_job: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in records {
-        let job = r["evidence"]["origins"][0]["actors"][0]["props"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == "job")
-            .unwrap()["value"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let job = job_of(r);
         per_job
             .entry(job)
             .or_default()
@@ -902,7 +894,9 @@ fn a_full_disk_under_the_outbox_keeps_what_was_accepted_and_reports_what_was_not
     // This cycle's own run may find the disk still full (and says so); its
     // delivery drains what was accepted before.
     runtime.once();
-    wait_for("the outbox to drain", Duration::from_secs(60), || runtime.pending() == 0);
+    wait_for("the outbox to drain", Duration::from_secs(60), || {
+        runtime.pending() == 0
+    });
     // Every accepted job arrived whole; nothing refused left a partial job.
     assert!(assert_complete_jobs(&cp.evidence()) > accepted);
 }

@@ -12,7 +12,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use assessment_e2e::{Agent, RunOutcome, guest};
+use assessment_e2e::{
+    Agent, RunOutcome, assert_bystander_ran, evidence_value, guest, with_bystander,
+};
 use serde_json::Value;
 
 fn hostile(agent: Agent, mode: &str, extra: &str) -> Agent {
@@ -21,28 +23,6 @@ fn hostile(agent: Agent, mode: &str, extra: &str) -> Agent {
         &guest("test_plugin_hostile"),
         &format!("config = {{ mode = {mode:?} }}\n{extra}"),
     )
-}
-
-/// A well-behaved plugin in the same cycle.
-fn with_bystander(agent: Agent) -> Agent {
-    let root = agent.root().to_path_buf();
-    std::fs::create_dir_all(root.join("proc/sys/kernel")).unwrap();
-    std::fs::write(root.join("proc/sys/kernel/randomize_va_space"), "2\n").unwrap();
-    agent.plugin(
-        "kernel-params",
-        &guest("kernel_params"),
-        "grants = { read = [\"/proc/sys\"] }",
-    )
-}
-
-fn assert_bystander_ran(out: &RunOutcome) {
-    assert_eq!(
-        out.error_kind("kernel-params"),
-        None,
-        "{:#}",
-        out.job("kernel-params")
-    );
-    assert_eq!(out.status("kernel-params", "kernel-aslr"), "pass");
 }
 
 /// No line of the agent's log was written by the plugin: every forged
@@ -285,19 +265,12 @@ fn probe(agent: Agent, actions: &[&str], grants: &str, extra: &[&str]) -> assess
 fn probe_outcomes(out: &RunOutcome) -> Vec<(String, String)> {
     out.findings("probe")
         .iter()
-        .map(|f| {
-            let evidence = |key: &str| {
-                f["evidence"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|e| e["key"] == key)
-                    .map(|e| e["value"].as_str().unwrap().to_string())
-            };
-            match evidence("error-kind") {
-                Some(kind) => (kind, evidence("error").unwrap_or_default()),
-                None => ("pass".to_string(), evidence("output").unwrap_or_default()),
-            }
+        .map(|f| match evidence_value(f, "error-kind") {
+            Some(kind) => (kind, evidence_value(f, "error").unwrap_or_default()),
+            None => (
+                "pass".to_string(),
+                evidence_value(f, "output").unwrap_or_default(),
+            ),
         })
         .collect()
 }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use assessment_e2e::{Agent, guest};
+use assessment_e2e::{Agent, assert_bystander_ran, guest, with_bystander};
 
 fn hostile(agent: Agent, mode: &str, limits: &str) -> Agent {
     agent.plugin(
@@ -11,27 +11,6 @@ fn hostile(agent: Agent, mode: &str, limits: &str) -> Agent {
         &guest("test_plugin_hostile"),
         &format!("config = {{ mode = {mode:?} }}\nlimits = {limits}"),
     )
-}
-
-fn with_bystander(agent: Agent) -> Agent {
-    let root = agent.root().to_path_buf();
-    std::fs::create_dir_all(root.join("proc/sys/kernel")).unwrap();
-    std::fs::write(root.join("proc/sys/kernel/randomize_va_space"), "2\n").unwrap();
-    agent.plugin(
-        "kernel-params",
-        &guest("kernel_params"),
-        "grants = { read = [\"/proc/sys\"] }",
-    )
-}
-
-fn assert_bystander_ran(out: &assessment_e2e::RunOutcome) {
-    assert_eq!(
-        out.error_kind("kernel-params"),
-        None,
-        "{:#}",
-        out.job("kernel-params")
-    );
-    assert_eq!(out.status("kernel-params", "kernel-aslr"), "pass");
 }
 
 #[test]

@@ -593,17 +593,29 @@ fn a_full_disk_under_the_plugin_store_fails_the_plugin_clearly_and_stores_nothin
     let server = registry(&publisher, vec![]);
     let agent = agent_for(&publisher, &server, "0.1.0");
     // Far smaller than the component.
-    let Some(_disk) = assessment_e2e::TmpfsMount::new(&agent.state_dir().join("plugins"), 32) else {
+    let Some(_disk) = assessment_e2e::TmpfsMount::new(&agent.state_dir().join("plugins"), 32)
+    else {
         eprintln!("SKIPPED: this machine does not let the test mount a tmpfs");
         return;
     };
     let out = agent.run();
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert_eq!(out.error_kind("kernel-params").as_deref(), Some("host"), "{:#}", out.job("kernel-params"));
+    assert_eq!(
+        out.error_kind("kernel-params").as_deref(),
+        Some("host"),
+        "{:#}",
+        out.job("kernel-params")
+    );
     let message = out.error_message("kernel-params");
     assert!(message.contains("No space left"), "{message}");
-    assert!(store_files(&agent, "releases").is_empty(), "no release without its component");
-    assert!(store_files(&agent, "tmp").is_empty(), "no partial file left");
+    assert!(
+        store_files(&agent, "releases").is_empty(),
+        "no release without its component"
+    );
+    assert!(
+        store_files(&agent, "tmp").is_empty(),
+        "no partial file left"
+    );
 }
 
 #[test]
