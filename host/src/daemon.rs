@@ -385,10 +385,10 @@ impl Daemon {
         for _ in 0..4 {
             let report = self.outbox.deliver(&*self.client).await?;
             outcome.delivered += report.records;
-            match report.stopped_by {
+            match &report.stopped_by {
                 None => break,
                 Some(why) => {
-                    let wait = backoff.next().unwrap_or(Duration::from_secs(5));
+                    let wait = report.wait(backoff.next().unwrap_or(Duration::from_secs(5)));
                     tracing::warn!("result delivery failed, retrying in {wait:?}: {why}");
                     tokio::time::sleep(wait).await;
                 }
@@ -408,6 +408,9 @@ impl Daemon {
         renewal.reset();
         let mut delivery_backoff = new_delivery_backoff();
         let mut next_delivery = tokio::time::Instant::now();
+        // After a failed delivery, new results do not bring the next
+        // attempt before the backoff (or the control plane's Retry-After).
+        let mut not_before = tokio::time::Instant::now();
         let (client, outbox) = (self.client.clone(), self.outbox.clone());
 
         'generations: loop {
@@ -454,7 +457,7 @@ impl Daemon {
                         renew_certificate_if_due(&client, &self.state_dir, &self.shared).await;
                     }
                     _ = self.shared.delivery.notified() => {
-                        next_delivery = next_delivery.min(tokio::time::Instant::now());
+                        next_delivery = next_delivery.min(tokio::time::Instant::now()).max(not_before);
                     }
                     _ = tokio::time::sleep_until(next_delivery) => {
                         match outbox.deliver(&*client).await {
@@ -462,14 +465,16 @@ impl Daemon {
                                 if report.delivered > 0 {
                                     tracing::info!(batches = report.delivered, records = report.records, "results delivered");
                                 }
-                                match report.stopped_by {
+                                match &report.stopped_by {
                                     Some(why) => {
-                                        let wait = delivery_backoff.next().unwrap_or(Duration::from_secs(300));
+                                        let wait = report.wait(delivery_backoff.next().unwrap_or(Duration::from_secs(300)));
                                         tracing::warn!("result delivery failed, retrying in {wait:?}: {why}");
                                         next_delivery = tokio::time::Instant::now() + wait;
+                                        not_before = next_delivery;
                                     }
                                     None => {
                                         delivery_backoff = new_delivery_backoff();
+                                        not_before = tokio::time::Instant::now();
                                         next_delivery = tokio::time::Instant::now() + Duration::from_secs(5);
                                     }
                                 }

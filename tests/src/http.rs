@@ -41,6 +41,8 @@ pub enum Reply {
     WrongLength(Vec<u8>, usize),
     /// A redirect to `location`.
     Redirect(String),
+    /// A status with extra header lines (`name: value`) and a JSON body.
+    WithHeaders(u16, Vec<String>, Vec<u8>),
 }
 
 impl Reply {
@@ -199,6 +201,15 @@ fn serve(stream: TcpStream, handler: &Handler, requests: &Mutex<Vec<Request>>, s
         Reply::WrongLength(body, announced) => {
             let head = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {announced}\r\nconnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+        Reply::WithHeaders(status, extra, body) => {
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{}content-length: {}\r\nconnection: close\r\n\r\n",
+                extra.iter().map(|h| format!("{h}\r\n")).collect::<String>(),
+                body.len()
             );
             let _ = stream.write_all(head.as_bytes());
             let _ = stream.write_all(&body);

@@ -275,6 +275,26 @@ impl Agent {
     }
 }
 
+/// Wait for `child`, sampling its resident memory every 20 ms: its exit
+/// code and the highest resident set size seen, in KiB.
+pub fn wait_sampling_rss(child: &mut std::process::Child) -> (i32, u64) {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_rss_kib = 0;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code().unwrap_or(-1), peak_rss_kib);
+        }
+        let rss = std::fs::read_to_string(&status_path)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        peak_rss_kib = peak_rss_kib.max(rss);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A run of the binary watched from outside: its outcome, its peak
 /// resident memory and how long it took.
 #[derive(Debug)]
@@ -316,21 +336,7 @@ impl Agent {
             stderr.read_to_end(&mut buf).unwrap();
             buf
         });
-        let status_path = format!("/proc/{}/status", child.id());
-        let mut peak_rss_kib = 0;
-        let code = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status.code().unwrap_or(-1);
-            }
-            let rss = std::fs::read_to_string(&status_path)
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .unwrap_or(0);
-            peak_rss_kib = peak_rss_kib.max(rss);
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
+        let (code, peak_rss_kib) = wait_sampling_rss(&mut child);
         let elapsed = started.elapsed();
         let stdout = out_reader.join().unwrap();
         let stderr = err_reader.join().unwrap();

@@ -296,12 +296,80 @@ fn http_client(
         .map_err(|e| ClientError::Setup(format!("cannot create the HTTP client: {e}")))
 }
 
+/// Largest answer read from the control plane (a configuration document is
+/// the largest legitimate one): a hostile or broken control plane cannot
+/// make the agent hold an endless body.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
+/// Bytes of an error answer read and quoted.
+const MAX_ERROR_BYTES: usize = 4 << 10;
+
+/// The body of `response`, read as it streams in and refused past `max`
+/// bytes; `Ok(None)` when it is larger.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > max as u64)
+    {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// A JSON answer of at most [`MAX_ANSWER_BYTES`].
+async fn json_bounded<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<T, ClientError> {
+    let body = read_bounded(response, MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| ClientError::Protocol(format!("incomplete answer: {e}")))?
+        .ok_or_else(|| {
+            ClientError::Protocol(format!(
+                "the answer is larger than {} MiB; refusing it",
+                MAX_ANSWER_BYTES >> 20
+            ))
+        })?;
+    serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+/// The `Retry-After` of an answer, in seconds (the HTTP-date form is not
+/// used by the control plane and is ignored).
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
 async fn error_text(response: reqwest::Response) -> String {
     let status = response.status();
-    let body = response.text().await.unwrap_or_default();
+    // Only the start of an error body is read, however long it is.
+    let mut body = Vec::new();
+    let mut response = response;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= MAX_ERROR_BYTES {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
     format!(
         "HTTP {status}: {}",
-        body.chars().take(300).collect::<String>()
+        crate::guest_text::bounded(&text.chars().take(300).collect::<String>(), 600)
     )
 }
 
@@ -333,10 +401,7 @@ pub async fn enroll(
         .await?;
     match response.status().as_u16() {
         201 | 200 => {
-            let body: EnrollResponse = response
-                .json()
-                .await
-                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let body: EnrollResponse = json_bounded(response).await?;
             let tls = match (ca, key) {
                 (Some(ca), Some((key, _))) => {
                     let certificate = body.certificate.ok_or_else(|| {
@@ -468,10 +533,7 @@ impl ControlPlaneClient {
                 .await?;
             match response.status().as_u16() {
                 200 => {
-                    let body: TokenResponse = response
-                        .json()
-                        .await
-                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let body: TokenResponse = json_bounded(response).await?;
                     *cached = Some((
                         body.access_token.clone(),
                         token_expiry(Instant::now(), body.expires_in),
@@ -562,10 +624,7 @@ impl ControlPlaneClient {
         if response.status().as_u16() != 200 {
             return Err(ClientError::Protocol(error_text(response).await));
         }
-        let rotated: Rotated = response
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let rotated: Rotated = json_bounded(response).await?;
         let tls = match (&current.tls, key) {
             (Some(current), Some((key, _))) => Some(ClientTls {
                 ca_certificate: current.ca_certificate.clone(),
@@ -607,10 +666,7 @@ impl ControlPlaneClient {
                     .get("etag")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
-                let document = response
-                    .json()
-                    .await
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let document = json_bounded(response).await?;
                 Ok(ConfigFetch::New { etag, document })
             }
             _ => Err(ClientError::Protocol(error_text(response).await)),
@@ -644,6 +700,13 @@ impl EvidenceSink for ControlPlaneClient {
             // runtime's identity, a key reused for another record): set
             // aside for the operator. 429 and 507 (quota) stay transient.
             400 | 409 | 413 | 422 => Err(DeliveryError::Rejected(error_text(response).await)),
+            429 | 503 => match retry_after(&response) {
+                Some(after) => Err(DeliveryError::Throttled {
+                    after,
+                    why: error_text(response).await,
+                }),
+                None => Err(DeliveryError::Transient(error_text(response).await)),
+            },
             _ => Err(DeliveryError::Transient(error_text(response).await)),
         }
     }

@@ -179,7 +179,23 @@ impl ConfigSync {
     /// Poll once.
     pub async fn poll(&mut self, client: &ControlPlaneClient) -> Result<SyncOutcome, ClientError> {
         let etag = self.current.as_ref().and_then(|c| c.etag.clone());
-        match client.fetch_config(etag.as_deref()).await? {
+        let fetched = match client.fetch_config(etag.as_deref()).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                // An answer that cannot be read (malformed, endless) is the
+                // control plane's fault and goes in the heartbeat; being
+                // unreachable is reported by the heartbeat's absence.
+                if matches!(e, ClientError::Protocol(_)) {
+                    let message = format!(
+                        "the control plane's configuration could not be read; keeping the last good one: {e}"
+                    );
+                    tracing::error!("{message}");
+                    self.last_error = Some(message);
+                }
+                return Err(e);
+            }
+        };
+        match fetched {
             ConfigFetch::NotModified | ConfigFetch::NotAssigned => Ok(SyncOutcome::Unchanged),
             ConfigFetch::New { etag, document } => match self.apply(&document) {
                 Ok(config) => {

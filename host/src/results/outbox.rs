@@ -69,6 +69,15 @@ pub enum DeliveryError {
     /// Worth retrying later (network, 5xx, authentication being renewed).
     #[error("{0}")]
     Transient(String),
+    /// The control plane asked to be left alone for a while (429 or 503
+    /// with `Retry-After`).
+    #[error("{why} (retry after {}s)", .after.as_secs())]
+    Throttled {
+        /// How long it asked for.
+        after: std::time::Duration,
+        /// Its answer.
+        why: String,
+    },
     /// The control plane refused the batch as invalid; retrying cannot help.
     #[error("{0}")]
     Rejected(String),
@@ -105,6 +114,20 @@ pub struct DeliveryReport {
     pub rejected: usize,
     /// The transient failure that stopped the pass, if any.
     pub stopped_by: Option<String>,
+    /// How long the control plane asked the runtime to wait, if it did.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+/// Longest `Retry-After` honoured: a control plane cannot park delivery
+/// for days.
+pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl DeliveryReport {
+    /// How long to wait before the next pass: the backoff's `next`, or
+    /// longer when the control plane asked for more (at most an hour).
+    pub fn wait(&self, next: std::time::Duration) -> std::time::Duration {
+        next.max(self.retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
+    }
 }
 
 /// The outbox.
@@ -281,6 +304,11 @@ impl Outbox {
                     report.stopped_by = Some(why);
                     break;
                 }
+                Err(DeliveryError::Throttled { after, why }) => {
+                    report.stopped_by = Some(why);
+                    report.retry_after = Some(after);
+                    break;
+                }
             }
         }
         Ok(report)
@@ -437,6 +465,18 @@ mod tests {
         );
         assert_eq!(*sink.0.lock().unwrap(), vec![1000, 1000, 500]);
         assert_eq!(outbox.depth().unwrap().batches, 0);
+    }
+
+    #[test]
+    fn a_retry_after_lengthens_the_wait_up_to_an_hour() {
+        let secs = std::time::Duration::from_secs;
+        let mut report = DeliveryReport::default();
+        assert_eq!(report.wait(secs(2)), secs(2));
+        report.retry_after = Some(secs(30));
+        assert_eq!(report.wait(secs(2)), secs(30));
+        assert_eq!(report.wait(secs(60)), secs(60));
+        report.retry_after = Some(secs(86_400 * 30));
+        assert_eq!(report.wait(secs(2)), MAX_RETRY_AFTER);
     }
 
     #[test]
