@@ -549,4 +549,89 @@ mod tests {
     fn rfc3339_formats_utc_millis() {
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// JSON values built from an evidence record's own keys, so that
+        /// generated bodies reach past the first level.
+        fn body() -> impl Strategy<Value = Value> {
+            let key = prop::sample::select(vec![
+                "uuid",
+                "title",
+                "description",
+                "start",
+                "end",
+                "labels",
+                "status",
+                "state",
+                "reason",
+                "subjects",
+                "type",
+                "identifier",
+                "origins",
+                "actors",
+                "props",
+                "name",
+                "value",
+                "runtime",
+                "host",
+                "remarks",
+                "x",
+            ]);
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                "(?s).{0,16}".prop_map(Value::from),
+                Just(Value::from(RUNTIME.to_string())),
+                Just(Value::from("00000000-0000-0000-0000-000000000000")),
+                Just(Value::from("2026-11-29T00:00:00Z")),
+            ];
+            leaf.prop_recursive(4, 64, 6, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    prop::collection::btree_map(key.clone(), inner, 0..6).prop_map(|m| {
+                        Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                    }),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            #[test]
+            fn arbitrary_evidence_bodies_never_panic_the_record_parser(
+                key in "(?s).{0,80}",
+                value in body(),
+                at in "(?s).{0,30}",
+            ) {
+                if NewEvidence::from_body(key, value.clone(), &at, rules()).is_ok() {
+                    // What is accepted hashes the same in canonical form.
+                    let canonical = crate::canonical::canonicalize(&value);
+                    prop_assert_eq!(evidence_sha256(&value).ok(), evidence_sha256(&canonical).ok());
+                }
+            }
+
+            #[test]
+            fn arbitrary_documents_canonicalise_to_a_fixed_point(value in body()) {
+                let once = crate::canonical::canonicalize(&value);
+                prop_assert_eq!(crate::canonical::canonicalize(&once), once);
+            }
+
+            #[test]
+            fn arbitrary_if_none_match_headers_never_panic(header in "(?s).{0,64}") {
+                let _ = crate::canonical::if_none_match_matches(&header, "\"abc\"");
+            }
+
+            #[test]
+            fn arbitrary_names_and_groups_never_panic(text in "(?s).{0,140}") {
+                let _ = validate_group(&text);
+                let _ = validate_runtime_name(&text);
+            }
+        }
+    }
 }
