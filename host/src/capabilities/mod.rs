@@ -204,6 +204,97 @@ mod tests {
         assert!(l.hit);
     }
 
+    /// A component that instantiates `instances` copies of `module`.
+    fn component(module: &wasm_encoder::Module, instances: u32) -> Vec<u8> {
+        let mut component = wasm_encoder::Component::new();
+        component.section(&wasm_encoder::ModuleSection(module));
+        let mut section = wasm_encoder::InstanceSection::new();
+        for _ in 0..instances {
+            section.instantiate(0, Vec::<(&str, wasm_encoder::ModuleArg)>::new());
+        }
+        component.section(&section);
+        component.finish()
+    }
+
+    /// Compile and instantiate `bytes` in a store limited as a plugin's is.
+    async fn instantiate(bytes: &[u8]) -> Result<(), String> {
+        let engine = crate::engine::PluginEngine::new().unwrap();
+        let component = wasmtime::component::Component::new(engine.engine(), bytes)
+            .map_err(|e| format!("compile: {e:#}"))?;
+        let mut store = wasmtime::Store::new(engine.engine(), MemoryLimiter::new(64 << 20));
+        store.limiter(|l| l);
+        store.set_epoch_deadline(1_000_000);
+        wasmtime::component::Linker::<MemoryLimiter>::new(engine.engine())
+            .instantiate_async(&mut store, &component)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("instantiate: {e:#}"))
+    }
+
+    fn table_module(elements: u64, tables: u32) -> wasm_encoder::Module {
+        let mut section = wasm_encoder::TableSection::new();
+        for _ in 0..tables {
+            section.table(wasm_encoder::TableType {
+                element_type: wasm_encoder::RefType::FUNCREF,
+                table64: false,
+                minimum: elements,
+                maximum: None,
+                shared: false,
+            });
+        }
+        let mut module = wasm_encoder::Module::new();
+        module.section(&section);
+        module
+    }
+
+    #[tokio::test]
+    async fn a_component_creating_more_instances_than_allowed_does_not_instantiate() {
+        let empty = wasm_encoder::Module::new();
+        instantiate(&component(&empty, 10)).await.unwrap();
+        let e = instantiate(&component(&empty, MAX_INSTANCES as u32 + 1))
+            .await
+            .unwrap_err();
+        assert!(e.contains("instance"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_component_with_a_huge_table_or_too_many_tables_does_not_instantiate() {
+        instantiate(&component(&table_module(1000, 1), 1))
+            .await
+            .unwrap();
+        let e = instantiate(&component(
+            &table_module(MAX_TABLE_ELEMENTS as u64 + 1, 1),
+            1,
+        ))
+        .await
+        .unwrap_err();
+        assert!(e.contains("table"), "{e}");
+        // Each instance brings one table: one more than allowed in total.
+        let e = instantiate(&component(&table_module(1, 1), MAX_TABLES as u32 + 1))
+            .await
+            .unwrap_err();
+        assert!(e.contains("table") || e.contains("instance"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_component_with_too_many_memories_does_not_instantiate() {
+        let mut memories = wasm_encoder::MemorySection::new();
+        memories.memory(wasm_encoder::MemoryType {
+            minimum: 1,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        let mut module = wasm_encoder::Module::new();
+        module.section(&memories);
+        instantiate(&component(&module, 2)).await.unwrap();
+        let e = instantiate(&component(&module, MAX_MEMORIES as u32 + 1))
+            .await
+            .unwrap_err();
+        assert!(e.contains("memor"), "{e}");
+    }
+
     #[test]
     fn tables_and_store_objects_are_capped() {
         let mut l = MemoryLimiter::new(10 << 20);
