@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use assessment_registry::manifest::valid_plugin_name;
 use serde::Serialize;
 use tracing::Instrument;
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -19,8 +20,6 @@ use crate::capabilities::log::LogSink;
 use crate::capabilities::results::{Finding, ResultsCtx};
 use crate::capabilities::target::TargetCtx;
 use crate::capabilities::{JobLabels, PluginState};
-use assessment_registry::manifest::valid_plugin_name;
-
 use crate::engine::PluginEngine;
 use crate::guest_text::{bounded, caps};
 use crate::plugins::fetch::Downloader;
@@ -160,8 +159,8 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// The engine and a manager configured by `config`.
-    /// Refuses a state directory that is not private to the agent's user.
+    /// The engine and a manager configured by `config`. Refuses a state
+    /// directory that is not private to the agent's user.
     pub fn new(config: &AgentConfig) -> anyhow::Result<Self> {
         crate::durable::ensure_private_dir(&config.state_dir)
             .map_err(|e| anyhow::anyhow!("state directory (runtime.state_dir): {e}"))?;

@@ -382,3 +382,39 @@ fn a_batch_refused_with_409_is_set_aside_and_the_queue_moves_on() {
         .count();
     assert_eq!(rejected, 1, "the refused batch is kept for the operator");
 }
+
+#[test]
+fn a_refusal_leaves_the_heartbeat_once_the_control_plane_serves_what_is_in_force() {
+    let fake = Fake::start(Script {
+        config: Box::new(|n| {
+            if n < 2 {
+                Reply::Full(200, "application/json", b"{\"plugin\": [".to_vec())
+            } else {
+                Reply::Full(304, "application/json", Vec::new())
+            }
+        }),
+        evidence: Box::new(|_| Reply::json(200, json!({}))),
+    });
+    let runtime = Runtime::new(&fake.server.url());
+    let daemon = runtime.spawn_daemon();
+    let reported = |h: &Value| h["errors"].to_string().contains("could not be read");
+    wait_for(
+        "a heartbeat with the error",
+        Duration::from_secs(30),
+        || {
+            fake.bodies("POST /api/agent/heartbeat")
+                .iter()
+                .any(reported)
+        },
+    );
+    wait_for(
+        "a later heartbeat without it",
+        Duration::from_secs(30),
+        || {
+            fake.bodies("POST /api/agent/heartbeat")
+                .last()
+                .is_some_and(|h| !reported(h) && fake.arrivals("GET /v1/config").len() > 2)
+        },
+    );
+    stop(daemon);
+}

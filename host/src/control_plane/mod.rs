@@ -196,7 +196,12 @@ impl ConfigSync {
             }
         };
         match fetched {
-            ConfigFetch::NotModified | ConfigFetch::NotAssigned => Ok(SyncOutcome::Unchanged),
+            ConfigFetch::NotModified | ConfigFetch::NotAssigned => {
+                // The control plane serves what is in force: an earlier
+                // refusal no longer applies.
+                self.last_error = None;
+                Ok(SyncOutcome::Unchanged)
+            }
             ConfigFetch::New { etag, document } => match self.apply(&document) {
                 Ok(config) => {
                     let good = LastGood { etag, document };
