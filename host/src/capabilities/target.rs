@@ -100,7 +100,7 @@ pub struct TargetCtx {
     root_dir: Dir,
     grants: GrantSet,
     /// Each read grant, opened, or why it cannot be used in this run.
-    opened: Vec<(PathBuf, Result<GrantAccess, String>)>,
+    opened: Vec<(PathBuf, Result<GrantAccess, GrantError>)>,
     limits: Limits,
     denials: Vec<String>,
     denial_count: u64,
@@ -110,9 +110,11 @@ impl TargetCtx {
     /// Open every read grant under `root`, as configuration is checked:
     /// fails when a grant does not exist or passes through a symlink.
     pub fn open(root: &Path, grants: GrantSet, limits: Limits) -> Result<Self, GrantError> {
-        let ctx = Self::open_for_run(root, grants, limits)?;
-        if let Some(error) = ctx.first_unusable_grant() {
-            return Err(error);
+        let mut ctx = Self::open_for_run(root, grants, limits)?;
+        if let Some(i) = ctx.opened.iter().position(|(_, access)| access.is_err()) {
+            if let (_, Err(error)) = ctx.opened.swap_remove(i) {
+                return Err(error);
+            }
         }
         Ok(ctx)
     }
@@ -131,10 +133,7 @@ impl TargetCtx {
         let opened = grants
             .read
             .iter()
-            .map(|path| {
-                let access = open_grant(&root_dir, root, path).map_err(|e| e.to_string());
-                (path.clone(), access)
-            })
+            .map(|path| (path.clone(), open_grant(&root_dir, root, path)))
             .collect();
         Ok(TargetCtx {
             root: root.to_path_buf(),
@@ -144,23 +143,6 @@ impl TargetCtx {
             limits,
             denials: Vec::new(),
             denial_count: 0,
-        })
-    }
-
-    fn first_unusable_grant(&self) -> Option<GrantError> {
-        self.opened.iter().find_map(|(path, access)| {
-            access.as_ref().err().map(|_| {
-                // Re-open to get the typed error (the string form is what
-                // runs keep).
-                match open_grant(&self.root_dir, &self.root, path) {
-                    Err(e) => e,
-                    Ok(_) => GrantError::Path {
-                        path: path.clone(),
-                        root: self.root.clone(),
-                        reason: "it changed while it was being opened".to_string(),
-                    },
-                }
-            })
         })
     }
 
@@ -203,7 +185,7 @@ impl TargetCtx {
         };
         let access = match access {
             Ok(access) => access,
-            Err(why) => return Err(Refusal::Invalid(why.clone())),
+            Err(why) => return Err(Refusal::Invalid(why.to_string())),
         };
         let rel = request
             .strip_prefix(&grant)
@@ -415,17 +397,14 @@ fn file_type_name(ft: cap_std::fs::FileType) -> &'static str {
     }
 }
 
-/// Open a regular file for reading. The type is checked before opening
-/// (opening some devices has effects of its own) and again on the opened
-/// descriptor; the open never blocks (a FIFO without a writer) and never
-/// makes a terminal the agent's controlling terminal. `nofollow` refuses a
-/// symlink as the last component (a granted file itself).
-fn open_regular(
+/// The metadata of `rel`; with `nofollow` (`rel` is a granted file
+/// itself) a symlink is refused, never followed.
+fn granted_metadata(
     dir: &Dir,
     rel: &Path,
     request: &Path,
     nofollow: bool,
-) -> Result<cap_std::fs::File, AccessError> {
+) -> Result<cap_std::fs::Metadata, AccessError> {
     let meta = if nofollow {
         dir.symlink_metadata(rel)
     } else {
@@ -442,6 +421,21 @@ fn open_regular(
             points_to.display()
         )));
     }
+    Ok(meta)
+}
+
+/// Open a regular file for reading. The type is checked before opening
+/// (opening some devices has effects of its own) and again on the opened
+/// descriptor; the open never blocks (a FIFO without a writer) and never
+/// makes a terminal the agent's controlling terminal. `nofollow` refuses a
+/// symlink as the last component (a granted file itself).
+fn open_regular(
+    dir: &Dir,
+    rel: &Path,
+    request: &Path,
+    nofollow: bool,
+) -> Result<cap_std::fs::File, AccessError> {
+    let meta = granted_metadata(dir, rel, request, nofollow)?;
     if !meta.is_file() {
         return Err(AccessError::Invalid(format!(
             "{} is {}: only regular files can be read",
@@ -610,18 +604,7 @@ impl target::Host for PluginState {
         };
         let (rel, request, nofollow) = (r.rel, r.request, r.grant_file);
         Ok(blocking(r.dir, move |dir| {
-            let meta = if nofollow {
-                dir.symlink_metadata(&rel)
-            } else {
-                dir.metadata(&rel)
-            }
-            .map_err(|e| access_error(&request, &e))?;
-            if nofollow && meta.file_type().is_symlink() {
-                return Err(AccessError::Invalid(format!(
-                    "the granted file {} is a symlink: a grant never follows a symlink",
-                    request.display()
-                )));
-            }
+            let meta = granted_metadata(&dir, &rel, &request, nofollow)?;
             Ok(FileStat {
                 kind: entry_kind(meta.file_type()),
                 mode: meta.mode() & 0o7777,
