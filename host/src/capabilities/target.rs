@@ -111,10 +111,10 @@ impl TargetCtx {
     /// fails when a grant does not exist or passes through a symlink.
     pub fn open(root: &Path, grants: GrantSet, limits: Limits) -> Result<Self, GrantError> {
         let mut ctx = Self::open_for_run(root, grants, limits)?;
-        if let Some(i) = ctx.opened.iter().position(|(_, access)| access.is_err()) {
-            if let (_, Err(error)) = ctx.opened.swap_remove(i) {
-                return Err(error);
-            }
+        if let Some(i) = ctx.opened.iter().position(|(_, access)| access.is_err())
+            && let (_, Err(error)) = ctx.opened.swap_remove(i)
+        {
+            return Err(error);
         }
         Ok(ctx)
     }
