@@ -1,0 +1,326 @@
+//! The SQLite store: schema migrations and every read and write the HTTP API
+//! and the admin commands share.
+//!
+//! [`Db`] is one synchronous connection (WAL mode, busy timeout) whose
+//! methods take the current time as an argument, so tests can move the
+//! clock. [`Store`] shares one `Db` between async tasks and runs each call on
+//! tokio's blocking pool, never on the async runtime.
+//!
+//! This file holds the connection, the schema and its migrations; the
+//! reads and writes are `impl Db` blocks, one file per aggregate:
+//! `enrollment.rs` (enrollment tokens), `credentials.rs` (client secrets,
+//! certificates, access tokens), `runtimes.rs` (the runtime list,
+//! revocation), `configuration.rs`, `heartbeats.rs` and `evidence.rs`.
+//!
+//! Secrets (enrollment tokens, client secrets, access tokens) are stored only
+//! as SHA-256 hashes.
+
+mod configuration;
+mod credentials;
+mod enrollment;
+mod evidence;
+mod heartbeats;
+mod runtimes;
+#[cfg(test)]
+mod test_support;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::StoreError;
+
+pub use enrollment::MAX_ENROLLMENT_TTL;
+
+/// How long a connection waits for another writer before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema migrations; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE enrollment_tokens (
+    token_hash  TEXT PRIMARY KEY,
+    group_name  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    used_at     INTEGER,
+    used_by     TEXT
+);
+CREATE TABLE runtimes (
+    id                 TEXT PRIMARY KEY,
+    name               TEXT NOT NULL,
+    group_name         TEXT NOT NULL,
+    secret_hash        TEXT NOT NULL,
+    enrolled_at        INTEGER NOT NULL,
+    revoked_at         INTEGER,
+    last_heartbeat_at  INTEGER,
+    last_heartbeat     TEXT
+);
+CREATE TABLE access_tokens (
+    token_hash  TEXT PRIMARY KEY,
+    runtime_id  TEXT NOT NULL REFERENCES runtimes(id),
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX access_tokens_runtime ON access_tokens(runtime_id);
+CREATE TABLE configs (
+    group_name  TEXT PRIMARY KEY,
+    version     INTEGER NOT NULL,
+    document    TEXT NOT NULL,
+    etag        TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE evidence (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    idempotency_key  TEXT NOT NULL,
+    runtime_id       TEXT NOT NULL REFERENCES runtimes(id),
+    uuid             TEXT NOT NULL,
+    plugin           TEXT,
+    check_id         TEXT,
+    status           TEXT,
+    body             TEXT NOT NULL,
+    received_at      INTEGER NOT NULL,
+    UNIQUE (runtime_id, idempotency_key)
+);
+CREATE INDEX evidence_received ON evidence(received_at, seq);
+"#,
+    // 2: credential rotation — a pending secret, promoted on first use.
+    r#"
+ALTER TABLE runtimes ADD COLUMN next_secret_hash TEXT;
+"#,
+    // 3: mutual TLS — the SHA-256 of each runtime's client certificate (and
+    // of the pending one during rotation); access tokens are bound to the
+    // certificate they were issued over.
+    r#"
+ALTER TABLE runtimes ADD COLUMN cert_sha256 TEXT;
+ALTER TABLE runtimes ADD COLUMN next_cert_sha256 TEXT;
+ALTER TABLE access_tokens ADD COLUMN cert_sha256 TEXT;
+"#,
+    // 4: configuration per runtime, in force instead of its group's.
+    r#"
+CREATE TABLE runtime_configs (
+    runtime_id  TEXT PRIMARY KEY REFERENCES runtimes(id),
+    version     INTEGER NOT NULL,
+    document    TEXT NOT NULL,
+    etag        TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+"#,
+    // 5: hostile input — the hash of each record (a reused idempotency key
+    // must come with the same record), the bytes each runtime stores (its
+    // quota), evidence uuids looked up across runtimes, and listing pages
+    // per runtime.
+    r#"
+ALTER TABLE evidence ADD COLUMN body_sha256 TEXT;
+ALTER TABLE runtimes ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE runtimes SET stored_bytes = (
+    SELECT COALESCE(SUM(length(CAST(body AS BLOB))), 0) FROM evidence e WHERE e.runtime_id = runtimes.id
+);
+CREATE INDEX evidence_uuid ON evidence(uuid, seq);
+CREATE INDEX evidence_runtime_seq ON evidence(runtime_id, seq);
+"#,
+];
+
+/// Creates `path` empty with mode 0600 if it does not exist, so that the
+/// database (and the WAL and shared-memory files SQLite gives the same
+/// mode) is never readable by other users, whatever the umask.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(StoreError::Io(format!(
+            "cannot create {}: {error}",
+            path.display()
+        ))),
+    }
+}
+
+/// One connection to the control plane's database.
+#[derive(Debug)]
+pub struct Db {
+    conn: Connection,
+}
+
+impl Db {
+    /// Opens (creating if needed, readable only by its owner) the database
+    /// file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private_file(path)?;
+        Self::init(Connection::open(path)?)
+    }
+
+    /// A private in-memory database (for tests).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let _mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Self { conn })
+    }
+
+    /// The schema version of the database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))?)
+    }
+}
+
+/// `duration` in the stored unit, milliseconds; saturating, so a huge TTL
+/// means "never" rather than an overflow.
+fn duration_millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > supported {
+        return Err(StoreError::SchemaTooNew { found, supported });
+    }
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// One [`Db`] shared by async tasks; every call runs on the blocking pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Arc<Mutex<Db>>,
+}
+
+impl Store {
+    /// Shares `db`.
+    pub fn new(db: Db) -> Self {
+        Self {
+            db: Arc::new(Mutex::new(db)),
+        }
+    }
+
+    /// Opens the database file on the blocking pool.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let db = tokio::task::spawn_blocking(move || Db::open(&path))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(Self::new(db))
+    }
+
+    /// Runs `f` with the connection on tokio's blocking pool.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let mut db = db.lock().map_err(|_| StoreError::Poisoned)?;
+            f(&mut db)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    #[test]
+    fn the_database_file_is_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        let mut db = Db::open(&path).unwrap();
+        enrolled(&mut db, "g");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&path.with_file_name("cp.db-wal")), 0o600);
+    }
+
+    #[test]
+    fn schema_is_migrated_once_and_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        let mut db = Db::open(&path).unwrap();
+        assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
+        drop(db);
+        let mut db = Db::open(&path).unwrap();
+        assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        db.enroll(&token.token, "n", t0(), no_certificate).unwrap();
+        let mode: String = db
+            .conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_first_version_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let mut db = Db::open(&path).unwrap();
+        assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let e = enrolled(&mut db, "default");
+        db.rotate_secret(Uuid::parse_str(&e.runtime_id).unwrap(), Some("aaa"))
+            .unwrap();
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        let db = Db::open(&path).unwrap();
+        db.conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(db);
+        assert!(matches!(
+            Db::open(&path).unwrap_err(),
+            StoreError::SchemaTooNew {
+                found: 99,
+                supported
+            } if supported == MIGRATIONS.len() as i64
+        ));
+    }
+
+    #[tokio::test]
+    async fn store_runs_calls_on_the_blocking_pool() {
+        let store = Store::new(Db::open_in_memory().unwrap());
+        let token = store
+            .call(|db| db.create_enrollment_token("g", HOUR, Utc::now()))
+            .await
+            .unwrap();
+        let enrollment = store
+            .call(move |db| db.enroll(&token.token, "n", Utc::now(), no_certificate))
+            .await
+            .unwrap();
+        assert_eq!(enrollment.group, "g");
+    }
+}

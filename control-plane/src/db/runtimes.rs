@@ -1,0 +1,98 @@
+//! Enrolled runtimes as administrators see them: the list, and revocation.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{TransactionBehavior, params};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Db, duration_millis};
+use crate::error::StoreError;
+use crate::model::{RuntimeSummary, rfc3339, to_millis};
+
+impl Db {
+    /// Every runtime, oldest enrollment first; a runtime is stale when it
+    /// never sent a heartbeat or its last one is older than `stale_after`.
+    pub fn list_runtimes(
+        &self,
+        now: DateTime<Utc>,
+        stale_after: Duration,
+    ) -> Result<Vec<RuntimeSummary>, StoreError> {
+        let now = to_millis(now);
+        let stale_after = duration_millis(stale_after);
+        let mut stmt = self.conn.prepare(
+            "SELECT id, name, group_name, enrolled_at, revoked_at, last_heartbeat_at, last_heartbeat,
+                    cert_sha256, EXISTS (SELECT 1 FROM runtime_configs c WHERE c.runtime_id = r.id)
+             FROM runtimes r ORDER BY enrolled_at, id",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, Option<i64>>(4)?,
+                row.get::<_, Option<i64>>(5)?,
+                row.get::<_, Option<String>>(6)?,
+                row.get::<_, Option<String>>(7)?,
+                row.get::<_, bool>(8)?,
+            ))
+        })?;
+        let mut runtimes = Vec::new();
+        for row in rows {
+            let (
+                id,
+                name,
+                group,
+                enrolled_at,
+                revoked_at,
+                heartbeat_at,
+                heartbeat,
+                certificate_sha256,
+                own_config,
+            ) = row?;
+            runtimes.push(RuntimeSummary {
+                id,
+                name,
+                group,
+                enrolled_at: rfc3339(enrolled_at),
+                revoked: revoked_at.is_some(),
+                revoked_at: revoked_at.map(rfc3339),
+                last_heartbeat_at: heartbeat_at.map(rfc3339),
+                stale: heartbeat_at.is_none_or(|at| now.saturating_sub(at) > stale_after),
+                heartbeat: heartbeat
+                    .map(|text| serde_json::from_str::<Value>(&text))
+                    .transpose()?,
+                certificate_sha256,
+                own_config,
+            });
+        }
+        Ok(runtimes)
+    }
+
+    /// Revokes a runtime: its access tokens are deleted and it can get no
+    /// new ones. Revoking twice keeps the first revocation time.
+    pub fn revoke_runtime(&mut self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let Ok(parsed) = Uuid::parse_str(id) else {
+            return Err(StoreError::RuntimeNotFound(id.to_string()));
+        };
+        let parsed = parsed.to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "UPDATE runtimes SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+            params![parsed, to_millis(now)],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::RuntimeNotFound(id.to_string()));
+        }
+        tx.execute(
+            "DELETE FROM access_tokens WHERE runtime_id = ?1",
+            params![parsed],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
