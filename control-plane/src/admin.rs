@@ -14,12 +14,12 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::AppState;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::model::{
     ConfigVersion, DEFAULT_GROUP, EvidenceFilter, EvidencePage, NewEnrollmentToken, RuntimeSummary,
 };
+use crate::state::AppState;
 
 /// Default lifetime of an enrollment token.
 pub const DEFAULT_ENROLLMENT_TTL: Duration = Duration::from_secs(3600);

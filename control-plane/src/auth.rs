@@ -9,9 +9,9 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use chrono::Utc;
 
-use crate::api::{AppState, peer_address};
 use crate::error::ApiError;
 use crate::model::RuntimeIdentity;
+use crate::state::{AppState, peer_address};
 use crate::tls::TlsPeer;
 
 /// The bearer token of a request, if it has one.

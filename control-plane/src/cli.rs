@@ -13,12 +13,12 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::admin::DEFAULT_ENROLLMENT_TTL;
-use crate::api::AppState;
 use crate::ca::{CA_CERT_FILE, CertificateAuthority};
 use crate::config::{DEFAULT_STALE_AFTER, DEFAULT_TOKEN_TTL, Limits, ServerConfig};
 use crate::db::{Db, Store};
 use crate::model::{DEFAULT_GROUP, EvidenceFilter, MAX_PAGE_SIZE};
 use crate::server::{ConnectionLimits, serve_with, shutdown_signal};
+use crate::state::AppState;
 use crate::tls::server_config;
 
 /// Reference control plane for Assessment Runtime.

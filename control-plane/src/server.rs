@@ -31,9 +31,10 @@ use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::{AppState, router};
+use crate::api::router;
 use crate::ca::certificate_sha256;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::tls::TlsPeer;
 
 /// Default most connections open at once.

@@ -6,10 +6,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use crate::auth::Runtime;
 use crate::canonical::if_none_match_matches;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The header carrying the configuration's version.
 pub const CONFIG_VERSION_HEADER: HeaderName = HeaderName::from_static("x-config-version");

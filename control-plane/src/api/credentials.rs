@@ -9,9 +9,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use crate::auth::Runtime;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The rotation request (an empty body is an empty request).
 #[derive(Debug, Default, Deserialize)]

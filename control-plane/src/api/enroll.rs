@@ -9,10 +9,10 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::AppState;
 use crate::auth::Peer;
 use crate::error::{ApiError, StoreError};
 use crate::model::Enrollment;
+use crate::state::AppState;
 
 /// The enrollment request.
 #[derive(Debug, Deserialize)]

@@ -9,10 +9,10 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::AppState;
 use crate::auth::Runtime;
 use crate::error::{ApiError, StoreError};
 use crate::model::{BatchOutcome, MAX_BATCH_RECORDS, NewEvidence};
+use crate::state::AppState;
 
 /// Stores one `EvidenceCreateRequest` under a generated idempotency key:
 /// 201 `{"data": <stored record>}`; the record is checked as in a batch

@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::AppState;
 use crate::auth::Runtime;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Records a heartbeat: 201; 400 for a malformed body; 403 when `uuid` is
 /// not the calling runtime's id.

@@ -1,5 +1,6 @@
-//! The HTTP API: the router and the state its handlers share. One module per
-//! resource; the admin API is in [`crate::admin`].
+//! The HTTP API: the router, with the admin routes of [`crate::admin`]
+//! merged in, and its middleware. One module per resource; the state the
+//! handlers share is [`crate::state`].
 //!
 //! Operations from the Compliance Framework API keep its paths and shapes:
 //! `POST /api/auth/token`, `POST /api/agent/heartbeat`, `POST /api/evidence`.
@@ -13,12 +14,11 @@ pub mod evidence;
 pub mod heartbeat;
 pub mod token;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
@@ -26,92 +26,12 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tower_http::trace::TraceLayer;
 
-use crate::ca::CertificateAuthority;
-use crate::config::ServerConfig;
-use crate::db::Store;
 use crate::error::ApiError;
-use crate::guard::{AuthFailureLog, RateLimiter};
-use crate::model::{RecordRules, RuntimeIdentity};
-use crate::tls::TlsPeer;
+use crate::state::{AppState, peer_address};
 
 /// The longest error text of another layer that is kept when it is turned
 /// into the JSON error shape.
 const MAX_ERROR_TEXT: usize = 4096;
-
-/// The defences every handler shares.
-#[derive(Debug)]
-pub struct Guards {
-    /// The rate limit of the unauthenticated routes, per source address.
-    pub unauthenticated: RateLimiter,
-    /// The log of failed authentications.
-    pub auth_failures: AuthFailureLog,
-}
-
-/// What every handler can reach.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// The database.
-    pub store: Store,
-    /// The server's settings.
-    pub config: Arc<ServerConfig>,
-    /// The CA when serving mutual TLS: runtimes then get client
-    /// certificates at enrollment and must present them. `None` only for
-    /// plain HTTP (development).
-    pub ca: Option<Arc<CertificateAuthority>>,
-    /// Rate limits and the failed-authentication log.
-    pub guards: Arc<Guards>,
-}
-
-impl AppState {
-    /// State over `store` with `config`, for plain HTTP.
-    pub fn new(store: Store, config: ServerConfig) -> Self {
-        let guards = Guards {
-            unauthenticated: RateLimiter::new(
-                config.limits.auth_burst,
-                config.limits.auth_per_minute,
-            ),
-            auth_failures: AuthFailureLog::default(),
-        };
-        Self {
-            store,
-            config: Arc::new(config),
-            ca: None,
-            guards: Arc::new(guards),
-        }
-    }
-
-    /// What the evidence records of `runtime` are checked against.
-    pub fn record_rules(&self, runtime: &RuntimeIdentity) -> RecordRules {
-        RecordRules {
-            runtime_id: runtime.id,
-            max_record_bytes: self.config.limits.max_record_bytes,
-        }
-    }
-
-    /// The same state for mutual TLS with `ca`.
-    pub fn with_ca(self, ca: Arc<CertificateAuthority>) -> Self {
-        Self {
-            ca: Some(ca),
-            ..self
-        }
-    }
-
-    /// The CA and the certificate signing request it is to sign: over
-    /// mutual TLS the request must carry one (400 otherwise); over plain
-    /// HTTP there is nothing to sign.
-    pub fn csr_to_sign(
-        &self,
-        csr: Option<String>,
-    ) -> Result<Option<(Arc<CertificateAuthority>, String)>, ApiError> {
-        match (&self.ca, csr) {
-            (Some(ca), Some(csr)) => Ok(Some((ca.clone(), csr))),
-            (Some(_), None) => Err(ApiError::bad_request(
-                "this control plane uses mutual TLS: send `csr`, a PEM certificate signing request for the runtime's key",
-            )),
-            (None, _) => Ok(None),
-        }
-    }
-}
 
 /// The whole HTTP API.
 ///
@@ -158,13 +78,6 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(map_response(json_errors))
         .with_state(state)
-}
-
-/// The source address of a request, when the server put it there.
-pub fn peer_address(request_extensions: &axum::http::Extensions) -> Option<std::net::SocketAddr> {
-    request_extensions
-        .get::<ConnectInfo<TlsPeer>>()
-        .map(|ConnectInfo(peer)| peer.address)
 }
 
 /// Refuses a request with 429 when its source has sent too many to the

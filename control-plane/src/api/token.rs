@@ -12,9 +12,9 @@ use axum::{Form, Json};
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::AppState;
 use crate::auth::{ClientCertificate, Peer};
 use crate::error::{ApiError, StoreError};
+use crate::state::AppState;
 
 /// The form fields of a token request.
 #[derive(Debug, Deserialize)]
