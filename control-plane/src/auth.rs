@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 use chrono::Utc;
 
 use crate::error::ApiError;
+use crate::guard::Principal;
 use crate::model::RuntimeIdentity;
 use crate::state::{AppState, peer_address};
 use crate::tls::TlsPeer;
@@ -48,7 +49,7 @@ impl FromRequestParts<AppState> for Admin {
             state
                 .guards
                 .auth_failures
-                .failed(source, "admin", "no bearer token");
+                .failed(source, Principal::Admin, "no bearer token");
             return Err(ApiError::unauthorized(
                 "missing bearer token: send Authorization: Bearer <admin token>",
             ));
@@ -59,7 +60,7 @@ impl FromRequestParts<AppState> for Admin {
             state
                 .guards
                 .auth_failures
-                .failed(source, "admin", "wrong admin token");
+                .failed(source, Principal::Admin, "wrong admin token");
             Err(ApiError::unauthorized("invalid admin token"))
         }
     }
@@ -87,7 +88,7 @@ impl FromRequestParts<AppState> for ClientCertificate {
             None => {
                 state.guards.auth_failures.failed(
                     peer_address(&parts.extensions),
-                    "runtime",
+                    Principal::Runtime,
                     "no client certificate",
                 );
                 Err(ApiError::unauthorized(
@@ -112,7 +113,7 @@ impl FromRequestParts<AppState> for Runtime {
             state
                 .guards
                 .auth_failures
-                .failed(source, "runtime", "no bearer token");
+                .failed(source, Principal::Runtime, "no bearer token");
             return Err(ApiError::unauthorized(
                 "missing bearer token: get one from /api/auth/token",
             ));
@@ -127,7 +128,7 @@ impl FromRequestParts<AppState> for Runtime {
         identity.map(Runtime).ok_or_else(|| {
             state.guards.auth_failures.failed(
                 source,
-                "runtime",
+                Principal::Runtime,
                 "unknown, expired or revoked access token, or another client certificate",
             );
             ApiError::unauthorized(

@@ -86,6 +86,29 @@ fn source_key(source: IpAddr) -> IpAddr {
     }
 }
 
+/// Who a failed authentication claimed to be: the `what` of its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    /// The admin, with the admin token.
+    Admin,
+    /// An enrolled runtime: client credentials, access token, client
+    /// certificate.
+    Runtime,
+    /// A runtime enrolling, with an enrollment token.
+    Enrollment,
+}
+
+impl Principal {
+    /// The name written in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Runtime => "runtime",
+            Self::Enrollment => "enrollment",
+        }
+    }
+}
+
 /// Logs failed authentications (with the source address) at warn level,
 /// at most `per_minute` lines a minute; the lines dropped in between are
 /// counted in the next line that is written.
@@ -149,10 +172,11 @@ impl AuthFailureLog {
 
     /// Logs that `source` failed to authenticate as `what` because of
     /// `reason` (unless the log is over its rate).
-    pub fn failed(&self, source: Option<SocketAddr>, what: &str, reason: &str) {
+    pub fn failed(&self, source: Option<SocketAddr>, what: Principal, reason: &str) {
         let Some(suppressed) = self.admit(Instant::now()) else {
             return;
         };
+        let what = what.as_str();
         let source = source.map_or_else(|| "unknown".to_string(), |s| s.to_string());
         if suppressed > 0 {
             tracing::warn!(%source, what, reason, suppressed, "authentication failed (and {suppressed} more not logged)");

@@ -88,13 +88,20 @@ pub struct Enrollment {
     pub ca_certificate: Option<String>,
 }
 
+/// The kind of an access token (OAuth 2 `token_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenType {
+    /// `Bearer` (RFC 6750): the only kind issued.
+    Bearer,
+}
+
 /// An access token issued at the token endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedToken {
     /// The bearer token.
     pub access_token: String,
     /// Always `Bearer`.
-    pub token_type: String,
+    pub token_type: TokenType,
     /// Lifetime in seconds.
     pub expires_in: u64,
 }
@@ -425,6 +432,18 @@ mod tests {
         for bad in ["", "  ", "a\nb", &"x".repeat(129)] {
             assert!(validate_runtime_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn issued_tokens_keep_their_json_shape() {
+        let issued = IssuedToken {
+            access_token: "t".to_string(),
+            token_type: TokenType::Bearer,
+            expires_in: 300,
+        };
+        let wire = json!({ "access_token": "t", "token_type": "Bearer", "expires_in": 300 });
+        assert_eq!(serde_json::to_value(&issued).unwrap(), wire);
+        assert_eq!(serde_json::from_value::<IssuedToken>(wire).unwrap(), issued);
     }
 
     const RUNTIME: Uuid = Uuid::from_u128(0x0b9e_0000_4000_8000_0000_0000_0000_0001);

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::auth::Peer;
 use crate::error::{ApiError, StoreError};
+use crate::guard::Principal;
 use crate::model::Enrollment;
 use crate::state::AppState;
 
@@ -52,7 +53,7 @@ pub async fn enroll(
             if matches!(error, StoreError::InvalidEnrollmentToken) {
                 state.guards.auth_failures.failed(
                     source,
-                    "enrollment",
+                    Principal::Enrollment,
                     "unknown, used or expired enrollment token",
                 );
             }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::auth::{ClientCertificate, Peer};
 use crate::error::{ApiError, StoreError};
+use crate::guard::Principal;
 use crate::state::AppState;
 
 /// The form fields of a token request.
@@ -65,7 +66,7 @@ pub async fn token(
             if matches!(error, StoreError::InvalidClient) {
                 state.guards.auth_failures.failed(
                     source,
-                    "runtime",
+                    Principal::Runtime,
                     "wrong client credentials, another client certificate, or a revoked runtime",
                 );
             }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{Db, duration_millis};
 use crate::error::StoreError;
-use crate::model::{IssuedToken, RuntimeIdentity, to_millis};
+use crate::model::{IssuedToken, RuntimeIdentity, TokenType, to_millis};
 use crate::secrets::{constant_time_eq, hash_secret, random_token};
 
 /// What the token endpoint checks of a runtime.
@@ -117,7 +117,7 @@ impl Db {
         tx.commit()?;
         Ok(IssuedToken {
             access_token,
-            token_type: "Bearer".to_string(),
+            token_type: TokenType::Bearer,
             expires_in: ttl.as_secs(),
         })
     }
@@ -347,7 +347,7 @@ mod tests {
             .issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, t0())
             .unwrap();
         assert_eq!(token.expires_in, 60);
-        assert_eq!(token.token_type, "Bearer");
+        assert_eq!(token.token_type, TokenType::Bearer);
         let who = db
             .authenticate(&token.access_token, None, later(59))
             .unwrap()
