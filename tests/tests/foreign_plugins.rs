@@ -1,0 +1,564 @@
+//! The example plugins written in Python (componentize-py) and JavaScript
+//! (componentize-js), built by `scripts/build-foreign-plugins.sh` once per
+//! run of this test binary, against their good and bad fixture trees,
+//! through the real binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use assessment_e2e::{Agent, RunOutcome, evidence_value, repo};
+use serde_json::Value;
+
+const LOGIN_DEFS_GRANT: &str = "grants = { read = [\"/etc/login.defs\"] }";
+const ACCOUNTS_GRANT: &str =
+    "grants = { read = [\"/etc/passwd\", \"/etc/group\", \"/etc/shadow\"] }";
+
+/// A component built by the script (`login_defs` or `passwd_accounts`).
+/// The first caller builds both (or finds them up to date); the others
+/// wait for it, and a failed build fails every caller with its output.
+fn foreign(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let script = repo().join("scripts/build-foreign-plugins.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if output.status.success() {
+            eprint!("{}", String::from_utf8_lossy(&output.stderr));
+            Ok(())
+        } else {
+            Err(format!(
+                "{} failed ({}):\n{}{}",
+                script.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    });
+    if let Err(e) = built {
+        panic!("{e}");
+    }
+    let path = repo()
+        .join("target/guests-foreign")
+        .join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+fn fixture(language: &str, plugin: &str, tree: &str) -> PathBuf {
+    repo()
+        .join("plugins-examples")
+        .join(language)
+        .join(plugin)
+        .join("fixtures")
+        .join(tree)
+}
+
+fn run_login_defs(tree: Option<&Path>, extra: &str) -> RunOutcome {
+    let agent = match tree {
+        Some(tree) => Agent::new().with_tree(tree),
+        None => Agent::new(),
+    };
+    agent
+        .plugin("login-defs", &foreign("login_defs"), extra)
+        .run()
+}
+
+fn run_accounts(tree: &Path, extra: &str) -> RunOutcome {
+    Agent::new()
+        .with_tree(tree)
+        .plugin("passwd-accounts", &foreign("passwd_accounts"), extra)
+        .run()
+}
+
+/// `(kind, id)` of a finding's subject; `None` for the system as a whole.
+fn subject(finding: &Value) -> Option<(String, String)> {
+    let s = finding.get("subject").filter(|s| !s.is_null())?;
+    Some((
+        s["kind"].as_str().unwrap().to_string(),
+        s["id"].as_str().unwrap().to_string(),
+    ))
+}
+
+/// `benchmark id` of each of a finding's references.
+fn references(finding: &Value) -> Vec<String> {
+    finding
+        .get("references")
+        .and_then(Value::as_array)
+        .map(|refs| {
+            refs.iter()
+                .map(|r| {
+                    assert!(
+                        r.get("url").is_none_or(Value::is_null),
+                        "no URL was given: {r}"
+                    );
+                    format!(
+                        "{} {}",
+                        r["benchmark"].as_str().unwrap(),
+                        r["id"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The finding of `check` about `subject` (`None`: the whole system).
+fn finding<'a>(
+    out: &'a RunOutcome,
+    plugin: &str,
+    check: &str,
+    about: Option<(&str, &str)>,
+) -> &'a Value {
+    let about = about.map(|(k, i)| (k.to_string(), i.to_string()));
+    out.findings(plugin)
+        .iter()
+        .find(|f| f["check_id"] == check && subject(f) == about)
+        .unwrap_or_else(|| {
+            panic!(
+                "no finding of {check} about {about:?} in {:#}",
+                out.job(plugin)
+            )
+        })
+}
+
+fn status_of(out: &RunOutcome, plugin: &str, check: &str, about: Option<(&str, &str)>) -> String {
+    finding(out, plugin, check, about)["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn completed(out: &RunOutcome, plugin: &str) {
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.error_kind(plugin),
+        None,
+        "{:#}\n{}",
+        out.job(plugin),
+        out.stderr
+    );
+}
+
+// ------------------------------------------------------------------ Python
+
+/// The checks of login-defs: id, setting, CIS item.
+const LOGIN_DEFS_CHECKS: [(&str, &str, &str); 5] = [
+    ("login-defs-pass-max-days", "PASS_MAX_DAYS", "5.4.1.1"),
+    ("login-defs-pass-min-days", "PASS_MIN_DAYS", "5.4.1.2"),
+    ("login-defs-pass-warn-age", "PASS_WARN_AGE", "5.4.1.3"),
+    ("login-defs-encrypt-method", "ENCRYPT_METHOD", "5.4.1.4"),
+    ("login-defs-umask", "UMASK", "5.4.3.3"),
+];
+
+fn setting(key: &str) -> Option<(&'static str, String)> {
+    Some(("config-setting", format!("login.defs:{key}")))
+}
+
+fn login_defs_status(out: &RunOutcome, check: &str, key: &str) -> String {
+    let (kind, id) = setting(key).unwrap();
+    status_of(out, "login-defs", check, Some((kind, &id)))
+}
+
+#[test]
+fn python_login_defs_passes_a_hardened_config_with_subjects_and_references() {
+    let out = run_login_defs(
+        Some(&fixture("python", "login-defs", "good")),
+        LOGIN_DEFS_GRANT,
+    );
+    completed(&out, "login-defs");
+    let job = out.job("login-defs");
+    assert_eq!(job["id"]["name"], "login-defs", "{job:#}");
+    assert_eq!(job["id"]["version"], "0.1.0", "{job:#}");
+    let findings = out.findings("login-defs");
+    assert_eq!(findings.len(), 5, "{job:#}");
+    for (check, key, cis) in LOGIN_DEFS_CHECKS {
+        let (kind, id) = setting(key).unwrap();
+        let f = finding(&out, "login-defs", check, Some((kind, &id)));
+        assert_eq!(f["status"], "pass", "{f:#}");
+        assert_eq!(
+            references(f),
+            vec![format!("CIS Debian Linux 12 {cis}")],
+            "{f:#}"
+        );
+        let file = evidence_value(f, "file").unwrap();
+        assert!(file.starts_with("/etc/login.defs:"), "{f:#}");
+        assert!(evidence_value(f, "observed").is_some(), "{f:#}");
+        assert!(evidence_value(f, "expected").is_some(), "{f:#}");
+        assert!(
+            f["remediation"].is_null(),
+            "a pass needs no remediation: {f:#}"
+        );
+    }
+    let max = finding(
+        &out,
+        "login-defs",
+        "login-defs-pass-max-days",
+        Some(("config-setting", "login.defs:PASS_MAX_DAYS")),
+    );
+    assert_eq!(
+        evidence_value(max, "file").as_deref(),
+        Some("/etc/login.defs:32")
+    );
+    assert_eq!(evidence_value(max, "observed").as_deref(), Some("365"));
+}
+
+#[test]
+fn python_login_defs_fails_a_weak_config_with_evidence_and_remediation() {
+    let out = run_login_defs(
+        Some(&fixture("python", "login-defs", "bad")),
+        LOGIN_DEFS_GRANT,
+    );
+    completed(&out, "login-defs");
+    for (check, key, _) in LOGIN_DEFS_CHECKS {
+        let expected = if key == "PASS_WARN_AGE" {
+            "pass"
+        } else {
+            "fail"
+        };
+        assert_eq!(login_defs_status(&out, check, key), expected, "{check}");
+    }
+    // The last definition wins: SHA512 on line 48, MD5 on line 49.
+    let encrypt = finding(
+        &out,
+        "login-defs",
+        "login-defs-encrypt-method",
+        Some(("config-setting", "login.defs:ENCRYPT_METHOD")),
+    );
+    assert_eq!(
+        evidence_value(encrypt, "file").as_deref(),
+        Some("/etc/login.defs:49"),
+        "{encrypt:#}"
+    );
+    assert_eq!(evidence_value(encrypt, "observed").as_deref(), Some("MD5"));
+    assert!(
+        encrypt["remediation"]
+            .as_str()
+            .unwrap()
+            .contains("ENCRYPT_METHOD YESCRYPT"),
+        "{encrypt:#}"
+    );
+    let umask = finding(
+        &out,
+        "login-defs",
+        "login-defs-umask",
+        Some(("config-setting", "login.defs:UMASK")),
+    );
+    assert_eq!(evidence_value(umask, "observed").as_deref(), Some("022"));
+}
+
+#[test]
+fn python_login_defs_reads_max_days_and_skip_from_the_configuration() {
+    let out = run_login_defs(
+        Some(&fixture("python", "login-defs", "bad")),
+        &format!(
+            "{LOGIN_DEFS_GRANT}\nconfig = {{ max_days = 99999, skip = [\"login-defs-umask\"] }}"
+        ),
+    );
+    completed(&out, "login-defs");
+    let max = finding(
+        &out,
+        "login-defs",
+        "login-defs-pass-max-days",
+        Some(("config-setting", "login.defs:PASS_MAX_DAYS")),
+    );
+    assert_eq!(max["status"], "pass", "{max:#}");
+    assert_eq!(
+        evidence_value(max, "expected").as_deref(),
+        Some("between 1 and 99999 days")
+    );
+    assert_eq!(
+        login_defs_status(&out, "login-defs-umask", "UMASK"),
+        "skipped"
+    );
+
+    let out = run_login_defs(
+        Some(&fixture("python", "login-defs", "bad")),
+        &format!("{LOGIN_DEFS_GRANT}\nconfig = {{ max_days = 0 }}"),
+    );
+    assert_eq!(
+        out.error_kind("login-defs").as_deref(),
+        Some("plugin-config"),
+        "{:#}",
+        out.job("login-defs")
+    );
+    assert!(
+        out.error_message("login-defs").contains("max_days"),
+        "{:#}",
+        out.job("login-defs")
+    );
+}
+
+#[test]
+fn python_login_defs_is_not_applicable_without_the_file_and_an_error_when_denied() {
+    let out = run_login_defs(None, LOGIN_DEFS_GRANT);
+    completed(&out, "login-defs");
+    for (check, key, _) in LOGIN_DEFS_CHECKS {
+        assert_eq!(
+            login_defs_status(&out, check, key),
+            "not-applicable",
+            "{check}"
+        );
+    }
+
+    // Granted something else: every check is an error, never a pass.
+    let agent = Agent::new().with_tree(&fixture("python", "login-defs", "good"));
+    std::fs::write(agent.root().join("etc/hostname"), "assessed\n").unwrap();
+    let out = agent
+        .plugin(
+            "login-defs",
+            &foreign("login_defs"),
+            "grants = { read = [\"/etc/hostname\"] }",
+        )
+        .run();
+    completed(&out, "login-defs");
+    for (check, key, _) in LOGIN_DEFS_CHECKS {
+        assert_eq!(login_defs_status(&out, check, key), "error", "{check}");
+    }
+    let f = &out.findings("login-defs")[0];
+    assert!(
+        f["message"].as_str().unwrap().contains("access denied"),
+        "{f:#}"
+    );
+    assert!(
+        out.job("login-defs")["denial_count"].as_u64().unwrap() > 0,
+        "{:#}",
+        out.job("login-defs")
+    );
+}
+
+// -------------------------------------------------------------- JavaScript
+
+/// The checks of passwd-accounts about each account.
+const PER_USER: [&str; 4] = [
+    "passwd-root-only-uid0",
+    "passwd-shadowed-passwords",
+    "shadow-no-empty-passwords",
+    "passwd-groups-exist",
+];
+
+/// The checks of passwd-accounts about a whole file, with their reference.
+const WHOLE_FILE: [(&str, &str); 7] = [
+    ("passwd-no-duplicate-uids", "CIS Debian Linux 12 7.2.5"),
+    ("group-no-duplicate-gids", "CIS Debian Linux 12 7.2.6"),
+    ("passwd-no-duplicate-names", "CIS Debian Linux 12 7.2.7"),
+    ("group-no-duplicate-names", "CIS Debian Linux 12 7.2.8"),
+    (
+        "passwd-no-legacy-plus",
+        "CIS Distribution Independent Linux 6.2.2",
+    ),
+    (
+        "shadow-no-legacy-plus",
+        "CIS Distribution Independent Linux 6.2.3",
+    ),
+    (
+        "group-no-legacy-plus",
+        "CIS Distribution Independent Linux 6.2.4",
+    ),
+];
+
+fn account_status(out: &RunOutcome, check: &str, user: &str) -> String {
+    status_of(out, "passwd-accounts", check, Some(("user", user)))
+}
+
+#[test]
+fn js_passwd_accounts_passes_good_accounts_with_one_finding_per_user() {
+    let out = run_accounts(&fixture("js", "passwd-accounts", "good"), ACCOUNTS_GRANT);
+    completed(&out, "passwd-accounts");
+    let job = out.job("passwd-accounts");
+    assert_eq!(job["id"]["name"], "passwd-accounts", "{job:#}");
+    let findings = out.findings("passwd-accounts");
+    let not_passed: Vec<_> = findings.iter().filter(|f| f["status"] != "pass").collect();
+    assert!(not_passed.is_empty(), "{not_passed:#?}");
+
+    let users = [
+        "root",
+        "daemon",
+        "bin",
+        "sys",
+        "sync",
+        "man",
+        "mail",
+        "www-data",
+        "_apt",
+        "nobody",
+        "systemd-network",
+        "messagebus",
+        "sshd",
+        "alice",
+    ];
+    // 14 users × 4 per-user checks, the shadow group, 7 whole-file checks.
+    assert_eq!(findings.len(), users.len() * PER_USER.len() + 1 + 7);
+    for check in PER_USER {
+        for user in users {
+            assert_eq!(account_status(&out, check, user), "pass", "{check} {user}");
+        }
+    }
+    let uid0 = finding(
+        &out,
+        "passwd-accounts",
+        "passwd-root-only-uid0",
+        Some(("user", "root")),
+    );
+    assert_eq!(references(uid0), ["CIS Debian Linux 12 5.4.2.1"]);
+    assert_eq!(
+        evidence_value(uid0, "file").as_deref(),
+        Some("/etc/passwd:1")
+    );
+    let shadow_group = finding(
+        &out,
+        "passwd-accounts",
+        "group-shadow-empty",
+        Some(("group", "shadow")),
+    );
+    assert_eq!(references(shadow_group), ["CIS Debian Linux 12 7.2.4"]);
+    for (check, reference) in WHOLE_FILE {
+        let f = finding(&out, "passwd-accounts", check, None);
+        assert_eq!(references(f), [reference], "{f:#}");
+    }
+}
+
+#[test]
+fn js_passwd_accounts_finds_every_planted_problem() {
+    let out = run_accounts(&fixture("js", "passwd-accounts", "bad"), ACCOUNTS_GRANT);
+    completed(&out, "passwd-accounts");
+
+    // Per user: only the accounts with a planted problem fail.
+    let failing: [(&str, &[&str]); 4] = [
+        ("passwd-root-only-uid0", &["toor"]),
+        ("passwd-shadowed-passwords", &["carol"]),
+        ("shadow-no-empty-passwords", &["bob", "dave"]),
+        ("passwd-groups-exist", &["dave"]),
+    ];
+    for (check, users) in failing {
+        for user in ["root", "daemon", "toor", "alice", "bob", "carol", "dave"] {
+            let expected = if users.contains(&user) {
+                "fail"
+            } else {
+                "pass"
+            };
+            assert_eq!(
+                account_status(&out, check, user),
+                expected,
+                "{check} {user}"
+            );
+        }
+    }
+    let toor = finding(
+        &out,
+        "passwd-accounts",
+        "passwd-root-only-uid0",
+        Some(("user", "toor")),
+    );
+    assert_eq!(
+        evidence_value(toor, "file").as_deref(),
+        Some("/etc/passwd:5")
+    );
+    assert!(toor["remediation"].as_str().unwrap().contains("usermod"));
+    // The password hash in /etc/passwd is never copied into the report.
+    let carol = finding(
+        &out,
+        "passwd-accounts",
+        "passwd-shadowed-passwords",
+        Some(("user", "carol")),
+    );
+    assert!(!carol.to_string().contains("$6$"), "{carol:#}");
+
+    assert_eq!(
+        status_of(
+            &out,
+            "passwd-accounts",
+            "group-shadow-empty",
+            Some(("group", "shadow"))
+        ),
+        "fail"
+    );
+    for (check, _) in WHOLE_FILE {
+        let expected = if check == "shadow-no-legacy-plus" {
+            "pass"
+        } else {
+            "fail"
+        };
+        assert_eq!(
+            status_of(&out, "passwd-accounts", check, None),
+            expected,
+            "{check}"
+        );
+    }
+    let uids = finding(&out, "passwd-accounts", "passwd-no-duplicate-uids", None);
+    assert!(
+        evidence_value(uids, "UID 1000")
+            .unwrap()
+            .contains("alice (/etc/passwd:7), bob (/etc/passwd:8)"),
+        "{uids:#}"
+    );
+    let names = finding(&out, "passwd-accounts", "passwd-no-duplicate-names", None);
+    assert!(
+        names["message"].as_str().unwrap().contains("alice"),
+        "{names:#}"
+    );
+}
+
+#[test]
+fn js_passwd_accounts_without_shadow_reports_errors_for_what_needs_it() {
+    let out = run_accounts(
+        &fixture("js", "passwd-accounts", "good"),
+        "grants = { read = [\"/etc/passwd\", \"/etc/group\"] }",
+    );
+    completed(&out, "passwd-accounts");
+    for check in ["shadow-no-empty-passwords", "shadow-no-legacy-plus"] {
+        let f = finding(&out, "passwd-accounts", check, None);
+        assert_eq!(f["status"], "error", "{f:#}");
+        assert!(
+            f["message"].as_str().unwrap().contains("access denied"),
+            "{f:#}"
+        );
+    }
+    // What needs only /etc/passwd and /etc/group still has its verdicts.
+    assert_eq!(
+        account_status(&out, "passwd-root-only-uid0", "root"),
+        "pass"
+    );
+    assert_eq!(
+        status_of(&out, "passwd-accounts", "group-no-legacy-plus", None),
+        "pass"
+    );
+    assert!(
+        out.job("passwd-accounts")["denial_count"].as_u64().unwrap() > 0,
+        "{:#}",
+        out.job("passwd-accounts")
+    );
+}
+
+// ------------------------------------------------------------------ Both
+
+#[test]
+fn python_and_js_plugins_run_side_by_side_in_one_cycle() {
+    let agent = Agent::new()
+        .with_tree(&fixture("python", "login-defs", "bad"))
+        .with_tree(&fixture("js", "passwd-accounts", "bad"))
+        .plugin("login-defs", &foreign("login_defs"), LOGIN_DEFS_GRANT)
+        .plugin(
+            "passwd-accounts",
+            &foreign("passwd_accounts"),
+            ACCOUNTS_GRANT,
+        );
+    let out = agent.run();
+    completed(&out, "login-defs");
+    completed(&out, "passwd-accounts");
+    assert_eq!(login_defs_status(&out, "login-defs-umask", "UMASK"), "fail");
+    assert_eq!(
+        account_status(&out, "passwd-root-only-uid0", "toor"),
+        "fail"
+    );
+    assert_eq!(
+        agent.run_with(&["--fail-on-findings"]).code,
+        2,
+        "--fail-on-findings turns their failed checks into exit code 2"
+    );
+}
