@@ -1,8 +1,9 @@
 //! Host bindings of the WIT plugin ABI, one module per supported version.
-//! `latest` is the version whose behaviour the capabilities implement.
+//! `latest` is the version whose behaviour the capabilities implement; each
+//! older version is frozen in `crate::abi` and adapted to `latest`.
 
-/// `assessment:plugin@0.1.0`.
-pub mod v0_1_0 {
+/// `assessment:plugin@0.2.0` (the WIT in `wit/`).
+pub mod v0_2_0 {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "assessment",
@@ -11,8 +12,14 @@ pub mod v0_1_0 {
     });
 }
 
-pub use v0_1_0 as latest;
+/// `assessment:plugin@0.1.0`, frozen (the WIT in `wit/v0.1.0/`).
+pub mod v0_1_0 {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1.0",
+        world: "assessment",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}
 
-/// The WIT package and version this host implements (shared with the audit,
-/// which refuses plugins built for another version).
-pub use assessment_registry::audit::{ABI_PACKAGE, ABI_VERSION};
+pub use v0_2_0 as latest;

@@ -12,8 +12,10 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{Notify, watch};
 
 use crate::agent_config::{AgentConfig, PluginSpec, Schedule};
+use crate::capabilities::results::FindingStatus;
 use crate::control_plane::client::{ControlPlaneClient, Heartbeat, renewal_due};
 use crate::control_plane::{ConfigSync, Credentials, SyncOutcome};
+use crate::guest_text::{bounded, caps};
 use crate::results::evidence::{RunContext, evidence_records};
 use crate::results::outbox::Outbox;
 use crate::runner::{self, JobReport, Runtime};
@@ -45,14 +47,7 @@ impl Status {
         use crate::runner::JobErrorKind::*;
         let state = match &report.error {
             Some(e) if matches!(e.kind, Load | Fetch | Verify | Describe | Config | Grant) => {
-                format!(
-                    "unavailable ({}): {}",
-                    serde_json::to_value(e.kind)
-                        .ok()
-                        .and_then(|k| k.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                    e.message
-                )
+                format!("unavailable ({}): {}", e.kind.as_str(), e.message)
             }
             _ => "ready".to_string(),
         };
@@ -62,6 +57,12 @@ impl Status {
             (None, Ok(())) => "completed".to_string(),
             (Some(e), Ok(())) => format!("failed: {}", e.message),
         };
+        // Findings by status: those that are no evidence (error,
+        // not-applicable, skipped) are seen here.
+        let mut statuses: BTreeMap<&str, usize> = BTreeMap::new();
+        for f in &report.findings {
+            *statuses.entry(f.status.as_str()).or_default() += 1;
+        }
         self.jobs.insert(
             report.plugin.clone(),
             serde_json::json!({
@@ -70,6 +71,7 @@ impl Status {
                 "duration_ms": report.duration_ms,
                 "outcome": outcome,
                 "findings": report.findings.len(),
+                "statuses": statuses,
             }),
         );
     }
@@ -158,7 +160,27 @@ async fn run_and_record(
             end: &end,
         };
         let records = evidence_records(&ctx, &report.findings);
-        stored = shared.outbox.push(&records).map_err(|e| e.to_string());
+        // Checks without a verdict are no evidence about their control; the
+        // operator still hears of those that failed to reach one.
+        for f in report
+            .findings
+            .iter()
+            .filter(|f| f.status == FindingStatus::Error)
+        {
+            tracing::warn!(
+                plugin = %spec.name,
+                job = %report.job_id,
+                check = %bounded(&f.check_id, caps::DESCRIBE_FIELD),
+                subject = %f.subject.as_ref().map_or(String::new(), |s| bounded(&s.id, caps::DESCRIBE_FIELD)),
+                "the check reached no verdict: {}",
+                bounded(&f.message, caps::LOG_MESSAGE)
+            );
+        }
+        stored = if records.is_empty() {
+            Ok(())
+        } else {
+            shared.outbox.push(&records).map_err(|e| e.to_string())
+        };
         match &stored {
             Ok(()) => shared.delivery.notify_one(),
             Err(e) => {

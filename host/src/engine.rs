@@ -9,7 +9,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
-use crate::bindings::latest::AssessmentPre;
+use crate::abi::PluginPre;
 use crate::capabilities::{self, PluginState};
 use crate::plugins::store::PluginStore;
 
@@ -158,15 +158,15 @@ impl PluginEngine {
 
     /// Resolve the component's imports against the host once, so each run
     /// only instantiates.
-    pub fn pre_instantiate(
-        &self,
-        component: &Component,
-    ) -> Result<AssessmentPre<PluginState>, EngineError> {
+    /// The ABI version is checked first, so that a plugin of an unknown
+    /// version gets that message rather than a missing import.
+    pub fn pre_instantiate(&self, component: &Component) -> Result<PluginPre, EngineError> {
+        crate::abi::abi_of(&self.engine, component).map_err(EngineError::Link)?;
         let pre = self
             .linker
             .instantiate_pre(component)
             .map_err(|e| EngineError::Link(format!("{e:#}")))?;
-        AssessmentPre::new(pre).map_err(|e| EngineError::Link(format!("{e:#}")))
+        PluginPre::new(&self.engine, component, pre).map_err(EngineError::Link)
     }
 }
 

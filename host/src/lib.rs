@@ -19,6 +19,7 @@
 //! - [`results`]: findings as evidence, and the durable outbox;
 //! - [`cli`]: the `assessment-runtime` command line.
 
+pub mod abi;
 pub mod agent_config;
 pub mod bindings;
 pub mod capabilities;

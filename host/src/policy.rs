@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use assessment_registry::manifest::Capabilities;
+use capability_model::{AbiVersion, Capability};
 
 use crate::guest_text::bounded;
 
@@ -135,6 +136,30 @@ impl GrantSet {
             dropped.push("host_facts".to_string());
         }
         (effective, dropped)
+    }
+
+    /// The grants of the capabilities a plugin can use: those whose WIT
+    /// interface it imports. Returns what was granted but dropped (a
+    /// capability the plugin cannot reach is never in force).
+    pub fn usable_by(&self, abi: AbiVersion, imports: &[String]) -> (GrantSet, Vec<String>) {
+        let mut usable = self.clone();
+        let mut dropped = Vec::new();
+        for capability in Capability::ALL {
+            if capability.usable_with(abi, imports) {
+                continue;
+            }
+            let interface = abi.interface(capability.interface(abi));
+            let had = match capability {
+                Capability::Filesystem => !std::mem::take(&mut usable.read).is_empty(),
+                Capability::Process => !std::mem::take(&mut usable.commands).is_empty(),
+                Capability::Environment => !std::mem::take(&mut usable.env).is_empty(),
+                Capability::HostFacts => std::mem::take(&mut usable.host_facts),
+            };
+            if had {
+                dropped.push(format!("{capability} (needs `{interface}`)"));
+            }
+        }
+        (usable, dropped)
     }
 
     /// The read grant that covers `path` (the longest granted prefix), after

@@ -34,6 +34,8 @@ pub struct Summary {
     pub fail: usize,
     /// Checks without a verdict.
     pub error: usize,
+    /// Checks that do not apply to the system.
+    pub not_applicable: usize,
     /// Skipped checks.
     pub skipped: usize,
 }
@@ -69,6 +71,7 @@ impl RunReport {
                 FindingStatus::Pass => summary.pass += 1,
                 FindingStatus::Fail => summary.fail += 1,
                 FindingStatus::Error => summary.error += 1,
+                FindingStatus::NotApplicable => summary.not_applicable += 1,
                 FindingStatus::Skipped => summary.skipped += 1,
             }
         }
@@ -98,13 +101,7 @@ impl RunReport {
             };
             let state = match &job.error {
                 None => format!("completed in {} ms", job.duration_ms),
-                Some(e) => format!(
-                    "FAILED ({})",
-                    serde_json::to_value(e.kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default()
-                ),
+                Some(e) => format!("FAILED ({})", e.kind.as_str()),
             };
             let _ = writeln!(out, "== {who}: {state}");
             if let Some(e) = &job.error {
@@ -124,10 +121,17 @@ impl RunReport {
                     "STATUS", "SEVERITY", "CHECK"
                 );
                 for f in &job.findings {
+                    let status = match f.status {
+                        FindingStatus::NotApplicable => "N/A".to_string(),
+                        other => other.as_str().to_uppercase(),
+                    };
+                    let about = f.subject.as_ref().map_or(String::new(), |s| {
+                        format!("[{}] ", bounded(&s.id, TABLE_TEXT))
+                    });
                     let _ = writeln!(
                         out,
-                        "   {:<7}  {:<8}  {:<width$}  {}",
-                        f.status.as_str().to_uppercase(),
+                        "   {:<7}  {:<8}  {:<width$}  {about}{}",
+                        status,
                         f.severity.as_str(),
                         bounded(&f.check_id, TABLE_TEXT),
                         bounded(&f.message, TABLE_TEXT)
@@ -150,8 +154,8 @@ impl RunReport {
         let s = &self.summary;
         let _ = writeln!(
             out,
-            "{} plugin(s), {} failed to run; {} finding(s): {} pass, {} fail, {} error, {} skipped",
-            s.jobs, s.jobs_failed, s.findings, s.pass, s.fail, s.error, s.skipped
+            "{} plugin(s), {} failed to run; {} finding(s): {} pass, {} fail, {} error, {} not applicable, {} skipped",
+            s.jobs, s.jobs_failed, s.findings, s.pass, s.fail, s.error, s.not_applicable, s.skipped
         );
         out
     }

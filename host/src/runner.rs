@@ -2,7 +2,7 @@
 //! describe, validate its configuration and grants), then run it with its
 //! grants and limits, turning every way it can end into a [`JobReport`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -12,12 +12,12 @@ use serde::Serialize;
 use tracing::Instrument;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
+use crate::abi::PluginPre;
 use crate::agent_config::{AgentConfig, PluginOrigin, PluginSpec};
-use crate::bindings::latest::AssessmentPre;
 use crate::bindings::latest::exports::assessment::plugin::plugin::{PluginInfo, RunError};
 use crate::capabilities::config::ConfigCtx;
 use crate::capabilities::log::LogSink;
-use crate::capabilities::results::{Finding, ResultsCtx};
+use crate::capabilities::results::{Finding, Reference, ResultsCtx};
 use crate::capabilities::target::TargetCtx;
 use crate::capabilities::{JobLabels, PluginState};
 use crate::engine::PluginEngine;
@@ -34,6 +34,8 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_DESCRIBE_BYTES: usize = 256 << 10;
 /// Checks one plugin may announce.
 pub const MAX_CHECKS: usize = 10_000;
+/// References one check may announce.
+pub const MAX_REFERENCES: usize = 16;
 /// Slack past the deadline before a run blocked in the host is abandoned
 /// (a plugin executing wasm is interrupted at the deadline itself).
 const DEADLINE_GRACE: Duration = Duration::from_secs(2);
@@ -70,6 +72,27 @@ pub enum JobErrorKind {
     Verify,
     /// The host itself failed.
     Host,
+}
+
+impl JobErrorKind {
+    /// The kebab-case name (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobErrorKind::Load => "load",
+            JobErrorKind::Describe => "describe",
+            JobErrorKind::Config => "config",
+            JobErrorKind::Grant => "grant",
+            JobErrorKind::MemoryLimit => "memory-limit",
+            JobErrorKind::Deadline => "deadline",
+            JobErrorKind::FindingLimit => "finding-limit",
+            JobErrorKind::Trap => "trap",
+            JobErrorKind::PluginConfig => "plugin-config",
+            JobErrorKind::PluginFailed => "plugin-failed",
+            JobErrorKind::Fetch => "fetch",
+            JobErrorKind::Verify => "verify",
+            JobErrorKind::Host => "host",
+        }
+    }
 }
 
 /// Why a job failed, for the operator.
@@ -199,7 +222,14 @@ pub struct PreparedPlugin {
     pub id: PluginId,
     /// Its own description.
     pub info: PluginInfo,
-    pre: AssessmentPre<PluginState>,
+    pre: PluginPre,
+}
+
+impl PreparedPlugin {
+    /// The ABI version the plugin was built for.
+    pub fn abi(&self) -> capability_model::AbiVersion {
+        self.pre.abi()
+    }
 }
 
 /// Read (or download and verify), check, compile and describe the plugin
@@ -275,6 +305,14 @@ pub async fn prepare(
         }
         None => spec.grants.clone(),
     };
+    let (grants, unusable) = grants.usable_by(pre.abi(), &pre.imports);
+    if !unusable.is_empty() {
+        tracing::warn!(
+            plugin = %spec.name,
+            "granted, but the plugin does not import the interface that would use it, so not in force: {}",
+            unusable.join(", ")
+        );
+    }
 
     let provisional = PluginId {
         name: spec.name.clone(),
@@ -298,11 +336,11 @@ pub async fn prepare(
         GrantSet::default(),
         Path::new("/"),
         &describe_limits,
-        BTreeSet::new(),
+        BTreeMap::new(),
     )
     .map_err(|e| (Some(provisional.clone()), e))?;
     let (outcome, _state) = call_limited(engine, &pre, state, &describe_limits, |plugin, store| {
-        Box::pin(async move { plugin.assessment_plugin_plugin().call_describe(store).await })
+        Box::pin(async move { plugin.describe(store).await })
     })
     .await;
     let info = outcome.map_err(|e| {
@@ -380,6 +418,13 @@ pub async fn prepare(
                 bounded(&check.id, caps::DESCRIBE_FIELD)
             )));
         }
+        if check.references.len() > MAX_REFERENCES {
+            return Err(describe_error(format!(
+                "check {:?} announces {} references, more than {MAX_REFERENCES}",
+                bounded(&check.id, caps::DESCRIBE_FIELD),
+                check.references.len()
+            )));
+        }
     }
     ConfigCtx::new(spec.config.clone())
         .validate(&spec.name, &info.config)
@@ -406,7 +451,14 @@ fn describe_size(info: &PluginInfo) -> usize {
     let checks: usize = info
         .checks
         .iter()
-        .map(|c| c.id.len() + c.title.len() + c.reference.as_ref().map_or(0, String::len) + 8)
+        .map(|c| {
+            let references: usize = c
+                .references
+                .iter()
+                .map(|r| r.benchmark.len() + r.id.len() + r.url.as_ref().map_or(0, String::len) + 8)
+                .sum();
+            c.id.len() + c.title.len() + references + 8
+        })
         .sum();
     let options: usize = info
         .config
@@ -422,7 +474,7 @@ fn new_state(
     grants: GrantSet,
     root: &Path,
     limits: &Limits,
-    known_checks: BTreeSet<String>,
+    known_checks: BTreeMap<String, Vec<Reference>>,
 ) -> Result<PluginState, JobError> {
     let target = TargetCtx::open_for_run(root, grants, limits.clone()).map_err(|e| {
         JobError::new(
@@ -447,13 +499,10 @@ type CallFuture<'a, T> =
 /// deadline; traps become job errors.
 async fn call_limited<T>(
     engine: &PluginEngine,
-    pre: &AssessmentPre<PluginState>,
+    pre: &PluginPre,
     state: PluginState,
     limits: &Limits,
-    call: impl for<'a> FnOnce(
-        &'a crate::bindings::latest::Assessment,
-        &'a mut Store<PluginState>,
-    ) -> CallFuture<'a, T>,
+    call: impl for<'a> FnOnce(&'a PluginPre, &'a mut Store<PluginState>) -> CallFuture<'a, T>,
 ) -> (Result<T, JobError>, PluginState) {
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limiter);
@@ -469,11 +518,8 @@ async fn call_limited<T>(
     });
     store.set_epoch_deadline(1);
 
-    let outcome = tokio::time::timeout(limits.timeout + DEADLINE_GRACE, async {
-        let plugin = pre.instantiate_async(&mut store).await?;
-        call(&plugin, &mut store).await
-    })
-    .await;
+    let outcome =
+        tokio::time::timeout(limits.timeout + DEADLINE_GRACE, call(pre, &mut store)).await;
     let state = store.into_data();
     let result = match outcome {
         Err(_) => Err(deadline_error(limits)),
@@ -570,8 +616,24 @@ async fn run_job_inner(
         denial_count: 0,
         log_dropped_bytes: 0,
     };
-    let known: BTreeSet<String> = prepared.info.checks.iter().map(|c| c.id.clone()).collect();
-    let state = match new_state(
+    let known: BTreeMap<String, Vec<Reference>> = prepared
+        .info
+        .checks
+        .iter()
+        .map(|c| {
+            let references = c
+                .references
+                .iter()
+                .map(|r| Reference {
+                    benchmark: r.benchmark.clone(),
+                    id: r.id.clone(),
+                    url: r.url.clone(),
+                })
+                .collect();
+            (c.id.clone(), references)
+        })
+        .collect();
+    let mut state = match new_state(
         &labels,
         ConfigCtx::new(spec.config.clone()),
         prepared.grants.clone(),
@@ -585,15 +647,14 @@ async fn run_job_inner(
             return report;
         }
     };
+    state.results.allow_repeats = prepared.abi() == capability_model::AbiVersion::V0_1;
     tracing::info!("run started");
     let (outcome, mut state) = call_limited(
         engine,
         &prepared.pre,
         state,
         &spec.limits,
-        |plugin, store| {
-            Box::pin(async move { plugin.assessment_plugin_plugin().call_run(store).await })
-        },
+        |plugin, store| Box::pin(async move { plugin.run(store).await }),
     )
     .await;
 

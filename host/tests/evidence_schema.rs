@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use assessment_runtime::capabilities::results::{
-    EvidenceItem, Finding, FindingSeverity, FindingStatus,
+    EvidenceItem, Finding, FindingSeverity, FindingStatus, FindingSubjectKind, Reference, Subject,
 };
 use assessment_runtime::plugins::PluginId;
 use assessment_runtime::results::evidence::{RunContext, evidence_records};
@@ -51,11 +51,14 @@ fn validator(definition: &str) -> jsonschema::Validator {
 }
 
 fn findings() -> Vec<Finding> {
+    // Only verdicts become evidence; the others must not break anything.
     let statuses = [
         FindingStatus::Pass,
         FindingStatus::Fail,
         FindingStatus::Error,
+        FindingStatus::NotApplicable,
         FindingStatus::Skipped,
+        FindingStatus::Fail,
     ];
     statuses
         .iter()
@@ -65,6 +68,23 @@ fn findings() -> Vec<Finding> {
             title: "A check".into(),
             status: *status,
             severity: FindingSeverity::Medium,
+            // Subjects and references (with and without a link) on some.
+            subject: (i % 2 == 1).then(|| Subject {
+                kind: FindingSubjectKind::User,
+                id: format!("user-{i}"),
+            }),
+            references: vec![
+                Reference {
+                    benchmark: "CIS Debian Linux 12".into(),
+                    id: "7.2.2".into(),
+                    url: (i > 2).then(|| "https://example.org/cis/7.2.2".to_string()),
+                },
+                Reference {
+                    benchmark: String::new(),
+                    id: "V-230221".into(),
+                    url: None,
+                },
+            ],
             message: "observed".into(),
             evidence: vec![EvidenceItem {
                 key: "path".into(),
@@ -92,7 +112,8 @@ fn evidence_payloads_validate_against_the_api_schema() {
         end: "2026-11-25T10:00:01Z",
     };
     let records = evidence_records(&ctx, &findings());
-    assert_eq!(records.len(), 4);
+    assert_eq!(records.len(), 3, "pass and fail only");
+    assert!(records.iter().any(|r| !r.evidence.links.is_empty()));
     for record in records {
         let payload = serde_json::to_value(&record.evidence).unwrap();
         let errors: Vec<String> = validator

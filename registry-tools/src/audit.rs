@@ -6,14 +6,17 @@
 use serde::Serialize;
 use wasmparser::{Parser, Payload, Validator};
 
+use capability_model::abi::split_interface;
+use capability_model::{AbiVersion, Capability};
+
 use crate::manifest::Manifest;
 
-/// The WIT package every plugin exports.
-pub const ABI_PACKAGE: &str = "assessment:plugin";
-/// The ABI version this build implements.
-pub const ABI_VERSION: &str = "0.1.0";
-/// Default size limit of a component.
-pub const DEFAULT_MAX_BYTES: u64 = 16 << 20;
+pub use capability_model::ABI_PACKAGE;
+
+/// Default size limit of a component: admits a typical componentize-py
+/// plugin (18–40 MB) with room to spare; a runtime and a plugin can set
+/// their own.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 
 /// Interfaces (prefixes, any 0.2.x version) that a plugin may import besides
 /// the plugin ABI: what Rust's standard library links for `wasm32-wasip2`.
@@ -113,23 +116,16 @@ impl AuditReport {
     }
 }
 
-/// Versions in the same semver-compatible line (same major, and same minor
-/// while the major is 0) are interchangeable, as in the component model.
+/// Whether a plugin built for ABI version `found` runs on this build (any
+/// supported version line; see [`AbiVersion::of`]).
 pub fn abi_compatible(found: &str) -> bool {
-    let (Ok(found), Ok(ours)) = (
-        semver::Version::parse(found),
-        semver::Version::parse(ABI_VERSION),
-    ) else {
-        return false;
-    };
-    found.major == ours.major && (ours.major != 0 || found.minor == ours.minor)
+    AbiVersion::of(found).is_some()
 }
 
 /// `assessment:plugin/plugin@0.1.3` → `Some("0.1.3")` for `interface =
 /// "plugin"` (or any interface when `interface` is empty).
 fn abi_version_of(name: &str, interface: &str) -> Option<String> {
-    let rest = name.strip_prefix(ABI_PACKAGE)?.strip_prefix('/')?;
-    let (iface, version) = rest.split_once('@')?;
+    let (iface, version) = split_interface(name)?;
     (interface.is_empty() || iface == interface).then(|| version.to_string())
 }
 
@@ -195,16 +191,23 @@ pub fn audit(bytes: &[u8], manifest: Option<&Manifest>, max_bytes: u64) -> Audit
                             reject(
                                 "abi-version",
                                 format!(
-                                    "built for plugin ABI {ABI_PACKAGE}@{found}, this host supports {ABI_PACKAGE}@{ABI_VERSION}; rebuild the plugin with a matching assessment-sdk or upgrade the host"
+                                    "built for plugin ABI {ABI_PACKAGE}@{found}, this host supports {ABI_PACKAGE} {}; rebuild the plugin with a matching assessment-sdk or upgrade the host",
+                                    AbiVersion::supported_list()
                                 ),
                             );
                         }
                         report.abi_version = Some(found);
                     }
                 }
+                let exported = report.abi_version.as_deref().and_then(AbiVersion::of);
                 for import in &s.imports {
                     let ok = match abi_version_of(import, "") {
-                        Some(version) => abi_compatible(&version),
+                        // The imports of the plugin ABI are those of the
+                        // version it exports: one plugin, one contract.
+                        Some(version) => {
+                            AbiVersion::of(&version).is_some()
+                                && AbiVersion::of(&version) == exported
+                        }
                         None => {
                             WASI_PREFIXES.iter().any(|p| import.starts_with(p))
                                 && import.contains("@0.2.")
@@ -256,28 +259,8 @@ pub fn audit(bytes: &[u8], manifest: Option<&Manifest>, max_bytes: u64) -> Audit
                 );
             }
         }
-        let uses_target = report
-            .imports
-            .iter()
-            .any(|i| i.starts_with(&format!("{ABI_PACKAGE}/target@")));
-        let declares = {
-            let c = &m.capabilities;
-            !c.read.is_empty() || !c.commands.is_empty() || !c.env.is_empty() || c.host_facts
-        };
-        if uses_target && !declares {
-            reject(
-                "undeclared-capability",
-                format!(
-                    "the component imports `{ABI_PACKAGE}/target` but the manifest declares no capability; declare what it reads in plugin.toml"
-                ),
-            );
-        }
-        if declares && !uses_target {
-            findings.push(AuditFinding {
-                rule: "unused-capability",
-                level: Level::Warn,
-                message: "the manifest declares capabilities the component never uses (it does not import `target`)".to_string(),
-            });
+        if let Some(abi) = report.abi_version.as_deref().and_then(AbiVersion::of) {
+            capability_rules(abi, &report.imports, &m.capabilities, &mut findings);
         }
     }
 
@@ -286,6 +269,69 @@ pub fn audit(bytes: &[u8], manifest: Option<&Manifest>, max_bytes: u64) -> Audit
         report.verdict = "accepted";
     }
     report
+}
+
+/// Per capability: a component that imports a capability's interface must
+/// declare it (the operator's grants are intersected with the
+/// declaration), and a declaration is refused where the component does not
+/// import the interface (it could never be used, and would widen what a
+/// reviewer has to trust). In ABI 0.1.0 one `target` interface carries
+/// every capability, so only "imports `target` but declares nothing" and
+/// "declares but does not import `target`" can be told.
+fn capability_rules(
+    abi: AbiVersion,
+    imports: &[String],
+    declared: &capability_model::Capabilities,
+    findings: &mut Vec<AuditFinding>,
+) {
+    if abi == AbiVersion::V0_1 {
+        let uses_target = Capability::Filesystem.usable_with(abi, imports);
+        let declares = !declared.declared().is_empty();
+        if uses_target && !declares {
+            findings.push(AuditFinding {
+                rule: "undeclared-capability",
+                level: Level::Reject,
+                message: format!(
+                    "the component imports `{}` but the manifest declares no capability; declare what it reads in plugin.toml",
+                    abi.interface("target")
+                ),
+            });
+        }
+        if declares && !uses_target {
+            findings.push(AuditFinding {
+                rule: "unused-capability",
+                level: Level::Warn,
+                message: "the manifest declares capabilities the component never uses (it does not import `target`)".to_string(),
+            });
+        }
+        return;
+    }
+    for capability in Capability::ALL {
+        let interface = abi.interface(capability.interface(abi));
+        match (
+            capability.usable_with(abi, imports),
+            declared.declares(capability),
+        ) {
+            (true, false) => findings.push(AuditFinding {
+                rule: "undeclared-capability",
+                level: Level::Reject,
+                message: format!(
+                    "the component imports `{interface}` but the manifest declares no `{}`; declare what it needs under [capabilities] in plugin.toml",
+                    capability.grant_key()
+                ),
+            }),
+            (false, true) => findings.push(AuditFinding {
+                rule: "unusable-capability",
+                level: Level::Reject,
+                message: format!(
+                    "the manifest declares `{}` but the component does not import `{interface}`, so it can never be granted; remove `{}` from plugin.toml",
+                    capability.grant_key(),
+                    capability.grant_key()
+                ),
+            }),
+            _ => {}
+        }
+    }
 }
 
 struct Structure {
@@ -337,7 +383,8 @@ mod tests {
     fn abi_versions_follow_component_model_semver() {
         assert!(abi_compatible("0.1.0"));
         assert!(abi_compatible("0.1.7"));
-        assert!(!abi_compatible("0.2.0"));
+        assert!(abi_compatible("0.2.0"));
+        assert!(!abi_compatible("0.3.0"));
         assert!(!abi_compatible("1.1.0"));
         assert!(!abi_compatible("banana"));
         assert_eq!(
@@ -353,6 +400,49 @@ mod tests {
             Some("0.1.0")
         );
         assert_eq!(abi_version_of("other:plugin/plugin@0.1.0", "plugin"), None);
+    }
+
+    #[test]
+    fn each_capability_is_declared_exactly_when_its_interface_is_imported() {
+        let v2 = AbiVersion::V0_2;
+        let imports = vec![v2.interface("filesystem"), v2.interface("results")];
+        let rules = |declared: &capability_model::Capabilities| {
+            let mut findings = Vec::new();
+            capability_rules(v2, &imports, declared, &mut findings);
+            findings
+                .into_iter()
+                .map(|f| (f.rule, f.level, f.message))
+                .collect::<Vec<_>>()
+        };
+        let mut declared = capability_model::Capabilities::default();
+        let none = rules(&declared);
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0].0, "undeclared-capability");
+        assert!(none[0].2.contains("filesystem@") && none[0].2.contains("`read`"));
+        declared.read.insert("/etc".into());
+        assert!(rules(&declared).is_empty());
+        declared.commands.insert("/usr/bin/id".into());
+        let widened = rules(&declared);
+        assert_eq!(widened.len(), 1);
+        assert_eq!(
+            (widened[0].0, widened[0].1),
+            ("unusable-capability", Level::Reject)
+        );
+        assert!(
+            widened[0]
+                .2
+                .contains("does not import `assessment:plugin/process@")
+        );
+
+        // In 0.1.0 one `target` interface carries every capability.
+        let mut findings = Vec::new();
+        capability_rules(
+            AbiVersion::V0_1,
+            &["assessment:plugin/target@0.1.0".to_string()],
+            &declared,
+            &mut findings,
+        );
+        assert!(findings.is_empty());
     }
 
     #[test]

@@ -3,8 +3,6 @@
 //! declares. The minisign signature covers the manifest's exact bytes, and
 //! through the digest the component.
 
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -22,23 +20,8 @@ pub enum ManifestError {
     Invalid(String),
 }
 
-/// What a plugin may ask for; the operator's grants are intersected with it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Capabilities {
-    /// Absolute paths (and everything below) the plugin reads.
-    #[serde(default)]
-    pub read: BTreeSet<String>,
-    /// Absolute program paths the plugin runs.
-    #[serde(default)]
-    pub commands: BTreeSet<String>,
-    /// Environment variables the plugin reads.
-    #[serde(default)]
-    pub env: BTreeSet<String>,
-    /// Whether the plugin reads host facts.
-    #[serde(default)]
-    pub host_facts: bool,
-}
+/// What a plugin may ask for (the capability model's declaration).
+pub use capability_model::Capabilities;
 
 /// The component a manifest describes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,11 +1,50 @@
 //! Checks and the finding builder.
 
 use crate::bindings::assessment::plugin::results;
-use crate::{CheckInfo, EmitError, Evidence, Finding, Severity, Status};
+use crate::{
+    CheckInfo, EmitError, Evidence, Finding, Reference, Severity, Status, Subject, SubjectKind,
+};
+
+/// A benchmark item a check implements, usable in constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BenchmarkRef {
+    /// The benchmark, e.g. `CIS Debian Linux 12`.
+    pub benchmark: &'static str,
+    /// The item, e.g. `5.1.20`.
+    pub id: &'static str,
+    /// A link to the item.
+    pub url: Option<&'static str>,
+}
+
+impl BenchmarkRef {
+    /// Item `id` of `benchmark`.
+    pub const fn new(benchmark: &'static str, id: &'static str) -> Self {
+        BenchmarkRef {
+            benchmark,
+            id,
+            url: None,
+        }
+    }
+
+    /// With a link to the item.
+    pub const fn url(mut self, url: &'static str) -> Self {
+        self.url = Some(url);
+        self
+    }
+
+    fn to_wit(self) -> Reference {
+        Reference {
+            benchmark: self.benchmark.to_string(),
+            id: self.id.to_string(),
+            url: self.url.map(str::to_string),
+        }
+    }
+}
 
 /// A check a plugin performs. Declare checks as constants, announce them in
 /// [`crate::Plugin::describe`] and emit their verdicts with
-/// [`Check::pass`], [`Check::fail`], [`Check::error`] or [`Check::skipped`].
+/// [`Check::pass`], [`Check::fail`], [`Check::error`],
+/// [`Check::not_applicable`] or [`Check::skipped`], one per subject.
 #[derive(Debug, Clone, Copy)]
 pub struct Check {
     /// Stable identifier, unique within the plugin.
@@ -14,8 +53,8 @@ pub struct Check {
     pub title: &'static str,
     /// Severity of a failure.
     pub severity: Severity,
-    /// The benchmark item implemented, e.g. `CIS 5.2.10`.
-    pub reference: Option<&'static str>,
+    /// The benchmark items implemented.
+    pub references: &'static [BenchmarkRef],
     /// What to do about a failure; attached to every failing finding.
     pub remediation: Option<&'static str>,
 }
@@ -27,14 +66,14 @@ impl Check {
             id,
             title,
             severity,
-            reference: None,
+            references: &[],
             remediation: None,
         }
     }
 
-    /// The benchmark item this check implements.
-    pub const fn reference(mut self, reference: &'static str) -> Self {
-        self.reference = Some(reference);
+    /// The benchmark items this check implements (at most 16).
+    pub const fn references(mut self, references: &'static [BenchmarkRef]) -> Self {
+        self.references = references;
         self
     }
 
@@ -50,7 +89,7 @@ impl Check {
             id: self.id.to_string(),
             title: self.title.to_string(),
             severity: self.severity,
-            reference: self.reference.map(str::to_string),
+            references: self.references.iter().map(|r| r.to_wit()).collect(),
         }
     }
 
@@ -66,6 +105,7 @@ impl Check {
                 title: self.title.to_string(),
                 status,
                 severity: self.severity,
+                subject: None,
                 message: message.into(),
                 evidence: Vec::new(),
                 remediation,
@@ -88,7 +128,12 @@ impl Check {
         self.finding(Status::Error, message)
     }
 
-    /// The check does not apply or was disabled.
+    /// The requirement does not apply to this system.
+    pub fn not_applicable(&self, message: impl Into<String>) -> FindingBuilder {
+        self.finding(Status::NotApplicable, message)
+    }
+
+    /// The check was disabled by configuration.
     pub fn skipped(&self, message: impl Into<String>) -> FindingBuilder {
         self.finding(Status::Skipped, message)
     }
@@ -112,6 +157,16 @@ impl FindingBuilder {
         self.finding.evidence.push(Evidence {
             key: key.into(),
             value: value.to_string(),
+        });
+        self
+    }
+
+    /// What the verdict is about (one finding per check and subject per
+    /// run; without a subject, the finding is about the system as a whole).
+    pub fn subject(mut self, kind: SubjectKind, id: impl Into<String>) -> Self {
+        self.finding.subject = Some(Subject {
+            kind,
+            id: id.into(),
         });
         self
     }

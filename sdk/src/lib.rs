@@ -1,16 +1,17 @@
 //! # assessment-sdk
 //!
 //! Everything a plugin author needs to write an Assessment Runtime plugin: the
-//! bindings of the `assessment:plugin@0.1.0` WIT world and small, typed
-//! helpers on top of them.
+//! bindings of the `assessment:plugin` WIT world (version [`ABI_VERSION`])
+//! and small, typed helpers on top of them.
 //!
 //! A plugin is a type implementing [`Plugin`], registered with
 //! [`register!`]:
 //!
 //! ```no_run
-//! use assessment_sdk::{register, Check, Plugin, PluginInfo, RunError, RunSummary, Severity, target};
+//! use assessment_sdk::{register, BenchmarkRef, Check, Plugin, PluginInfo, RunError, RunSummary, Severity, fs};
 //!
-//! const ROOT_LOGIN: Check = Check::new("demo-root-login", "Root login over SSH is disabled", Severity::High);
+//! const ROOT_LOGIN: Check = Check::new("demo-root-login", "Root login over SSH is disabled", Severity::High)
+//!     .references(&[BenchmarkRef::new("CIS Debian Linux 12", "5.1.20")]);
 //!
 //! struct Demo;
 //!
@@ -20,11 +21,14 @@
 //!     }
 //!
 //!     fn run() -> Result<RunSummary, RunError> {
-//!         match target::read_to_string("/etc/ssh/sshd_config") {
+//!         match fs::read_to_string("/etc/ssh/sshd_config") {
 //!             Ok(text) if text.lines().any(|l| l.trim() == "PermitRootLogin no") => {
 //!                 ROOT_LOGIN.pass("PermitRootLogin is no").emit()?
 //!             }
 //!             Ok(_) => ROOT_LOGIN.fail("PermitRootLogin is not set to no").emit()?,
+//!             Err(assessment_sdk::AccessError::NotFound(_)) => {
+//!                 ROOT_LOGIN.not_applicable("no SSH daemon configuration").emit()?
+//!             }
 //!             Err(e) => ROOT_LOGIN.error(format!("cannot read sshd_config: {}", e.explain())).emit()?,
 //!         }
 //!         Ok(RunSummary::default())
@@ -38,14 +42,19 @@
 //! `cargo component build --release`); the `.wasm` in
 //! `target/wasm32-wasip2/release/` is the component the host runs.
 //!
-//! The plugin sees nothing of the machine except through [`target`], and
-//! only what the operator granted to it: every denied call returns
-//! [`AccessError::Denied`] and never panics.
+//! The plugin sees nothing of the machine except through one module per
+//! capability — [`fs`], [`process`], [`env`], [`host`] — and only what the
+//! operator granted to it: every denied call returns [`AccessError::Denied`]
+//! and never panics. A plugin imports only the interfaces it calls, and
+//! declares the matching capabilities in its `plugin.toml`.
 
 pub mod config;
+pub mod env;
 mod finding;
+pub mod fs;
+pub mod host;
 pub mod log;
-pub mod target;
+pub mod process;
 
 /// The raw bindings generated from the WIT package. Most plugins never need
 /// them directly: the rest of this crate wraps them.
@@ -62,13 +71,15 @@ pub mod bindings {
 
 pub use bindings::assessment::plugin::results::EmitError;
 pub use bindings::assessment::plugin::types::{
-    AccessError, CheckInfo, ConfigOption, Evidence, Finding, Severity, Status, ValueKind,
+    AccessError, CheckInfo, ConfigOption, Evidence, Finding, Reference, Severity, Status, Subject,
+    SubjectKind, ValueKind,
 };
 pub use bindings::exports::assessment::plugin::plugin::{PluginInfo, RunError, RunSummary};
-pub use finding::{Check, FindingBuilder};
+pub use finding::{BenchmarkRef, Check, FindingBuilder};
 
-/// The version of the WIT package (the plugin ABI) this SDK targets.
-pub const ABI_VERSION: &str = "0.1.0";
+/// The version of the WIT package (the plugin ABI) this SDK targets, read
+/// from the package line of its WIT.
+pub const ABI_VERSION: &str = env!("ASSESSMENT_ABI_VERSION");
 
 /// A plugin: what it is and how it runs. Register it with [`register!`].
 pub trait Plugin {

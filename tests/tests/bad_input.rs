@@ -115,15 +115,20 @@ fn a_component_for_another_abi_version() {
         &guest("test_plugin_future_abi"),
         "",
     ));
+    // The test plugin targets the latest version with its minor bumped.
+    let latest = capability_model::abi::LATEST;
+    let (major, rest) = latest.split_once('.').unwrap();
+    let minor: u32 = rest.split('.').next().unwrap().parse().unwrap();
+    let future = format!("assessment:plugin@{major}.{}.0", minor + 1);
+    let supported = format!(
+        "supports assessment:plugin {}",
+        capability_model::AbiVersion::supported_list()
+    );
     assert_load_error(
         &out,
         "future-abi",
         "load",
-        &[
-            "assessment:plugin@0.2.0",
-            "supports assessment:plugin@0.1.0",
-            "rebuild the plugin",
-        ],
+        &[&future, &supported, "rebuild the plugin"],
     );
 }
 
@@ -252,13 +257,13 @@ fn the_table_output_is_readable() {
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.contains("== probe 0.1.0 (sha256:"), "{table}");
     assert!(
-        table.contains("ERROR    info      probe  read-file:/etc/passwd"),
+        table.contains("ERROR    info      probe  [action 0] read-file:/etc/passwd"),
         "{table}"
     );
     assert!(table.contains("1 call(s) denied by policy"), "{table}");
     assert!(
         table.contains(
-            "1 plugin(s), 0 failed to run; 1 finding(s): 0 pass, 0 fail, 1 error, 0 skipped"
+            "1 plugin(s), 0 failed to run; 1 finding(s): 0 pass, 0 fail, 1 error, 0 not applicable, 0 skipped"
         ),
         "{table}"
     );

@@ -122,7 +122,7 @@ fn sshd_hardening_fails_a_weak_config_with_evidence() {
 }
 
 #[test]
-fn sshd_hardening_skips_when_no_server_is_installed() {
+fn sshd_hardening_does_not_apply_when_no_server_is_installed() {
     let out = Agent::new()
         .plugin(
             "sshd-hardening",
@@ -134,7 +134,7 @@ fn sshd_hardening_skips_when_no_server_is_installed() {
     assert!(
         statuses(&out, "sshd-hardening")
             .iter()
-            .all(|(_, s)| s == "skipped")
+            .all(|(_, s)| s == "not-applicable")
     );
 }
 
@@ -262,7 +262,7 @@ fn kernel_params_good_and_bad_trees() {
     assert_eq!(out.status("kernel-params", "net-tcp-syncookies"), "skipped");
     assert_eq!(
         out.status("kernel-params", "kernel-ptrace-scope"),
-        "skipped",
+        "not-applicable",
         "absent on this kernel"
     );
     assert_eq!(

@@ -696,7 +696,7 @@ fn audit_reports_on_every_example_plugin_and_rejects_bad_components() {
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         assert_eq!(report["verdict"], "accepted", "{plugin}: {report:#}");
-        assert_eq!(report["abi_version"], "0.1.0");
+        assert_eq!(report["abi_version"], capability_model::abi::LATEST);
         assert!(
             std::fs::read_to_string(&text)
                 .unwrap()

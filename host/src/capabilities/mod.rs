@@ -7,7 +7,11 @@
 //! and stdout/stderr routed to the plugin's bounded log.
 
 pub mod config;
+pub mod environment;
+pub mod filesystem;
+pub mod host_facts;
 pub mod log;
+pub mod process;
 pub mod results;
 pub mod target;
 
@@ -45,7 +49,9 @@ pub struct PluginState {
     table: ResourceTable,
     /// `assessment:plugin/config`.
     pub config: config::ConfigCtx,
-    /// `assessment:plugin/target`.
+    /// The assessed system as this plugin may see it: the grants of
+    /// `filesystem`, `process`, `environment` and `host-facts`, and the
+    /// denials they recorded.
     pub target: target::TargetCtx,
     /// `assessment:plugin/results`.
     pub results: results::ResultsCtx,
@@ -94,10 +100,12 @@ impl WasiView for PluginState {
 
 impl types::Host for PluginState {}
 
-/// Link WASI (with nothing reachable) and the plugin ABI.
+/// Link WASI (with nothing reachable) and every supported version of the
+/// plugin ABI (older versions through their adapters in `crate::abi`).
 pub fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    Assessment::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |state| state)
+    Assessment::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |state| state)?;
+    crate::abi::v0_1_0::add_to_linker(linker)
 }
 
 /// Caps the linear memory of all memories of an instance together and

@@ -1,14 +1,15 @@
 //! `assessment:plugin/results`: findings emitted by a run, validated and
 //! bounded, owned by the host once accepted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use crate::bindings::latest::assessment::plugin::results::{self, EmitError};
-use crate::bindings::latest::assessment::plugin::types::{self, Severity, Status};
+use crate::bindings::latest::assessment::plugin::types::{self, Severity, Status, SubjectKind};
 
 use super::PluginState;
+use crate::guest_text::bounded;
 
 /// Bounds of one finding (see the WIT documentation of `finding`).
 pub mod bounds {
@@ -22,6 +23,8 @@ pub mod bounds {
     pub const EVIDENCE_KEY: usize = 128;
     /// Bytes of an evidence value.
     pub const EVIDENCE_VALUE: usize = 8192;
+    /// Bytes of a subject's identifier.
+    pub const SUBJECT_ID: usize = 1024;
 }
 
 /// A finding as the host keeps and reports it.
@@ -31,10 +34,16 @@ pub struct Finding {
     pub check_id: String,
     /// One-line title.
     pub title: String,
-    /// `pass`, `fail`, `error` or `skipped`.
+    /// `pass`, `fail`, `error`, `not-applicable` or `skipped`.
     pub status: FindingStatus,
     /// `info` … `critical`.
     pub severity: FindingSeverity,
+    /// What the verdict is about; `None` for the system as a whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Subject>,
+    /// The benchmark items of the check (from `describe`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<Reference>,
     /// What was observed.
     pub message: String,
     /// Supporting key/value evidence, in the plugin's order.
@@ -52,10 +61,84 @@ impl Finding {
             .map(|e| e.key.len() + e.value.len())
             .sum();
         (self.check_id.len()
+            + self.subject.as_ref().map_or(0, |s| s.id.len())
             + self.title.len()
             + self.message.len()
             + self.remediation.as_ref().map_or(0, String::len)
             + evidence) as u64
+    }
+}
+
+/// What a verdict is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Subject {
+    /// The kind of thing.
+    pub kind: FindingSubjectKind,
+    /// Its name on the assessed system (path, user name, …).
+    pub id: String,
+}
+
+/// The kind of a subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingSubjectKind {
+    /// A file.
+    File,
+    /// A directory.
+    Directory,
+    /// A user account.
+    User,
+    /// A group.
+    Group,
+    /// An installed package.
+    Package,
+    /// A service.
+    Service,
+    /// A kernel parameter.
+    KernelParameter,
+    /// A setting in a configuration file.
+    ConfigSetting,
+    /// Anything else.
+    Other,
+}
+
+impl FindingSubjectKind {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingSubjectKind::File => "file",
+            FindingSubjectKind::Directory => "directory",
+            FindingSubjectKind::User => "user",
+            FindingSubjectKind::Group => "group",
+            FindingSubjectKind::Package => "package",
+            FindingSubjectKind::Service => "service",
+            FindingSubjectKind::KernelParameter => "kernel-parameter",
+            FindingSubjectKind::ConfigSetting => "config-setting",
+            FindingSubjectKind::Other => "other",
+        }
+    }
+}
+
+/// A benchmark item a check implements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reference {
+    /// E.g. `CIS Debian Linux 12`.
+    pub benchmark: String,
+    /// E.g. `5.1.20`.
+    pub id: String,
+    /// A link to the item.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl Reference {
+    /// `benchmark id`, for people and labels.
+    pub fn label(&self) -> String {
+        if self.benchmark.is_empty() {
+            self.id.clone()
+        } else {
+            format!("{} {}", self.benchmark, self.id)
+        }
     }
 }
 
@@ -70,7 +153,7 @@ pub struct EvidenceItem {
 
 /// Verdict of a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum FindingStatus {
     /// Meets the requirement.
     Pass,
@@ -78,7 +161,9 @@ pub enum FindingStatus {
     Fail,
     /// No verdict.
     Error,
-    /// Not applicable or disabled.
+    /// The requirement does not apply to this system.
+    NotApplicable,
+    /// Disabled by configuration (in ABI 0.1.0 also "does not apply").
     Skipped,
 }
 
@@ -89,6 +174,7 @@ impl FindingStatus {
             FindingStatus::Pass => "pass",
             FindingStatus::Fail => "fail",
             FindingStatus::Error => "error",
+            FindingStatus::NotApplicable => "not-applicable",
             FindingStatus::Skipped => "skipped",
         }
     }
@@ -126,7 +212,13 @@ impl FindingSeverity {
 /// The findings of one run.
 #[derive(Debug, Default)]
 pub struct ResultsCtx {
-    known_checks: BTreeSet<String>,
+    /// The checks `describe` announced, with their references.
+    known_checks: BTreeMap<String, Vec<Reference>>,
+    /// (check, subject) pairs emitted so far.
+    emitted: BTreeSet<(String, Option<Subject>)>,
+    /// Plugins of ABI 0.1.0 have no subjects and may emit a check several
+    /// times; their streams are told apart by order.
+    pub allow_repeats: bool,
     max_findings: u32,
     max_bytes: u64,
     used_bytes: u64,
@@ -138,9 +230,15 @@ pub struct ResultsCtx {
 
 impl ResultsCtx {
     /// Accept findings of `known_checks`, at most `max_findings` of them.
-    pub fn new(known_checks: BTreeSet<String>, max_findings: u32, max_bytes: u64) -> Self {
+    pub fn new(
+        known_checks: BTreeMap<String, Vec<Reference>>,
+        max_findings: u32,
+        max_bytes: u64,
+    ) -> Self {
         ResultsCtx {
             known_checks,
+            emitted: BTreeSet::new(),
+            allow_repeats: false,
             max_findings,
             max_bytes,
             used_bytes: 0,
@@ -154,12 +252,28 @@ impl ResultsCtx {
         std::mem::take(&mut self.findings)
     }
 
-    fn accept(&mut self, finding: types::Finding) -> Result<(), EmitError> {
+    /// Validate and keep one finding.
+    pub fn accept(&mut self, finding: types::Finding) -> Result<(), EmitError> {
         if self.findings.len() >= self.max_findings as usize {
             self.limit_reached = true;
             return Err(EmitError::LimitReached(self.max_findings));
         }
         let finding = validate(&self.known_checks, finding).map_err(EmitError::Invalid)?;
+        let pair = (finding.check_id.clone(), finding.subject.clone());
+        if !self.allow_repeats && self.emitted.contains(&pair) {
+            return Err(EmitError::Invalid(format!(
+                "check {:?} was already reported for {}: one finding per check and subject per run",
+                finding.check_id,
+                finding
+                    .subject
+                    .as_ref()
+                    .map_or("the system as a whole".to_string(), |s| format!(
+                        "{} {:?}",
+                        s.kind.as_str(),
+                        bounded(&s.id, 128)
+                    ))
+            )));
+        }
         let size = finding.text_bytes();
         if self.used_bytes.saturating_add(size) > self.max_bytes {
             self.limit_reached = true;
@@ -168,6 +282,7 @@ impl ResultsCtx {
             ));
         }
         self.used_bytes += size;
+        self.emitted.insert(pair);
         self.findings.push(finding);
         Ok(())
     }
@@ -181,13 +296,45 @@ fn too_long(field: &str, value: &str, max: usize) -> Result<(), String> {
     }
 }
 
-fn validate(known: &BTreeSet<String>, f: types::Finding) -> Result<Finding, String> {
-    if !known.contains(&f.check_id) {
+fn validate(
+    known: &BTreeMap<String, Vec<Reference>>,
+    f: types::Finding,
+) -> Result<Finding, String> {
+    let Some(references) = known.get(&f.check_id) else {
         return Err(format!(
             "check id {:?} was not announced by describe()",
             f.check_id.chars().take(128).collect::<String>()
         ));
-    }
+    };
+    let subject = match f.subject {
+        None => None,
+        Some(s) => {
+            if s.id.is_empty() {
+                return Err("a subject's id is empty".to_string());
+            }
+            too_long("a subject's id", &s.id, bounds::SUBJECT_ID)?;
+            if s.id.chars().any(char::is_control) {
+                return Err(format!(
+                    "the subject id {:?} contains control characters",
+                    bounded(&s.id, 128)
+                ));
+            }
+            Some(Subject {
+                kind: match s.kind {
+                    SubjectKind::File => FindingSubjectKind::File,
+                    SubjectKind::Directory => FindingSubjectKind::Directory,
+                    SubjectKind::User => FindingSubjectKind::User,
+                    SubjectKind::Group => FindingSubjectKind::Group,
+                    SubjectKind::Package => FindingSubjectKind::Package,
+                    SubjectKind::Service => FindingSubjectKind::Service,
+                    SubjectKind::KernelParameter => FindingSubjectKind::KernelParameter,
+                    SubjectKind::ConfigSetting => FindingSubjectKind::ConfigSetting,
+                    SubjectKind::Other => FindingSubjectKind::Other,
+                },
+                id: s.id,
+            })
+        }
+    };
     too_long("title", &f.title, bounds::TITLE)?;
     too_long("message", &f.message, bounds::TEXT)?;
     if let Some(r) = &f.remediation {
@@ -215,8 +362,11 @@ fn validate(known: &BTreeSet<String>, f: types::Finding) -> Result<Finding, Stri
             Status::Pass => FindingStatus::Pass,
             Status::Fail => FindingStatus::Fail,
             Status::Error => FindingStatus::Error,
+            Status::NotApplicable => FindingStatus::NotApplicable,
             Status::Skipped => FindingStatus::Skipped,
         },
+        subject,
+        references: references.clone(),
         severity: match f.severity {
             Severity::Info => FindingSeverity::Info,
             Severity::Low => FindingSeverity::Low,
@@ -253,6 +403,7 @@ mod tests {
             title: "t".into(),
             status: Status::Fail,
             severity: Severity::High,
+            subject: None,
             message: "m".into(),
             evidence: vec![types::Evidence {
                 key: "k".into(),
@@ -262,13 +413,76 @@ mod tests {
         }
     }
 
+    fn known() -> BTreeMap<String, Vec<Reference>> {
+        BTreeMap::from([(
+            "a".to_string(),
+            vec![Reference {
+                benchmark: "CIS Debian Linux 12".into(),
+                id: "5.1.20".into(),
+                url: None,
+            }],
+        )])
+    }
+
     fn ctx(max: u32) -> ResultsCtx {
-        ResultsCtx::new(["a".to_string()].into_iter().collect(), max, 1 << 20)
+        let mut c = ResultsCtx::new(known(), max, 1 << 20);
+        c.allow_repeats = true;
+        c
+    }
+
+    fn about(kind: SubjectKind, id: &str) -> Option<types::Subject> {
+        Some(types::Subject {
+            kind,
+            id: id.to_string(),
+        })
+    }
+
+    #[test]
+    fn one_finding_per_check_and_subject() {
+        let mut c = ResultsCtx::new(known(), 100, 1 << 20);
+        let mut f = finding("a");
+        f.subject = about(SubjectKind::User, "alice");
+        assert!(c.accept(f.clone()).is_ok());
+        assert!(
+            matches!(c.accept(f.clone()), Err(EmitError::Invalid(m)) if m.contains("already reported for user \"alice\""))
+        );
+        f.subject = about(SubjectKind::User, "bob");
+        assert!(c.accept(f.clone()).is_ok());
+        f.subject = about(SubjectKind::Group, "alice");
+        assert!(
+            c.accept(f.clone()).is_ok(),
+            "another kind is another subject"
+        );
+        f.subject = None;
+        assert!(c.accept(f.clone()).is_ok());
+        assert!(
+            matches!(c.accept(f), Err(EmitError::Invalid(m)) if m.contains("system as a whole"))
+        );
+        let kept = c.take();
+        assert_eq!(kept.len(), 4);
+        assert_eq!(kept[0].references[0].label(), "CIS Debian Linux 12 5.1.20");
+        assert_eq!(kept[0].subject.as_ref().unwrap().id, "alice");
+    }
+
+    #[test]
+    fn subjects_are_bounded_and_printable() {
+        let mut c = ResultsCtx::new(known(), 100, 1 << 20);
+        for bad in ["", "a\nb", &"x".repeat(bounds::SUBJECT_ID + 1)] {
+            let mut f = finding("a");
+            f.subject = about(SubjectKind::File, bad);
+            assert!(matches!(c.accept(f), Err(EmitError::Invalid(_))), "{bad:?}");
+        }
+        let mut f = finding("a");
+        f.status = Status::NotApplicable;
+        f.subject = about(SubjectKind::File, &"x".repeat(bounds::SUBJECT_ID));
+        assert!(c.accept(f).is_ok());
+        assert_eq!(c.take()[0].status.as_str(), "not-applicable");
     }
 
     #[test]
     fn findings_are_accepted_up_to_the_byte_budget() {
-        let mut c = ResultsCtx::new(["a".to_string()].into_iter().collect(), 1000, 10_000);
+        let mut c = ResultsCtx::new(known(), 1000, 10_000);
+        c.allow_repeats = true;
         let big = || {
             let mut f = finding("a");
             f.message = "x".repeat(4000);

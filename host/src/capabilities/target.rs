@@ -15,28 +15,20 @@
 use cap_std::fs::{MetadataExt, OpenOptionsExt};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions};
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Semaphore;
 
-use crate::bindings::latest::assessment::plugin::target::{
-    self, CommandOutput, DirEntry, EntryKind, FileStat, HostFacts,
-};
+use crate::bindings::latest::assessment::plugin::filesystem::EntryKind;
 use crate::bindings::latest::assessment::plugin::types::AccessError;
 use crate::guest_text::{bounded, caps};
 use crate::policy::{GrantSet, Limits, Refusal};
 
 use super::PluginState;
 
-/// `PATH` of commands run for plugins.
-const COMMAND_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
-/// Size cap of the small system files read for host facts.
-const FACT_FILE_BYTES: u64 = 64 << 10;
 /// Denials remembered per run (all are counted and logged).
 const MAX_RECORDED_DENIALS: usize = 100;
 /// Blocking file-system calls in flight at once, over all plugins. A call
@@ -96,12 +88,12 @@ enum GrantAccess {
 
 /// The assessed system as one plugin may see it.
 pub struct TargetCtx {
-    root: PathBuf,
-    root_dir: Dir,
-    grants: GrantSet,
+    pub(super) root: PathBuf,
+    pub(super) root_dir: Dir,
+    pub(super) grants: GrantSet,
     /// Each read grant, opened, or why it cannot be used in this run.
     opened: Vec<(PathBuf, Result<GrantAccess, GrantError>)>,
-    limits: Limits,
+    pub(super) limits: Limits,
     denials: Vec<String>,
     denial_count: u64,
 }
@@ -242,19 +234,19 @@ fn is_agent_process(path: &Path) -> bool {
 }
 
 /// Where one call may look.
-struct Resolved {
-    dir: Dir,
-    rel: PathBuf,
+pub(super) struct Resolved {
+    pub(super) dir: Dir,
+    pub(super) rel: PathBuf,
     /// The normalised path the plugin asked for.
-    request: PathBuf,
+    pub(super) request: PathBuf,
     /// `rel` is a granted file itself: it must not be a symlink either.
-    grant_file: bool,
+    pub(super) grant_file: bool,
 }
 
 impl PluginState {
     /// Refuse a call: log a denial (charged to the run's log budget) and
     /// record it.
-    fn refuse(&mut self, call: &str, refusal: Refusal) -> AccessError {
+    pub(super) fn refuse(&mut self, call: &str, refusal: Refusal) -> AccessError {
         if let Refusal::Denied(why) = &refusal {
             self.log.denied(call, why);
         }
@@ -335,7 +327,7 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-fn access_error(path: &Path, e: &std::io::Error) -> AccessError {
+pub(super) fn access_error(path: &Path, e: &std::io::Error) -> AccessError {
     let p = path.display();
     if is_escape(e) {
         return AccessError::Invalid(format!("{p} leads outside the granted path (symlink)"));
@@ -365,7 +357,7 @@ fn access_error(path: &Path, e: &std::io::Error) -> AccessError {
     }
 }
 
-fn entry_kind(ft: cap_std::fs::FileType) -> EntryKind {
+pub(super) fn entry_kind(ft: cap_std::fs::FileType) -> EntryKind {
     if ft.is_symlink() {
         EntryKind::Symlink
     } else if ft.is_dir() {
@@ -399,7 +391,7 @@ fn file_type_name(ft: cap_std::fs::FileType) -> &'static str {
 
 /// The metadata of `rel`; with `nofollow` (`rel` is a granted file
 /// itself) a symlink is refused, never followed.
-fn granted_metadata(
+pub(super) fn granted_metadata(
     dir: &Dir,
     rel: &Path,
     request: &Path,
@@ -429,7 +421,7 @@ fn granted_metadata(
 /// descriptor; the open never blocks (a FIFO without a writer) and never
 /// makes a terminal the agent's controlling terminal. `nofollow` refuses a
 /// symlink as the last component (a granted file itself).
-fn open_regular(
+pub(super) fn open_regular(
     dir: &Dir,
     rel: &Path,
     request: &Path,
@@ -467,14 +459,14 @@ fn open_regular(
 /// [`FS_CALL_TIMEOUT`]. A call that overruns gets an error at once; its
 /// thread finishes (or stays stuck in the kernel) on its own, holding its
 /// slot, and the job goes on.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     dir: Dir,
     work: impl FnOnce(Dir) -> Result<T, AccessError> + Send + 'static,
 ) -> Result<T, AccessError> {
     blocking_within(FS_CALL_TIMEOUT, dir, work).await
 }
 
-async fn blocking_within<T: Send + 'static>(
+pub(super) async fn blocking_within<T: Send + 'static>(
     timeout: Duration,
     dir: Dir,
     work: impl FnOnce(Dir) -> Result<T, AccessError> + Send + 'static,
@@ -501,303 +493,43 @@ async fn blocking_within<T: Send + 'static>(
 }
 
 /// Read at most `max` bytes; `None` when the file is larger.
-fn read_capped(mut reader: impl Read, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+pub(super) fn read_capped(mut reader: impl Read, max: u64) -> std::io::Result<Option<Vec<u8>>> {
     let mut buf = Vec::new();
     reader.by_ref().take(max + 1).read_to_end(&mut buf)?;
     Ok((buf.len() as u64 <= max).then_some(buf))
 }
 
-async fn read_stream_capped(
-    stream: Option<impl AsyncRead + Unpin>,
-    max: u64,
-) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    if let Some(stream) = stream {
-        stream.take(max + 1).read_to_end(&mut buf).await?;
-    }
-    Ok(buf)
-}
+/// Size cap of the small system files read for host facts.
+const FACT_FILE_BYTES: u64 = 64 << 10;
 
 /// Read a small system file relative to the root (for host facts).
-fn fact_file(root_dir: &Dir, rel: &str) -> Option<String> {
+pub(super) fn fact_file(root_dir: &Dir, rel: &str) -> Option<String> {
     let file = open_regular(root_dir, Path::new(rel), Path::new(rel), false).ok()?;
     let bytes = read_capped(file, FACT_FILE_BYTES).ok()??;
     Some(String::from_utf8_lossy(&bytes).trim().to_string())
 }
 
-fn host_facts(root_dir: &Dir, root_is_slash: bool) -> HostFacts {
-    let os_release = fact_file(root_dir, "etc/os-release")
-        .or_else(|| fact_file(root_dir, "usr/lib/os-release"))
-        .unwrap_or_default();
-    let field = |key: &str| {
-        os_release.lines().find_map(|line| {
-            let value = line.strip_prefix(key)?.strip_prefix('=')?;
-            Some(value.trim().trim_matches('"').to_string())
-        })
-    };
-    let hostname = fact_file(root_dir, "etc/hostname")
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            root_is_slash
-                .then(|| fact_file(root_dir, "proc/sys/kernel/hostname"))
-                .flatten()
-        })
-        .unwrap_or_else(|| "unknown".to_string());
-    HostFacts {
-        hostname,
-        os: field("PRETTY_NAME")
-            .or_else(|| field("NAME"))
-            .unwrap_or_else(|| "unknown".to_string()),
-        os_id: field("ID").unwrap_or_else(|| "unknown".to_string()),
-        os_version: field("VERSION_ID").unwrap_or_default(),
-        arch: std::env::consts::ARCH.to_string(),
-        kernel_release: fact_file(root_dir, "proc/sys/kernel/osrelease").unwrap_or_default(),
-    }
-}
-
 impl PluginState {
-    fn resolve_or_refuse(&mut self, call: &str, path: &str) -> Result<Resolved, AccessError> {
+    pub(super) fn resolve_or_refuse(
+        &mut self,
+        call: &str,
+        path: &str,
+    ) -> Result<Resolved, AccessError> {
         self.target
             .resolve(path)
             .map_err(|refusal| self.refuse(call, refusal))
     }
 }
 
-impl target::Host for PluginState {
-    async fn facts(&mut self) -> wasmtime::Result<Result<HostFacts, AccessError>> {
-        if let Err(refusal) = self.target.grants.check_host_facts() {
-            return Ok(Err(self.refuse("facts", refusal)));
-        }
-        let root_is_slash = self.target.root == Path::new("/");
-        let dir = match self.target.root_dir.try_clone() {
-            Ok(dir) => dir,
-            Err(e) => return Ok(Err(AccessError::Io(format!("assessment root: {e}")))),
-        };
-        Ok(blocking(dir, move |dir| Ok(host_facts(&dir, root_is_slash))).await)
-    }
-
-    async fn read_file(&mut self, path: String) -> wasmtime::Result<Result<Vec<u8>, AccessError>> {
-        let max = self.target.limits.max_file_bytes;
-        let r = match self.resolve_or_refuse("read-file", &path) {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        };
-        let (rel, request, nofollow) = (r.rel, r.request, r.grant_file);
-        Ok(blocking(r.dir, move |dir| {
-            let file = open_regular(&dir, &rel, &request, nofollow)?;
-            read_capped(file, max)
-                .map_err(|e| access_error(&request, &e))?
-                .ok_or_else(|| {
-                    AccessError::TooLarge(format!(
-                        "{} is larger than {max} bytes",
-                        request.display()
-                    ))
-                })
-        })
-        .await)
-    }
-
-    async fn stat(&mut self, path: String) -> wasmtime::Result<Result<FileStat, AccessError>> {
-        let r = match self.resolve_or_refuse("stat", &path) {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        };
-        let (rel, request, nofollow) = (r.rel, r.request, r.grant_file);
-        Ok(blocking(r.dir, move |dir| {
-            let meta = granted_metadata(&dir, &rel, &request, nofollow)?;
-            Ok(FileStat {
-                kind: entry_kind(meta.file_type()),
-                mode: meta.mode() & 0o7777,
-                uid: meta.uid(),
-                gid: meta.gid(),
-                size: meta.len(),
-                modified: meta.mtime(),
-            })
-        })
-        .await)
-    }
-
-    async fn list_dir(
-        &mut self,
-        path: String,
-    ) -> wasmtime::Result<Result<Vec<DirEntry>, AccessError>> {
-        let max = self.target.limits.max_dir_entries;
-        let r = match self.resolve_or_refuse("list-dir", &path) {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        };
-        let (rel, request, grant_file) = (r.rel, r.request, r.grant_file);
-        Ok(blocking(r.dir, move |dir| {
-            if grant_file {
-                // A granted file is never a directory to list, and never
-                // followed if it became a symlink.
-                return Err(AccessError::Invalid(format!(
-                    "{} is a granted file, not a directory",
-                    request.display()
-                )));
-            }
-            let mut entries = Vec::new();
-            for entry in dir.read_dir(&rel).map_err(|e| access_error(&request, &e))? {
-                let entry = entry.map_err(|e| access_error(&request, &e))?;
-                if entries.len() == max {
-                    return Err(AccessError::TooLarge(format!(
-                        "{} has more than {max} entries",
-                        request.display()
-                    )));
-                }
-                let kind = entry
-                    .file_type()
-                    .map(entry_kind)
-                    .unwrap_or(EntryKind::Other);
-                entries.push(DirEntry {
-                    name: entry.file_name().to_string_lossy().into_owned(),
-                    kind,
-                });
-            }
-            entries.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(entries)
-        })
-        .await)
-    }
-
-    async fn run_command(
-        &mut self,
-        command: String,
-        args: Vec<String>,
-    ) -> wasmtime::Result<Result<CommandOutput, AccessError>> {
-        if let Err(refusal) = self.target.grants.check_command(&command) {
-            return Ok(Err(self.refuse("run-command", refusal)));
-        }
-        let limits = &self.target.limits;
-        Ok(run_bounded(
-            &command,
-            &args,
-            limits.command_timeout,
-            limits.command_output_bytes,
-        )
-        .await)
-    }
-
-    async fn env_var(
-        &mut self,
-        name: String,
-    ) -> wasmtime::Result<Result<Option<String>, AccessError>> {
-        if let Err(refusal) = self.target.grants.check_env(&name) {
-            return Ok(Err(self.refuse("env-var", refusal)));
-        }
-        Ok(Ok(
-            std::env::var_os(&name).map(|v| v.to_string_lossy().into_owned())
-        ))
-    }
-}
-
-/// Kills a command's whole process group (the command and everything it
-/// started that stayed in the group) unless disarmed: on a timeout, on too
-/// much output, and when the host call is dropped with the job.
-struct GroupKiller {
-    pgid: Option<rustix::process::Pid>,
-}
-
-impl GroupKiller {
-    fn kill(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            // The leader is not reaped before this runs, so the group id
-            // cannot have been reused by an unrelated process.
-            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-        }
-    }
-}
-
-impl Drop for GroupKiller {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Run an allow-listed command with no inherited environment, no stdin, a
-/// timeout and capped output, in a process group of its own. The whole
-/// group is killed when the command overruns, and when a child it started
-/// keeps its output open past the timeout.
-async fn run_bounded(
-    command: &str,
-    args: &[String],
-    timeout: Duration,
-    max: u64,
-) -> Result<CommandOutput, AccessError> {
-    let mut child = tokio::process::Command::new(command)
-        .args(args)
-        .env_clear()
-        .env("PATH", COMMAND_PATH)
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                AccessError::NotFound(format!("{command} does not exist"))
-            }
-            _ => AccessError::Io(format!("cannot start {command}: {e}")),
-        })?;
-    let mut killer = GroupKiller {
-        pgid: child
-            .id()
-            .and_then(|id| rustix::process::Pid::from_raw(i32::try_from(id).ok()?)),
-    };
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let reading = async {
-        tokio::try_join!(
-            read_stream_capped(stdout, max),
-            read_stream_capped(stderr, max)
-        )
-        .map_err(|e| AccessError::Io(format!("{command}: {e}")))
-    };
-    // Both streams are read to their end (or the cap) before the leader is
-    // reaped, so the group id stays reserved while it may be killed.
-    let (out, err) = match tokio::time::timeout_at(deadline, reading).await {
-        Err(_) => {
-            killer.kill();
-            return Err(AccessError::Io(format!(
-                "{command} did not finish within {} and was killed with its process group",
-                humantime::format_duration(timeout)
-            )));
-        }
-        Ok(read) => read?,
-    };
-    if out.len() as u64 > max || err.len() as u64 > max {
-        killer.kill();
-        return Err(AccessError::TooLarge(format!(
-            "{command} wrote more than {max} bytes and was killed with its process group"
-        )));
-    }
-    let status = match tokio::time::timeout_at(deadline, child.wait()).await {
-        Err(_) => {
-            killer.kill();
-            return Err(AccessError::Io(format!(
-                "{command} closed its output but did not exit within {} and was killed with its process group",
-                humantime::format_duration(timeout)
-            )));
-        }
-        Ok(status) => status.map_err(|e| AccessError::Io(format!("{command}: {e}")))?,
-    };
-    // Reaped: the group id may be reused from now on, never kill it.
-    killer.pgid = None;
-    Ok(CommandOutput {
-        exit_code: status.code(),
-        stdout: out,
-        stderr: err,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bindings::latest::assessment::plugin::environment::Host as _;
+    use crate::bindings::latest::assessment::plugin::filesystem::Host as _;
+    use crate::bindings::latest::assessment::plugin::host_facts::Host as _;
+    use crate::bindings::latest::assessment::plugin::process::Host as _;
+    use crate::capabilities::process::{COMMAND_PATH, run_bounded};
     use crate::capabilities::tests_support::state_with_target;
-    use target::Host;
 
     fn grants(read: &[&str], commands: &[&str], env: &[&str], facts: bool) -> GrantSet {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -1162,11 +894,11 @@ mod tests {
         let root = tree();
         let mut s = state(root.path(), grants(&[], &[], &[], false)).await;
         assert!(matches!(
-            s.facts().await.unwrap(),
+            s.get().await.unwrap(),
             Err(AccessError::Denied(_))
         ));
         let mut s = state(root.path(), grants(&[], &[], &[], true)).await;
-        let f = s.facts().await.unwrap().unwrap();
+        let f = s.get().await.unwrap().unwrap();
         assert_eq!(
             (
                 f.hostname.as_str(),

@@ -1,12 +1,23 @@
 //! Findings as Compliance Framework evidence (`handler.EvidenceCreateRequest`,
 //! OSCAL 1.1.3 types), the record the control plane stores.
 //!
-//! The evidence `uuid` is the identity of one check on one machine over
-//! time: a UUIDv5 of the runtime's id, the plugin, the check id and the
-//! finding's occurrence among that check's findings in the run (plugins
-//! that report a check for several objects emit them in a stable order).
+//! The evidence `uuid` is the identity of one check about one subject on
+//! one machine over time: a UUIDv5 of the runtime's id, the plugin, the
+//! check id and the finding's subject (kind and id), so that the order in
+//! which a plugin emits its findings, or a new subject appearing, changes
+//! no other stream. A finding without a subject (the system as a whole, and
+//! every finding of an ABI 0.1.0 plugin) is identified by its occurrence
+//! among that check's subject-less findings in the run, as before subjects
+//! existed, so that 0.1.0 plugins keep their streams.
 //! Every finding also gets an idempotency key, unique to that finding of
 //! that job, so that a redelivery is stored once.
+//!
+//! Statuses map onto the Compliance Framework the way its own agent plugins
+//! do: `pass` is `satisfied` (reason `pass`), `fail` is `not-satisfied`
+//! (reason `fail`); a check without a verdict (`error`), one that does not
+//! apply (`not-applicable`) and one disabled (`skipped`) is no evidence
+//! about the control: it stays in the run report and the job's counts and
+//! is not sent.
 
 use std::collections::BTreeMap;
 
@@ -39,7 +50,7 @@ pub struct Property {
 pub struct ObjectiveStatus {
     /// `satisfied` or `not-satisfied`.
     pub state: String,
-    /// `pass`, `fail`, `error` or `skipped` (the finding's status).
+    /// `pass` or `fail`.
     pub reason: String,
     /// The finding's message.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,6 +83,19 @@ pub struct OriginActor {
     pub props: Vec<Property>,
 }
 
+/// `oscalTypes_1_1_3.Link`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// Where it points.
+    pub href: String,
+    /// `reference`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rel: Option<String>,
+    /// What it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
 /// `oscalTypes_1_1_3.Origin`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
@@ -100,8 +124,12 @@ pub struct EvidenceCreateRequest {
     pub subjects: Vec<Subject>,
     /// The plugin that produced it.
     pub origins: Vec<Origin>,
-    /// The finding's evidence items, in order.
+    /// The finding's subject and references, then its evidence items in
+    /// order.
     pub props: Vec<Property>,
+    /// The check's references that have a URL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
     /// The remediation, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remarks: Option<String>,
@@ -136,88 +164,129 @@ pub struct EvidenceRecord {
 /// The namespace of properties the runtime defines.
 pub const PROPERTY_NS: &str = "https://assessment-runtime.dev/ns/evidence";
 
-/// The evidence records of one job's findings.
+/// Whether a finding of this status is evidence about its control (see
+/// the module documentation).
+pub fn is_evidence(status: FindingStatus) -> bool {
+    matches!(status, FindingStatus::Pass | FindingStatus::Fail)
+}
+
+/// The evidence records of one job's findings: one per `pass` or `fail`.
 pub fn evidence_records(ctx: &RunContext<'_>, findings: &[Finding]) -> Vec<EvidenceRecord> {
     let mut occurrences: BTreeMap<&str, usize> = BTreeMap::new();
-    findings
-        .iter()
-        .enumerate()
-        .map(|(index, f)| {
-            let occurrence = occurrences.entry(f.check_id.as_str()).or_insert(0);
-            let stream = format!(
-                "{}\n{}\n{}\n{}",
-                ctx.runtime_id, ctx.plugin.name, f.check_id, occurrence
-            );
-            *occurrence += 1;
-            let uuid = Uuid::new_v5(&EVIDENCE_NAMESPACE, stream.as_bytes());
-            let idempotency_key = Uuid::new_v5(
-                &IDEMPOTENCY_NAMESPACE,
-                format!("{}\n{index}", ctx.job_id).as_bytes(),
-            );
-            let prop = |name: &str, value: &str| Property {
-                name: name.to_string(),
-                value: value.to_string(),
-                ns: Some(PROPERTY_NS.to_string()),
-            };
-            let labels = BTreeMap::from([
-                ("plugin".to_string(), ctx.plugin.name.clone()),
-                ("check".to_string(), f.check_id.clone()),
-                ("host".to_string(), ctx.host.to_string()),
-                ("severity".to_string(), f.severity.as_str().to_string()),
-                ("status".to_string(), f.status.as_str().to_string()),
-            ]);
-            EvidenceRecord {
-                idempotency_key: idempotency_key.to_string(),
-                evidence: EvidenceCreateRequest {
-                    uuid: uuid.to_string(),
-                    title: f.title.clone(),
-                    description: f.message.clone(),
-                    start: ctx.start.to_string(),
-                    end: ctx.end.to_string(),
-                    labels,
-                    status: ObjectiveStatus {
-                        state: if f.status == FindingStatus::Pass {
-                            "satisfied"
-                        } else {
-                            "not-satisfied"
-                        }
-                        .to_string(),
-                        reason: f.status.as_str().to_string(),
-                        remarks: Some(f.message.clone()),
-                    },
-                    subjects: vec![Subject {
-                        kind: "InventoryItem".to_string(),
-                        identifier: ctx.runtime_id.to_string(),
-                        description: Some(ctx.host.to_string()),
-                    }],
-                    origins: vec![Origin {
-                        actors: vec![OriginActor {
-                            kind: "tool".to_string(),
-                            actor_uuid: Uuid::new_v5(
-                                &EVIDENCE_NAMESPACE,
-                                ctx.plugin.digest.as_bytes(),
-                            )
-                            .to_string(),
-                            props: vec![
-                                prop("plugin", &ctx.plugin.name),
-                                prop("plugin-version", &ctx.plugin.version),
-                                prop("plugin-digest", &ctx.plugin.digest),
-                                prop("job", ctx.job_id),
-                            ],
-                        }],
-                    }],
-                    props: f.evidence.iter().map(|e| prop(&e.key, &e.value)).collect(),
-                    remarks: f.remediation.clone(),
-                },
+    let mut records = Vec::new();
+    for (index, f) in findings.iter().enumerate() {
+        let stream = match &f.subject {
+            Some(subject) => format!(
+                "{}\n{}\n{}\nsubject\n{}\n{}",
+                ctx.runtime_id,
+                ctx.plugin.name,
+                f.check_id,
+                subject.kind.as_str(),
+                subject.id
+            ),
+            None => {
+                let occurrence = occurrences.entry(f.check_id.as_str()).or_insert(0);
+                let stream = format!(
+                    "{}\n{}\n{}\n{}",
+                    ctx.runtime_id, ctx.plugin.name, f.check_id, occurrence
+                );
+                *occurrence += 1;
+                stream
             }
-        })
-        .collect()
+        };
+        if !is_evidence(f.status) {
+            continue;
+        }
+        let uuid = Uuid::new_v5(&EVIDENCE_NAMESPACE, stream.as_bytes());
+        let idempotency_key = Uuid::new_v5(
+            &IDEMPOTENCY_NAMESPACE,
+            format!("{}\n{index}", ctx.job_id).as_bytes(),
+        );
+        let prop = |name: &str, value: &str| Property {
+            name: name.to_string(),
+            value: value.to_string(),
+            ns: Some(PROPERTY_NS.to_string()),
+        };
+        let mut labels = BTreeMap::from([
+            ("plugin".to_string(), ctx.plugin.name.clone()),
+            ("check".to_string(), f.check_id.clone()),
+            ("host".to_string(), ctx.host.to_string()),
+            ("severity".to_string(), f.severity.as_str().to_string()),
+            ("status".to_string(), f.status.as_str().to_string()),
+        ]);
+        let mut props = Vec::new();
+        if let Some(subject) = &f.subject {
+            labels.insert("subject".to_string(), subject.id.clone());
+            props.push(prop("subject-kind", subject.kind.as_str()));
+            props.push(prop("subject", &subject.id));
+        }
+        for r in &f.references {
+            props.push(prop("reference", &r.label()));
+        }
+        props.extend(f.evidence.iter().map(|e| prop(&e.key, &e.value)));
+        let links = f
+            .references
+            .iter()
+            .filter_map(|r| {
+                Some(Link {
+                    href: r.url.clone()?,
+                    rel: Some("reference".to_string()),
+                    text: Some(r.label()),
+                })
+            })
+            .collect();
+        let (state, reason) = if f.status == FindingStatus::Pass {
+            ("satisfied", "pass")
+        } else {
+            ("not-satisfied", "fail")
+        };
+        records.push(EvidenceRecord {
+            idempotency_key: idempotency_key.to_string(),
+            evidence: EvidenceCreateRequest {
+                uuid: uuid.to_string(),
+                title: f.title.clone(),
+                description: f.message.clone(),
+                start: ctx.start.to_string(),
+                end: ctx.end.to_string(),
+                labels,
+                status: ObjectiveStatus {
+                    state: state.to_string(),
+                    reason: reason.to_string(),
+                    remarks: Some(f.message.clone()),
+                },
+                subjects: vec![Subject {
+                    kind: "InventoryItem".to_string(),
+                    identifier: ctx.runtime_id.to_string(),
+                    description: Some(ctx.host.to_string()),
+                }],
+                origins: vec![Origin {
+                    actors: vec![OriginActor {
+                        kind: "tool".to_string(),
+                        actor_uuid: Uuid::new_v5(&EVIDENCE_NAMESPACE, ctx.plugin.digest.as_bytes())
+                            .to_string(),
+                        props: vec![
+                            prop("plugin", &ctx.plugin.name),
+                            prop("plugin-version", &ctx.plugin.version),
+                            prop("plugin-digest", &ctx.plugin.digest),
+                            prop("job", ctx.job_id),
+                        ],
+                    }],
+                }],
+                props,
+                links,
+                remarks: f.remediation.clone(),
+            },
+        });
+    }
+    records
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capabilities::results::{EvidenceItem, FindingSeverity};
+    use crate::capabilities::results::{
+        EvidenceItem, FindingSeverity, FindingSubjectKind, Reference, Subject as About,
+    };
 
     fn finding(check: &str, status: FindingStatus) -> Finding {
         Finding {
@@ -225,6 +294,8 @@ mod tests {
             title: format!("title of {check}"),
             status,
             severity: FindingSeverity::High,
+            subject: None,
+            references: Vec::new(),
             message: "observed".to_string(),
             evidence: vec![EvidenceItem {
                 key: "path".into(),
@@ -298,6 +369,101 @@ mod tests {
             records("rt-1", "job-1", &fs),
             first,
             "deterministic: a redelivery is identical"
+        );
+    }
+
+    fn about(check: &str, user: &str, status: FindingStatus) -> Finding {
+        Finding {
+            subject: Some(About {
+                kind: FindingSubjectKind::User,
+                id: user.to_string(),
+            }),
+            ..finding(check, status)
+        }
+    }
+
+    #[test]
+    fn a_stream_is_its_check_and_subject_whatever_the_order_or_new_subjects() {
+        let before = [
+            about("uid0", "alice", FindingStatus::Pass),
+            about("uid0", "bob", FindingStatus::Fail),
+        ];
+        let after = [
+            about("uid0", "bob", FindingStatus::Pass),
+            about("uid0", "aaron", FindingStatus::Fail),
+            about("uid0", "alice", FindingStatus::Pass),
+        ];
+        let streams = |fs: &[Finding]| {
+            records("rt-1", "job", fs)
+                .into_iter()
+                .map(|r| (r.evidence.labels["subject"].clone(), r.evidence.uuid))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let (b, a) = (streams(&before), streams(&after));
+        assert_eq!(b["alice"], a["alice"]);
+        assert_eq!(b["bob"], a["bob"]);
+        assert!(!b.values().any(|u| *u == a["aaron"]));
+        // Another kind of subject with the same name is another stream.
+        let mut group = about("uid0", "alice", FindingStatus::Pass);
+        group.subject.as_mut().unwrap().kind = FindingSubjectKind::Group;
+        assert_ne!(streams(&[group]).values().next(), Some(&b["alice"]));
+    }
+
+    #[test]
+    fn only_verdicts_are_evidence_and_references_are_carried() {
+        let mut f = about("a", "alice", FindingStatus::Fail);
+        f.references = vec![
+            Reference {
+                benchmark: "CIS Debian Linux 12".into(),
+                id: "7.2.2".into(),
+                url: Some("https://example.org/cis/7.2.2".into()),
+            },
+            Reference {
+                benchmark: "STIG".into(),
+                id: "V-1".into(),
+                url: None,
+            },
+        ];
+        let fs = [
+            f,
+            finding("b", FindingStatus::Error),
+            finding("c", FindingStatus::NotApplicable),
+            finding("d", FindingStatus::Skipped),
+            finding("e", FindingStatus::Pass),
+        ];
+        let r = records("rt-1", "job", &fs);
+        assert_eq!(
+            r.len(),
+            2,
+            "error, not-applicable and skipped are not evidence"
+        );
+        let e = &r[0].evidence;
+        let props: Vec<_> = e
+            .props
+            .iter()
+            .map(|p| (p.name.as_str(), p.value.as_str()))
+            .collect();
+        assert_eq!(
+            &props[..4],
+            [
+                ("subject-kind", "user"),
+                ("subject", "alice"),
+                ("reference", "CIS Debian Linux 12 7.2.2"),
+                ("reference", "STIG V-1")
+            ]
+        );
+        assert_eq!(e.links.len(), 1);
+        assert_eq!(e.links[0].href, "https://example.org/cis/7.2.2");
+        assert_eq!(r[1].evidence.labels["check"], "e");
+        assert_eq!(r[1].evidence.status.reason, "pass");
+        // Keys stay those of the findings' places in the job.
+        assert_eq!(
+            records("rt-1", "job", &fs[4..])[0].evidence.uuid,
+            r[1].evidence.uuid
+        );
+        assert_ne!(
+            records("rt-1", "job", &fs[4..])[0].idempotency_key,
+            r[1].idempotency_key
         );
     }
 

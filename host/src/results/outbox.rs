@@ -409,6 +409,7 @@ mod tests {
                 subjects: vec![],
                 origins: vec![],
                 props: vec![],
+                links: vec![],
                 remarks: None,
             },
         }

@@ -8,9 +8,14 @@
 //! that is not granted gets an `error` finding naming the grant to add.
 
 use assessment_sdk::{
-    AccessError, Check, FindingBuilder, Plugin, PluginInfo, RunError, RunSummary, Severity,
-    ValueKind, config, register, target,
+    AccessError, BenchmarkRef, Check, FindingBuilder, Plugin, PluginInfo, RunError, RunSummary,
+    Severity, SubjectKind, ValueKind, config, fs, register,
 };
+
+/// Item `id` of the CIS Debian Linux 12 benchmark.
+const fn cis(id: &'static str) -> BenchmarkRef {
+    BenchmarkRef::new("CIS Debian Linux 12", id)
+}
 
 /// One rule: a file (or a family of files), its strictest acceptable mode
 /// and who must own it.
@@ -21,21 +26,21 @@ struct Rule {
     max_mode: u32,
     /// The file's group may be root or one of the `shadow` groups.
     shadow_group: bool,
-    /// A missing file is a failure (otherwise the check is skipped).
+    /// A missing file is a failure (otherwise the check does not apply).
     required: bool,
 }
 
 const fn rule(
     id: &'static str,
     title: &'static str,
-    reference: &'static str,
+    references: &'static [BenchmarkRef],
     path: &'static str,
     max_mode: u32,
     shadow_group: bool,
     required: bool,
 ) -> Rule {
     Rule {
-        check: Check::new(id, title, Severity::High).reference(reference),
+        check: Check::new(id, title, Severity::High).references(references),
         path,
         max_mode,
         shadow_group,
@@ -47,7 +52,7 @@ const RULES: [Rule; 9] = [
     rule(
         "perm-etc-passwd",
         "/etc/passwd is 0644 or stricter, owned by root",
-        "CIS 7.1.1",
+        &[cis("7.1.1")],
         "/etc/passwd",
         0o644,
         false,
@@ -56,7 +61,7 @@ const RULES: [Rule; 9] = [
     rule(
         "perm-etc-passwd-backup",
         "/etc/passwd- is 0644 or stricter, owned by root",
-        "CIS 7.1.2",
+        &[cis("7.1.2")],
         "/etc/passwd-",
         0o644,
         false,
@@ -65,7 +70,7 @@ const RULES: [Rule; 9] = [
     rule(
         "perm-etc-group",
         "/etc/group is 0644 or stricter, owned by root",
-        "CIS 7.1.3",
+        &[cis("7.1.3")],
         "/etc/group",
         0o644,
         false,
@@ -74,7 +79,7 @@ const RULES: [Rule; 9] = [
     rule(
         "perm-etc-group-backup",
         "/etc/group- is 0644 or stricter, owned by root",
-        "CIS 7.1.4",
+        &[cis("7.1.4")],
         "/etc/group-",
         0o644,
         false,
@@ -83,7 +88,7 @@ const RULES: [Rule; 9] = [
     rule(
         "perm-etc-shadow",
         "/etc/shadow is 0640 or stricter, owned by root",
-        "CIS 7.1.5",
+        &[cis("7.1.5")],
         "/etc/shadow",
         0o640,
         true,
@@ -92,7 +97,7 @@ const RULES: [Rule; 9] = [
     rule(
         "perm-etc-shadow-backup",
         "/etc/shadow- is 0640 or stricter, owned by root",
-        "CIS 7.1.6",
+        &[cis("7.1.6")],
         "/etc/shadow-",
         0o640,
         true,
@@ -101,7 +106,7 @@ const RULES: [Rule; 9] = [
     rule(
         "perm-etc-gshadow",
         "/etc/gshadow is 0640 or stricter, owned by root",
-        "CIS 7.1.7",
+        &[cis("7.1.7")],
         "/etc/gshadow",
         0o640,
         true,
@@ -110,7 +115,7 @@ const RULES: [Rule; 9] = [
     rule(
         "perm-etc-crontab",
         "/etc/crontab is 0600 or stricter, owned by root",
-        "CIS 2.4.1.2",
+        &[cis("2.4.1.2")],
         "/etc/crontab",
         0o600,
         false,
@@ -119,7 +124,7 @@ const RULES: [Rule; 9] = [
     rule(
         "perm-sshd-config",
         "/etc/ssh/sshd_config is 0600 or stricter, owned by root",
-        "CIS 5.1.1",
+        &[cis("5.1.1")],
         "/etc/ssh/sshd_config",
         0o600,
         false,
@@ -132,7 +137,7 @@ const HOST_KEYS: Check = Check::new(
     "SSH host private keys are 0600 or stricter, owned by root",
     Severity::High,
 )
-.reference("CIS 5.1.2");
+.references(&[cis("5.1.2")]);
 
 /// Who must own the files: root (uid 0, gid 0) unless configured otherwise
 /// (e.g. to assess an image unpacked by an unprivileged user).
@@ -222,7 +227,7 @@ fn id_option(key: &str) -> Result<u32, RunError> {
 
 /// The gids of the named groups, from the assessed system's /etc/group.
 fn group_ids(names: &[String]) -> Vec<u32> {
-    let Ok(text) = target::read_to_string("/etc/group") else {
+    let Ok(text) = fs::read_to_string("/etc/group") else {
         return Vec::new();
     };
     text.lines()
@@ -244,16 +249,18 @@ fn check_file(
     required: bool,
     owners: &Owners,
 ) -> FindingBuilder {
-    let stat = match target::stat(path) {
+    let stat = match fs::stat(path) {
         Ok(stat) => stat,
         Err(AccessError::NotFound(_)) if !required => {
             return check
-                .skipped(format!("{path} does not exist"))
+                .not_applicable(format!("{path} does not exist"))
+                .subject(SubjectKind::File, path)
                 .evidence("path", path);
         }
         Err(AccessError::NotFound(_)) => {
             return check
                 .fail(format!("{path} does not exist"))
+                .subject(SubjectKind::File, path)
                 .evidence("path", path)
                 .remediation(format!("Restore {path} from a backup or the base system."));
         }
@@ -262,6 +269,7 @@ fn check_file(
         Err(AccessError::Denied(_)) if !required => {
             return check
                 .skipped(format!("{path} is not granted to this plugin"))
+                .subject(SubjectKind::File, path)
                 .evidence("path", path)
                 .remediation(format!(
                     "Add {path} to the plugin's `read` grants to assess it."
@@ -270,6 +278,7 @@ fn check_file(
         Err(AccessError::Denied(_)) => {
             return check
                 .error(format!("{path} is not readable by this plugin"))
+                .subject(SubjectKind::File, path)
                 .evidence("path", path)
                 .remediation(format!(
                     "Grant read access to {path} in the plugin's `read` grants."
@@ -278,6 +287,7 @@ fn check_file(
         Err(e) => {
             return check
                 .error(format!("cannot stat {path}: {}", e.explain()))
+                .subject(SubjectKind::File, path)
                 .evidence("path", path);
         }
     };
@@ -290,8 +300,8 @@ fn check_file(
     if extra_bits != 0 {
         problems.push(format!(
             "mode {} allows more than {}",
-            target::mode_string(mode),
-            target::mode_string(max_mode)
+            fs::mode_string(mode),
+            fs::mode_string(max_mode)
         ));
     }
     if !owner_ok {
@@ -303,7 +313,7 @@ fn check_file(
     let message = if problems.is_empty() {
         format!(
             "{path} has mode {} and owner {}:{}",
-            target::mode_string(mode),
+            fs::mode_string(mode),
             stat.uid,
             stat.gid
         )
@@ -312,9 +322,10 @@ fn check_file(
     };
     let finding = check
         .verdict(problems.is_empty(), message)
+        .subject(SubjectKind::File, path)
         .evidence("path", path)
-        .evidence("mode", target::mode_string(mode))
-        .evidence("max-mode", target::mode_string(max_mode))
+        .evidence("mode", fs::mode_string(mode))
+        .evidence("max-mode", fs::mode_string(max_mode))
         .evidence("uid", stat.uid)
         .evidence("gid", stat.gid);
     if problems.is_empty() {
@@ -337,10 +348,10 @@ fn check_file(
 
 /// One finding per `ssh_host_*_key` in /etc/ssh.
 fn check_host_keys(owners: &Owners) -> Result<(), RunError> {
-    let entries = match target::list_dir("/etc/ssh") {
+    let entries = match fs::list_dir("/etc/ssh") {
         Ok(entries) => entries,
         Err(AccessError::NotFound(_)) => {
-            HOST_KEYS.skipped("/etc/ssh does not exist").emit()?;
+            HOST_KEYS.not_applicable("/etc/ssh does not exist").emit()?;
             return Ok(());
         }
         Err(e) => {
@@ -357,7 +368,7 @@ fn check_host_keys(owners: &Owners) -> Result<(), RunError> {
         .collect();
     if keys.is_empty() {
         HOST_KEYS
-            .skipped("no SSH host private key in /etc/ssh")
+            .not_applicable("no SSH host private key in /etc/ssh")
             .emit()?;
     }
     for name in keys {

@@ -4,9 +4,14 @@
 //! Grants it needs: `read = ["/proc/sys"]`.
 
 use assessment_sdk::{
-    AccessError, Check, Plugin, PluginInfo, RunError, RunSummary, Severity, ValueKind, config,
-    register, target,
+    AccessError, BenchmarkRef, Check, Plugin, PluginInfo, RunError, RunSummary, Severity,
+    SubjectKind, ValueKind, config, fs, register,
 };
+
+/// Item `id` of the CIS Debian Linux 12 benchmark.
+const fn cis(id: &'static str) -> BenchmarkRef {
+    BenchmarkRef::new("CIS Debian Linux 12", id)
+}
 
 /// What a parameter's value must be.
 #[derive(Clone, Copy)]
@@ -47,13 +52,13 @@ struct Param {
 const fn param(
     id: &'static str,
     title: &'static str,
-    reference: &'static str,
+    references: &'static [BenchmarkRef],
     severity: Severity,
     sysctl: &'static str,
     expect: Expect,
 ) -> Param {
     Param {
-        check: Check::new(id, title, severity).reference(reference),
+        check: Check::new(id, title, severity).references(references),
         sysctl,
         expect,
     }
@@ -66,7 +71,7 @@ const PARAMS: [Param; 19] = [
     param(
         "kernel-aslr",
         "Address space layout randomisation is fully enabled",
-        "CIS 1.5.3",
+        &[cis("1.5.3")],
         High,
         "kernel.randomize_va_space",
         Equals(2),
@@ -74,7 +79,7 @@ const PARAMS: [Param; 19] = [
     param(
         "kernel-kptr-restrict",
         "Kernel pointers are hidden from unprivileged users",
-        "CIS 1.5.2",
+        &[cis("1.5.2")],
         Medium,
         "kernel.kptr_restrict",
         OneOf(&[1, 2]),
@@ -82,7 +87,7 @@ const PARAMS: [Param; 19] = [
     param(
         "kernel-dmesg-restrict",
         "The kernel log is restricted to privileged users",
-        "CIS 1.5.1",
+        &[cis("1.5.1")],
         Low,
         "kernel.dmesg_restrict",
         Equals(1),
@@ -90,7 +95,7 @@ const PARAMS: [Param; 19] = [
     param(
         "kernel-ptrace-scope",
         "ptrace is restricted (Yama)",
-        "CIS 1.5.4",
+        &[cis("1.5.4")],
         Medium,
         "kernel.yama.ptrace_scope",
         AtLeast(1),
@@ -98,7 +103,7 @@ const PARAMS: [Param; 19] = [
     param(
         "fs-suid-dumpable",
         "Core dumps of setuid programs are disabled",
-        "CIS 1.5.5",
+        &[cis("1.5.5")],
         Medium,
         "fs.suid_dumpable",
         Equals(0),
@@ -106,7 +111,7 @@ const PARAMS: [Param; 19] = [
     param(
         "fs-protected-hardlinks",
         "Hard link protection is enabled",
-        "CIS 1.5.6",
+        &[cis("1.5.6")],
         Medium,
         "fs.protected_hardlinks",
         Equals(1),
@@ -114,7 +119,7 @@ const PARAMS: [Param; 19] = [
     param(
         "fs-protected-symlinks",
         "Symlink protection is enabled",
-        "CIS 1.5.6",
+        &[cis("1.5.6")],
         Medium,
         "fs.protected_symlinks",
         Equals(1),
@@ -122,7 +127,7 @@ const PARAMS: [Param; 19] = [
     param(
         "net-ip-forward",
         "IPv4 forwarding is disabled",
-        "CIS 3.3.1",
+        &[cis("3.3.1")],
         Medium,
         "net.ipv4.ip_forward",
         Equals(0),
@@ -130,7 +135,7 @@ const PARAMS: [Param; 19] = [
     param(
         "net-send-redirects",
         "ICMP redirects are not sent",
-        "CIS 3.3.2",
+        &[cis("3.3.2")],
         Medium,
         "net.ipv4.conf.all.send_redirects",
         Equals(0),
@@ -138,7 +143,7 @@ const PARAMS: [Param; 19] = [
     param(
         "net-send-redirects-default",
         "ICMP redirects are not sent (default)",
-        "CIS 3.3.2",
+        &[cis("3.3.2")],
         Medium,
         "net.ipv4.conf.default.send_redirects",
         Equals(0),
@@ -146,7 +151,7 @@ const PARAMS: [Param; 19] = [
     param(
         "net-accept-redirects",
         "ICMP redirects are not accepted",
-        "CIS 3.3.5",
+        &[cis("3.3.5")],
         Medium,
         "net.ipv4.conf.all.accept_redirects",
         Equals(0),
@@ -154,7 +159,7 @@ const PARAMS: [Param; 19] = [
     param(
         "net-secure-redirects",
         "Secure ICMP redirects are not accepted",
-        "CIS 3.3.6",
+        &[cis("3.3.6")],
         Medium,
         "net.ipv4.conf.all.secure_redirects",
         Equals(0),
@@ -162,7 +167,7 @@ const PARAMS: [Param; 19] = [
     param(
         "net-accept-source-route",
         "Source-routed packets are not accepted",
-        "CIS 3.3.8",
+        &[cis("3.3.8")],
         Medium,
         "net.ipv4.conf.all.accept_source_route",
         Equals(0),
@@ -170,7 +175,7 @@ const PARAMS: [Param; 19] = [
     param(
         "net-log-martians",
         "Suspicious packets are logged",
-        "CIS 3.3.9",
+        &[cis("3.3.9")],
         Low,
         "net.ipv4.conf.all.log_martians",
         Equals(1),
@@ -178,7 +183,7 @@ const PARAMS: [Param; 19] = [
     param(
         "net-icmp-echo-ignore-broadcasts",
         "Broadcast ICMP requests are ignored",
-        "CIS 3.3.4",
+        &[cis("3.3.4")],
         Low,
         "net.ipv4.icmp_echo_ignore_broadcasts",
         Equals(1),
@@ -186,7 +191,7 @@ const PARAMS: [Param; 19] = [
     param(
         "net-icmp-ignore-bogus-errors",
         "Bogus ICMP responses are ignored",
-        "CIS 3.3.3",
+        &[cis("3.3.3")],
         Low,
         "net.ipv4.icmp_ignore_bogus_error_responses",
         Equals(1),
@@ -194,7 +199,7 @@ const PARAMS: [Param; 19] = [
     param(
         "net-rp-filter",
         "Reverse path filtering is enabled",
-        "CIS 3.3.7",
+        &[cis("3.3.7")],
         Medium,
         "net.ipv4.conf.all.rp_filter",
         Equals(1),
@@ -202,7 +207,7 @@ const PARAMS: [Param; 19] = [
     param(
         "net-tcp-syncookies",
         "TCP SYN cookies are enabled",
-        "CIS 3.3.10",
+        &[cis("3.3.10")],
         Medium,
         "net.ipv4.tcp_syncookies",
         Equals(1),
@@ -210,7 +215,7 @@ const PARAMS: [Param; 19] = [
     param(
         "net-ipv6-accept-ra",
         "IPv6 router advertisements are not accepted",
-        "CIS 3.3.11",
+        &[cis("3.3.11")],
         Medium,
         "net.ipv6.conf.all.accept_ra",
         Equals(0),
@@ -246,11 +251,12 @@ impl Plugin for KernelParams {
                 continue;
             }
             let path = sysctl_path(p.sysctl);
-            let raw = match target::read_to_string(&path) {
+            let raw = match fs::read_to_string(&path) {
                 Ok(raw) => raw,
                 Err(AccessError::NotFound(_)) => {
                     p.check
-                        .skipped(format!("{} is not available on this kernel", p.sysctl))
+                        .not_applicable(format!("{} is not available on this kernel", p.sysctl))
+                        .subject(SubjectKind::KernelParameter, p.sysctl)
                         .evidence("path", &path)
                         .emit()?;
                     continue;
@@ -258,6 +264,7 @@ impl Plugin for KernelParams {
                 Err(e) => {
                     p.check
                         .error(format!("cannot read {}: {}", p.sysctl, e.explain()))
+                        .subject(SubjectKind::KernelParameter, p.sysctl)
                         .evidence("path", &path)
                         .emit()?;
                     continue;
@@ -270,6 +277,7 @@ impl Plugin for KernelParams {
                         p.sysctl,
                         raw.trim()
                     ))
+                    .subject(SubjectKind::KernelParameter, p.sysctl)
                     .evidence("path", &path)
                     .emit()?;
                 continue;
@@ -284,6 +292,7 @@ impl Plugin for KernelParams {
             }
             p.check
                 .verdict(ok, message)
+                .subject(SubjectKind::KernelParameter, p.sysctl)
                 .evidence("sysctl", p.sysctl)
                 .evidence("value", value)
                 .evidence("expected", p.expect.describe())

@@ -7,9 +7,14 @@
 mod sshd_config;
 
 use assessment_sdk::{
-    AccessError, Check, Plugin, PluginInfo, RunError, RunSummary, Severity, ValueKind, config,
-    register, target,
+    AccessError, BenchmarkRef, Check, Plugin, PluginInfo, RunError, RunSummary, Severity,
+    SubjectKind, ValueKind, config, fs, register,
 };
+
+/// Item `id` of the CIS Debian Linux 12 benchmark.
+const fn cis(id: &'static str) -> BenchmarkRef {
+    BenchmarkRef::new("CIS Debian Linux 12", id)
+}
 use sshd_config::{Directive, Files, SshdConfig, parse_time};
 
 const ROOT_LOGIN: Check = Check::new(
@@ -17,84 +22,84 @@ const ROOT_LOGIN: Check = Check::new(
     "SSH root login is disabled",
     Severity::High,
 )
-.reference("CIS 5.2.10")
+.references(&[cis("5.2.10")])
 .remediation("Set `PermitRootLogin no` in /etc/ssh/sshd_config and in every Match block.");
 const EMPTY_PASSWORDS: Check = Check::new(
     "sshd-permit-empty-passwords",
     "SSH login with empty passwords is disabled",
     Severity::Critical,
 )
-.reference("CIS 5.2.11")
+.references(&[cis("5.2.11")])
 .remediation("Set `PermitEmptyPasswords no` in /etc/ssh/sshd_config.");
 const HOSTBASED: Check = Check::new(
     "sshd-hostbased-authentication",
     "SSH host-based authentication is disabled",
     Severity::Medium,
 )
-.reference("CIS 5.2.9")
+.references(&[cis("5.2.9")])
 .remediation("Set `HostbasedAuthentication no` in /etc/ssh/sshd_config.");
 const IGNORE_RHOSTS: Check = Check::new(
     "sshd-ignore-rhosts",
     "SSH ignores .rhosts files",
     Severity::Medium,
 )
-.reference("CIS 5.2.8")
+.references(&[cis("5.2.8")])
 .remediation("Set `IgnoreRhosts yes` in /etc/ssh/sshd_config.");
 const USER_ENVIRONMENT: Check = Check::new(
     "sshd-permit-user-environment",
     "SSH users cannot set environment options",
     Severity::Medium,
 )
-.reference("CIS 5.2.12")
+.references(&[cis("5.2.12")])
 .remediation("Set `PermitUserEnvironment no` in /etc/ssh/sshd_config.");
 const X11_FORWARDING: Check = Check::new(
     "sshd-x11-forwarding",
     "SSH X11 forwarding is disabled",
     Severity::Low,
 )
-.reference("CIS 5.2.12")
+.references(&[cis("5.2.12")])
 .remediation("Set `X11Forwarding no` in /etc/ssh/sshd_config.");
 const MAX_AUTH_TRIES: Check = Check::new(
     "sshd-max-auth-tries",
     "SSH MaxAuthTries is 4 or less",
     Severity::Medium,
 )
-.reference("CIS 5.2.18")
+.references(&[cis("5.2.18")])
 .remediation("Set `MaxAuthTries 4` (or less) in /etc/ssh/sshd_config.");
 const LOG_LEVEL: Check = Check::new(
     "sshd-log-level",
     "SSH LogLevel is INFO or VERBOSE",
     Severity::Low,
 )
-.reference("CIS 5.2.5")
+.references(&[cis("5.2.5")])
 .remediation("Set `LogLevel VERBOSE` (or INFO) in /etc/ssh/sshd_config.");
 const LOGIN_GRACE_TIME: Check = Check::new(
     "sshd-login-grace-time",
     "SSH LoginGraceTime is one minute or less",
     Severity::Low,
 )
-.reference("CIS 5.2.21")
+.references(&[cis("5.2.21")])
 .remediation("Set `LoginGraceTime 60` in /etc/ssh/sshd_config.");
 const CLIENT_ALIVE: Check = Check::new(
     "sshd-client-alive-interval",
     "SSH idle sessions are timed out",
     Severity::Low,
 )
-.reference("CIS 5.2.22")
+.references(&[cis("5.2.22")])
 .remediation("Set `ClientAliveInterval 300` and `ClientAliveCountMax 3` in /etc/ssh/sshd_config.");
 const WEAK_CIPHERS: Check = Check::new(
     "sshd-weak-ciphers",
     "SSH offers no weak ciphers",
     Severity::High,
 )
-.reference("CIS 5.2.13")
+.references(&[cis("5.2.13")])
 .remediation("Remove CBC, 3DES, arcfour, blowfish and cast ciphers from `Ciphers`.");
 const WEAK_MACS: Check = Check::new(
     "sshd-weak-macs",
     "SSH offers no weak MAC algorithms",
     Severity::High,
 )
-.reference("CIS 5.2.14")
+.references(&[cis("5.2.14")])
 .remediation("Remove MD5, 96-bit and umac-64 MACs from `MACs`.");
 
 const CHECKS: [&Check; 12] = [
@@ -175,7 +180,7 @@ impl Plugin for SshdHardening {
             Ok(None) => {
                 for check in CHECKS {
                     check
-                        .skipped(format!("{path} does not exist: no SSH server to assess"))
+                        .not_applicable(format!("{path} does not exist: no SSH server to assess"))
                         .emit()?;
                 }
                 return Ok(RunSummary::with_note(format!("{path} not found")));
@@ -234,6 +239,10 @@ impl Plugin for SshdHardening {
             };
             let finding = check
                 .verdict(verdict.ok, verdict.message)
+                .subject(
+                    SubjectKind::ConfigSetting,
+                    format!("sshd_config:{}", verdict.keyword),
+                )
                 .evidence("configured", &verdict.observed)
                 .evidence("source", &verdict.source)
                 .evidence("expected", &verdict.expected);
@@ -249,6 +258,8 @@ impl Plugin for SshdHardening {
 register!(SshdHardening);
 
 struct Verdict {
+    /// The sshd_config keyword judged.
+    keyword: &'static str,
     ok: bool,
     message: String,
     observed: String,
@@ -262,7 +273,7 @@ struct Verdict {
 /// and every Match block that overrides it with a failing value.
 fn judged(
     parsed: &SshdConfig,
-    keyword: &str,
+    keyword: &'static str,
     default: &str,
     judge: impl Fn(&str) -> Option<(bool, String)>,
 ) -> Verdict {
@@ -291,6 +302,7 @@ fn judged(
         format!("{keyword} is {observed} ({source})")
     };
     Verdict {
+        keyword,
         ok,
         message,
         observed,
@@ -300,7 +312,7 @@ fn judged(
     }
 }
 
-fn exact(parsed: &SshdConfig, keyword: &str, default: &str, allowed: &[&str]) -> Verdict {
+fn exact(parsed: &SshdConfig, keyword: &'static str, default: &str, allowed: &[&str]) -> Verdict {
     let expected = allowed.join(" or ");
     judged(parsed, keyword, default, |v| {
         Some((
@@ -313,7 +325,7 @@ fn exact(parsed: &SshdConfig, keyword: &str, default: &str, allowed: &[&str]) ->
 /// Algorithm lists: the defaults of current OpenSSH contain no weak
 /// algorithm; a configured list fails when it names one (a `-` prefix removes
 /// algorithms from the default and is always fine).
-fn algorithms(parsed: &SshdConfig, keyword: &str, weak: &[&str]) -> Verdict {
+fn algorithms(parsed: &SshdConfig, keyword: &'static str, weak: &[&str]) -> Verdict {
     judged(parsed, keyword, "OpenSSH defaults", |v| {
         if v == "OpenSSH defaults" || v.starts_with('-') {
             return Some((true, "no weak algorithm".to_string()));
@@ -350,11 +362,11 @@ struct HostFiles;
 
 impl Files for HostFiles {
     fn read(&self, path: &str) -> Result<Option<String>, String> {
-        target::read_optional(path).map_err(|e: AccessError| e.explain())
+        fs::read_optional(path).map_err(|e: AccessError| e.explain())
     }
 
     fn list(&self, dir: &str) -> Result<Option<Vec<String>>, String> {
-        match target::list_dir(dir) {
+        match fs::list_dir(dir) {
             Ok(entries) => Ok(Some(entries.into_iter().map(|e| e.name).collect())),
             Err(AccessError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.explain()),

@@ -1,6 +1,7 @@
-//! Test plugin: built against a future version of the plugin ABI
-//! (`assessment:plugin@0.2.0`, a copy of the WIT with the version bumped) so
-//! the tests can prove the host refuses it before instantiation.
+//! Test plugin: built against a future version of the plugin ABI (the
+//! real WIT with its minor version bumped past the latest, written by
+//! `build.rs`) so the tests can prove the host refuses it before
+//! instantiation.
 
 wit_bindgen::generate!({ path: "wit", world: "assessment" });
 

@@ -11,8 +11,8 @@
 //! `well-behaved`.
 
 use assessment_sdk::{
-    Check, Plugin, PluginInfo, RunError, RunSummary, Severity, ValueKind, config, log, register,
-    target,
+    Check, Plugin, PluginInfo, RunError, RunSummary, Severity, SubjectKind, ValueKind, config, env,
+    fs, log, register,
 };
 use std::io::Write;
 
@@ -43,9 +43,14 @@ impl Plugin for Hostile {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
             }
-            "finding-flood" => loop {
-                HOSTILE.fail("flood").emit()?;
-            },
+            "finding-flood" => {
+                for i in 0u64.. {
+                    HOSTILE
+                        .fail("flood")
+                        .subject(SubjectKind::Other, i.to_string())
+                        .emit()?;
+                }
+            }
             "log-flood" => {
                 for i in 0..1_000_000u32 {
                     log::info(&format!("log line {i} {}", "x".repeat(100)));
@@ -77,7 +82,7 @@ impl Plugin for Hostile {
                 let mut invalid = 0u32;
                 for _ in 0..1_000 {
                     if matches!(
-                        target::read_file(&huge),
+                        fs::read_file(&huge),
                         Err(assessment_sdk::AccessError::Invalid(_))
                     ) {
                         invalid += 1;
@@ -92,7 +97,7 @@ impl Plugin for Hostile {
                 let mut denied = 0u32;
                 for _ in 0..20_000 {
                     if matches!(
-                        target::read_file(&path),
+                        fs::read_file(&path),
                         Err(assessment_sdk::AccessError::Denied(_))
                     ) {
                         denied += 1;
@@ -103,15 +108,21 @@ impl Plugin for Hostile {
                     .emit()?;
             }
             "host-call-spin" => loop {
-                let _ = std::hint::black_box(target::stat("/etc"));
+                let _ = std::hint::black_box(fs::stat("/etc"));
             },
-            "huge-findings" => loop {
-                let mut finding = HOSTILE.fail("m".repeat(4096)).remediation("r".repeat(4096));
-                for i in 0..64 {
-                    finding = finding.evidence(format!("{i:0>128}"), "v".repeat(8192));
+            "huge-findings" => {
+                for n in 0u64.. {
+                    // The largest subject id too: about 1 KiB more per finding.
+                    let mut finding = HOSTILE
+                        .fail("m".repeat(4096))
+                        .remediation("r".repeat(4096))
+                        .subject(SubjectKind::Other, format!("{n:0>1024}"));
+                    for i in 0..64 {
+                        finding = finding.evidence(format!("{i:0>128}"), "v".repeat(8192));
+                    }
+                    finding.emit()?;
                 }
-                finding.emit()?;
-            },
+            }
             "env-probe" => {
                 let mut leaked = Vec::new();
                 for name in [
@@ -121,7 +132,7 @@ impl Plugin for Hostile {
                     "ASSESSMENT_RUNTIME_LOG",
                     "SECRET_FOR_TEST",
                 ] {
-                    if let Ok(Some(value)) = target::env_var(name) {
+                    if let Ok(Some(value)) = env::var(name) {
                         leaked.push(format!("{name}={value}"));
                     }
                 }

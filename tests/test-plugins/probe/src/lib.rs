@@ -3,7 +3,8 @@
 //! was granted and what was denied.
 //!
 //! `actions` is a list of `kind:argument` strings:
-//! `read-file:/path`, `stat:/path`, `list-dir:/path`, `host-facts:`,
+//! `read-file:/path`, `read-range:/path offset length`, `stat:/path`,
+//! `list-dir:/path`, `host-facts:`,
 //! `env-var:NAME`, `run-command:/abs/program arg1 arg2`, `config:key`, and
 //! attempts at ambient authority through Rust's standard library, which
 //! must all fail: `std-read:/path`, `std-write:/path`, `std-env:`,
@@ -13,8 +14,8 @@
 //! (`denied`, `not-found`, `invalid`, `too-large`, `io`).
 
 use assessment_sdk::{
-    AccessError, Check, Plugin, PluginInfo, RunError, RunSummary, Severity, ValueKind, config,
-    register, target,
+    AccessError, Check, Plugin, PluginInfo, RunError, RunSummary, Severity, SubjectKind, ValueKind,
+    config, env, fs, host, process, register,
 };
 
 const PROBE: Check = Check::new("probe", "Capability probe", Severity::Info);
@@ -49,40 +50,56 @@ impl Plugin for Probe {
     }
 
     fn run() -> Result<RunSummary, RunError> {
-        for action in config::string_list_or_empty("actions")? {
+        for (index, action) in config::string_list_or_empty("actions")?
+            .into_iter()
+            .enumerate()
+        {
             let (kind, arg) = action.split_once(':').unwrap_or((action.as_str(), ""));
             let outcome: Result<String, AccessError> = match kind {
-                "read-file" => target::read_to_string(arg),
-                "stat" => target::stat(arg).map(|s| {
+                "read-file" => fs::read_to_string(arg),
+                "stat" => fs::stat(arg).map(|s| {
                     format!(
-                        "kind={:?} mode={} uid={} gid={} size={}",
+                        "kind={:?} mode={} uid={} gid={} size={} links={}",
                         s.kind,
-                        target::mode_string(s.mode),
+                        fs::mode_string(s.mode),
                         s.uid,
                         s.gid,
-                        s.size
+                        s.size,
+                        s.links
                     )
                 }),
-                "list-dir" => target::list_dir(arg).map(|es| {
+                // `read-range:/path offset length`
+                "read-range" => {
+                    let mut parts = arg.split(' ');
+                    let path = parts.next().unwrap_or_default();
+                    let mut number = || {
+                        parts
+                            .next()
+                            .and_then(|n| n.parse::<u64>().ok())
+                            .unwrap_or(0)
+                    };
+                    let (offset, length) = (number(), number());
+                    fs::read_range(path, offset, length)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                }
+                "list-dir" => fs::list_dir(arg).map(|es| {
                     es.iter()
                         .map(|e| e.name.as_str())
                         .collect::<Vec<_>>()
                         .join(",")
                 }),
-                "host-facts" => target::host_facts().map(|f| {
+                "host-facts" => host::facts().map(|f| {
                     format!(
                         "hostname={} os={} os-id={} arch={} kernel={}",
                         f.hostname, f.os, f.os_id, f.arch, f.kernel_release
                     )
                 }),
-                "env-var" => {
-                    target::env_var(arg).map(|v| v.unwrap_or_else(|| "<unset>".to_string()))
-                }
+                "env-var" => env::var(arg).map(|v| v.unwrap_or_else(|| "<unset>".to_string())),
                 "run-command" => {
                     let mut words = arg.split_whitespace();
                     let program = words.next().unwrap_or_default();
                     let args: Vec<&str> = words.collect();
-                    target::run_command(program, &args).map(|o| {
+                    process::run_command(program, &args).map(|o| {
                         format!(
                             "exit={:?} stdout={}",
                             o.exit_code,
@@ -138,7 +155,11 @@ impl Plugin for Probe {
                         .evidence("error", e.explain())
                 }
             };
-            finding.evidence("action", &shown).emit()?;
+            // One finding per action: each action is its own subject.
+            finding
+                .subject(SubjectKind::Other, format!("action {index}"))
+                .evidence("action", &shown)
+                .emit()?;
         }
         Ok(RunSummary::with_note("probe done"))
     }

@@ -1,22 +1,25 @@
-//! Read-only access to the assessed system, through the host.
+//! Files of the assessed system (`assessment:plugin/filesystem`; the
+//! operator grants paths with `read`).
 //!
 //! Paths are absolute paths of the assessed system (the host maps them under
 //! its assessment root). Each call succeeds only inside what the operator
 //! granted; otherwise it returns [`AccessError::Denied`].
 
 use crate::AccessError;
-use crate::bindings::assessment::plugin::target as raw;
+use crate::bindings::assessment::plugin::filesystem as raw;
 
-pub use raw::{CommandOutput, DirEntry, EntryKind, FileStat, HostFacts};
+pub use raw::{DirEntry, EntryKind, FileStat};
 
-/// Facts about the assessed system (needs the `host_facts` grant).
-pub fn host_facts() -> Result<HostFacts, AccessError> {
-    raw::facts()
-}
-
-/// The content of a file.
+/// The content of a regular file (up to the host's file-size limit, 1 MiB
+/// by default; see [`read_range`] for larger files).
 pub fn read_file(path: &str) -> Result<Vec<u8>, AccessError> {
     raw::read_file(path)
+}
+
+/// Up to `length` bytes of a regular file from byte `offset` (fewer at the
+/// end of the file). Reads a file of any size one window at a time.
+pub fn read_range(path: &str, offset: u64, length: u64) -> Result<Vec<u8>, AccessError> {
+    raw::read_range(path, offset, length)
 }
 
 /// The content of a file as text (invalid UTF-8 is replaced).
@@ -33,7 +36,8 @@ pub fn read_optional(path: &str) -> Result<Option<String>, AccessError> {
     }
 }
 
-/// Metadata of a path.
+/// Metadata of a path. `links > 1` on a regular file means it may also be
+/// reachable under another path.
 pub fn stat(path: &str) -> Result<FileStat, AccessError> {
     raw::stat(path)
 }
@@ -50,17 +54,6 @@ pub fn exists(path: &str) -> Result<bool, AccessError> {
 /// The entries of a directory, sorted by name.
 pub fn list_dir(path: &str) -> Result<Vec<DirEntry>, AccessError> {
     raw::list_dir(path)
-}
-
-/// Run an allow-listed command (absolute program path).
-pub fn run_command(command: &str, args: &[&str]) -> Result<CommandOutput, AccessError> {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    raw::run_command(command, &args)
-}
-
-/// An allow-listed environment variable of the host process.
-pub fn env_var(name: &str) -> Result<Option<String>, AccessError> {
-    raw::env_var(name)
 }
 
 /// Permission bits as the usual octal string, e.g. `0640`.
