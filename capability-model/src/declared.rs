@@ -1,6 +1,9 @@
-//! The capabilities a plugin declares (in `plugin.toml`, carried into its
-//! signed manifest). The host never grants more than a signed plugin
-//! declares, and the audit refuses a declaration the component cannot use.
+//! The capabilities of a plugin, as written: what it declares (in
+//! `plugin.toml`, carried into its signed manifest), what the operator
+//! grants it (`grants` in the agent configuration) and the most remote
+//! configuration may grant (`[policy]`) all have this one shape. The host
+//! never grants more than a signed plugin declares, and the audit refuses
+//! a declaration the component cannot use.
 
 use std::collections::BTreeSet;
 
@@ -24,6 +27,9 @@ pub struct Capabilities {
     /// Whether the plugin reads host facts.
     #[serde(default)]
     pub host_facts: bool,
+    /// Whether the plugin reads the installed packages.
+    #[serde(default)]
+    pub packages: bool,
 }
 
 impl Capabilities {
@@ -33,7 +39,17 @@ impl Capabilities {
             Capability::Filesystem => !self.read.is_empty(),
             Capability::Process => !self.commands.is_empty(),
             Capability::Environment => !self.env.is_empty(),
+            Capability::HostFacts | Capability::Packages => self.switch(capability),
+        }
+    }
+
+    /// The value of a capability granted whole (see
+    /// [`Capability::is_switch`]); `false` for the others.
+    pub fn switch(&self, capability: Capability) -> bool {
+        match capability {
             Capability::HostFacts => self.host_facts,
+            Capability::Packages => self.packages,
+            _ => false,
         }
     }
 

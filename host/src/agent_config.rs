@@ -33,6 +33,7 @@ use assessment_registry::manifest::valid_plugin_name;
 use assessment_registry::minisign::PublicKey;
 
 use crate::policy::{GrantSet, Limits, LocalPolicy, ceilings};
+use capability_model::Capabilities;
 
 /// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -85,24 +86,36 @@ struct RawConfig {
     policy: Option<RawPolicy>,
 }
 
-/// `[policy]`: what remote configuration may do at most.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[policy]`: what remote configuration may do at most. Its grant keys
+/// are those of [`Capabilities`], so a new capability needs no change here.
+#[derive(Debug, Default)]
 struct RawPolicy {
-    #[serde(default)]
     remote_trusted_keys: bool,
-    #[serde(default)]
     remote_path_plugins: bool,
-    #[serde(default)]
-    host_facts: bool,
-    #[serde(default)]
-    read: Vec<String>,
-    #[serde(default)]
-    commands: Vec<String>,
-    #[serde(default)]
-    env: Vec<String>,
-    #[serde(default)]
     dev_plain_http_registries: bool,
+    grants: Capabilities,
+}
+
+impl<'de> Deserialize<'de> for RawPolicy {
+    // serde's `flatten` would let unknown keys through; the switches are
+    // taken out by hand and the rest must be grant keys.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let mut switch = |key: &str| match table.remove(key) {
+            None => Ok(false),
+            Some(value) => value
+                .as_bool()
+                .ok_or_else(|| D::Error::custom(format!("`{key}` must be true or false"))),
+        };
+        Ok(RawPolicy {
+            remote_trusted_keys: switch("remote_trusted_keys")?,
+            remote_path_plugins: switch("remote_path_plugins")?,
+            dev_plain_http_registries: switch("dev_plain_http_registries")?,
+            grants: serde_json::from_value(serde_json::Value::Object(table))
+                .map_err(D::Error::custom)?,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,26 +192,13 @@ struct RawPlugin {
     #[serde(default)]
     config: toml::Table,
     #[serde(default)]
-    grants: RawGrants,
+    grants: Capabilities,
     #[serde(default)]
     limits: RawLimits,
 }
 
 fn yes() -> bool {
     true
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGrants {
-    #[serde(default)]
-    host_facts: bool,
-    #[serde(default)]
-    read: Vec<String>,
-    #[serde(default)]
-    commands: Vec<String>,
-    #[serde(default)]
-    env: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -469,14 +469,8 @@ impl AgentConfig {
                 )));
             }
             let field = format!("plugin[{i}] ({})", p.name);
-            let grants = GrantSet::from_config(
-                &format!("{field}.grants"),
-                p.grants.host_facts,
-                &p.grants.read,
-                &p.grants.commands,
-                &p.grants.env,
-            )
-            .map_err(invalid)?;
+            let grants = GrantSet::from_capabilities(&format!("{field}.grants"), &p.grants)
+                .map_err(invalid)?;
             let limits = resolve_limits(&format!("{field}.limits"), &p.limits, &defaults)
                 .map_err(invalid)?;
             let schedule = p
@@ -598,13 +592,7 @@ fn resolve_policy(raw: RawPolicy) -> Result<LocalPolicy, String> {
     Ok(LocalPolicy {
         remote_trusted_keys: raw.remote_trusted_keys,
         remote_path_plugins: raw.remote_path_plugins,
-        remote_grants: GrantSet::from_config(
-            "policy",
-            raw.host_facts,
-            &raw.read,
-            &raw.commands,
-            &raw.env,
-        )?,
+        remote_grants: GrantSet::from_capabilities("policy", &raw.grants)?,
         dev_plain_http_registries: raw.dev_plain_http_registries,
     })
 }
@@ -1008,6 +996,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `reed`"), "{e}");
+    }
+
+    #[test]
+    fn grants_and_the_policy_share_the_capability_keys_and_refuse_others() {
+        let key = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+        let ok = parse(&format!(
+            "[runtime]\ntrusted_keys = [\"{key}\"]\n[policy]\npackages = true\nread = [\"/etc\"]\n[[plugin]]\nname = \"a\"\npath = \"/p.wasm\"\ngrants = {{ packages = true, host_facts = true }}\n"
+        ))
+        .unwrap();
+        assert!(ok.policy.remote_grants.packages);
+        assert!(ok.plugins[0].grants.packages && ok.plugins[0].grants.host_facts);
+        let e = parse("[policy]\npackagez = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `packagez`"), "{e}");
+        let e = parse("[[plugin]]\nname = \"a\"\npath = \"/p\"\ngrants = { packagez = true }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `packagez`"), "{e}");
     }
 
     #[test]

@@ -26,11 +26,14 @@ pub enum Refusal {
     Invalid(String),
 }
 
-/// What the operator granted to one plugin. Nothing is granted by default.
+/// What the operator granted to one plugin, validated and normalised from
+/// its [`Capabilities`]. Nothing is granted by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GrantSet {
-    /// `target.facts`.
+    /// `host-facts.get`.
     pub host_facts: bool,
+    /// `packages.list`.
+    pub packages: bool,
     /// Paths of the assessed system (absolute, normalised) that may be read,
     /// with everything below them.
     pub read: Vec<PathBuf>,
@@ -41,8 +44,46 @@ pub struct GrantSet {
 }
 
 impl GrantSet {
-    /// Validate and normalise the grants as written by the operator. `field`
-    /// names the configuration field in errors (e.g. `plugin[0].grants`).
+    /// Validate and normalise grants as written (in the agent
+    /// configuration or `[policy]`). `field` names the configuration field
+    /// in errors (e.g. `plugin[0].grants`).
+    pub fn from_capabilities(field: &str, written: &Capabilities) -> Result<Self, String> {
+        let list =
+            |set: &std::collections::BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>();
+        let mut grants = Self::from_config(
+            field,
+            written.host_facts,
+            &list(&written.read),
+            &list(&written.commands),
+            &list(&written.env),
+        )?;
+        for capability in Capability::ALL.into_iter().filter(|c| c.is_switch()) {
+            if let Some(on) = grants.switch_mut(capability) {
+                *on = written.switch(capability);
+            }
+        }
+        Ok(grants)
+    }
+
+    /// The value of a capability granted whole.
+    pub fn switch(&self, capability: Capability) -> bool {
+        match capability {
+            Capability::HostFacts => self.host_facts,
+            Capability::Packages => self.packages,
+            _ => false,
+        }
+    }
+
+    fn switch_mut(&mut self, capability: Capability) -> Option<&mut bool> {
+        match capability {
+            Capability::HostFacts => Some(&mut self.host_facts),
+            Capability::Packages => Some(&mut self.packages),
+            _ => None,
+        }
+    }
+
+    /// Validate and normalise list grants and host facts. `field` names the
+    /// configuration field in errors (e.g. `plugin[0].grants`).
     pub fn from_config(
         field: &str,
         host_facts: bool,
@@ -91,10 +132,7 @@ impl GrantSet {
     /// lies below a declared path); commands, variables and host facts must
     /// be both granted and declared. Returns what was granted but dropped.
     pub fn restrict_to(&self, declared: &Capabilities) -> (GrantSet, Vec<String>) {
-        let mut effective = GrantSet {
-            host_facts: self.host_facts && declared.host_facts,
-            ..GrantSet::default()
-        };
+        let mut effective = GrantSet::default();
         let mut dropped = Vec::new();
         let declared_read: Vec<PathBuf> = declared
             .read
@@ -132,8 +170,14 @@ impl GrantSet {
                 dropped.push(format!("env {e}"));
             }
         }
-        if self.host_facts && !declared.host_facts {
-            dropped.push("host_facts".to_string());
+        for capability in Capability::ALL.into_iter().filter(|c| c.is_switch()) {
+            let granted = self.switch(capability);
+            if let Some(on) = effective.switch_mut(capability) {
+                *on = granted && declared.switch(capability);
+            }
+            if granted && !declared.switch(capability) {
+                dropped.push(capability.grant_key().to_string());
+            }
         }
         (effective, dropped)
     }
@@ -148,12 +192,14 @@ impl GrantSet {
             if capability.usable_with(abi, imports) {
                 continue;
             }
-            let interface = abi.interface(capability.interface(abi));
+            let interface = capability.interface_name(abi);
             let had = match capability {
                 Capability::Filesystem => !std::mem::take(&mut usable.read).is_empty(),
                 Capability::Process => !std::mem::take(&mut usable.commands).is_empty(),
                 Capability::Environment => !std::mem::take(&mut usable.env).is_empty(),
-                Capability::HostFacts => std::mem::take(&mut usable.host_facts),
+                Capability::HostFacts | Capability::Packages => usable
+                    .switch_mut(capability)
+                    .is_some_and(std::mem::take),
             };
             if had {
                 dropped.push(format!("{capability} (needs `{interface}`)"));
@@ -220,14 +266,15 @@ impl GrantSet {
         }
     }
 
-    /// Whether the host facts may be read.
-    pub fn check_host_facts(&self) -> Result<(), Refusal> {
-        if self.host_facts {
+    /// Whether a capability granted whole (host facts, packages) is
+    /// granted.
+    pub fn check_switch(&self, capability: Capability) -> Result<(), Refusal> {
+        if self.switch(capability) {
             Ok(())
         } else {
-            Err(Refusal::Denied(
-                "host facts are not granted (grants.host_facts = false)".to_string(),
-            ))
+            Err(Refusal::Denied(format!(
+                "{capability} is not granted (grants.{capability} = false)"
+            )))
         }
     }
 }
@@ -257,10 +304,12 @@ impl LocalPolicy {
     pub fn excess(&self, field: &str, grants: &GrantSet) -> Vec<String> {
         let ceiling = &self.remote_grants;
         let mut out = Vec::new();
-        if grants.host_facts && !ceiling.host_facts {
-            out.push(format!(
-                "{field}.host_facts: not allowed by policy.host_facts"
-            ));
+        for capability in Capability::ALL.into_iter().filter(|c| c.is_switch()) {
+            if grants.switch(capability) && !ceiling.switch(capability) {
+                out.push(format!(
+                    "{field}.{capability}: not allowed by policy.{capability}"
+                ));
+            }
         }
         for path in &grants.read {
             if !ceiling.read.iter().any(|allowed| path.starts_with(allowed)) {
@@ -497,7 +546,10 @@ mod tests {
             Err(Refusal::Denied(_))
         ));
         assert!(matches!(g.check_env("HOME"), Err(Refusal::Denied(_))));
-        assert!(matches!(g.check_host_facts(), Err(Refusal::Denied(_))));
+        assert!(matches!(
+            g.check_switch(Capability::HostFacts),
+            Err(Refusal::Denied(_))
+        ));
     }
 
     #[test]
@@ -535,6 +587,7 @@ mod tests {
             commands: ["/usr/bin/uname".to_string()].into(),
             env: ["LANG".to_string()].into(),
             host_facts: false,
+            packages: false,
         };
         let (effective, dropped) = granted.restrict_to(&declared);
         assert_eq!(

@@ -284,9 +284,23 @@ fn capability_rules(
     declared: &capability_model::Capabilities,
     findings: &mut Vec<AuditFinding>,
 ) {
+    for capability in declared.declared() {
+        if capability.interface(abi).is_none() {
+            findings.push(AuditFinding {
+                rule: "unusable-capability",
+                level: Level::Reject,
+                message: format!(
+                    "the manifest declares `{capability}`, which {abi} does not have; build the plugin for a newer ABI or remove `{capability}` from plugin.toml"
+                ),
+            });
+        }
+    }
     if abi == AbiVersion::V0_1 {
         let uses_target = Capability::Filesystem.usable_with(abi, imports);
-        let declares = !declared.declared().is_empty();
+        let declares = declared
+            .declared()
+            .iter()
+            .any(|c| c.interface(abi).is_some());
         if uses_target && !declares {
             findings.push(AuditFinding {
                 rule: "undeclared-capability",
@@ -306,8 +320,11 @@ fn capability_rules(
         }
         return;
     }
-    for capability in Capability::ALL {
-        let interface = abi.interface(capability.interface(abi));
+    for capability in Capability::ALL
+        .into_iter()
+        .filter(|c| c.interface(abi).is_some())
+    {
+        let interface = capability.interface_name(abi);
         match (
             capability.usable_with(abi, imports),
             declared.declares(capability),

@@ -616,12 +616,14 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         btree_set(capability_path(), 0..4),
         btree_set(".{0,16}", 0..4),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(read, commands, env, host_facts)| Capabilities {
+        .prop_map(|(read, commands, env, host_facts, packages)| Capabilities {
             read,
             commands,
             env,
             host_facts,
+            packages,
         });
     (
         name,

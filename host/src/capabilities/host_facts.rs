@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use cap_std::fs::Dir;
+use capability_model::Capability;
 
 use crate::bindings::latest::assessment::plugin::host_facts::{self, Facts};
 use crate::bindings::latest::assessment::plugin::types::AccessError;
@@ -14,7 +15,7 @@ use super::target::{blocking, fact_file};
 
 impl host_facts::Host for PluginState {
     async fn get(&mut self) -> wasmtime::Result<Result<Facts, AccessError>> {
-        if let Err(refusal) = self.target.grants.check_host_facts() {
+        if let Err(refusal) = self.target.grants.check_switch(Capability::HostFacts) {
             return Ok(Err(self.refuse("host-facts.get", refusal)));
         }
         let root_is_slash = self.target.root == Path::new("/");
