@@ -54,6 +54,7 @@ mod finding;
 pub mod fs;
 pub mod host;
 pub mod log;
+pub mod packages;
 pub mod process;
 
 /// The raw bindings generated from the WIT package. Most plugins never need

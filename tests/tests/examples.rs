@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use assessment_e2e::{Agent, apply_modes, current_ids, guest, repo};
+use assessment_e2e::{Agent, apply_modes, current_ids, evidence_value, guest, repo};
 
 fn fixture(plugin: &str, tree: &str) -> std::path::PathBuf {
     repo()
@@ -270,4 +270,87 @@ fn kernel_params_good_and_bad_trees() {
         16,
         "{all:?}"
     );
+}
+
+/// (check, subject id, status) of every finding of `plugin`.
+fn by_subject(out: &assessment_e2e::RunOutcome, plugin: &str) -> Vec<(String, String, String)> {
+    out.findings(plugin)
+        .iter()
+        .map(|f| {
+            (
+                f["check_id"].as_str().unwrap().to_string(),
+                f["subject"]["id"].as_str().unwrap_or("").to_string(),
+                f["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn package_hygiene_reads_the_package_database_through_its_own_capability() {
+    let good = Agent::new()
+        .with_tree(&fixture("package-hygiene", "good"))
+        .plugin(
+            "package-hygiene",
+            &guest("package_hygiene"),
+            "grants = { packages = true }",
+        )
+        .run();
+    assert_eq!(good.code, 0, "{}", good.stderr);
+    let all = by_subject(&good, "package-hygiene");
+    assert_eq!(all.len(), 17, "{all:?}");
+    assert!(all.iter().all(|(_, _, s)| s == "pass"), "{all:?}");
+    // Removed with only its configuration files left: not installed.
+    assert!(all.contains(&("pkg-telnet-server".into(), "telnetd".into(), "pass".into())));
+    let first = &good.findings("package-hygiene")[0];
+    assert_eq!(first["subject"]["kind"], "package");
+    assert_eq!(first["references"][0]["benchmark"], "NIST SP 800-53 Rev. 5");
+    assert_eq!(first["references"][0]["id"], "CM-7");
+
+    let bad = Agent::new()
+        .with_tree(&fixture("package-hygiene", "bad"))
+        .plugin(
+            "package-hygiene",
+            &guest("package_hygiene"),
+            "grants = { packages = true }\nconfig = { forbidden = [\"cups\", \"avahi-daemon\"] }",
+        )
+        .run();
+    assert_eq!(bad.code, 0, "{}", bad.stderr);
+    let failed: Vec<_> = by_subject(&bad, "package-hygiene")
+        .into_iter()
+        .filter(|(_, _, s)| s == "fail")
+        .map(|(c, p, _)| (c, p))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (
+                "pkg-telnet-server".to_string(),
+                "inetutils-telnetd".to_string()
+            ),
+            ("pkg-nis".to_string(), "nis".to_string()),
+            ("pkg-inetd".to_string(), "xinetd".to_string()),
+            ("pkg-site-forbidden".to_string(), "cups".to_string()),
+        ]
+    );
+    let nis = bad
+        .findings("package-hygiene")
+        .iter()
+        .find(|f| f["subject"]["id"] == "nis")
+        .unwrap();
+    assert_eq!(evidence_value(nis, "version").as_deref(), Some("4.3"));
+    assert_eq!(
+        evidence_value(nis, "package-manager").as_deref(),
+        Some("dpkg")
+    );
+
+    // Without the grant: every check says why it has no verdict.
+    let denied = Agent::new()
+        .with_tree(&fixture("package-hygiene", "bad"))
+        .plugin("package-hygiene", &guest("package_hygiene"), "")
+        .run();
+    let all = by_subject(&denied, "package-hygiene");
+    assert_eq!(all.len(), 7);
+    assert!(all.iter().all(|(_, _, s)| s == "error"), "{all:?}");
+    assert_eq!(denied.job("package-hygiene")["denial_count"], 1);
 }

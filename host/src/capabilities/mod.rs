@@ -11,6 +11,7 @@ pub mod environment;
 pub mod filesystem;
 pub mod host_facts;
 pub mod log;
+pub mod packages;
 pub mod process;
 pub mod results;
 pub mod target;
