@@ -537,6 +537,7 @@ mod tests {
     #[test]
     fn a_run_whose_findings_the_outbox_refused_is_reported_as_not_recorded() {
         let report = JobReport {
+            abi: None,
             plugin: "p".into(),
             path: "p.wasm".into(),
             id: None,

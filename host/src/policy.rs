@@ -192,17 +192,20 @@ impl GrantSet {
             if capability.usable_with(abi, imports) {
                 continue;
             }
-            let interface = capability.interface_name(abi);
+            let needs = match capability.interface(abi) {
+                Some(interface) => format!("`{}`", abi.interface(interface)),
+                None => capability.interface_name(abi),
+            };
             let had = match capability {
                 Capability::Filesystem => !std::mem::take(&mut usable.read).is_empty(),
                 Capability::Process => !std::mem::take(&mut usable.commands).is_empty(),
                 Capability::Environment => !std::mem::take(&mut usable.env).is_empty(),
-                Capability::HostFacts | Capability::Packages => usable
-                    .switch_mut(capability)
-                    .is_some_and(std::mem::take),
+                Capability::HostFacts | Capability::Packages => {
+                    usable.switch_mut(capability).is_some_and(std::mem::take)
+                }
             };
             if had {
-                dropped.push(format!("{capability} (needs `{interface}`)"));
+                dropped.push(format!("{capability} (needs {needs})"));
             }
         }
         (usable, dropped)

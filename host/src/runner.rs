@@ -123,6 +123,9 @@ pub struct JobReport {
     pub path: String,
     /// Name, version and digest, once known.
     pub id: Option<PluginId>,
+    /// The plugin ABI version the plugin was built for, once known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abi: Option<&'static str>,
     /// Unique id of this job.
     pub job_id: String,
     /// RFC 3339 start time.
@@ -152,6 +155,7 @@ impl JobReport {
     /// A job that failed before the plugin ran.
     pub fn not_run(spec: &PluginSpec, id: Option<PluginId>, error: JobError) -> Self {
         JobReport {
+            abi: None,
             plugin: spec.name.clone(),
             path: spec.location(),
             id,
@@ -606,6 +610,7 @@ async fn run_job_inner(
         plugin: spec.name.clone(),
         path: prepared.path.clone(),
         id: Some(prepared.id.clone()),
+        abi: Some(prepared.abi().version()),
         job_id,
         started_at,
         duration_ms: 0,
