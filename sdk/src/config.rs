@@ -6,7 +6,7 @@
 //! [`ConfigError`] that names the key, which converts into
 //! [`crate::RunError::InvalidConfig`] with `?`.
 
-use crate::bindings::assessment::plugin::config;
+use crate::imports::config;
 
 pub use config::Value;
 
@@ -114,4 +114,88 @@ pub fn boolean_or(key: &str, default: bool) -> Result<bool, ConfigError> {
 /// A list of strings, or an empty list when unset.
 pub fn string_list_or_empty(key: &str) -> Result<Vec<String>, ConfigError> {
     Ok(string_list(key)?.unwrap_or_default())
+}
+
+// Conversions into a configuration value, so that tests (see
+// `testing::MockHost::config`) can write `("max_auth_tries", 3)`.
+
+macro_rules! integer_values {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(v: $t) -> Self {
+                Value::Integer(i64::from(v))
+            }
+        }
+    )*};
+}
+integer_values!(i8, i16, i32, i64, u8, u16, u32);
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+
+impl From<f32> for Value {
+    fn from(v: f32) -> Self {
+        Value::Float(f64::from(v))
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Boolean(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_string())
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+
+impl From<Vec<String>> for Value {
+    fn from(v: Vec<String>) -> Self {
+        Value::TextList(v)
+    }
+}
+
+impl From<&[&str]> for Value {
+    fn from(v: &[&str]) -> Self {
+        Value::TextList(v.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+impl<const N: usize> From<[&str; N]> for Value {
+    fn from(v: [&str; N]) -> Self {
+        Value::TextList(v.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+impl From<Vec<&str>> for Value {
+    fn from(v: Vec<&str>) -> Self {
+        Value::TextList(v.into_iter().map(str::to_string).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_convert_from_rust_types() {
+        assert!(matches!(Value::from(3), Value::Integer(3)));
+        assert!(matches!(Value::from(7u32), Value::Integer(7)));
+        assert!(matches!(Value::from(0.5), Value::Float(f) if f == 0.5));
+        assert!(matches!(Value::from(true), Value::Boolean(true)));
+        assert!(matches!(Value::from("x"), Value::Text(s) if s == "x"));
+        assert!(matches!(Value::from(["a", "b"]), Value::TextList(l) if l == ["a", "b"]));
+        assert!(matches!(Value::from(vec!["c"]), Value::TextList(l) if l == ["c"]));
+    }
 }

@@ -2,7 +2,7 @@
 //! (`assessment:plugin/environment`; the operator names them with `env`).
 
 use crate::AccessError;
-use crate::bindings::assessment::plugin::environment as raw;
+use crate::imports::environment as raw;
 
 /// An allow-listed environment variable of the host process; `None` when
 /// unset.

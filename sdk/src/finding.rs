@@ -1,6 +1,6 @@
 //! Checks and the finding builder.
 
-use crate::bindings::assessment::plugin::results;
+use crate::imports::results;
 use crate::{
     CheckInfo, EmitError, Evidence, Finding, Reference, Severity, Status, Subject, SubjectKind,
 };
@@ -141,6 +141,16 @@ impl Check {
     /// `pass` when `ok`, `fail` otherwise, with the same message.
     pub fn verdict(&self, ok: bool, message: impl Into<String>) -> FindingBuilder {
         self.finding(if ok { Status::Pass } else { Status::Fail }, message)
+    }
+}
+
+impl Finding {
+    /// The value of the first evidence item with this key.
+    pub fn evidence_value(&self, key: &str) -> Option<&str> {
+        self.evidence
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.value.as_str())
     }
 }
 

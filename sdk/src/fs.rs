@@ -6,7 +6,7 @@
 //! granted; otherwise it returns [`AccessError::Denied`].
 
 use crate::AccessError;
-use crate::bindings::assessment::plugin::filesystem as raw;
+use crate::imports::filesystem as raw;
 
 pub use raw::{DirEntry, EntryKind, FileStat};
 

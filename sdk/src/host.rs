@@ -2,7 +2,7 @@
 //! the operator grants them with `host_facts = true`).
 
 use crate::AccessError;
-use crate::bindings::assessment::plugin::host_facts as raw;
+use crate::imports::host_facts as raw;
 
 pub use raw::Facts;
 

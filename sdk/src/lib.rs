@@ -47,22 +47,43 @@
 //! operator granted to it: every denied call returns [`AccessError::Denied`]
 //! and never panics. A plugin imports only the interfaces it calls, and
 //! declares the matching capabilities in its `plugin.toml`.
+//!
+//! # Testing
+//!
+//! With the `testing` feature, on a native (Unix) target, every call into
+//! the host goes to a thread-local mock instead: [`testing::MockHost`] runs
+//! a plugin with `cargo test` against a fixture tree, grants and
+//! configuration, and returns its findings. Enable it for tests only:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! assessment-sdk = { version = "0.1", features = ["testing"] }
+//! ```
+//!
+//! # Features
+//!
+//! - `testing`: the [`testing`] module (native Unix targets only; on
+//!   `wasm32-wasip2` the feature changes nothing).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;
 pub mod env;
 mod finding;
 pub mod fs;
 pub mod host;
+mod imports;
 pub mod log;
 pub mod packages;
 pub mod process;
+#[cfg(all(feature = "testing", unix))]
+pub mod testing;
 
 /// The raw bindings generated from the WIT package. Most plugins never need
 /// them directly: the rest of this crate wraps them.
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "assessment",
         pub_export_macro: true,
         export_macro_name: "export_assessment",

@@ -2,7 +2,7 @@
 //! the job. The host caps the volume per run; anything past the budget is
 //! dropped (never an error for the plugin).
 
-use crate::bindings::assessment::plugin::log::{self as raw, Level};
+use crate::imports::log::{self as raw, Level};
 
 /// Log at debug level.
 pub fn debug(message: &str) {

@@ -2,7 +2,7 @@
 //! operator allow-lists programs with `commands`).
 
 use crate::AccessError;
-use crate::bindings::assessment::plugin::process as raw;
+use crate::imports::process as raw;
 
 pub use raw::CommandOutput;
 

@@ -384,3 +384,159 @@ fn check_host_keys(owners: &Owners) -> Result<(), RunError> {
     }
     Ok(())
 }
+
+/// The plugin through the SDK's mock host, on copies of the fixture trees
+/// with the modes of `fixtures/modes.toml` applied (git keeps no modes).
+#[cfg(all(test, unix))]
+mod mock_host_tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use assessment_sdk::testing::{FixtureTree, MockHost};
+    use assessment_sdk::{Status, SubjectKind};
+
+    use super::FilePermissions;
+
+    /// A copy of `fixtures/<tree>` with the modes of `[<tree>]` in
+    /// `fixtures/modes.toml` (lines `"path" = 0o644`).
+    fn tree(name: &str) -> FixtureTree {
+        let tree = FixtureTree::copy(format!("fixtures/{name}")).unwrap();
+        let modes = std::fs::read_to_string("fixtures/modes.toml").unwrap();
+        let mut section = "";
+        for line in modes.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = s;
+                continue;
+            }
+            let (path, mode) = line.split_once(" = ").expect("`\"path\" = 0o644`");
+            let mode = u32::from_str_radix(mode.trim_start_matches("0o"), 8).expect("octal mode");
+            if section == name {
+                tree.set_mode(path.trim_matches('"'), mode).unwrap();
+            }
+        }
+        tree
+    }
+
+    /// Fixture files belong to whoever runs the tests: expect them.
+    fn host(tree: &FixtureTree) -> MockHost {
+        let meta = std::fs::metadata(tree.path().join("etc/passwd")).unwrap();
+        MockHost::new()
+            .root(tree.path())
+            .grant_read("/etc")
+            .config("expected_uid", meta.uid())
+            .config("expected_gid", meta.gid())
+    }
+
+    #[test]
+    fn strict_modes_pass() {
+        let tree = tree("good");
+        let run = host(&tree).run::<FilePermissions>();
+        run.assert_completed();
+        assert_eq!(run.findings.len(), 10, "{}", run.summary_line());
+        assert!(run.all(Status::Pass), "{}", run.summary_line());
+        let key = run.finding_for(
+            "perm-ssh-host-private-keys",
+            "/etc/ssh/ssh_host_ed25519_key",
+        );
+        assert!(matches!(
+            key.subject.as_ref().map(|s| s.kind),
+            Some(SubjectKind::File)
+        ));
+        assert_eq!(key.evidence_value("mode"), Some("0600"));
+    }
+
+    #[test]
+    fn loose_modes_fail_with_a_remediation() {
+        let tree = tree("bad");
+        let run = host(&tree).run::<FilePermissions>();
+        run.assert_completed();
+        assert_eq!(
+            run.checks_with(Status::Fail),
+            [
+                "perm-etc-passwd",
+                "perm-etc-group",
+                "perm-etc-shadow",
+                "perm-etc-gshadow",
+                "perm-etc-crontab",
+                "perm-sshd-config",
+                "perm-ssh-host-private-keys",
+            ]
+        );
+        assert_eq!(
+            run.checks_with(Status::Pass),
+            [
+                "perm-etc-passwd-backup",
+                "perm-etc-group-backup",
+                "perm-etc-shadow-backup",
+            ]
+        );
+        let shadow = run.finding("perm-etc-shadow");
+        assert_eq!(
+            shadow.message,
+            "/etc/shadow: mode 0644 allows more than 0640"
+        );
+        assert!(
+            shadow
+                .remediation
+                .as_deref()
+                .is_some_and(|r| r.contains("chmod u-x,go-wx,o-r /etc/shadow")),
+            "{:?}",
+            shadow.remediation
+        );
+    }
+
+    #[test]
+    fn a_wrong_owner_fails() {
+        let tree = tree("good");
+        let meta = std::fs::metadata(tree.path().join("etc/passwd")).unwrap();
+        let run = host(&tree)
+            .config("expected_uid", meta.uid() + 1)
+            .run::<FilePermissions>();
+        assert_eq!(run.status("perm-etc-passwd"), Status::Fail);
+        assert!(run.finding("perm-etc-passwd").message.contains("owner uid"));
+    }
+
+    #[test]
+    fn a_missing_grant_is_an_error_for_required_files_and_skips_optional_ones() {
+        let tree = tree("good");
+        let run = MockHost::new()
+            .root(tree.path())
+            .grant_read("/etc/passwd")
+            .run::<FilePermissions>();
+        run.assert_completed();
+        assert_ne!(run.status("perm-etc-passwd"), Status::Error);
+        assert_eq!(run.status("perm-etc-shadow"), Status::Error);
+        assert_eq!(run.status("perm-etc-crontab"), Status::Skipped);
+        assert!(!run.denials.is_empty());
+    }
+
+    #[test]
+    fn missing_optional_files_do_not_apply_and_missing_required_ones_fail() {
+        let tree = tree("good");
+        std::fs::remove_file(tree.path().join("etc/crontab")).unwrap();
+        std::fs::remove_file(tree.path().join("etc/group")).unwrap();
+        let run = host(&tree).run::<FilePermissions>();
+        run.assert_completed();
+        assert_eq!(run.status("perm-etc-crontab"), Status::NotApplicable);
+        assert_eq!(run.status("perm-etc-group"), Status::Fail);
+        assert_eq!(
+            run.finding("perm-etc-group").message,
+            "/etc/group does not exist"
+        );
+    }
+
+    #[test]
+    fn configured_ids_are_validated() {
+        let tree = tree("good");
+        let run = host(&tree)
+            .config("expected_uid", -1)
+            .run::<FilePermissions>();
+        assert!(
+            matches!(&run.result, Err(assessment_sdk::RunError::InvalidConfig(m)) if m.contains("expected_uid")),
+            "{:?}",
+            run.result
+        );
+    }
+}

@@ -377,3 +377,120 @@ mod tests {
         assert_eq!(ids.len(), PARAMS.len());
     }
 }
+
+/// The plugin through the SDK's mock host, on the fixture trees.
+#[cfg(all(test, unix))]
+mod mock_host_tests {
+    use assessment_sdk::testing::{FixtureTree, MockHost};
+    use assessment_sdk::{Status, SubjectKind};
+
+    use super::{KernelParams, PARAMS};
+
+    fn host(tree: &str) -> MockHost {
+        MockHost::new()
+            .root(format!("fixtures/{tree}"))
+            .grant_read("/proc/sys")
+    }
+
+    #[test]
+    fn a_hardened_kernel_passes_every_check() {
+        let run = host("good").run::<KernelParams>();
+        run.assert_completed();
+        assert_eq!(run.findings.len(), PARAMS.len());
+        assert!(run.all(Status::Pass), "{}", run.summary_line());
+        let aslr = run.finding_for("kernel-aslr", "kernel.randomize_va_space");
+        assert!(matches!(
+            aslr.subject.as_ref().map(|s| s.kind),
+            Some(SubjectKind::KernelParameter)
+        ));
+        assert_eq!(aslr.evidence_value("value"), Some("2"));
+        assert_eq!(aslr.evidence_value("expected"), Some("2"));
+    }
+
+    #[test]
+    fn a_weak_kernel_fails_and_missing_parameters_do_not_apply() {
+        let run = host("bad").run::<KernelParams>();
+        run.assert_completed();
+        assert_eq!(run.findings.len(), PARAMS.len());
+        assert_eq!(
+            run.checks_with(Status::Fail).len(),
+            18,
+            "{}",
+            run.summary_line()
+        );
+        assert_eq!(run.status("kernel-ptrace-scope"), Status::NotApplicable);
+        let forward = run.finding("net-ip-forward");
+        assert_eq!(forward.message, "net.ipv4.ip_forward = 1; expected 0");
+        assert!(
+            forward
+                .remediation
+                .as_deref()
+                .is_some_and(|r| r.contains("net.ipv4.ip_forward = 0"))
+        );
+    }
+
+    #[test]
+    fn allowed_values_and_skips_come_from_the_configuration() {
+        let run = host("bad")
+            .config("allow", ["net.ipv4.ip_forward=1"])
+            .config("skip", ["net-tcp-syncookies"])
+            .run::<KernelParams>();
+        run.assert_completed();
+        assert_eq!(run.status("net-ip-forward"), Status::Pass);
+        assert!(
+            run.finding("net-ip-forward")
+                .message
+                .contains("accepted by the `allow`")
+        );
+        assert_eq!(run.status("net-tcp-syncookies"), Status::Skipped);
+        assert_eq!(run.checks_with(Status::Fail).len(), 16);
+
+        let run = host("bad")
+            .config("allow", ["net.ipv4.ip_forward"])
+            .run::<KernelParams>();
+        assert!(
+            matches!(&run.result, Err(assessment_sdk::RunError::InvalidConfig(m)) if m.contains("sysctl.name=value")),
+            "{:?}",
+            run.result
+        );
+        assert!(run.findings.is_empty());
+    }
+
+    #[test]
+    fn unreadable_and_garbled_values_are_errors() {
+        let tree = FixtureTree::copy("fixtures/good").unwrap();
+        tree.write("proc/sys/kernel/randomize_va_space", "two\n")
+            .unwrap();
+        std::fs::remove_file(tree.path().join("proc/sys/kernel/dmesg_restrict")).unwrap();
+        tree.symlink("proc/sys/kernel/dmesg_restrict", "/etc/shadow")
+            .unwrap();
+        let run = MockHost::new()
+            .root(tree.path())
+            .grant_read("/proc/sys")
+            .run::<KernelParams>();
+        run.assert_completed();
+        assert_eq!(run.status("kernel-aslr"), Status::Error);
+        assert!(
+            run.finding("kernel-aslr")
+                .message
+                .contains("non-numeric value \"two\"")
+        );
+        assert_eq!(run.status("kernel-dmesg-restrict"), Status::Error);
+        assert!(
+            run.finding("kernel-dmesg-restrict")
+                .message
+                .contains("leads outside the granted path"),
+            "{}",
+            run.finding("kernel-dmesg-restrict").message
+        );
+
+        // Granted only the kernel subtree: the network checks are denied.
+        let run = MockHost::new()
+            .root(tree.path())
+            .grant_read("/proc/sys/kernel")
+            .run::<KernelParams>();
+        assert_eq!(run.status("net-ip-forward"), Status::Error);
+        assert!(run.finding("net-ip-forward").message.contains("denied"));
+        assert_eq!(run.denials.len(), 15, "{:?}", run.denials);
+    }
+}

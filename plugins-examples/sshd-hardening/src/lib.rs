@@ -373,3 +373,151 @@ impl Files for HostFiles {
         }
     }
 }
+
+/// The plugin through the SDK's mock host, on the fixture trees.
+#[cfg(all(test, unix))]
+mod mock_host_tests {
+    use assessment_sdk::testing::{FixtureTree, MockHost};
+    use assessment_sdk::{Status, SubjectKind};
+
+    use super::{CHECKS, SshdHardening};
+
+    fn host(tree: &str) -> MockHost {
+        MockHost::new()
+            .root(format!("fixtures/{tree}"))
+            .grant_read("/etc/ssh")
+    }
+
+    #[test]
+    fn a_hardened_config_passes_every_check() {
+        let run = host("good").run::<SshdHardening>();
+        run.assert_completed();
+        assert_eq!(run.findings.len(), CHECKS.len());
+        assert!(run.all(Status::Pass), "{}", run.summary_line());
+        for f in &run.findings {
+            let subject = f.subject.as_ref().expect("every verdict has a subject");
+            assert!(matches!(subject.kind, SubjectKind::ConfigSetting));
+            assert!(subject.id.starts_with("sshd_config:"), "{}", subject.id);
+        }
+        // The LogLevel comes from the included drop-in.
+        let log_level = run.finding("sshd-log-level");
+        assert_eq!(log_level.evidence_value("configured"), Some("VERBOSE"));
+        assert_eq!(
+            log_level.evidence_value("source"),
+            Some("/etc/ssh/sshd_config.d/10-logging.conf:1")
+        );
+        assert_eq!(
+            run.finding("sshd-permit-root-login")
+                .subject
+                .as_ref()
+                .map(|s| s.id.as_str()),
+            Some("sshd_config:PermitRootLogin")
+        );
+    }
+
+    #[test]
+    fn a_weak_config_fails_with_evidence_and_remediation() {
+        let run = host("bad").run::<SshdHardening>();
+        run.assert_completed();
+        assert_eq!(
+            run.checks_with(Status::Fail),
+            [
+                "sshd-permit-root-login",
+                "sshd-permit-empty-passwords",
+                "sshd-x11-forwarding",
+                "sshd-max-auth-tries",
+                "sshd-log-level",
+                "sshd-login-grace-time",
+                "sshd-client-alive-interval",
+                "sshd-weak-ciphers",
+                "sshd-weak-macs",
+            ]
+        );
+        assert_eq!(
+            run.checks_with(Status::Pass),
+            [
+                "sshd-hostbased-authentication",
+                "sshd-ignore-rhosts",
+                "sshd-permit-user-environment",
+            ]
+        );
+        let root = run.finding("sshd-permit-root-login");
+        assert_eq!(
+            root.evidence_value("match-override"),
+            Some("Match Address 10.0.0.0/8 sets permitrootlogin yes (/etc/ssh/sshd_config:12)")
+        );
+        assert!(
+            root.remediation
+                .as_deref()
+                .is_some_and(|r| r.contains("PermitRootLogin no"))
+        );
+        // The drop-in is read before the main file: its X11Forwarding wins.
+        assert_eq!(
+            run.finding("sshd-x11-forwarding").evidence_value("source"),
+            Some("/etc/ssh/sshd_config.d/50-cloud-init.conf:1")
+        );
+        assert_eq!(
+            run.finding("sshd-weak-ciphers").evidence_value("expected"),
+            Some("no weak algorithm (found aes256-cbc, 3des-cbc)")
+        );
+    }
+
+    #[test]
+    fn configuration_changes_thresholds_and_skips_checks() {
+        let run = host("bad")
+            .config("max_auth_tries", 6)
+            .config("skip", ["sshd-weak-macs"])
+            .run::<SshdHardening>();
+        run.assert_completed();
+        assert_eq!(run.status("sshd-max-auth-tries"), Status::Pass);
+        assert_eq!(run.status("sshd-weak-macs"), Status::Skipped);
+        let invalid = host("good")
+            .config("max_auth_tries", "four")
+            .try_run::<SshdHardening>();
+        assert!(
+            invalid
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+                .contains("`max_auth_tries` must be an integer")
+        );
+    }
+
+    #[test]
+    fn without_a_server_no_check_applies() {
+        let empty = FixtureTree::empty().unwrap();
+        let run = MockHost::new()
+            .root(empty.path())
+            .grant_read("/")
+            .run::<SshdHardening>();
+        run.assert_completed();
+        assert_eq!(run.findings.len(), CHECKS.len());
+        assert!(run.all(Status::NotApplicable), "{}", run.summary_line());
+    }
+
+    #[test]
+    fn without_the_grant_every_check_is_an_error_never_a_pass() {
+        let run = MockHost::new().run::<SshdHardening>();
+        assert!(run.all(Status::Error), "{}", run.summary_line());
+        assert!(run.denials[0].starts_with("read-file: /etc/ssh/sshd_config is outside"));
+    }
+
+    #[test]
+    fn an_include_escaping_the_grant_is_an_error() {
+        let tree = FixtureTree::copy("fixtures/good").unwrap();
+        tree.symlink("etc/ssh/sshd_config.d/20-escape.conf", "/etc/shadow")
+            .unwrap();
+        let run = MockHost::new()
+            .root(tree.path())
+            .grant_read("/etc/ssh")
+            .run::<SshdHardening>();
+        assert!(run.all(Status::Error), "{}", run.summary_line());
+        assert!(
+            run.finding("sshd-log-level")
+                .message
+                .contains("leads outside the granted path"),
+            "{}",
+            run.finding("sshd-log-level").message
+        );
+    }
+}
