@@ -210,6 +210,7 @@ struct RawLimits {
     max_findings_kib: Option<u64>,
     log_kib: Option<u64>,
     max_file_kib: Option<u64>,
+    component_mib: Option<u64>,
     command_timeout: Option<String>,
     command_output_kib: Option<u64>,
 }
@@ -735,6 +736,13 @@ fn resolve_limits(field: &str, raw: &RawLimits, base: &Limits) -> Result<Limits,
     if let Some(v) = raw.max_file_kib {
         limits.max_file_bytes =
             bounded(&format!("{field}.max_file_kib"), v, ceilings::MAX_FILE_KIB)? << 10;
+    }
+    if let Some(v) = raw.component_mib {
+        limits.component_bytes = bounded(
+            &format!("{field}.component_mib"),
+            v,
+            ceilings::COMPONENT_MIB,
+        )? << 20;
     }
     if let Some(v) = &raw.command_timeout {
         limits.command_timeout = duration(

@@ -387,18 +387,27 @@ async fn plugins_command(command: PluginsCommand) -> anyhow::Result<ExitCode> {
             agent.state_dir.display()
         )
     })?;
-    let configured: Vec<(String, String, String)> = agent
+    let configured: Vec<(String, String, String, u64)> = agent
         .plugins
         .iter()
         .filter_map(|p| match &p.origin {
-            PluginOrigin::Registry { version, base_url } => {
-                Some((p.name.clone(), version.clone(), base_url.clone()))
-            }
+            PluginOrigin::Registry { version, base_url } => Some((
+                p.name.clone(),
+                version.clone(),
+                base_url.clone(),
+                p.limits.component_bytes,
+            )),
             PluginOrigin::Local { .. } => None,
         })
         .collect();
-    let is_configured =
-        |name: &str, version: &str| configured.iter().any(|(n, v, _)| n == name && v == version);
+    let is_configured = |name: &str, version: &str| {
+        configured
+            .iter()
+            .any(|(n, v, _, _)| n == name && v == version)
+    };
+    // A stored release was admitted under its plugin's limit when it was
+    // downloaded; checking it again needs only the ceiling.
+    let stored_max = crate::policy::ceilings::COMPONENT_MIB << 20;
     let mut failed = 0;
     match command {
         PluginsCommand::List { .. } => {
@@ -412,8 +421,8 @@ async fn plugins_command(command: PluginsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         PluginsCommand::Fetch { .. } => {
-            for (name, version, base_url) in &configured {
-                match manager.resolve(name, version, base_url).await {
+            for (name, version, base_url, max) in &configured {
+                match manager.resolve(name, version, base_url, *max).await {
                     Ok(r) => println!("ok      {name}@{version} {}", r.file.digest),
                     Err(e) => {
                         failed += 1;
@@ -424,7 +433,7 @@ async fn plugins_command(command: PluginsCommand) -> anyhow::Result<ExitCode> {
         }
         PluginsCommand::Verify { .. } => {
             for r in store.releases()? {
-                let verified = manager.verify_stored(store, &r).and_then(|v| {
+                let verified = manager.verify_stored(store, &r, stored_max).and_then(|v| {
                     let compiled = runtime
                         .engine
                         .verify_compiled(&v.manifest.component.sha256, store)
@@ -453,14 +462,14 @@ async fn plugins_command(command: PluginsCommand) -> anyhow::Result<ExitCode> {
         PluginsCommand::Gc { .. } => {
             let keep: Vec<(String, String)> = configured
                 .iter()
-                .map(|(n, v, _)| (n.clone(), v.clone()))
+                .map(|(n, v, _, _)| (n.clone(), v.clone()))
                 .collect();
             // Only components of kept releases that still verify are kept.
             let referenced: Vec<String> = store
                 .releases()?
                 .iter()
                 .filter(|r| is_configured(&r.name, &r.version))
-                .filter_map(|r| manager.verify_stored(store, r).ok())
+                .filter_map(|r| manager.verify_stored(store, r, stored_max).ok())
                 .map(|v| v.manifest.component.sha256)
                 .collect();
             let report = store.gc(&keep, &referenced, runtime.engine.fingerprint())?;

@@ -391,6 +391,8 @@ pub struct Limits {
     pub command_output_bytes: u64,
     /// Entries `list-dir` returns at most.
     pub max_dir_entries: usize,
+    /// Largest component accepted (refused before it is parsed).
+    pub component_bytes: u64,
 }
 
 impl Default for Limits {
@@ -405,6 +407,7 @@ impl Default for Limits {
             command_timeout: Duration::from_secs(10),
             command_output_bytes: 1 << 20,
             max_dir_entries: 10_000,
+            component_bytes: assessment_registry::audit::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -414,6 +417,8 @@ impl Default for Limits {
 pub mod ceilings {
     use std::time::Duration;
 
+    /// Largest `component_mib`.
+    pub const COMPONENT_MIB: u64 = 512;
     /// Largest `memory_mib`.
     pub const MEMORY_MIB: u64 = 4096;
     /// Longest `timeout`.

@@ -248,7 +248,8 @@ pub async fn prepare(
     let (file, manifest) = match &spec.origin {
         PluginOrigin::Local { path } => {
             let path = path.clone();
-            let file = tokio::task::spawn_blocking(move || ComponentFile::read(&path))
+            let max = spec.limits.component_bytes;
+            let file = tokio::task::spawn_blocking(move || ComponentFile::read(&path, max))
                 .await
                 .map_err(|e| load(format!("host task failed: {e}")))?
                 .map_err(|e| load(e.to_string()))?;
@@ -257,7 +258,7 @@ pub async fn prepare(
         PluginOrigin::Registry { version, base_url } => {
             let resolved = runtime
                 .manager
-                .resolve(&spec.name, version, base_url)
+                .resolve(&spec.name, version, base_url, spec.limits.component_bytes)
                 .await
                 .map_err(|e| {
                     let kind = match e {

@@ -117,3 +117,21 @@ fn findings_for_unannounced_checks_are_refused() {
     );
     assert!(out.findings("hostile").is_empty());
 }
+
+#[test]
+fn a_component_over_its_size_limit_is_refused_unread_and_says_which_limit_to_raise() {
+    let agent = Agent::new();
+    let big = agent.dir().join("big.wasm");
+    let mut bytes = std::fs::read(guest("test_plugin_probe")).unwrap();
+    bytes.resize(3 << 20, 0);
+    std::fs::write(&big, &bytes).unwrap();
+    let out = with_bystander(agent.plugin("probe", &big, "limits = { component_mib = 2 }")).run();
+    assert_eq!(out.error_kind("probe").as_deref(), Some("load"));
+    let message = out.error_message("probe");
+    assert!(
+        message.contains("3145728 bytes is more than the 2097152-byte limit")
+            && message.contains("raise `limits.component_mib`"),
+        "{message}"
+    );
+    assert_bystander_ran(&out);
+}

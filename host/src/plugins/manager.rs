@@ -11,9 +11,9 @@ use std::sync::OnceLock;
 use assessment_registry::manifest::{Manifest, asset_names, release_tag, sha256_hex};
 use assessment_registry::minisign::{PublicKey, SignatureBox};
 
+use super::ComponentFile;
 use super::fetch::{Downloader, FetchError};
 use super::store::{PluginStore, StoreError, StoredRelease};
-use super::{ComponentFile, MAX_COMPONENT_BYTES};
 
 /// Largest manifest accepted.
 const MAX_MANIFEST_BYTES: u64 = 64 << 10;
@@ -80,10 +80,11 @@ impl PluginManager {
         name: &str,
         version: &str,
         base_url: &str,
+        max_bytes: u64,
     ) -> Result<ResolvedPlugin, ResolveError> {
         let store = self.store()?;
         if let Some(stored) = store.release(name, version)? {
-            match self.verify_stored(store, &stored) {
+            match self.verify_stored(store, &stored, max_bytes) {
                 Ok(resolved) => return Ok(resolved),
                 Err(e) => tracing::warn!(
                     plugin = name,
@@ -92,7 +93,7 @@ impl PluginManager {
                 ),
             }
         }
-        self.fetch(store, name, version, base_url).await
+        self.fetch(store, name, version, base_url, max_bytes).await
     }
 
     /// Re-verify a stored release against the current trusted keys.
@@ -100,6 +101,7 @@ impl PluginManager {
         &self,
         store: &PluginStore,
         stored: &StoredRelease,
+        max_bytes: u64,
     ) -> Result<ResolvedPlugin, ResolveError> {
         let manifest = self.verify_manifest(
             &stored.name,
@@ -110,7 +112,7 @@ impl PluginManager {
         let path = store.blob_path(&manifest.component.sha256);
         let bytes = std::fs::read(&path)
             .map_err(|e| ResolveError::Verify(format!("{}: {e}", path.display())))?;
-        let file = verify_component(&path, bytes, &manifest)?;
+        let file = verify_component(&path, bytes, &manifest, max_bytes)?;
         Ok(ResolvedPlugin { file, manifest })
     }
 
@@ -120,6 +122,7 @@ impl PluginManager {
         name: &str,
         version: &str,
         base_url: &str,
+        max_bytes: u64,
     ) -> Result<ResolvedPlugin, ResolveError> {
         let (_, manifest_asset, signature_asset) = asset_names(name, version);
         let base = format!(
@@ -141,10 +144,15 @@ impl PluginManager {
         let manifest = self.verify_manifest(name, version, &manifest_bytes, &signature)?;
 
         // Never accept more bytes than the signed manifest announces.
-        let max = manifest.component.size.min(MAX_COMPONENT_BYTES);
+        if manifest.component.size > max_bytes {
+            return Err(ResolveError::Verify(format!(
+                "the signed manifest announces a component of {} bytes, more than the {max_bytes}-byte limit; raise `limits.component_mib` for this plugin if it is legitimately that large",
+                manifest.component.size
+            )));
+        }
         let url = format!("{base}/{}", manifest.component.file);
-        let bytes = self.downloader.get(&url, max).await?;
-        let file = verify_component(Path::new(&url), bytes, &manifest)?;
+        let bytes = self.downloader.get(&url, manifest.component.size).await?;
+        let file = verify_component(Path::new(&url), bytes, &manifest, max_bytes)?;
 
         let _lock = store.write_lock()?;
         let path = store.put_blob(&manifest.component.sha256, &file.bytes)?;
@@ -197,6 +205,7 @@ fn verify_component(
     path: &Path,
     bytes: Vec<u8>,
     manifest: &Manifest,
+    max_bytes: u64,
 ) -> Result<ComponentFile, ResolveError> {
     if bytes.len() as u64 != manifest.component.size {
         return Err(ResolveError::Verify(format!(
@@ -214,6 +223,6 @@ fn verify_component(
             manifest.component.sha256
         )));
     }
-    ComponentFile::audited(path, bytes, Some(manifest))
+    ComponentFile::audited(path, bytes, Some(manifest), max_bytes)
         .map_err(|e| ResolveError::Verify(e.to_string()))
 }

@@ -12,8 +12,11 @@ pub mod store;
 use assessment_registry::audit::audit;
 use assessment_registry::manifest::Manifest;
 
-/// Components larger than this are refused before parsing.
-pub const MAX_COMPONENT_BYTES: u64 = assessment_registry::audit::DEFAULT_MAX_BYTES;
+/// The size limit of a component when none is configured.
+pub const DEFAULT_COMPONENT_BYTES: u64 = assessment_registry::audit::DEFAULT_MAX_BYTES;
+
+/// What an operator raises for a component over its size limit.
+const SIZE_HINT: &str = "raise `limits.component_mib` for this plugin (or in `[runtime.limits]`) if the component is legitimately that large";
 
 /// The identity of a plugin build: what it says it is and what it is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -88,8 +91,8 @@ pub struct ComponentFile {
 
 impl ComponentFile {
     /// Read `path` and audit it (without a manifest: a local development
-    /// plugin).
-    pub fn read(path: &Path) -> Result<Self, PluginFileError> {
+    /// plugin); components over `max_bytes` are refused unread.
+    pub fn read(path: &Path, max_bytes: u64) -> Result<Self, PluginFileError> {
         let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => PluginFileError::Missing {
                 path: path.to_path_buf(),
@@ -99,12 +102,12 @@ impl ComponentFile {
                 source,
             },
         })?;
-        if meta.len() > MAX_COMPONENT_BYTES {
+        if meta.len() > max_bytes {
             return Err(PluginFileError::Rejected {
                 path: path.to_path_buf(),
                 rule: "size",
                 message: format!(
-                    "{} bytes is more than the {MAX_COMPONENT_BYTES}-byte limit",
+                    "{} bytes is more than the {max_bytes}-byte limit; {SIZE_HINT}",
                     meta.len()
                 ),
             });
@@ -113,7 +116,7 @@ impl ComponentFile {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::audited(path, bytes, None)
+        Self::audited(path, bytes, None, max_bytes)
     }
 
     /// Audit `bytes` (named `path` in errors), against `manifest` if given.
@@ -121,13 +124,18 @@ impl ComponentFile {
         path: &Path,
         bytes: Vec<u8>,
         manifest: Option<&Manifest>,
+        max_bytes: u64,
     ) -> Result<Self, PluginFileError> {
-        let report = audit(&bytes, manifest, MAX_COMPONENT_BYTES);
+        let report = audit(&bytes, manifest, max_bytes);
         if let Some(rejection) = report.first_rejection() {
+            let mut message = rejection.message.clone();
+            if rejection.rule == "size" {
+                message = format!("{message}; {SIZE_HINT}");
+            }
             return Err(PluginFileError::Rejected {
                 path: path.to_path_buf(),
                 rule: rejection.rule,
-                message: rejection.message.clone(),
+                message,
             });
         }
         Ok(ComponentFile {
@@ -144,8 +152,13 @@ mod tests {
 
     #[test]
     fn core_modules_and_garbage_are_rejected_with_the_audit_message() {
-        let core = ComponentFile::audited(Path::new("m.wasm"), b"\0asm\x01\0\0\0".to_vec(), None)
-            .unwrap_err();
+        let core = ComponentFile::audited(
+            Path::new("m.wasm"),
+            b"\0asm\x01\0\0\0".to_vec(),
+            None,
+            DEFAULT_COMPONENT_BYTES,
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 &core,
@@ -161,8 +174,19 @@ mod tests {
                 .starts_with("m.wasm: a core WebAssembly module"),
             "{core}"
         );
-        let garbage =
-            ComponentFile::audited(Path::new("t.wasm"), b"hello".to_vec(), None).unwrap_err();
+        let garbage = ComponentFile::audited(
+            Path::new("t.wasm"),
+            b"hello".to_vec(),
+            None,
+            DEFAULT_COMPONENT_BYTES,
+        )
+        .unwrap_err();
         assert_eq!(garbage.to_string(), "t.wasm: not a WebAssembly file");
+        let big = ComponentFile::audited(Path::new("b.wasm"), b"\0asm\x01\0\0\0".to_vec(), None, 4)
+            .unwrap_err();
+        assert!(
+            big.to_string().contains("raise `limits.component_mib`"),
+            "{big}"
+        );
     }
 }
