@@ -29,13 +29,70 @@ const CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(30);
 /// renewal (it also checks at start).
 const RENEWAL_CHECK_EVERY: Duration = Duration::from_secs(3600);
 
+/// A plugin's state, as the heartbeat reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PluginState {
+    /// Configured and enabled, not run yet.
+    Pending,
+    /// Configured with `enabled = false`.
+    Disabled,
+    /// Its last job could load and start it.
+    Ready,
+    /// It cannot run: load, fetch, verify, configuration or grant errors.
+    Unavailable {
+        kind: crate::runner::JobErrorKind,
+        reason: String,
+    },
+}
+
+impl serde::Serialize for PluginState {
+    // On the wire a plugin's state is one string.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PluginState::Pending => s.serialize_str("pending"),
+            PluginState::Disabled => s.serialize_str("disabled"),
+            PluginState::Ready => s.serialize_str("ready"),
+            PluginState::Unavailable { kind, reason } => {
+                s.collect_str(&format_args!("unavailable ({}): {reason}", kind.as_str()))
+            }
+        }
+    }
+}
+
+/// How a plugin's last job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum JobOutcome {
+    /// Ran to the end; its findings are in the outbox.
+    Completed,
+    /// Failed (its findings up to the failure are in the outbox).
+    Failed,
+    /// Its findings could not be put in the outbox.
+    NotRecorded,
+}
+
+/// A plugin's last job, as the heartbeat reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+struct JobStatus {
+    job_id: String,
+    started_at: String,
+    duration_ms: u64,
+    outcome: JobOutcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_kind: Option<crate::runner::JobErrorKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    findings: usize,
+    /// Findings by status: those that are no evidence (error,
+    /// not-applicable, skipped) are seen here.
+    statuses: BTreeMap<&'static str, usize>,
+}
+
 /// What the heartbeat reports.
 #[derive(Debug, Default)]
 struct Status {
-    jobs: BTreeMap<String, serde_json::Value>,
-    /// Plugin name → `ready`, or why it cannot run (load, fetch, verify,
-    /// configuration or grant errors).
-    plugins: BTreeMap<String, String>,
+    jobs: BTreeMap<String, JobStatus>,
+    plugins: BTreeMap<String, PluginState>,
     errors: Vec<String>,
 }
 
@@ -47,32 +104,38 @@ impl Status {
         use crate::runner::JobErrorKind::*;
         let state = match &report.error {
             Some(e) if matches!(e.kind, Load | Fetch | Verify | Describe | Config | Grant) => {
-                format!("unavailable ({}): {}", e.kind.as_str(), e.message)
+                PluginState::Unavailable {
+                    kind: e.kind,
+                    reason: e.message.clone(),
+                }
             }
-            _ => "ready".to_string(),
+            _ => PluginState::Ready,
         };
         self.plugins.insert(report.plugin.clone(), state);
-        let outcome = match (&report.error, stored) {
-            (_, Err(why)) => format!("failed to record its findings: {why}"),
-            (None, Ok(())) => "completed".to_string(),
-            (Some(e), Ok(())) => format!("failed: {}", e.message),
+        let (outcome, reason) = match (&report.error, stored) {
+            (_, Err(why)) => (
+                JobOutcome::NotRecorded,
+                Some(format!("failed to record its findings: {why}")),
+            ),
+            (None, Ok(())) => (JobOutcome::Completed, None),
+            (Some(e), Ok(())) => (JobOutcome::Failed, Some(e.message.clone())),
         };
-        // Findings by status: those that are no evidence (error,
-        // not-applicable, skipped) are seen here.
-        let mut statuses: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut statuses: BTreeMap<&'static str, usize> = BTreeMap::new();
         for f in &report.findings {
             *statuses.entry(f.status.as_str()).or_default() += 1;
         }
         self.jobs.insert(
             report.plugin.clone(),
-            serde_json::json!({
-                "job_id": report.job_id,
-                "started_at": report.started_at,
-                "duration_ms": report.duration_ms,
-                "outcome": outcome,
-                "findings": report.findings.len(),
-                "statuses": statuses,
-            }),
+            JobStatus {
+                job_id: report.job_id.clone(),
+                started_at: report.started_at.clone(),
+                duration_ms: report.duration_ms,
+                outcome,
+                error_kind: report.error.as_ref().map(|e| e.kind),
+                reason,
+                findings: report.findings.len(),
+                statuses,
+            },
         );
     }
 
@@ -334,7 +397,7 @@ impl Daemon {
     fn heartbeat_body(&self, config: &AgentConfig) -> Heartbeat {
         let (jobs, mut plugins, mut errors) = match self.shared.status.lock() {
             Ok(status) => (
-                serde_json::json!(status.jobs),
+                serde_json::to_value(&status.jobs).unwrap_or_default(),
                 status.plugins.clone(),
                 status.errors.clone(),
             ),
@@ -346,10 +409,12 @@ impl Daemon {
         };
         // Configured plugins that have not run yet are pending.
         for p in &config.plugins {
-            let state = if p.enabled { "pending" } else { "disabled" };
-            plugins
-                .entry(p.name.clone())
-                .or_insert_with(|| state.to_string());
+            let state = if p.enabled {
+                PluginState::Pending
+            } else {
+                PluginState::Disabled
+            };
+            plugins.entry(p.name.clone()).or_insert(state);
         }
         plugins.retain(|name, _| config.plugins.iter().any(|p| &p.name == name));
         errors.extend(self.sync.last_error.clone());
@@ -358,7 +423,7 @@ impl Daemon {
             created_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             runtime_version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_seconds: self.started.elapsed().as_secs(),
-            plugins: serde_json::json!(plugins),
+            plugins: serde_json::to_value(&plugins).unwrap_or_default(),
             jobs,
             outbox: serde_json::to_value(self.outbox.depth().ok()).unwrap_or_default(),
             errors,
@@ -395,11 +460,7 @@ impl Daemon {
             .map(|s| {
                 s.jobs
                     .values()
-                    .filter(|j| {
-                        j["outcome"]
-                            .as_str()
-                            .is_some_and(|o| o.starts_with("failed"))
-                    })
+                    .filter(|j| j.outcome != JobOutcome::Completed)
                     .count()
             })
             .unwrap_or(0);
@@ -553,12 +614,24 @@ mod tests {
         };
         let mut status = Status::default();
         status.record(&report, Ok(()));
-        assert_eq!(status.jobs["p"]["outcome"], "completed");
+        let json = |s: &Status| serde_json::to_value(&s.jobs["p"]).unwrap();
+        assert_eq!(json(&status)["outcome"], "completed");
+        assert!(json(&status).get("reason").is_none());
         status.record(&report, Err("the results outbox is full".into()));
-        let outcome = status.jobs["p"]["outcome"].as_str().unwrap();
+        assert_eq!(status.jobs["p"].outcome, JobOutcome::NotRecorded);
+        let reason = json(&status)["reason"].as_str().unwrap().to_string();
         assert!(
-            outcome.starts_with("failed to record its findings: the results outbox is full"),
-            "{outcome}"
+            reason.starts_with("failed to record its findings: the results outbox is full"),
+            "{reason}"
+        );
+        assert_eq!(json(&status)["outcome"], "not-recorded");
+        assert_eq!(
+            serde_json::to_value(PluginState::Unavailable {
+                kind: crate::runner::JobErrorKind::Verify,
+                reason: "bad signature".into()
+            })
+            .unwrap(),
+            "unavailable (verify): bad signature"
         );
     }
 }
