@@ -2,10 +2,14 @@
 //! (componentize-js), built by `scripts/build-foreign-plugins.sh` once per
 //! run of this test binary, against their good and bad fixture trees,
 //! through the real binary.
+//!
+//! Each `run --once` compiles the components again (a local plugin is not
+//! cached), some 30 CPU-seconds each in a debug build: the scenarios share
+//! cycles, both plugins side by side, to keep the number of runs small.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -57,23 +61,6 @@ fn fixture(language: &str, plugin: &str, tree: &str) -> PathBuf {
         .join(plugin)
         .join("fixtures")
         .join(tree)
-}
-
-fn run_login_defs(tree: Option<&Path>, extra: &str) -> RunOutcome {
-    let agent = match tree {
-        Some(tree) => Agent::new().with_tree(tree),
-        None => Agent::new(),
-    };
-    agent
-        .plugin("login-defs", &foreign("login_defs"), extra)
-        .run()
-}
-
-fn run_accounts(tree: &Path, extra: &str) -> RunOutcome {
-    Agent::new()
-        .with_tree(tree)
-        .plugin("passwd-accounts", &foreign("passwd_accounts"), extra)
-        .run()
 }
 
 /// `(kind, id)` of a finding's subject; `None` for the system as a whole.
@@ -136,6 +123,11 @@ fn status_of(out: &RunOutcome, plugin: &str, check: &str, about: Option<(&str, &
 
 fn completed(out: &RunOutcome, plugin: &str) {
     assert_eq!(out.code, 0, "{}", out.stderr);
+    job_completed(out, plugin);
+}
+
+/// The job of `plugin` completed, whatever the other jobs of the cycle did.
+fn job_completed(out: &RunOutcome, plugin: &str) {
     assert_eq!(
         out.error_kind(plugin),
         None,
@@ -145,7 +137,23 @@ fn completed(out: &RunOutcome, plugin: &str) {
     );
 }
 
-// ------------------------------------------------------------------ Python
+/// An agent assessing a copy of the given fixture trees (`(language,
+/// plugin, tree)`), merged into one root.
+fn agent_with(trees: &[(&str, &str, &str)]) -> Agent {
+    trees
+        .iter()
+        .fold(Agent::new(), |agent, (language, plugin, tree)| {
+            agent.with_tree(&fixture(language, plugin, tree))
+        })
+}
+
+fn with_login_defs(agent: Agent, extra: &str) -> Agent {
+    agent.plugin("login-defs", &foreign("login_defs"), extra)
+}
+
+fn with_accounts(agent: Agent, extra: &str) -> Agent {
+    agent.plugin("passwd-accounts", &foreign("passwd_accounts"), extra)
+}
 
 /// The checks of login-defs: id, setting, CIS item.
 const LOGIN_DEFS_CHECKS: [(&str, &str, &str); 5] = [
@@ -156,183 +164,18 @@ const LOGIN_DEFS_CHECKS: [(&str, &str, &str); 5] = [
     ("login-defs-umask", "UMASK", "5.4.3.3"),
 ];
 
-fn setting(key: &str) -> Option<(&'static str, String)> {
-    Some(("config-setting", format!("login.defs:{key}")))
+/// The finding of a login-defs check about its setting.
+fn setting_finding<'a>(out: &'a RunOutcome, check: &str, key: &str) -> &'a Value {
+    let id = format!("login.defs:{key}");
+    finding(out, "login-defs", check, Some(("config-setting", &id)))
 }
 
-fn login_defs_status(out: &RunOutcome, check: &str, key: &str) -> String {
-    let (kind, id) = setting(key).unwrap();
-    status_of(out, "login-defs", check, Some((kind, &id)))
+fn setting_status(out: &RunOutcome, check: &str, key: &str) -> String {
+    setting_finding(out, check, key)["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
-
-#[test]
-fn python_login_defs_passes_a_hardened_config_with_subjects_and_references() {
-    let out = run_login_defs(
-        Some(&fixture("python", "login-defs", "good")),
-        LOGIN_DEFS_GRANT,
-    );
-    completed(&out, "login-defs");
-    let job = out.job("login-defs");
-    assert_eq!(job["id"]["name"], "login-defs", "{job:#}");
-    assert_eq!(job["id"]["version"], "0.1.0", "{job:#}");
-    let findings = out.findings("login-defs");
-    assert_eq!(findings.len(), 5, "{job:#}");
-    for (check, key, cis) in LOGIN_DEFS_CHECKS {
-        let (kind, id) = setting(key).unwrap();
-        let f = finding(&out, "login-defs", check, Some((kind, &id)));
-        assert_eq!(f["status"], "pass", "{f:#}");
-        assert_eq!(
-            references(f),
-            vec![format!("CIS Debian Linux 12 {cis}")],
-            "{f:#}"
-        );
-        let file = evidence_value(f, "file").unwrap();
-        assert!(file.starts_with("/etc/login.defs:"), "{f:#}");
-        assert!(evidence_value(f, "observed").is_some(), "{f:#}");
-        assert!(evidence_value(f, "expected").is_some(), "{f:#}");
-        assert!(
-            f["remediation"].is_null(),
-            "a pass needs no remediation: {f:#}"
-        );
-    }
-    let max = finding(
-        &out,
-        "login-defs",
-        "login-defs-pass-max-days",
-        Some(("config-setting", "login.defs:PASS_MAX_DAYS")),
-    );
-    assert_eq!(
-        evidence_value(max, "file").as_deref(),
-        Some("/etc/login.defs:32")
-    );
-    assert_eq!(evidence_value(max, "observed").as_deref(), Some("365"));
-}
-
-#[test]
-fn python_login_defs_fails_a_weak_config_with_evidence_and_remediation() {
-    let out = run_login_defs(
-        Some(&fixture("python", "login-defs", "bad")),
-        LOGIN_DEFS_GRANT,
-    );
-    completed(&out, "login-defs");
-    for (check, key, _) in LOGIN_DEFS_CHECKS {
-        let expected = if key == "PASS_WARN_AGE" {
-            "pass"
-        } else {
-            "fail"
-        };
-        assert_eq!(login_defs_status(&out, check, key), expected, "{check}");
-    }
-    // The last definition wins: SHA512 on line 48, MD5 on line 49.
-    let encrypt = finding(
-        &out,
-        "login-defs",
-        "login-defs-encrypt-method",
-        Some(("config-setting", "login.defs:ENCRYPT_METHOD")),
-    );
-    assert_eq!(
-        evidence_value(encrypt, "file").as_deref(),
-        Some("/etc/login.defs:49"),
-        "{encrypt:#}"
-    );
-    assert_eq!(evidence_value(encrypt, "observed").as_deref(), Some("MD5"));
-    assert!(
-        encrypt["remediation"]
-            .as_str()
-            .unwrap()
-            .contains("ENCRYPT_METHOD YESCRYPT"),
-        "{encrypt:#}"
-    );
-    let umask = finding(
-        &out,
-        "login-defs",
-        "login-defs-umask",
-        Some(("config-setting", "login.defs:UMASK")),
-    );
-    assert_eq!(evidence_value(umask, "observed").as_deref(), Some("022"));
-}
-
-#[test]
-fn python_login_defs_reads_max_days_and_skip_from_the_configuration() {
-    let out = run_login_defs(
-        Some(&fixture("python", "login-defs", "bad")),
-        &format!(
-            "{LOGIN_DEFS_GRANT}\nconfig = {{ max_days = 99999, skip = [\"login-defs-umask\"] }}"
-        ),
-    );
-    completed(&out, "login-defs");
-    let max = finding(
-        &out,
-        "login-defs",
-        "login-defs-pass-max-days",
-        Some(("config-setting", "login.defs:PASS_MAX_DAYS")),
-    );
-    assert_eq!(max["status"], "pass", "{max:#}");
-    assert_eq!(
-        evidence_value(max, "expected").as_deref(),
-        Some("between 1 and 99999 days")
-    );
-    assert_eq!(
-        login_defs_status(&out, "login-defs-umask", "UMASK"),
-        "skipped"
-    );
-
-    let out = run_login_defs(
-        Some(&fixture("python", "login-defs", "bad")),
-        &format!("{LOGIN_DEFS_GRANT}\nconfig = {{ max_days = 0 }}"),
-    );
-    assert_eq!(
-        out.error_kind("login-defs").as_deref(),
-        Some("plugin-config"),
-        "{:#}",
-        out.job("login-defs")
-    );
-    assert!(
-        out.error_message("login-defs").contains("max_days"),
-        "{:#}",
-        out.job("login-defs")
-    );
-}
-
-#[test]
-fn python_login_defs_is_not_applicable_without_the_file_and_an_error_when_denied() {
-    let out = run_login_defs(None, LOGIN_DEFS_GRANT);
-    completed(&out, "login-defs");
-    for (check, key, _) in LOGIN_DEFS_CHECKS {
-        assert_eq!(
-            login_defs_status(&out, check, key),
-            "not-applicable",
-            "{check}"
-        );
-    }
-
-    // Granted something else: every check is an error, never a pass.
-    let agent = Agent::new().with_tree(&fixture("python", "login-defs", "good"));
-    std::fs::write(agent.root().join("etc/hostname"), "assessed\n").unwrap();
-    let out = agent
-        .plugin(
-            "login-defs",
-            &foreign("login_defs"),
-            "grants = { read = [\"/etc/hostname\"] }",
-        )
-        .run();
-    completed(&out, "login-defs");
-    for (check, key, _) in LOGIN_DEFS_CHECKS {
-        assert_eq!(login_defs_status(&out, check, key), "error", "{check}");
-    }
-    let f = &out.findings("login-defs")[0];
-    assert!(
-        f["message"].as_str().unwrap().contains("access denied"),
-        "{f:#}"
-    );
-    assert!(
-        out.job("login-defs")["denial_count"].as_u64().unwrap() > 0,
-        "{:#}",
-        out.job("login-defs")
-    );
-}
-
-// -------------------------------------------------------------- JavaScript
 
 /// The checks of passwd-accounts about each account.
 const PER_USER: [&str; 4] = [
@@ -367,15 +210,52 @@ fn account_status(out: &RunOutcome, check: &str, user: &str) -> String {
 }
 
 #[test]
-fn js_passwd_accounts_passes_good_accounts_with_one_finding_per_user() {
-    let out = run_accounts(&fixture("js", "passwd-accounts", "good"), ACCOUNTS_GRANT);
+fn good_trees_pass_with_subjects_and_references() {
+    let agent = agent_with(&[
+        ("python", "login-defs", "good"),
+        ("js", "passwd-accounts", "good"),
+    ]);
+    let agent = with_accounts(with_login_defs(agent, LOGIN_DEFS_GRANT), ACCOUNTS_GRANT);
+    let out = agent.run();
+    completed(&out, "login-defs");
     completed(&out, "passwd-accounts");
+
+    // Python: one finding per setting, about the setting.
+    let job = out.job("login-defs");
+    assert_eq!(job["id"]["name"], "login-defs", "{job:#}");
+    assert_eq!(job["id"]["version"], "0.1.0", "{job:#}");
+    assert_eq!(out.findings("login-defs").len(), 5, "{job:#}");
+    for (check, key, cis) in LOGIN_DEFS_CHECKS {
+        let f = setting_finding(&out, check, key);
+        assert_eq!(f["status"], "pass", "{f:#}");
+        assert_eq!(
+            references(f),
+            [format!("CIS Debian Linux 12 {cis}")],
+            "{f:#}"
+        );
+        let file = evidence_value(f, "file").unwrap();
+        assert!(file.starts_with("/etc/login.defs:"), "{f:#}");
+        assert!(evidence_value(f, "observed").is_some(), "{f:#}");
+        assert!(evidence_value(f, "expected").is_some(), "{f:#}");
+        assert!(
+            f["remediation"].is_null(),
+            "a pass needs no remediation: {f:#}"
+        );
+    }
+    let max = setting_finding(&out, "login-defs-pass-max-days", "PASS_MAX_DAYS");
+    assert_eq!(
+        evidence_value(max, "file").as_deref(),
+        Some("/etc/login.defs:32")
+    );
+    assert_eq!(evidence_value(max, "observed").as_deref(), Some("365"));
+
+    // JavaScript: one finding per user and per-user check, one about the
+    // shadow group, one per whole-file check.
     let job = out.job("passwd-accounts");
     assert_eq!(job["id"]["name"], "passwd-accounts", "{job:#}");
     let findings = out.findings("passwd-accounts");
     let not_passed: Vec<_> = findings.iter().filter(|f| f["status"] != "pass").collect();
     assert!(not_passed.is_empty(), "{not_passed:#?}");
-
     let users = [
         "root",
         "daemon",
@@ -392,7 +272,6 @@ fn js_passwd_accounts_passes_good_accounts_with_one_finding_per_user() {
         "sshd",
         "alice",
     ];
-    // 14 users × 4 per-user checks, the shadow group, 7 whole-file checks.
     assert_eq!(findings.len(), users.len() * PER_USER.len() + 1 + 7);
     for check in PER_USER {
         for user in users {
@@ -424,11 +303,50 @@ fn js_passwd_accounts_passes_good_accounts_with_one_finding_per_user() {
 }
 
 #[test]
-fn js_passwd_accounts_finds_every_planted_problem() {
-    let out = run_accounts(&fixture("js", "passwd-accounts", "bad"), ACCOUNTS_GRANT);
+fn bad_trees_fail_with_evidence_and_remediation() {
+    let agent = agent_with(&[
+        ("python", "login-defs", "bad"),
+        ("js", "passwd-accounts", "bad"),
+    ]);
+    let agent = with_accounts(with_login_defs(agent, LOGIN_DEFS_GRANT), ACCOUNTS_GRANT);
+    let out = agent.run();
+    assert_eq!(
+        out.code, 0,
+        "failed checks alone do not fail the run: {}",
+        out.stderr
+    );
+    completed(&out, "login-defs");
     completed(&out, "passwd-accounts");
 
-    // Per user: only the accounts with a planted problem fail.
+    // Python.
+    for (check, key, _) in LOGIN_DEFS_CHECKS {
+        let expected = if key == "PASS_WARN_AGE" {
+            "pass"
+        } else {
+            "fail"
+        };
+        assert_eq!(setting_status(&out, check, key), expected, "{check}");
+    }
+    // The last definition wins: SHA512 on line 48, MD5 on line 49.
+    let encrypt = setting_finding(&out, "login-defs-encrypt-method", "ENCRYPT_METHOD");
+    assert_eq!(
+        evidence_value(encrypt, "file").as_deref(),
+        Some("/etc/login.defs:49"),
+        "{encrypt:#}"
+    );
+    assert_eq!(evidence_value(encrypt, "observed").as_deref(), Some("MD5"));
+    assert!(
+        encrypt["remediation"]
+            .as_str()
+            .unwrap()
+            .contains("ENCRYPT_METHOD YESCRYPT"),
+        "{encrypt:#}"
+    );
+    let umask = setting_finding(&out, "login-defs-umask", "UMASK");
+    assert_eq!(evidence_value(umask, "observed").as_deref(), Some("022"));
+    assert_eq!(references(umask), ["CIS Debian Linux 12 5.4.3.3"]);
+
+    // JavaScript: per user, only the accounts with a planted problem fail.
     let failing: [(&str, &[&str]); 4] = [
         ("passwd-root-only-uid0", &["toor"]),
         ("passwd-shadowed-passwords", &["carol"]),
@@ -468,7 +386,6 @@ fn js_passwd_accounts_finds_every_planted_problem() {
         Some(("user", "carol")),
     );
     assert!(!carol.to_string().contains("$6$"), "{carol:#}");
-
     assert_eq!(
         status_of(
             &out,
@@ -505,12 +422,89 @@ fn js_passwd_accounts_finds_every_planted_problem() {
 }
 
 #[test]
-fn js_passwd_accounts_without_shadow_reports_errors_for_what_needs_it() {
-    let out = run_accounts(
-        &fixture("js", "passwd-accounts", "good"),
+fn configuration_is_read_through_the_config_interface_and_checked() {
+    let agent = agent_with(&[
+        ("python", "login-defs", "bad"),
+        ("js", "passwd-accounts", "bad"),
+    ]);
+    let agent = with_login_defs(
+        agent,
+        &format!(
+            "{LOGIN_DEFS_GRANT}\nconfig = {{ max_days = 99999, skip = [\"login-defs-umask\"] }}"
+        ),
+    );
+    let agent = with_accounts(
+        agent,
+        &format!("{ACCOUNTS_GRANT}\nconfig = {{ skip = [\"passwd-no-such-check\"] }}"),
+    );
+    let out = agent.run();
+    assert_eq!(out.code, 1, "a job failed: {}", out.stderr);
+    job_completed(&out, "login-defs");
+    let max = setting_finding(&out, "login-defs-pass-max-days", "PASS_MAX_DAYS");
+    assert_eq!(max["status"], "pass", "{max:#}");
+    assert_eq!(
+        evidence_value(max, "expected").as_deref(),
+        Some("between 1 and 99999 days")
+    );
+    assert_eq!(setting_status(&out, "login-defs-umask", "UMASK"), "skipped");
+
+    // A `run-error` thrown from JavaScript is the job's error.
+    assert_eq!(
+        out.error_kind("passwd-accounts").as_deref(),
+        Some("plugin-config"),
+        "{:#}",
+        out.job("passwd-accounts")
+    );
+    assert!(
+        out.error_message("passwd-accounts")
+            .contains("passwd-no-such-check"),
+        "{:#}",
+        out.job("passwd-accounts")
+    );
+}
+
+#[test]
+fn python_raises_an_invalid_configuration_as_a_run_error() {
+    let agent = agent_with(&[("python", "login-defs", "good")]);
+    let out = with_login_defs(
+        agent,
+        &format!("{LOGIN_DEFS_GRANT}\nconfig = {{ max_days = 0 }}"),
+    )
+    .run();
+    assert_eq!(
+        out.error_kind("login-defs").as_deref(),
+        Some("plugin-config"),
+        "{:#}",
+        out.job("login-defs")
+    );
+    assert!(
+        out.error_message("login-defs").contains("max_days"),
+        "{:#}",
+        out.job("login-defs")
+    );
+}
+
+#[test]
+fn a_missing_file_is_not_applicable_and_an_ungranted_one_an_error() {
+    // No /etc/login.defs; /etc/shadow exists but is not granted. (The grant
+    // is `/etc` for login-defs: the host refuses to run a plugin at all
+    // when a granted path does not exist.)
+    let agent = agent_with(&[("js", "passwd-accounts", "good")]);
+    let agent = with_login_defs(agent, "grants = { read = [\"/etc\"] }");
+    let agent = with_accounts(
+        agent,
         "grants = { read = [\"/etc/passwd\", \"/etc/group\"] }",
     );
+    let out = agent.run();
+    completed(&out, "login-defs");
     completed(&out, "passwd-accounts");
+    for (check, key, _) in LOGIN_DEFS_CHECKS {
+        assert_eq!(
+            setting_status(&out, check, key),
+            "not-applicable",
+            "{check}"
+        );
+    }
     for check in ["shadow-no-empty-passwords", "shadow-no-legacy-plus"] {
         let f = finding(&out, "passwd-accounts", check, None);
         assert_eq!(f["status"], "error", "{f:#}");
@@ -535,30 +529,23 @@ fn js_passwd_accounts_without_shadow_reports_errors_for_what_needs_it() {
     );
 }
 
-// ------------------------------------------------------------------ Both
-
 #[test]
-fn python_and_js_plugins_run_side_by_side_in_one_cycle() {
-    let agent = Agent::new()
-        .with_tree(&fixture("python", "login-defs", "bad"))
-        .with_tree(&fixture("js", "passwd-accounts", "bad"))
-        .plugin("login-defs", &foreign("login_defs"), LOGIN_DEFS_GRANT)
-        .plugin(
-            "passwd-accounts",
-            &foreign("passwd_accounts"),
-            ACCOUNTS_GRANT,
-        );
-    let out = agent.run();
+fn python_login_defs_denied_is_an_error_never_a_pass() {
+    let agent = agent_with(&[("python", "login-defs", "good")]);
+    std::fs::write(agent.root().join("etc/hostname"), "assessed\n").unwrap();
+    let out = with_login_defs(agent, "grants = { read = [\"/etc/hostname\"] }").run();
     completed(&out, "login-defs");
-    completed(&out, "passwd-accounts");
-    assert_eq!(login_defs_status(&out, "login-defs-umask", "UMASK"), "fail");
-    assert_eq!(
-        account_status(&out, "passwd-root-only-uid0", "toor"),
-        "fail"
-    );
-    assert_eq!(
-        agent.run_with(&["--fail-on-findings"]).code,
-        2,
-        "--fail-on-findings turns their failed checks into exit code 2"
+    for (check, key, _) in LOGIN_DEFS_CHECKS {
+        let f = setting_finding(&out, check, key);
+        assert_eq!(f["status"], "error", "{f:#}");
+        assert!(
+            f["message"].as_str().unwrap().contains("access denied"),
+            "{f:#}"
+        );
+    }
+    assert!(
+        out.job("login-defs")["denial_count"].as_u64().unwrap() > 0,
+        "{:#}",
+        out.job("login-defs")
     );
 }
