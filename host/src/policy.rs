@@ -24,6 +24,10 @@ pub enum Refusal {
     /// The request is malformed (relative path, `..`, bad name).
     #[error("{0}")]
     Invalid(String),
+    /// The request is granted but what it names does not exist (a granted
+    /// path missing from the assessed system).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// What the operator granted to one plugin, validated and normalised from

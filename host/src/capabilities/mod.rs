@@ -285,6 +285,63 @@ mod tests {
         assert!(e.contains("table") || e.contains("instance"), "{e}");
     }
 
+    /// A module whose start function grows its one-element table by
+    /// `delta` with `table.grow` and traps when the growth is refused.
+    fn growing_table_module(delta: i32) -> wasm_encoder::Module {
+        use wasm_encoder::{
+            BlockType, CodeSection, Function, FunctionSection, HeapType, StartSection, TypeSection,
+        };
+        let mut types = TypeSection::new();
+        types.ty().function([], []);
+        let mut functions = FunctionSection::new();
+        functions.function(0);
+        let mut body = Function::new([]);
+        body.instructions()
+            .ref_null(HeapType::FUNC)
+            .i32_const(delta)
+            .table_grow(0)
+            .i32_const(-1)
+            .i32_eq()
+            .if_(BlockType::Empty)
+            .unreachable()
+            .end()
+            .end();
+        let mut code = CodeSection::new();
+        code.function(&body);
+        // Sections in their required order: type, function, table, start,
+        // code.
+        let mut module = wasm_encoder::Module::new();
+        module.section(&types);
+        module.section(&functions);
+        let mut table = wasm_encoder::TableSection::new();
+        table.table(wasm_encoder::TableType {
+            element_type: wasm_encoder::RefType::FUNCREF,
+            table64: false,
+            minimum: 1,
+            maximum: None,
+            shared: false,
+        });
+        module.section(&table);
+        module.section(&StartSection { function_index: 0 });
+        module.section(&code);
+        module
+    }
+
+    #[tokio::test]
+    async fn table_grow_at_run_time_is_refused_past_the_cap() {
+        let within = (MAX_TABLE_ELEMENTS - 1) as i32;
+        instantiate(&component(&growing_table_module(within), 1))
+            .await
+            .unwrap();
+        let e = instantiate(&component(&growing_table_module(within + 1), 1))
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("unreachable"),
+            "the refused growth returned -1: {e}"
+        );
+    }
+
     #[tokio::test]
     async fn a_component_with_too_many_memories_does_not_instantiate() {
         let mut memories = wasm_encoder::MemorySection::new();

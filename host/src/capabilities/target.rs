@@ -53,7 +53,17 @@ pub enum GrantError {
         /// Why.
         source: std::io::Error,
     },
-    /// A granted path does not exist or cannot be opened.
+    /// A granted path does not exist on the assessed system (not an error
+    /// of the configuration: an image or a host may lack it; the plugin's
+    /// calls under it get `not-found`).
+    #[error("read grant {path} does not exist under the assessment root {root}")]
+    Missing {
+        /// The granted path.
+        path: PathBuf,
+        /// The root.
+        root: PathBuf,
+    },
+    /// A granted path cannot be opened.
     #[error(
         "read grant {path} does not resolve under the assessment root {root}: {reason}; remove it from `grants.read` or fix the path"
     )]
@@ -100,15 +110,27 @@ pub struct TargetCtx {
 
 impl TargetCtx {
     /// Open every read grant under `root`, as configuration is checked:
-    /// fails when a grant does not exist or passes through a symlink.
+    /// fails when a grant passes through a symlink or cannot be opened. A
+    /// grant that does not exist is not an error (the calls under it get
+    /// `not-found`); [`TargetCtx::missing_grants`] names them.
     pub fn open(root: &Path, grants: GrantSet, limits: Limits) -> Result<Self, GrantError> {
         let mut ctx = Self::open_for_run(root, grants, limits)?;
-        if let Some(i) = ctx.opened.iter().position(|(_, access)| access.is_err())
-            && let (_, Err(error)) = ctx.opened.swap_remove(i)
+        if let Some(i) = ctx.opened.iter().position(
+            |(_, access)| matches!(access, Err(e) if !matches!(e, GrantError::Missing { .. })),
+        ) && let (_, Err(error)) = ctx.opened.swap_remove(i)
         {
             return Err(error);
         }
         Ok(ctx)
+    }
+
+    /// The read grants that do not exist under the root.
+    pub fn missing_grants(&self) -> Vec<&Path> {
+        self.opened
+            .iter()
+            .filter(|(_, access)| matches!(access, Err(GrantError::Missing { .. })))
+            .map(|(path, _)| path.as_path())
+            .collect()
     }
 
     /// Open every read grant under `root` for one run: a grant that has
@@ -156,6 +178,7 @@ impl TargetCtx {
                 AccessError::Denied(why)
             }
             Refusal::Invalid(why) => AccessError::Invalid(why),
+            Refusal::NotFound(why) => AccessError::NotFound(why),
         }
     }
 
@@ -177,6 +200,13 @@ impl TargetCtx {
         };
         let access = match access {
             Ok(access) => access,
+            Err(GrantError::Missing { .. }) => {
+                return Err(Refusal::NotFound(format!(
+                    "{} does not exist (nor does its grant {})",
+                    request.display(),
+                    grant.display()
+                )));
+            }
             Err(why) => return Err(Refusal::Invalid(why.to_string())),
         };
         let rel = request
@@ -274,9 +304,16 @@ fn open_grant(root_dir: &Dir, root: &Path, path: &Path) -> Result<GrantAccess, G
     let mut walked = PathBuf::from("/");
     for (i, name) in names.iter().enumerate() {
         walked.push(name);
-        let meta = current
-            .symlink_metadata(name)
-            .map_err(|e| fail(io_reason(&e)))?;
+        let meta = current.symlink_metadata(name).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                GrantError::Missing {
+                    path: path.to_path_buf(),
+                    root: root.to_path_buf(),
+                }
+            } else {
+                fail(io_reason(&e))
+            }
+        })?;
         if meta.file_type().is_symlink() {
             let points_to = current
                 .read_link_contents(name)
@@ -849,16 +886,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_grant_that_does_not_exist_is_an_error() {
+    async fn a_grant_that_does_not_exist_is_not_found_for_the_plugin() {
         let root = tree();
+        let ctx = TargetCtx::open(
+            root.path(),
+            grants(&["/etc/nope", "/etc/ssh"], &[], &[], false),
+            Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(ctx.missing_grants(), [Path::new("/etc/nope")]);
+        let mut s = state_with_target(ctx);
+        let e = s
+            .read_file("/etc/nope/x".into())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(&e, AccessError::NotFound(m) if m.contains("/etc/nope")),
+            "{e:?}"
+        );
+        assert!(s.target.denials().0.is_empty(), "not a denial");
+        // A grant that is there but not a directory is still an error.
         let e = TargetCtx::open(
             root.path(),
-            grants(&["/etc/nope"], &[], &[], false),
+            grants(&["/etc/passwd/x"], &[], &[], false),
             Limits::default(),
         )
         .err()
         .unwrap();
-        assert!(e.to_string().contains("/etc/nope"), "{e}");
+        assert!(e.to_string().contains("not a directory"), "{e}");
     }
 
     #[tokio::test]
