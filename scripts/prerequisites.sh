@@ -22,3 +22,21 @@ elif ! rustc --print target-list | grep -qx wasm32-wasip2; then
     echo "error: the wasm32-wasip2 target is needed for plugins; install it with rustup" >&2
     exit 1
 fi
+
+# The Python and JavaScript example plugins are built with componentize-py
+# (in a venv) and componentize-js (npm): they need python3 with venv and
+# node with npm. Installed from Debian's packages where missing.
+missing=()
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+    if command -v apt-get >/dev/null 2>&1; then
+        sudo=""
+        if [ "$(id -u)" -ne 0 ]; then sudo="sudo -n"; fi
+        $sudo apt-get update -qq
+        $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "error: the Python and JavaScript plugins need ${missing[*]}; install them and retry" >&2
+        exit 1
+    fi
+fi

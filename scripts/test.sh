@@ -46,6 +46,9 @@ cargo clippy --locked --manifest-path plugins-examples/Cargo.toml --target wasm3
 echo "== plugin unit tests (native)"
 cargo test --locked --manifest-path plugins-examples/Cargo.toml --target-dir target/guests-native 2>&1 | tee -a "$log"
 
+echo "== Python and JavaScript example plugins"
+scripts/build-foreign-plugins.sh
+
 echo "== host and end-to-end tests"
 cargo test --locked --workspace 2>&1 | tee -a "$log"
 
