@@ -90,6 +90,12 @@ mod tests {
         let world = include_str!("../../wit/world.wit");
         assert!(world.contains(&format!("package {ABI_PACKAGE}@{LATEST};")));
         assert_eq!(AbiVersion::latest().version(), LATEST);
+        // A new minor line needs its own variant, the previous WIT frozen in
+        // wit/v<version>/ and an adapter in host/src/abi/ (docs/abi.md).
+        assert!(
+            LATEST.starts_with("0.2."),
+            "wit/world.wit says {LATEST}: add an AbiVersion for it and freeze 0.2"
+        );
     }
 
     #[test]
