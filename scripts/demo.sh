@@ -21,7 +21,7 @@ scripts/prerequisites.sh
 echo "== building the example plugins, the runtime, the registry tools and the control plane" >&2
 cargo build --locked --release --target wasm32-wasip2 \
     --manifest-path plugins-examples/Cargo.toml --target-dir target/guests \
-    -p sshd-hardening -p file-permissions -p kernel-params
+    -p sshd-hardening -p file-permissions -p kernel-params -p package-hygiene
 cargo build --locked -p assessment-runtime -p registry-tools -p assessment-control-plane
 
 bin="$PWD/target/debug"
@@ -53,7 +53,7 @@ echo "== signing the example plugins into a local registry" >&2
 export PLUGIN_REGISTRY_PASSWORD="demo-password-$RANDOM$RANDOM"
 "$bin/plugin-registry" keygen --secret-key "$demo/publisher.key" --public-key "$demo/publisher.pub" >/dev/null
 public_key=$(sed -n 2p "$demo/publisher.pub")
-for plugin in sshd-hardening file-permissions kernel-params; do
+for plugin in sshd-hardening file-permissions kernel-params package-hygiene; do
     "$bin/plugin-registry" package "target/guests/wasm32-wasip2/release/${plugin//-/_}.wasm" \
         --plugin-dir "plugins-examples/$plugin" --out "$demo/dist" --secret-key "$demo/publisher.key" \
         --repository "file://$PWD" --commit "$(git rev-parse HEAD 2>/dev/null || echo unknown)" >/dev/null
@@ -91,6 +91,7 @@ trusted_keys = ["$public_key"]
 # plugins here).
 [policy]
 read = ["/etc", "/proc/sys"]
+packages = true
 # The demo's registry is served on loopback over plain HTTP.
 dev_plain_http_registries = true
 EOF
@@ -99,23 +100,21 @@ token=$("$bin/assessment-control-plane" enrollment-token create --group default 
     --ca-cert "$demo/control-plane-ca.pem" --token "$token"
 
 echo "== assigning the example plugins" >&2
-# Grants for what exists on this machine (a grant to a missing path is an error).
-existing() {
-    python3 -c 'import json, os, sys; print(json.dumps([p for p in sys.argv[1:] if os.path.exists(p)]))' "$@"
-}
-ssh_grant=$(existing /etc/ssh)
-perm_grant=$(existing /etc/passwd /etc/passwd- /etc/group /etc/group- /etc/shadow /etc/shadow- /etc/gshadow /etc/gshadow- /etc/crontab /etc/ssh)
+# A grant of a path this machine lacks is fine: the plugin's checks of it
+# do not apply.
 registry="http://127.0.0.1:$registry_port"
 cat >"$demo/assignment.json" <<EOF
 {
   "runtime": { "max_concurrent_jobs": 2 },
   "plugin": [
     { "name": "sshd-hardening", "version": "0.1.0", "source": { "url": "$registry" },
-      "grants": { "read": $ssh_grant }, "enabled": $([ "$ssh_grant" = "[]" ] && echo false || echo true) },
+      "grants": { "read": ["/etc/ssh"] } },
     { "name": "file-permissions", "version": "0.1.0", "source": { "url": "$registry" },
-      "grants": { "read": $perm_grant } },
+      "grants": { "read": ["/etc"] } },
     { "name": "kernel-params", "version": "0.1.0", "source": { "url": "$registry" },
-      "grants": { "read": ["/proc/sys"] } }
+      "grants": { "read": ["/proc/sys"] } },
+    { "name": "package-hygiene", "version": "0.1.0", "source": { "url": "$registry" },
+      "grants": { "packages": true } }
   ]
 }
 EOF
@@ -139,11 +138,17 @@ for r in rows:
     e = r["evidence"]
     labels = e["labels"]
     counts[labels["status"]] = counts.get(labels["status"], 0) + 1
-    print(f"{r['plugin']:<17} {labels['status'].upper():<8} {labels['severity']:<9} {r['check']:<32} {e['description']}")
+    about = labels.get("subject", "")
+    print(f"{r['plugin']:<17} {labels['status'].upper():<5} {labels['severity']:<9} {r['check']:<28} {about:<34} {e['description']}")
 print()
 print(f"{len(rows)} evidence record(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 for r in json.load(open(sys.argv[2])):
     print(f"runtime {r['name']} ({r['id']}): last heartbeat {r['last_heartbeat_at']}, stale: {r['stale']}")
+    # Findings that are no evidence (no verdict, not applicable, disabled)
+    # are counted in the heartbeat.
+    for plugin, job in sorted((r.get("heartbeat") or {}).get("jobs", {}).items()):
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(job.get("statuses", {}).items()))
+        print(f"  {plugin:<17} {job['outcome']}: {statuses}")
 PY
 
 echo
