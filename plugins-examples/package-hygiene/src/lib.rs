@@ -45,7 +45,12 @@ const RULES: [Rule; 6] = [
         "No telnet server is installed",
         Severity::High,
         "Remove the telnet server (`apt purge telnetd inetutils-telnetd`); use SSH instead.",
-        &["telnetd", "inetutils-telnetd", "telnetd-ssl", "telnet-server"],
+        &[
+            "telnetd",
+            "inetutils-telnetd",
+            "telnetd-ssl",
+            "telnet-server",
+        ],
     ),
     rule(
         "pkg-rsh-server",
@@ -132,7 +137,12 @@ impl Plugin for PackageHygiene {
         };
         let rules = RULES
             .iter()
-            .map(|r| (&r.check, r.packages.iter().map(|p| p.to_string()).collect::<Vec<_>>()))
+            .map(|r| {
+                (
+                    &r.check,
+                    r.packages.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                )
+            })
             .chain([(&SITE, forbidden)]);
         for (check, names) in rules {
             if skip.iter().any(|s| s == check.id) {
