@@ -18,3 +18,8 @@ pub(crate) use crate::bindings::assessment::plugin::*;
 pub(crate) use crate::testing::imports::{
     config, environment, filesystem, host_facts, log, process, results,
 };
+// `crate::packages` reaches the mock once it calls `crate::imports::packages`
+// instead of the raw binding.
+#[cfg(all(feature = "testing", unix))]
+#[allow(unused_imports)]
+pub(crate) use crate::testing::imports::packages;

@@ -39,11 +39,11 @@
 //! ```
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` (or
-//! `cargo component build --release`); the `.wasm` in
-//! `target/wasm32-wasip2/release/` is the component the host runs.
+//! `cargo component build --release --target wasm32-wasip2`); the `.wasm`
+//! in `target/wasm32-wasip2/release/` is the component the host runs.
 //!
 //! The plugin sees nothing of the machine except through one module per
-//! capability — [`fs`], [`process`], [`env`], [`host`] — and only what the
+//! capability — [`fs`], [`process`], [`env`](mod@env), [`host`] — and only what the
 //! operator granted to it: every denied call returns [`AccessError::Denied`]
 //! and never panics. A plugin imports only the interfaces it calls, and
 //! declares the matching capabilities in its `plugin.toml`.
@@ -51,7 +51,7 @@
 //! # Testing
 //!
 //! With the `testing` feature, on a native (Unix) target, every call into
-//! the host goes to a thread-local mock instead: [`testing::MockHost`] runs
+//! the host goes to a thread-local mock instead: `testing::MockHost` runs
 //! a plugin with `cargo test` against a fixture tree, grants and
 //! configuration, and returns its findings. Enable it for tests only:
 //!
@@ -62,7 +62,7 @@
 //!
 //! # Features
 //!
-//! - `testing`: the [`testing`] module (native Unix targets only; on
+//! - `testing`: the `testing` module (native Unix targets only; on
 //!   `wasm32-wasip2` the feature changes nothing).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -55,12 +55,14 @@
 //!   symlink; a missing path is [`AccessError::NotFound`]; a file above the
 //!   file-size limit is [`AccessError::TooLarge`]; a directory or a device
 //!   is not a file to read (`Invalid`). A read grant that does not exist
-//!   under the root fails the run before it starts ([`MockError::Grant`]),
-//!   as the host refuses such a configuration.
+//!   under the root is `NotFound` for every call under it; one that passes
+//!   through a symlink or a file fails the run before it starts
+//!   ([`MockError::Grant`]), as the host refuses such a configuration.
 //! - **Commands** must be absolute and granted; their output is what the
 //!   test gave with [`MockHost::command`] (nothing is executed).
-//! - **Environment variables** and **host facts** are answered only when
-//!   granted.
+//! - **Environment variables**, **host facts** and **installed packages**
+//!   are answered only when granted (the packages are the list the test
+//!   gives, sorted by name, as the host returns them).
 //! - **Configuration** is checked against the keys `describe` announced
 //!   before `run` ([`MockError::Config`]), and `describe` itself is checked
 //!   as the host checks it ([`MockError::Describe`]).
@@ -88,6 +90,7 @@ use std::path::{Path, PathBuf};
 use crate::bindings::assessment::plugin::log::Level;
 use crate::config::Value;
 use crate::host::Facts;
+use crate::packages::InstalledPackage;
 use crate::process::CommandOutput;
 use crate::{
     AccessError, EmitError, Finding, Plugin, PluginInfo, RunError, RunSummary, Status, SubjectKind,
@@ -116,7 +119,7 @@ pub enum MockError {
         source: std::io::Error,
     },
     /// A grant is invalid, or a read grant does not resolve under the root
-    /// (missing, or passing through a symlink).
+    /// (it passes through a symlink or a file).
     #[error("grant: {0}")]
     Grant(String),
     /// A mock run is already active on this thread.
@@ -173,6 +176,7 @@ pub struct MockHost {
     commands: CannedCommands,
     env: BTreeMap<String, Option<String>>,
     facts: FactsGrant,
+    packages: Option<Result<Vec<InstalledPackage>, AccessError>>,
     config: BTreeMap<String, Value>,
     limits: MockLimits,
 }
@@ -193,6 +197,7 @@ impl MockHost {
             commands: BTreeMap::new(),
             env: BTreeMap::new(),
             facts: FactsGrant::None,
+            packages: None,
             config: BTreeMap::new(),
             limits: MockLimits::default(),
         }
@@ -278,6 +283,25 @@ impl MockHost {
     /// Grant host facts with these values.
     pub fn host_facts(mut self, facts: Facts) -> Self {
         self.facts = FactsGrant::Given(facts);
+        self
+    }
+
+    /// Grant the installed packages and list these (the host returns them
+    /// sorted by name). See [`package`] for a short way to write one.
+    pub fn installed_packages(
+        mut self,
+        packages: impl IntoIterator<Item = InstalledPackage>,
+    ) -> Self {
+        let mut packages: Vec<InstalledPackage> = packages.into_iter().collect();
+        packages.sort_by(|a, b| a.name.cmp(&b.name));
+        self.packages = Some(Ok(packages));
+        self
+    }
+
+    /// Grant the installed packages and answer with an error (e.g.
+    /// `AccessError::NotFound` for a root without a package database).
+    pub fn installed_packages_error(mut self, error: AccessError) -> Self {
+        self.packages = Some(Err(error));
         self
     }
 
@@ -528,6 +552,17 @@ impl MockRun {
             })
             .collect::<Vec<_>>()
             .join("; ")
+    }
+}
+
+/// A dpkg package for [`MockHost::installed_packages`]: `package("telnet",
+/// "0.17-44")` (architecture `amd64`).
+pub fn package(name: &str, version: &str) -> InstalledPackage {
+    InstalledPackage {
+        name: name.to_string(),
+        version: version.to_string(),
+        architecture: "amd64".to_string(),
+        manager: "dpkg".to_string(),
     }
 }
 

@@ -31,6 +31,8 @@ enum Access {
     Dir(PathBuf),
     /// A file: only itself, never followed if it is a symlink.
     File(PathBuf),
+    /// Not on the assessed system: every call under it is `not-found`.
+    Missing,
 }
 
 #[derive(Debug, Clone)]
@@ -163,8 +165,9 @@ impl MockFs {
     }
 
     /// Open every read grant under `root`, as the host does when it checks
-    /// a configuration: a grant that does not exist or passes through a
-    /// symlink is an error.
+    /// a configuration: a grant that passes through a symlink, or through a
+    /// file, is an error; a grant that does not exist is not (the calls
+    /// under it get `not-found`).
     pub(crate) fn open(root: Option<&Path>, read: &[String]) -> Result<Self, MockError> {
         let root = match root {
             None if read.is_empty() => return Ok(MockFs::none()),
@@ -231,6 +234,11 @@ impl MockFs {
             }),
             Access::File(_) => Err(Refusal::Error(AccessError::Invalid(format!(
                 "{}: {} is a file",
+                request.display(),
+                grant.path.display()
+            )))),
+            Access::Missing => Err(Refusal::Error(AccessError::NotFound(format!(
+                "{} does not exist (nor does its grant {})",
                 request.display(),
                 grant.path.display()
             )))),
@@ -455,13 +463,11 @@ fn open_grant(root: &Path, path: &Path) -> Result<Access, MockError> {
     for (i, name) in names.iter().enumerate() {
         walked.push(name);
         let next = current.join(name);
-        let meta = std::fs::symlink_metadata(&next).map_err(|e| {
-            fail(if e.kind() == std::io::ErrorKind::NotFound {
-                "no such file or directory".to_string()
-            } else {
-                e.to_string()
-            })
-        })?;
+        let meta = match std::fs::symlink_metadata(&next) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Access::Missing),
+            Err(e) => return Err(fail(e.to_string())),
+        };
         if meta.file_type().is_symlink() {
             let target = std::fs::read_link(&next).unwrap_or_else(|_| PathBuf::from("?"));
             return Err(MockError::Grant(format!(

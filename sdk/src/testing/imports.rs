@@ -64,6 +64,18 @@ pub mod host_facts {
     }
 }
 
+// Reached once `crate::packages` calls `crate::imports::packages` instead of
+// the raw binding (`sdk/src/packages.rs`); the tests call it directly.
+#[allow(dead_code)]
+pub mod packages {
+    use crate::AccessError;
+    pub use crate::bindings::assessment::plugin::packages::InstalledPackage;
+
+    pub fn installed() -> Result<Vec<InstalledPackage>, AccessError> {
+        super::with("packages.installed", |s| s.installed_packages())
+    }
+}
+
 pub mod log {
     pub use crate::bindings::assessment::plugin::log::Level;
 

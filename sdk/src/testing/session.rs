@@ -50,6 +50,7 @@ pub(crate) struct Session {
     commands: CannedCommands,
     env: BTreeMap<String, Option<String>>,
     facts: Option<Facts>,
+    packages: Option<Result<Vec<crate::packages::InstalledPackage>, AccessError>>,
     config: BTreeMap<String, Value>,
     limits: MockLimits,
     pub(crate) results: Results,
@@ -65,6 +66,7 @@ impl Session {
             commands: BTreeMap::new(),
             env: BTreeMap::new(),
             facts: None,
+            packages: None,
             config: BTreeMap::new(),
             limits: MockLimits::default(),
             results: Results::default(),
@@ -101,6 +103,7 @@ impl Session {
             commands: host.commands.clone(),
             env: host.env.clone(),
             facts,
+            packages: host.packages.clone(),
             config: host.config.clone(),
             limits: host.limits.clone(),
             results: Results {
@@ -222,6 +225,20 @@ impl Session {
             None => Err(self.deny(
                 "host-facts.get",
                 "host facts are not granted (grants.host_facts = false)".to_string(),
+            )),
+        }
+    }
+
+    // packages
+
+    pub(crate) fn installed_packages(
+        &mut self,
+    ) -> Result<Vec<crate::packages::InstalledPackage>, AccessError> {
+        match &self.packages {
+            Some(answer) => answer.clone(),
+            None => Err(self.deny(
+                "packages.installed",
+                "packages is not granted (grants.packages = false)".to_string(),
             )),
         }
     }

@@ -230,7 +230,7 @@ fn grants_must_resolve_under_the_root() {
         assert!(matches!(err, MockError::Grant(_)), "{err}");
         assert!(err.to_string().contains(needle), "{err}");
     };
-    refuse(host(&t).grant_read("/opt"), "does not resolve");
+    refuse(host(&t).grant_read("/etc/passwd/x"), "not a directory");
     refuse(
         host(&t).grant_read("/link-to-etc/ssh"),
         "passes through the symlink",
@@ -253,6 +253,18 @@ fn grants_must_resolve_under_the_root() {
         .map(|_| ())
         .unwrap_err();
     assert!(matches!(err, MockError::Root { .. }), "{err}");
+}
+
+#[test]
+fn calls_under_a_grant_missing_from_the_tree_are_not_found() {
+    let t = tree();
+    let h = host(&t).grant_read("/opt/app").grant_read("/etc/ssh");
+    let (r, run) = probe(h, || fs::read_file("/opt/app/config"));
+    assert!(
+        matches!(&r, Err(AccessError::NotFound(m)) if m.contains("nor does its grant /opt/app")),
+        "{r:?}"
+    );
+    assert!(run.denials.is_empty(), "not a denial");
 }
 
 #[test]
@@ -322,6 +334,25 @@ fn commands_env_and_facts_answer_only_when_granted() {
     assert_eq!(facts.os_version, "1.0");
     let (r, _) = probe(host(&t), host::facts);
     assert!(matches!(r, Err(AccessError::Denied(_))));
+}
+
+#[test]
+fn installed_packages_answer_only_when_granted() {
+    let h =
+        MockHost::new().installed_packages([package("telnet", "0.17-44"), package("bash", "5.2")]);
+    let (r, _) = probe(h, crate::imports::packages::installed);
+    let names: Vec<String> = r.unwrap().into_iter().map(|p| p.name).collect();
+    assert_eq!(
+        names,
+        ["bash", "telnet"],
+        "sorted by name, as the host returns them"
+    );
+    let h = MockHost::new().installed_packages_error(AccessError::NotFound("no database".into()));
+    let (r, _) = probe(h, crate::imports::packages::installed);
+    assert!(matches!(r, Err(AccessError::NotFound(_))));
+    let (r, run) = probe(MockHost::new(), crate::imports::packages::installed);
+    assert!(matches!(r, Err(AccessError::Denied(m)) if m.contains("grants.packages")));
+    assert_eq!(run.denials.len(), 1);
 }
 
 #[test]
