@@ -167,22 +167,45 @@ fn a_config_value_of_the_wrong_kind() {
 }
 
 #[test]
-fn a_grant_to_a_path_that_does_not_exist() {
-    let out = with_good_neighbour(Agent::new().plugin(
+fn a_grant_to_a_path_that_does_not_exist_lets_the_plugin_say_its_checks_do_not_apply() {
+    let out = Agent::new()
+        .plugin(
+            "kernel-params",
+            &guest("kernel_params"),
+            "grants = { read = [\"/proc/sys\"] }",
+        )
+        .run();
+    assert_eq!(out.error_kind("kernel-params"), None, "{:#}", out.report);
+    assert!(
+        out.stderr
+            .contains("read grant /proc/sys does not exist under the assessment root"),
+        "{}",
+        out.stderr
+    );
+    let statuses: Vec<_> = out
+        .findings("kernel-params")
+        .iter()
+        .map(|f| f["status"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!statuses.is_empty());
+    assert!(statuses.iter().all(|s| s == "not-applicable"), "{statuses:?}");
+}
+
+#[test]
+fn a_grant_through_a_file_is_a_grant_error() {
+    let agent = Agent::new();
+    std::fs::create_dir_all(agent.root().join("etc")).unwrap();
+    std::fs::write(agent.root().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    let out = with_good_neighbour(agent.plugin(
         "kernel-params",
         &guest("kernel_params"),
-        "grants = { read = [\"/proc/sys\"] }",
+        "grants = { read = [\"/etc/passwd/x\"] }",
     ));
     assert_load_error(
         &out,
         "kernel-params",
         "grant",
-        &[
-            "kernel-params",
-            "/proc/sys",
-            "does not resolve",
-            "grants.read",
-        ],
+        &["kernel-params", "/etc/passwd", "not a directory", "grants.read"],
     );
 }
 
