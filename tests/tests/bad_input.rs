@@ -188,14 +188,21 @@ fn a_grant_to_a_path_that_does_not_exist_lets_the_plugin_say_its_checks_do_not_a
         .map(|f| f["status"].as_str().unwrap().to_string())
         .collect();
     assert!(!statuses.is_empty());
-    assert!(statuses.iter().all(|s| s == "not-applicable"), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| s == "not-applicable"),
+        "{statuses:?}"
+    );
 }
 
 #[test]
 fn a_grant_through_a_file_is_a_grant_error() {
     let agent = Agent::new();
     std::fs::create_dir_all(agent.root().join("etc")).unwrap();
-    std::fs::write(agent.root().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    std::fs::write(
+        agent.root().join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\n",
+    )
+    .unwrap();
     let out = with_good_neighbour(agent.plugin(
         "kernel-params",
         &guest("kernel_params"),
@@ -205,7 +212,12 @@ fn a_grant_through_a_file_is_a_grant_error() {
         &out,
         "kernel-params",
         "grant",
-        &["kernel-params", "/etc/passwd", "not a directory", "grants.read"],
+        &[
+            "kernel-params",
+            "/etc/passwd",
+            "not a directory",
+            "grants.read",
+        ],
     );
 }
 
