@@ -1,6 +1,8 @@
-//! `plugin-registry`: keygen, sign, verify, audit, package and publish
-//! Assessment Runtime plugins. Every step the GitHub workflows run is one of
-//! these commands.
+//! `plugin-registry`: create, keygen, sign, verify, audit, package and
+//! publish Assessment Runtime plugins. Every step the GitHub workflows run is
+//! one of these commands.
+
+mod template;
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -39,6 +41,22 @@ enum Cost {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a plugin crate: one check, plugin.toml, good and bad
+    /// fixtures, unit tests with the SDK's mock host, a README and a GitHub
+    /// workflow.
+    New {
+        /// The plugin's name (lowercase letters, digits and `-`).
+        name: String,
+        /// The directory to create (default: ./NAME); it must not exist or
+        /// be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Depend on the SDK at this path (default: the repository's SDK
+        /// when DIR is inside the Assessment Runtime repository, otherwise
+        /// the published version).
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
     /// Generate a key pair (minisign formats). The password comes from
     /// PLUGIN_REGISTRY_PASSWORD; without it, pass --unencrypted.
     Keygen {
@@ -94,8 +112,10 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_MAX_BYTES)]
         max_size: u64,
     },
-    /// Audit, describe and sign a plugin: writes NAME-VERSION.wasm,
-    /// .manifest.json and .manifest.json.minisig into --out.
+    /// Audit, describe and sign a plugin: the component's `describe` must
+    /// report the name and version of plugin.toml / Cargo.toml (and of
+    /// --version and --tag); writes NAME-VERSION.wasm, .manifest.json and
+    /// .manifest.json.minisig into --out.
     Package {
         /// The built component.
         component: PathBuf,
@@ -112,6 +132,10 @@ enum Command {
         /// crate's version.
         #[arg(long)]
         version: Option<String>,
+        /// The release tag, `<plugin>/v<version>`: must name this plugin
+        /// and its version.
+        #[arg(long)]
+        tag: Option<String>,
         /// Source repository URL recorded in the manifest.
         #[arg(long, default_value = "")]
         repository: String,
@@ -191,6 +215,26 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::New {
+            name,
+            dir,
+            sdk_path,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let created = template::create(&name, &dir, sdk_path.as_deref())?;
+            for file in &created.files {
+                println!("{}", created.dir.join(file).display());
+            }
+            let sdk = match &created.sdk {
+                template::SdkSource::Path(path) => format!("the SDK at {path}"),
+                template::SdkSource::Version(version) => format!("assessment-sdk {version}"),
+            };
+            eprintln!(
+                "created plugin {name} in {} (with {sdk}); next: `cargo test`, then `cargo build --release --target wasm32-wasip2`",
+                created.dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keygen {
             secret_key,
             public_key,
@@ -325,6 +369,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             out,
             secret_key,
             version,
+            tag,
             repository,
             commit,
             max_size,
@@ -333,9 +378,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let bytes = std::fs::read(&component)
                 .with_context(|| format!("cannot read {}", component.display()))?;
             let mut plugin = release::read_plugin_dir(&plugin_dir, version.as_deref())?;
+            if let Some(tag) = &tag {
+                release::check_tag(tag, &plugin)?;
+            }
             plugin.source = Source { repository, commit };
             match release::package(&bytes, &plugin, &sk, &out, max_size) {
                 Ok(packaged) => {
+                    eprintln!(
+                        "describe(): {} {} (matches {} and {})",
+                        packaged.described.name,
+                        packaged.described.version,
+                        plugin.name_from.display(),
+                        plugin.version_from.display()
+                    );
                     for f in &packaged.files {
                         println!("{}", f.display());
                     }

@@ -10,6 +10,15 @@
 //! [capabilities]
 //! read = ["/etc/ssh"]
 //! ```
+//!
+//! Before signing, [`package`] calls the component's `describe` (see
+//! [`describe()`]): the name and version it reports must be the ones being
+//! released, as the host refuses a release whose component describes
+//! itself otherwise.
+
+mod describe;
+
+pub use describe::{DescribeError, Described, describe};
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +48,36 @@ pub enum ReleaseError {
         path: PathBuf,
         /// What is wrong.
         message: String,
+    },
+    /// `describe` could not be called.
+    #[error("cannot check what the component says it is: {0}")]
+    Describe(#[from] DescribeError),
+    /// The component describes itself with another name or version than
+    /// the one being released.
+    #[error(
+        "the component describes itself as {field} `{described}`, but {expected_from} says `{expected}`; {advice}"
+    )]
+    Mismatch {
+        /// `name` or `version`.
+        field: &'static str,
+        /// What `describe` returned.
+        described: String,
+        /// What the release says.
+        expected: String,
+        /// Where the release's value comes from (a file, or the tag).
+        expected_from: String,
+        /// What to do about it.
+        advice: &'static str,
+    },
+    /// The release tag is not `<name>/v<version>` of this plugin.
+    #[error("release tag `{tag}` is not `{expected}` ({why})")]
+    Tag {
+        /// The tag.
+        tag: String,
+        /// The tag this release needs.
+        expected: String,
+        /// What differs.
+        why: String,
     },
     /// The audit rejected the component.
     #[error("the audit rejected the component: {}", .0.first_rejection().map_or(String::new(), |f| format!("{}: {}", f.rule, f.message)))]
@@ -98,6 +137,11 @@ pub struct PluginDescription {
     pub capabilities: Capabilities,
     /// Provenance.
     pub source: Source,
+    /// The file the name comes from (`plugin.toml`, or `Cargo.toml` when
+    /// it names none), for messages.
+    pub name_from: PathBuf,
+    /// The file the version comes from (`Cargo.toml`, or the workspace's).
+    pub version_from: PathBuf,
 }
 
 /// Name, version (from `Cargo.toml`, or its workspace's when inherited),
@@ -119,11 +163,13 @@ pub fn read_plugin_dir(
     let cargo: CargoToml = parse(&cargo_path)?
         .try_into()
         .map_err(|e: toml::de::Error| bad(&cargo_path, e.to_string()))?;
+    let mut version_from = cargo_path.clone();
     let version = match &cargo.package.version {
         toml::Value::String(v) => v.clone(),
         _ => {
             // `version.workspace = true`: the workspace root is the parent.
             let root = dir.parent().unwrap_or(Path::new(".")).join("Cargo.toml");
+            version_from = root.clone();
             parse(&root)?
                 .get("workspace")
                 .and_then(|w| w.get("package"))
@@ -153,13 +199,74 @@ pub fn read_plugin_dir(
     } else {
         PluginToml::default()
     };
+    let name_from = if plugin.name.is_some() {
+        plugin_path
+    } else {
+        cargo_path
+    };
     Ok(PluginDescription {
         name: plugin.name.unwrap_or(cargo.package.name),
         version,
         description: plugin.description,
         capabilities: plugin.capabilities,
         source: Source::default(),
+        name_from,
+        version_from,
     })
+}
+
+/// Check that release tag `tag` is `<name>/v<version>` of `plugin` (the
+/// layout the registry serves and the workflows release).
+pub fn check_tag(tag: &str, plugin: &PluginDescription) -> Result<(), ReleaseError> {
+    let expected = format!("{}/v{}", plugin.name, plugin.version);
+    if tag == expected {
+        return Ok(());
+    }
+    let why = match tag.rsplit_once("/v") {
+        None => "a release tag is `<plugin>/v<version>`".to_string(),
+        Some((name, _)) if name != plugin.name => format!(
+            "it names the plugin `{name}`, {} names it `{}`",
+            plugin.name_from.display(),
+            plugin.name
+        ),
+        Some((_, version)) => format!(
+            "it names version {version}, {} says {}: bump the version before tagging",
+            plugin.version_from.display(),
+            plugin.version
+        ),
+    };
+    Err(ReleaseError::Tag {
+        tag: tag.to_string(),
+        expected,
+        why,
+    })
+}
+
+/// Check that the component's `describe` reports `plugin`'s name and
+/// version.
+pub fn check_described(
+    described: &Described,
+    plugin: &PluginDescription,
+) -> Result<(), ReleaseError> {
+    if described.name != plugin.name {
+        return Err(ReleaseError::Mismatch {
+            field: "name",
+            described: described.name.clone(),
+            expected: plugin.name.clone(),
+            expected_from: plugin.name_from.display().to_string(),
+            advice: "the host would refuse it under that name; make describe() and the plugin's name agree",
+        });
+    }
+    if described.version != plugin.version {
+        return Err(ReleaseError::Mismatch {
+            field: "version",
+            described: described.version.clone(),
+            expected: plugin.version.clone(),
+            expected_from: plugin.version_from.display().to_string(),
+            advice: "the host would refuse it against its manifest; make describe() report the crate's version (in Rust, env!(\"CARGO_PKG_VERSION\")) and rebuild",
+        });
+    }
+    Ok(())
 }
 
 /// The release assets written by [`package`].
@@ -171,10 +278,14 @@ pub struct Packaged {
     pub files: [PathBuf; 3],
     /// The audit of the component.
     pub report: AuditReport,
+    /// What the component's `describe` reported (the plugin's name and
+    /// version).
+    pub described: Described,
 }
 
-/// Build the manifest of `component`, audit the component against it, sign
-/// the manifest and write the three release assets into `out_dir`.
+/// Build the manifest of `component`, audit the component against it, check
+/// that its `describe` reports the plugin's name and version, sign the
+/// manifest and write the three release assets into `out_dir`.
 pub fn package(
     component: &[u8],
     plugin: &PluginDescription,
@@ -211,6 +322,8 @@ pub fn package(
     if !report.accepted() {
         return Err(ReleaseError::Rejected(Box::new(report)));
     }
+    let described = describe(component)?;
+    check_described(&described, plugin)?;
     let manifest_bytes = manifest.to_bytes();
     let trusted_comment = format!(
         "timestamp:{}\tfile:{manifest_file}\tplugin:{name}@{version}\tsha256:{}",
@@ -241,6 +354,7 @@ pub fn package(
         manifest,
         files,
         report,
+        described,
     })
 }
 
@@ -338,4 +452,109 @@ pub async fn publish(
         }
     }
     Ok(release["html_url"].as_str().unwrap_or(tag).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn plugin(name: &str, version: &str) -> PluginDescription {
+        PluginDescription {
+            name: name.to_string(),
+            version: version.to_string(),
+            description: String::new(),
+            capabilities: Capabilities::default(),
+            source: Source::default(),
+            name_from: PathBuf::from("demo/plugin.toml"),
+            version_from: PathBuf::from("demo/Cargo.toml"),
+        }
+    }
+
+    fn described(name: &str, version: &str) -> Described {
+        Described {
+            name: name.to_string(),
+            version: version.to_string(),
+        }
+    }
+
+    #[test]
+    fn describe_must_report_the_released_name_and_version() {
+        let p = plugin("demo", "1.2.0");
+        check_described(&described("demo", "1.2.0"), &p).unwrap();
+        let e = check_described(&described("other", "1.2.0"), &p).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "the component describes itself as name `other`, but demo/plugin.toml says `demo`"
+            ),
+            "{e}"
+        );
+        let e = check_described(&described("demo", "1.1.0"), &p).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "the component describes itself as version `1.1.0`, but demo/Cargo.toml says `1.2.0`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tags_name_the_plugin_and_its_version() {
+        let p = plugin("demo", "1.2.0");
+        check_tag("demo/v1.2.0", &p).unwrap();
+        for (tag, why) in [
+            (
+                "demo/v1.2.1",
+                "it names version 1.2.1, demo/Cargo.toml says 1.2.0",
+            ),
+            (
+                "other/v1.2.0",
+                "it names the plugin `other`, demo/plugin.toml names it `demo`",
+            ),
+            ("v1.2.0", "a release tag is `<plugin>/v<version>`"),
+        ] {
+            let e = check_tag(tag, &p).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("release tag `{tag}` is not `demo/v1.2.0`")),
+                "{e}"
+            );
+            assert!(e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_plugin_component_cannot_be_described() {
+        // A core module, not a component.
+        assert!(matches!(
+            describe(b"\0asm\x01\0\0\0"),
+            Err(DescribeError::Load(_))
+        ));
+        // An empty component: no `assessment:plugin/plugin` export.
+        assert!(matches!(
+            describe(b"\0asm\x0d\0\x01\0"),
+            Err(DescribeError::NoDescribe)
+        ));
+    }
+
+    #[test]
+    fn names_and_versions_come_from_plugin_toml_and_cargo_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[package]\nname = \"crate-name\"\nversion = \"0.3.0\"\n",
+        )
+        .unwrap();
+        let p = read_plugin_dir(dir.path(), None).unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.version.as_str()),
+            ("crate-name", "0.3.0")
+        );
+        assert_eq!(p.name_from, dir.path().join("Cargo.toml"));
+        std::fs::write(dir.path().join("plugin.toml"), "name = \"plugin-name\"\n").unwrap();
+        let p = read_plugin_dir(dir.path(), Some("0.3.0")).unwrap();
+        assert_eq!(p.name, "plugin-name");
+        assert_eq!(p.name_from, dir.path().join("plugin.toml"));
+        assert_eq!(p.version_from, dir.path().join("Cargo.toml"));
+    }
 }
