@@ -288,6 +288,10 @@ impl MockHost {
 
     /// Grant the installed packages and list these (the host returns them
     /// sorted by name). See [`package`] for a short way to write one.
+    ///
+    /// The mock answers `assessment:plugin/packages` through
+    /// `crate::imports::packages`; [`crate::packages`] reaches it once it
+    /// calls through that module rather than the raw binding.
     pub fn installed_packages(
         mut self,
         packages: impl IntoIterator<Item = InstalledPackage>,
