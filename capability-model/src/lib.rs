@@ -5,7 +5,9 @@
 //!   a component targets;
 //! - [`capability`]: what a plugin may be granted, one [`Capability`] per WIT
 //!   interface, and the interface each one is reached through;
-//! - [`declared`]: the capabilities a plugin declares in its signed manifest.
+//! - [`declared`]: the capabilities a plugin declares in its signed manifest;
+//! - [`wire`]: the messages between the runtime and the control plane
+//!   (evidence, heartbeat, configuration document).
 //!
 //! Adding a capability starts here: a variant of [`Capability`], its WIT
 //! interface name and its grant key (see `host/src/capabilities/README.md`).
@@ -13,6 +15,7 @@
 pub mod abi;
 pub mod capability;
 pub mod declared;
+pub mod wire;
 
 pub use abi::{ABI_PACKAGE, AbiVersion};
 pub use capability::Capability;
