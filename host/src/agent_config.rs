@@ -27,13 +27,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use assessment_registry::manifest::valid_plugin_name;
 use assessment_registry::minisign::PublicKey;
 
 use crate::policy::{GrantSet, Limits, LocalPolicy, ceilings};
-use capability_model::Capabilities;
+// The document as written is a wire type: the control plane checks the
+// same shape before it serves a document.
+use capability_model::wire::config::{RawConfig, RawLimits, RawPolicy, RawSchedule, RawSource};
 
 /// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -72,161 +72,6 @@ pub enum ConfigError {
         /// Each excess, naming the field.
         excess: Vec<String>,
     },
-}
-
-/// The file as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    runtime: RawRuntime,
-    #[serde(default)]
-    plugin: Vec<RawPlugin>,
-    #[serde(default)]
-    policy: Option<RawPolicy>,
-}
-
-/// `[policy]`: what remote configuration may do at most. Its grant keys
-/// are those of [`Capabilities`], so a new capability needs no change here.
-#[derive(Debug, Default)]
-struct RawPolicy {
-    remote_trusted_keys: bool,
-    remote_path_plugins: bool,
-    dev_plain_http_registries: bool,
-    grants: Capabilities,
-}
-
-impl<'de> Deserialize<'de> for RawPolicy {
-    // serde's `flatten` would let unknown keys through; the switches are
-    // taken out by hand and the rest must be grant keys.
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let mut table = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
-        let mut switch = |key: &str| match table.remove(key) {
-            None => Ok(false),
-            Some(value) => value
-                .as_bool()
-                .ok_or_else(|| D::Error::custom(format!("`{key}` must be true or false"))),
-        };
-        Ok(RawPolicy {
-            remote_trusted_keys: switch("remote_trusted_keys")?,
-            remote_path_plugins: switch("remote_path_plugins")?,
-            dev_plain_http_registries: switch("dev_plain_http_registries")?,
-            grants: serde_json::from_value(serde_json::Value::Object(table))
-                .map_err(D::Error::custom)?,
-        })
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRuntime {
-    #[serde(default = "default_root")]
-    assessment_root: PathBuf,
-    #[serde(default = "default_concurrency")]
-    max_concurrent_jobs: usize,
-    #[serde(default)]
-    limits: RawLimits,
-    #[serde(default = "default_state_dir")]
-    state_dir: PathBuf,
-    #[serde(default)]
-    trusted_keys: Vec<String>,
-    #[serde(default)]
-    download_timeout: Option<String>,
-    #[serde(default)]
-    download_retries: Option<usize>,
-    #[serde(default)]
-    heartbeat_interval: Option<String>,
-    #[serde(default)]
-    config_poll_interval: Option<String>,
-    #[serde(default)]
-    shutdown_grace: Option<String>,
-    #[serde(default)]
-    outbox_max_mib: Option<u64>,
-}
-
-impl Default for RawRuntime {
-    fn default() -> Self {
-        RawRuntime {
-            assessment_root: default_root(),
-            max_concurrent_jobs: default_concurrency(),
-            limits: RawLimits::default(),
-            state_dir: default_state_dir(),
-            trusted_keys: Vec::new(),
-            download_timeout: None,
-            download_retries: None,
-            heartbeat_interval: None,
-            config_poll_interval: None,
-            shutdown_grace: None,
-            outbox_max_mib: None,
-        }
-    }
-}
-
-fn default_state_dir() -> PathBuf {
-    PathBuf::from("/var/lib/assessment-runtime")
-}
-
-fn default_root() -> PathBuf {
-    PathBuf::from("/")
-}
-
-fn default_concurrency() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPlugin {
-    name: String,
-    #[serde(default)]
-    path: Option<PathBuf>,
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    source: Option<RawSource>,
-    #[serde(default = "yes")]
-    enabled: bool,
-    #[serde(default)]
-    schedule: Option<RawSchedule>,
-    #[serde(default)]
-    config: toml::Table,
-    #[serde(default)]
-    grants: Capabilities,
-    #[serde(default)]
-    limits: RawLimits,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    memory_mib: Option<u64>,
-    timeout: Option<String>,
-    max_findings: Option<u32>,
-    max_findings_kib: Option<u64>,
-    log_kib: Option<u64>,
-    max_file_kib: Option<u64>,
-    component_mib: Option<u64>,
-    command_timeout: Option<String>,
-    command_output_kib: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSource {
-    github: Option<String>,
-    url: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSchedule {
-    every: Option<String>,
-    cron: Option<String>,
 }
 
 /// A validated agent configuration.

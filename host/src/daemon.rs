@@ -20,6 +20,7 @@ use crate::results::evidence::{RunContext, evidence_records};
 use crate::results::outbox::Outbox;
 use crate::runner::{self, JobReport, Runtime};
 use crate::scheduler::{ScheduledJob, run_schedules};
+use capability_model::wire::heartbeat::{JobOutcome, JobStatus, OutboxDepth, PluginState};
 
 /// Plugins without a schedule run this often in daemon mode.
 pub const DEFAULT_SCHEDULE: Duration = Duration::from_secs(3600);
@@ -28,65 +29,6 @@ const CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the daemon checks whether its client certificate is due for
 /// renewal (it also checks at start).
 const RENEWAL_CHECK_EVERY: Duration = Duration::from_secs(3600);
-
-/// A plugin's state, as the heartbeat reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum PluginState {
-    /// Configured and enabled, not run yet.
-    Pending,
-    /// Configured with `enabled = false`.
-    Disabled,
-    /// Its last job could load and start it.
-    Ready,
-    /// It cannot run: load, fetch, verify, configuration or grant errors.
-    Unavailable {
-        kind: crate::runner::JobErrorKind,
-        reason: String,
-    },
-}
-
-impl serde::Serialize for PluginState {
-    // On the wire a plugin's state is one string.
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            PluginState::Pending => s.serialize_str("pending"),
-            PluginState::Disabled => s.serialize_str("disabled"),
-            PluginState::Ready => s.serialize_str("ready"),
-            PluginState::Unavailable { kind, reason } => {
-                s.collect_str(&format_args!("unavailable ({}): {reason}", kind.as_str()))
-            }
-        }
-    }
-}
-
-/// How a plugin's last job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-enum JobOutcome {
-    /// Ran to the end; its findings are in the outbox.
-    Completed,
-    /// Failed (its findings up to the failure are in the outbox).
-    Failed,
-    /// Its findings could not be put in the outbox.
-    NotRecorded,
-}
-
-/// A plugin's last job, as the heartbeat reports it.
-#[derive(Debug, Clone, serde::Serialize)]
-struct JobStatus {
-    job_id: String,
-    started_at: String,
-    duration_ms: u64,
-    outcome: JobOutcome,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_kind: Option<crate::runner::JobErrorKind>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    findings: usize,
-    /// Findings by status: those that are no evidence (error,
-    /// not-applicable, skipped) are seen here.
-    statuses: BTreeMap<&'static str, usize>,
-}
 
 /// What the heartbeat reports.
 #[derive(Debug, Default)]
@@ -120,9 +62,9 @@ impl Status {
             (None, Ok(())) => (JobOutcome::Completed, None),
             (Some(e), Ok(())) => (JobOutcome::Failed, Some(e.message.clone())),
         };
-        let mut statuses: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
         for f in &report.findings {
-            *statuses.entry(f.status.as_str()).or_default() += 1;
+            *statuses.entry(f.status.as_str().to_string()).or_default() += 1;
         }
         self.jobs.insert(
             report.plugin.clone(),
@@ -397,12 +339,12 @@ impl Daemon {
     fn heartbeat_body(&self, config: &AgentConfig) -> Heartbeat {
         let (jobs, mut plugins, mut errors) = match self.shared.status.lock() {
             Ok(status) => (
-                serde_json::to_value(&status.jobs).unwrap_or_default(),
+                status.jobs.clone(),
                 status.plugins.clone(),
                 status.errors.clone(),
             ),
             Err(_) => (
-                serde_json::Value::Null,
+                BTreeMap::new(),
                 BTreeMap::new(),
                 vec!["status unavailable".to_string()],
             ),
@@ -418,14 +360,20 @@ impl Daemon {
         }
         plugins.retain(|name, _| config.plugins.iter().any(|p| &p.name == name));
         errors.extend(self.sync.last_error.clone());
+        // The outbox's own depth, in the wire's type (null when unreadable).
+        let outbox = self.outbox.depth().ok().map(|d| OutboxDepth {
+            batches: d.batches,
+            bytes: d.bytes,
+            rejected: d.rejected,
+        });
         Heartbeat {
             uuid: self.client.runtime_id().to_string(),
             created_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            runtime_version: env!("CARGO_PKG_VERSION").to_string(),
-            uptime_seconds: self.started.elapsed().as_secs(),
-            plugins: serde_json::to_value(&plugins).unwrap_or_default(),
+            runtime_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            uptime_seconds: Some(self.started.elapsed().as_secs()),
+            plugins,
             jobs,
-            outbox: serde_json::to_value(self.outbox.depth().ok()).unwrap_or_default(),
+            outbox,
             errors,
         }
     }

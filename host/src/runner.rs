@@ -40,60 +40,9 @@ pub const MAX_REFERENCES: usize = 16;
 /// (a plugin executing wasm is interrupted at the deadline itself).
 const DEADLINE_GRACE: Duration = Duration::from_secs(2);
 
-/// How a job ended badly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum JobErrorKind {
-    /// The component could not be read, is not a compatible plugin, or does
-    /// not compile or link.
-    Load,
-    /// `describe` failed or described something invalid.
-    Describe,
-    /// The operator's configuration does not fit the plugin.
-    Config,
-    /// A read grant does not resolve under the assessment root.
-    Grant,
-    /// The plugin exceeded its memory limit.
-    MemoryLimit,
-    /// The plugin exceeded its deadline.
-    Deadline,
-    /// The plugin emitted more findings than allowed.
-    FindingLimit,
-    /// The plugin trapped (a panic, a bug).
-    Trap,
-    /// `run` returned `run-error.invalid-config`.
-    PluginConfig,
-    /// `run` returned `run-error.failed`.
-    PluginFailed,
-    /// A registry plugin could not be downloaded.
-    Fetch,
-    /// A registry plugin failed verification (signature, name, version,
-    /// digest, audit); nothing of it was stored or run.
-    Verify,
-    /// The host itself failed.
-    Host,
-}
-
-impl JobErrorKind {
-    /// The kebab-case name (as serialised).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobErrorKind::Load => "load",
-            JobErrorKind::Describe => "describe",
-            JobErrorKind::Config => "config",
-            JobErrorKind::Grant => "grant",
-            JobErrorKind::MemoryLimit => "memory-limit",
-            JobErrorKind::Deadline => "deadline",
-            JobErrorKind::FindingLimit => "finding-limit",
-            JobErrorKind::Trap => "trap",
-            JobErrorKind::PluginConfig => "plugin-config",
-            JobErrorKind::PluginFailed => "plugin-failed",
-            JobErrorKind::Fetch => "fetch",
-            JobErrorKind::Verify => "verify",
-            JobErrorKind::Host => "host",
-        }
-    }
-}
+/// How a job ended badly: a wire type (the heartbeat reports it), defined
+/// in the capability model and re-exported here where jobs fail.
+pub use capability_model::wire::JobErrorKind;
 
 /// Why a job failed, for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

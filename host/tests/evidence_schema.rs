@@ -139,14 +139,15 @@ fn the_strict_schema_catches_an_invented_field() {
 #[test]
 fn heartbeat_payloads_validate_against_the_api_schema() {
     use assessment_runtime::control_plane::client::Heartbeat;
+    use capability_model::wire::heartbeat::{OutboxDepth, PluginState};
     let heartbeat = Heartbeat {
         uuid: "7a1c9a52-9a0e-4c84-9f44-1f0a8f1e2b3c".into(),
         created_at: "2026-11-25T10:00:00.000Z".into(),
-        runtime_version: "0.1.0".into(),
-        uptime_seconds: 5,
-        plugins: serde_json::json!({}),
-        jobs: serde_json::json!({}),
-        outbox: serde_json::json!({ "batches": 0 }),
+        runtime_version: Some("0.1.0".into()),
+        uptime_seconds: Some(5),
+        plugins: [("p".to_string(), PluginState::Ready)].into(),
+        jobs: Default::default(),
+        outbox: Some(OutboxDepth::default()),
         errors: vec![],
     };
     let mut payload = serde_json::to_value(&heartbeat).unwrap();

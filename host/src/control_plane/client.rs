@@ -12,12 +12,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::{ClientTls, Credentials, StateError};
-use crate::results::evidence::EvidenceRecord;
+use crate::results::evidence::{EvidenceBatch, EvidenceRecord};
 use crate::results::outbox::{DeliveryError, EvidenceSink};
+
+/// What a heartbeat says (the wire type, shared with the control plane).
+pub use capability_model::wire::Heartbeat;
 
 /// A token is renewed when it has less than this left.
 const REFRESH_MARGIN: Duration = Duration::from_secs(30);
@@ -148,28 +151,6 @@ pub enum ConfigFetch {
         /// The document.
         document: serde_json::Value,
     },
-}
-
-/// What a heartbeat says: the Compliance Framework's
-/// `handler.HeartbeatCreateRequest` plus our extension fields.
-#[derive(Debug, Clone, Serialize)]
-pub struct Heartbeat {
-    /// The runtime's id.
-    pub uuid: String,
-    /// RFC 3339.
-    pub created_at: String,
-    /// `assessment-runtime` version.
-    pub runtime_version: String,
-    /// Seconds since the daemon started.
-    pub uptime_seconds: u64,
-    /// Plugin name → state (`ready`, or the error that keeps it from running).
-    pub plugins: serde_json::Value,
-    /// Job name → last run (time, outcome).
-    pub jobs: serde_json::Value,
-    /// Results waiting for delivery.
-    pub outbox: serde_json::Value,
-    /// Recent errors (e.g. an invalid configuration that was not applied).
-    pub errors: Vec<String>,
 }
 
 /// A client bound to one runtime's credentials.
@@ -689,7 +670,9 @@ impl ControlPlaneClient {
 impl EvidenceSink for ControlPlaneClient {
     async fn deliver(&self, records: &[EvidenceRecord]) -> Result<(), DeliveryError> {
         let url = self.session().url("/v1/evidence/batch");
-        let body = serde_json::json!({ "records": records });
+        let body = EvidenceBatch {
+            records: records.into(),
+        };
         let response = self
             .send(|http, token| http.post(&url).bearer_auth(token).json(&body))
             .await

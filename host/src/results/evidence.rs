@@ -1,5 +1,6 @@
 //! Findings as Compliance Framework evidence (`handler.EvidenceCreateRequest`,
-//! OSCAL 1.1.3 types), the record the control plane stores.
+//! OSCAL 1.1.3 types, defined in `capability_model::wire::evidence`), the
+//! record the control plane stores.
 //!
 //! The evidence `uuid` is the identity of one check about one subject on
 //! one machine over time: a UUIDv5 of the runtime's id, the plugin, the
@@ -21,119 +22,23 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::capabilities::results::{Finding, FindingStatus};
 use crate::plugins::PluginId;
+
+// The wire types live in the capability model, shared with the control
+// plane; they are re-exported here where the host builds them.
+pub use capability_model::wire::evidence::{
+    EvidenceBatch, EvidenceCreateRequest, EvidenceRecord, Link, ObjectiveStatus, Origin,
+    OriginActor, PROPERTY_NS, Property, Subject,
+};
 
 /// Namespace of evidence UUIDs (a fixed random UUID: changing it would
 /// change the identity of every stream).
 const EVIDENCE_NAMESPACE: Uuid = Uuid::from_u128(0x6f6b_1e3c_4a0f_4d8e_9b1a_5c2e_7d3f_8a90);
 /// Namespace of idempotency keys.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x2c9d_47a1_83e6_4b5f_a0d4_19e8_6b7c_3f21);
-
-/// A property (`oscalTypes_1_1_3.Property`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Property {
-    /// Name.
-    pub name: String,
-    /// Value.
-    pub value: String,
-    /// Namespace of the name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ns: Option<String>,
-}
-
-/// `oscalTypes_1_1_3.ObjectiveStatus`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectiveStatus {
-    /// `satisfied` or `not-satisfied`.
-    pub state: String,
-    /// `pass` or `fail`.
-    pub reason: String,
-    /// The finding's message.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remarks: Option<String>,
-}
-
-/// `handler.EvidenceSubject`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Subject {
-    /// `InventoryItem` (the assessed machine).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The machine's identifier.
-    pub identifier: String,
-    /// Description.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-}
-
-/// `oscalTypes_1_1_3.OriginActor`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OriginActor {
-    /// `tool`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The plugin build's identity.
-    #[serde(rename = "actor-uuid")]
-    pub actor_uuid: String,
-    /// Plugin name, version and digest.
-    pub props: Vec<Property>,
-}
-
-/// `oscalTypes_1_1_3.Link`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Link {
-    /// Where it points.
-    pub href: String,
-    /// `reference`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rel: Option<String>,
-    /// What it is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-}
-
-/// `oscalTypes_1_1_3.Origin`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Origin {
-    /// Who produced the evidence.
-    pub actors: Vec<OriginActor>,
-}
-
-/// `handler.EvidenceCreateRequest`: one finding.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EvidenceCreateRequest {
-    /// The stream's identity (see the module documentation).
-    pub uuid: String,
-    /// The check's title.
-    pub title: String,
-    /// The finding's message.
-    pub description: String,
-    /// When the job started (RFC 3339).
-    pub start: String,
-    /// When the job ended (RFC 3339).
-    pub end: String,
-    /// `plugin`, `check`, `host`, `severity`, `status`.
-    pub labels: BTreeMap<String, String>,
-    /// Satisfied or not.
-    pub status: ObjectiveStatus,
-    /// The assessed machine.
-    pub subjects: Vec<Subject>,
-    /// The plugin that produced it.
-    pub origins: Vec<Origin>,
-    /// The finding's subject and references, then its evidence items in
-    /// order.
-    pub props: Vec<Property>,
-    /// The check's references that have a URL.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub links: Vec<Link>,
-    /// The remediation, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remarks: Option<String>,
-}
 
 /// Where a run happened, for the evidence it produces.
 #[derive(Debug, Clone)]
@@ -151,18 +56,6 @@ pub struct RunContext<'a> {
     /// RFC 3339 end of the job.
     pub end: &'a str,
 }
-
-/// A finding ready for delivery: its evidence and its idempotency key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EvidenceRecord {
-    /// Unique to this finding of this job; the control plane stores a key once.
-    pub idempotency_key: String,
-    /// The evidence.
-    pub evidence: EvidenceCreateRequest,
-}
-
-/// The namespace of properties the runtime defines.
-pub const PROPERTY_NS: &str = "https://assessment-runtime.dev/ns/evidence";
 
 /// Whether a finding of this status is evidence about its control (see
 /// the module documentation).
