@@ -9,6 +9,8 @@ use uuid::Uuid;
 
 use crate::canonical::canonical_bytes;
 use crate::error::StoreError;
+use capability_model::wire::evidence::{EvidenceCreateRequest, Subject};
+use capability_model::wire::from_json;
 use sha2::{Digest, Sha256};
 
 /// The group of runtimes an enrollment token enrolls into when none is named.
@@ -197,7 +199,7 @@ pub struct NewEvidence {
     pub status: Option<String>,
     /// `evidence.labels.host`: the host name the runtime reports.
     pub host: Option<String>,
-    /// The whole `EvidenceCreateRequest`.
+    /// The whole `EvidenceCreateRequest`, as sent (and stored so).
     pub body: Value,
     /// The compact JSON text stored.
     pub text: String,
@@ -228,7 +230,9 @@ impl NewEvidence {
     /// Validates an `EvidenceCreateRequest` body sent by `rules.runtime_id`;
     /// `at` names the record in error messages (`records[3]`, `body`).
     ///
-    /// `uuid` must be a canonical (lowercase, hyphenated), non-nil UUID;
+    /// The body must read as the wire type (fields the runtime sends have
+    /// their type; others, from other Compliance Framework agents, are kept
+    /// as sent); `uuid` must be a canonical (lowercase, hyphenated), non-nil UUID;
     /// every `subjects[].identifier` and any of [`RUNTIME_LABELS`] must be
     /// the sending runtime's id; the record's compact JSON must fit
     /// `rules.max_record_bytes`.
@@ -243,11 +247,11 @@ impl NewEvidence {
                 "{at}: idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
             )));
         }
-        let Value::Object(fields) = &body else {
+        if !body.is_object() {
             return Err(StoreError::Invalid(format!(
                 "{at}: evidence must be a JSON object (an EvidenceCreateRequest)"
             )));
-        };
+        }
         let text = serde_json::to_string(&body)?;
         if text.len() > rules.max_record_bytes {
             return Err(StoreError::TooLarge(format!(
@@ -256,58 +260,42 @@ impl NewEvidence {
                 rules.max_record_bytes
             )));
         }
-        let uuid = match fields.get("uuid") {
-            Some(Value::String(uuid)) => canonical_uuid(uuid, at)?,
-            Some(_) => {
-                return Err(StoreError::Invalid(format!(
-                    "{at}: evidence.uuid must be a string"
-                )));
-            }
-            None => {
-                return Err(StoreError::Invalid(format!(
-                    "{at}: evidence.uuid is missing"
-                )));
-            }
-        };
+        let evidence: EvidenceCreateRequest = from_json(&body).map_err(|e| {
+            let field = match e.path.as_str() {
+                "" => "evidence".to_string(),
+                path => format!("evidence.{path}"),
+            };
+            StoreError::Invalid(format!("{at}: {field}: {}", e.message))
+        })?;
+        if evidence.uuid.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "{at}: evidence.uuid is missing"
+            )));
+        }
+        let uuid = canonical_uuid(&evidence.uuid, at)?;
         let runtime = rules.runtime_id.to_string();
-        check_subjects(fields.get("subjects"), &runtime, at)?;
-        let labels = match fields.get("labels") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(labels)) => Some(labels),
-            Some(_) => {
-                return Err(StoreError::Invalid(format!(
-                    "{at}: evidence.labels must be an object of strings"
-                )));
-            }
-        };
+        check_subjects(&evidence.subjects, &runtime, at)?;
         for name in RUNTIME_LABELS {
-            if let Some(value) = labels.and_then(|l| l.get(*name))
-                && value.as_str() != Some(runtime.as_str())
+            if let Some(value) = evidence.labels.get(*name)
+                && *value != runtime
             {
                 return Err(StoreError::Identity(format!(
-                    "{at}: evidence.labels.{name} is {value}, but this runtime is {runtime}: a runtime reports only its own evidence"
+                    "{at}: evidence.labels.{name} is {value:?}, but this runtime is {runtime}: a runtime reports only its own evidence"
                 )));
             }
         }
-        let label = |key: &str| {
-            labels
-                .and_then(|l| l.get(key))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        let status = fields
-            .get("status")
-            .and_then(|s| s.get("state"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let EvidenceCreateRequest {
+            mut labels, status, ..
+        } = evidence;
         Ok(Self {
             at: at.to_string(),
             idempotency_key,
             uuid,
-            plugin: label("plugin"),
-            check: label("check"),
-            status,
-            host: label("host"),
+            plugin: labels.remove("plugin"),
+            check: labels.remove("check"),
+            // An absent status reads as an empty state.
+            status: Some(status.state).filter(|state| !state.is_empty()),
+            host: labels.remove("host"),
             body_sha256: evidence_sha256(&body)?,
             text,
             body,
@@ -334,20 +322,14 @@ fn canonical_uuid(uuid: &str, at: &str) -> Result<String, StoreError> {
 }
 
 /// Every subject of a record must be the sending runtime's machine.
-fn check_subjects(subjects: Option<&Value>, runtime: &str, at: &str) -> Result<(), StoreError> {
-    let subjects = match subjects {
-        None | Some(Value::Null) => return Ok(()),
-        Some(Value::Array(subjects)) => subjects,
-        Some(_) => {
-            return Err(StoreError::Invalid(format!(
-                "{at}: evidence.subjects must be an array"
-            )));
-        }
-    };
+fn check_subjects(subjects: &[Subject], runtime: &str, at: &str) -> Result<(), StoreError> {
     for (index, subject) in subjects.iter().enumerate() {
-        let identifier = subject.get("identifier");
-        if identifier.and_then(Value::as_str) != Some(runtime) {
-            let found = identifier.map_or_else(|| "missing".to_string(), Value::to_string);
+        if subject.identifier != runtime {
+            // An absent identifier reads as empty.
+            let found = match subject.identifier.as_str() {
+                "" => "missing".to_string(),
+                other => format!("{other:?}"),
+            };
             return Err(StoreError::Identity(format!(
                 "{at}: evidence.subjects[{index}].identifier is {found}, but it must be this runtime's id {runtime}: a runtime reports only on its own machine"
             )));
@@ -487,6 +469,39 @@ mod tests {
         assert!(err.to_string().contains("not a UUID"));
         let err = from_body("k", json!([1]), "body").unwrap_err();
         assert!(err.to_string().contains("JSON object"));
+    }
+
+    #[test]
+    fn evidence_fields_must_have_the_wire_types() {
+        let uuid = Uuid::new_v4().to_string();
+        for (body, field) in [
+            (
+                json!({ "uuid": 7 }),
+                "records[2]: evidence.uuid: invalid type",
+            ),
+            (
+                json!({ "uuid": uuid, "labels": { "plugin": 3 } }),
+                "records[2]: evidence.labels.plugin: invalid type",
+            ),
+            (
+                json!({ "uuid": uuid, "status": { "state": ["satisfied"] } }),
+                "records[2]: evidence.status.state: invalid type",
+            ),
+            (
+                json!({ "uuid": uuid, "origins": [{ "actors": [{ "props": [{ "name": 1 }] }] }] }),
+                "records[2]: evidence.origins[0].actors[0].props[0].name",
+            ),
+        ] {
+            let err = from_body("k", body.clone(), "records[2]").unwrap_err();
+            assert!(matches!(err, StoreError::Invalid(_)), "{body}: {err}");
+            assert!(err.to_string().starts_with(field), "{body}: {err}");
+        }
+        // Fields the runtime does not send (other agents') are kept as sent.
+        let other_agent =
+            json!({ "uuid": uuid, "activities": [{ "title": "scan" }], "expires": "x" });
+        let e = from_body("k", other_agent.clone(), "body").unwrap();
+        assert_eq!(e.body, other_agent);
+        assert_eq!((e.plugin, e.status), (None, None));
     }
 
     #[test]

@@ -190,7 +190,11 @@ async fn admin_commands_and_serve_share_the_database() {
     let token = token.trim().to_string();
     assert_eq!(token.len(), 64, "only the token on stdout: {token:?}");
     let config_file = dir.path().join("prod.json");
-    std::fs::write(&config_file, r#"{"interval": "1h", "plugins": []}"#).unwrap();
+    std::fs::write(
+        &config_file,
+        r#"{"runtime": {"heartbeat_interval": "1h"}, "plugin": []}"#,
+    )
+    .unwrap();
     let set: Value = serde_json::from_str(
         &run_ok(
             &db,
@@ -220,6 +224,24 @@ async fn admin_commands_and_serve_share_the_database() {
     )
     .await;
     assert!(!ok && stderr.contains("JSON object"), "{stderr}");
+    // Nor a document of another shape: the field is named.
+    let misspelt = dir.path().join("misspelt.json");
+    std::fs::write(&misspelt, r#"{"plugins": []}"#).unwrap();
+    let (ok, _, stderr) = run(
+        Some(&db),
+        &[
+            "config",
+            "set",
+            "--group",
+            "prod",
+            misspelt.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        !ok && stderr.contains("plugins: unknown field `plugins`"),
+        "{stderr}"
+    );
 
     // The server, on an ephemeral port, with the admin token from the environment.
     let (mut server, mut lines, address) = spawn_server(&db, &["--dev-plain-http"]).await;

@@ -1,11 +1,14 @@
 //! `POST /api/agent/heartbeat`: the Compliance Framework heartbeat
 //! (`handler.HeartbeatCreateRequest`: `uuid`, `created_at`) plus the
-//! runtime's extension fields, stored whole as its last heartbeat.
+//! runtime's extension fields, read as the wire type
+//! (`capability_model::wire::Heartbeat`) and stored whole, as sent, as its
+//! last heartbeat.
 
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
+use capability_model::wire::{Heartbeat, from_json};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
@@ -14,8 +17,9 @@ use crate::auth::Runtime;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Records a heartbeat: 201; 400 for a malformed body; 403 when `uuid` is
-/// not the calling runtime's id.
+/// Records a heartbeat: 201; 400 for a malformed body (naming the field
+/// that does not fit, e.g. `plugins.sshd`); 403 when `uuid` is not the
+/// calling runtime's id.
 pub async fn heartbeat(
     Runtime(runtime): Runtime,
     State(state): State<AppState>,
@@ -25,16 +29,11 @@ pub async fn heartbeat(
     if !body.is_object() {
         return Err(ApiError::bad_request("the heartbeat must be a JSON object"));
     }
-    let uuid = body
-        .get("uuid")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("uuid is required: the runtime's id"))?;
-    let uuid = Uuid::parse_str(uuid)
-        .map_err(|_| ApiError::bad_request(format!("uuid {uuid:?} is not a UUID")))?;
-    let created_at = body
-        .get("created_at")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("created_at is required (RFC 3339)"))?;
+    let heartbeat: Heartbeat =
+        from_json(&body).map_err(|e| ApiError::bad_request(format!("invalid heartbeat: {e}")))?;
+    let uuid = Uuid::parse_str(&heartbeat.uuid)
+        .map_err(|_| ApiError::bad_request(format!("uuid {:?} is not a UUID", heartbeat.uuid)))?;
+    let created_at = heartbeat.created_at.as_str();
     DateTime::parse_from_rfc3339(created_at).map_err(|e| {
         ApiError::bad_request(format!("created_at {created_at:?} is not RFC 3339: {e}"))
     })?;

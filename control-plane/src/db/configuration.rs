@@ -10,15 +10,20 @@ use super::Db;
 use crate::canonical::{canonical_bytes, strong_etag};
 use crate::error::StoreError;
 use crate::model::{ConfigVersion, RuntimeIdentity, StoredConfig, to_millis, validate_group};
+use capability_model::wire::config::RawConfig;
+use capability_model::wire::from_json;
 
 /// A configuration document's canonical text and strong ETag; it must be a
-/// JSON object.
+/// JSON object of the agent configuration's shape (the runtime checks the
+/// values against its own policy when it applies it).
 fn canonical_document(document: &Value) -> Result<(String, String), StoreError> {
     if !document.is_object() {
         return Err(StoreError::Invalid(
             "the configuration document must be a JSON object".to_string(),
         ));
     }
+    from_json::<RawConfig>(document)
+        .map_err(|e| StoreError::Invalid(format!("invalid configuration document: {e}")))?;
     let bytes = canonical_bytes(document)?;
     let etag = strong_etag(&bytes);
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -183,6 +188,11 @@ mod tests {
     use crate::model::Enrollment;
     use serde_json::json;
 
+    /// A document of the agent configuration's shape.
+    fn jobs(n: u32) -> Value {
+        json!({ "runtime": { "max_concurrent_jobs": n } })
+    }
+
     #[test]
     fn a_runtime_config_replaces_its_groups_until_cleared() {
         let mut db = Db::open_in_memory().unwrap();
@@ -193,9 +203,9 @@ mod tests {
             group: e.group.clone(),
         };
         assert_eq!(db.config_for_runtime(&identity(&a)).unwrap(), None);
-        let group = db.set_config("prod", &json!({ "x": 1 }), t0()).unwrap();
+        let group = db.set_config("prod", &jobs(1), t0()).unwrap();
         let own = db
-            .set_runtime_config(&a.runtime_id, &json!({ "x": 2 }), t0())
+            .set_runtime_config(&a.runtime_id, &jobs(2), t0())
             .unwrap();
         assert_eq!(own.runtime.as_deref(), Some(a.runtime_id.as_str()));
         assert_eq!(own.group, "prod");
@@ -203,7 +213,7 @@ mod tests {
         let served = db.config_for_runtime(&identity(&a)).unwrap().unwrap();
         assert_eq!(
             (served.document.as_str(), served.version),
-            (r#"{"x":2}"#, own)
+            (r#"{"runtime":{"max_concurrent_jobs":2}}"#, own)
         );
         let other = db.config_for_runtime(&identity(&b)).unwrap().unwrap();
         assert_eq!(other.version, group, "the other runtime keeps the group's");
@@ -211,7 +221,7 @@ mod tests {
         let own_config = |id: &str| listed.iter().find(|r| r.id == id).unwrap().own_config;
         assert!(own_config(&a.runtime_id) && !own_config(&b.runtime_id));
         let again = db
-            .set_runtime_config(&a.runtime_id, &json!({ "x": 3 }), t0())
+            .set_runtime_config(&a.runtime_id, &jobs(3), t0())
             .unwrap();
         assert_eq!(again.version, 2);
 
@@ -239,15 +249,19 @@ mod tests {
     fn configs_are_versioned_with_content_etags() {
         let mut db = Db::open_in_memory().unwrap();
         assert_eq!(db.config_for_group("g").unwrap(), None);
-        let v1 = db.set_config("g", &json!({"b": 1, "a": 2}), t0()).unwrap();
+        let v1 = db
+            .set_config("g", &json!({"runtime": {}, "plugin": []}), t0())
+            .unwrap();
         assert_eq!(v1.version, 1);
         let stored = db.config_for_group("g").unwrap().unwrap();
-        assert_eq!(stored.document, r#"{"a":2,"b":1}"#);
+        assert_eq!(stored.document, r#"{"plugin":[],"runtime":{}}"#);
         assert_eq!(stored.version, v1);
         // Same content, new version, same ETag.
-        let v2 = db.set_config("g", &json!({"a": 2, "b": 1}), t0()).unwrap();
+        let v2 = db
+            .set_config("g", &json!({"plugin": [], "runtime": {}}), t0())
+            .unwrap();
         assert_eq!((v2.version, &v2.etag), (2, &v1.etag));
-        let v3 = db.set_config("g", &json!({"a": 3}), t0()).unwrap();
+        let v3 = db.set_config("g", &jobs(3), t0()).unwrap();
         assert_eq!(v3.version, 3);
         assert_ne!(v3.etag, v1.etag);
         // Groups are independent.
@@ -260,5 +274,36 @@ mod tests {
             db.config_for_group("g").unwrap().unwrap().version.version,
             3
         );
+    }
+
+    #[test]
+    fn documents_of_another_shape_are_refused_naming_the_field() {
+        let mut db = Db::open_in_memory().unwrap();
+        let a = enrolled(&mut db, "prod");
+        for (document, field) in [
+            (json!({ "interval": "1h" }), "interval"),
+            (
+                json!({ "plugin": [{ "name": "p", "grants": { "network": true } }] }),
+                "plugin[0].grants.network",
+            ),
+            (
+                json!({ "plugin": [{ "name": "p", "limits": { "memory_mib": "lots" } }] }),
+                "plugin[0].limits.memory_mib",
+            ),
+        ] {
+            for refused in [
+                db.set_config("prod", &document, t0()),
+                db.set_runtime_config(&a.runtime_id, &document, t0()),
+            ] {
+                let Err(StoreError::Invalid(message)) = refused else {
+                    panic!("{document} was not refused: {refused:?}");
+                };
+                assert!(
+                    message.starts_with(&format!("invalid configuration document: {field}: ")),
+                    "{message}"
+                );
+            }
+        }
+        assert_eq!(db.config_for_group("prod").unwrap(), None, "nothing stored");
     }
 }

@@ -30,8 +30,10 @@ async fn config_etag_304_and_version_bump() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert!(error_message(missing).await.contains("prod"));
 
-    let document =
-        json!({ "plugins": [{ "name": "sshd-hardening", "version": "0.1.0" }], "interval": "1h" });
+    let document = json!({
+        "plugin": [{ "name": "sshd-hardening", "version": "0.1.0", "source": { "github": "acme/plugins" } }],
+        "runtime": { "config_poll_interval": "1h" }
+    });
     let v1 = put_config(&server, "prod", &document).await;
     assert_eq!(v1.status(), StatusCode::OK);
     let v1: Value = v1.json().await.unwrap();
@@ -75,7 +77,7 @@ async fn config_etag_304_and_version_bump() {
     assert_eq!(stale_etag.status(), StatusCode::OK);
 
     // A new document: version 2, a new ETag, and the old ETag no longer 304s.
-    let changed = json!({ "plugins": [], "interval": "5m" });
+    let changed = json!({ "plugin": [], "runtime": { "config_poll_interval": "5m" } });
     let v2: Value = put_config(&server, "prod", &changed)
         .await
         .json()
@@ -180,7 +182,8 @@ async fn a_runtime_config_replaces_its_groups_for_that_runtime_only() {
     assert_eq!(own_etag, assigned["etag"].as_str().unwrap());
     assert_eq!(fetch(neighbour.clone()).await.1, group);
     // A change of the group's document does not reach the runtime with its own.
-    put_config(&server, "prod", &json!({ "plugin": [], "changed": true })).await;
+    let changed = json!({ "plugin": [], "runtime": { "max_concurrent_jobs": 4 } });
+    put_config(&server, "prod", &changed).await;
     assert_eq!(fetch(token.clone()).await.1, own);
 
     // Removed: the group's document applies again, under another ETag.
@@ -195,7 +198,7 @@ async fn a_runtime_config_replaces_its_groups_for_that_runtime_only() {
         StatusCode::NO_CONTENT
     );
     let (etag, document) = fetch(token).await;
-    assert_eq!(document["changed"], true);
+    assert_eq!(document, changed);
     assert_ne!(etag, own_etag);
     let again = delete().send().await.unwrap();
     assert_eq!(again.status(), StatusCode::NOT_FOUND);
@@ -226,5 +229,64 @@ async fn a_runtime_config_replaces_its_groups_for_that_runtime_only() {
     assert_eq!(not_object.status(), StatusCode::BAD_REQUEST);
     let anonymous = server.put(&path).json(&own).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_document_of_another_shape_is_refused_naming_the_field() {
+    let server = Server::start().await;
+    let (id, token) = server.runtime("prod").await;
+    let good =
+        json!({ "plugin": [{ "name": "kernel-params", "grants": { "read": ["/proc/sys"] } }] });
+    assert_eq!(
+        put_config(&server, "prod", &good).await.status(),
+        StatusCode::OK
+    );
+    let runtime_path = format!("/v1/admin/runtimes/{id}/config");
+    for (document, field) in [
+        // A grant key no capability has.
+        (
+            json!({ "plugin": [{ "name": "kernel-params", "grants": { "network": true } }] }),
+            "plugin[0].grants.network: unknown field `network`",
+        ),
+        // A misspelt plugin key, and a key the document does not have.
+        (
+            json!({ "plugin": [{ "name": "kernel-params", "pathh": "/x" }] }),
+            "plugin[0].pathh: unknown field `pathh`",
+        ),
+        (json!({ "plugins": [] }), "plugins: unknown field `plugins`"),
+        // A value of another type.
+        (
+            json!({ "plugin": [{ "name": "kernel-params", "grants": { "read": "/etc" } }] }),
+            "plugin[0].grants.read: invalid type",
+        ),
+    ] {
+        for path in ["/v1/admin/config/prod", runtime_path.as_str()] {
+            let response = server
+                .put(path)
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&document)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::BAD_REQUEST,
+                "{path} {document}"
+            );
+            let message = error_message(response).await;
+            assert!(message.contains(field), "{path}: {message}");
+        }
+    }
+    // The document in force is still the good one, version 1, for the group
+    // and the runtime alike.
+    let served = server
+        .get("/v1/config")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.headers()["x-config-version"], "1");
+    assert_eq!(served.json::<Value>().await.unwrap(), good);
     server.stop().await;
 }

@@ -1,4 +1,5 @@
-//! Heartbeats: stored whole, the stale flag, and the runtime id check.
+//! Heartbeats: read as the wire type, stored whole, the stale flag, and the
+//! runtime id check.
 
 use std::time::Duration;
 
@@ -27,9 +28,19 @@ async fn heartbeats_are_stored_and_runtimes_go_stale() {
         "created_at": Utc::now().to_rfc3339(),
         "runtime_version": "0.1.0",
         "uptime_seconds": 42,
-        "plugins": [{ "name": "sshd-hardening", "version": "0.1.0" }],
-        "jobs": { "running": 1 },
-        "outbox": { "pending": 3 },
+        "plugins": {
+            "sshd-hardening": "ready",
+            "file-permissions": "unavailable (verify): bad signature"
+        },
+        "jobs": { "sshd-hardening": {
+            "job_id": "j-1",
+            "started_at": "2027-01-15T08:00:00.000Z",
+            "duration_ms": 12,
+            "outcome": "completed",
+            "findings": 3,
+            "statuses": { "pass": 2, "skipped": 1 }
+        } },
+        "outbox": { "batches": 3, "bytes": 4096, "rejected": 0 },
         "errors": ["registry unreachable"]
     });
     let response = server
@@ -104,5 +115,70 @@ async fn heartbeats_are_validated() {
         .await
         .unwrap();
     assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_heartbeats_are_refused_naming_the_field() {
+    let server = Server::start().await;
+    let (id, token) = server.runtime("default").await;
+    let now = Utc::now().to_rfc3339();
+    let job = json!({
+        "job_id": "j", "started_at": now, "duration_ms": 1, "outcome": "completed", "findings": 0
+    });
+    for (extension, field) in [
+        (json!({ "plugins": { "p": "exploded" } }), "plugins.p"),
+        (
+            json!({ "plugins": { "p": "unavailable (meltdown): x" } }),
+            "plugins.p",
+        ),
+        (json!({ "plugins": ["p"] }), "plugins"),
+        (
+            json!({ "jobs": { "p": {
+                "job_id": "j", "started_at": now, "duration_ms": 1, "outcome": "exploded", "findings": 0
+            } } }),
+            "jobs.p.outcome",
+        ),
+        (json!({ "jobs": { "p": { "job_id": "j" } } }), "jobs.p"),
+        (
+            json!({ "outbox": { "batches": "three" } }),
+            "outbox.batches",
+        ),
+        (json!({ "uptime_seconds": -1 }), "uptime_seconds"),
+        (json!({ "errors": "none" }), "errors"),
+    ] {
+        let mut body = json!({ "uuid": id, "created_at": now, "jobs": { "p": job } });
+        for (key, value) in extension.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let response = server
+            .post("/api/agent/heartbeat")
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let message = error_message(response).await;
+        assert!(
+            message.starts_with(&format!("invalid heartbeat: {field}")),
+            "{body}: {message}"
+        );
+    }
+    let runtimes = server.admin_get("/v1/admin/runtimes").await;
+    assert!(runtimes[0]["heartbeat"].is_null(), "nothing stored");
+
+    // Fields this control plane does not know (a newer runtime's) are kept.
+    let newer = json!({ "uuid": id, "created_at": now, "jobs": { "p": job }, "load": [0.5] });
+    let response = server
+        .post("/api/agent/heartbeat")
+        .bearer_auth(&token)
+        .json(&newer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let runtimes = server.admin_get("/v1/admin/runtimes").await;
+    assert_eq!(runtimes[0]["heartbeat"], newer);
     server.stop().await;
 }

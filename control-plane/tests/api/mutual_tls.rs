@@ -95,7 +95,7 @@ async fn runtime_requests_need_the_certificate_issued_to_that_runtime() {
     let config = server
         .put("/v1/admin/config/default")
         .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({ "plugins": [] }))
+        .json(&json!({ "plugin": [] }))
         .send()
         .await
         .unwrap();

@@ -16,7 +16,7 @@ async fn data_survives_a_restart() {
     let v1: Value = server
         .put("/v1/admin/config/prod")
         .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({ "interval": "1h" }))
+        .json(&json!({ "runtime": { "heartbeat_interval": "1h" } }))
         .send()
         .await
         .unwrap()
@@ -65,7 +65,7 @@ async fn data_survives_a_restart() {
     assert_eq!(config.headers()["etag"], v1["etag"].as_str().unwrap());
     assert_eq!(
         config.json::<Value>().await.unwrap(),
-        json!({ "interval": "1h" })
+        json!({ "runtime": { "heartbeat_interval": "1h" } })
     );
     let _ = server.access_token(&id, &secret).await;
     let refused = server.token_response(&revoked_id, &revoked_secret).await;
@@ -106,7 +106,7 @@ async fn data_survives_a_restart() {
     let v2: Value = server
         .put("/v1/admin/config/prod")
         .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({ "interval": "2h" }))
+        .json(&json!({ "runtime": { "heartbeat_interval": "2h" } }))
         .send()
         .await
         .unwrap()
