@@ -170,7 +170,19 @@ pub fn sdk_source(dir: &Path, sdk_path: Option<&Path>) -> Result<SdkSource, Temp
     let dir = lexical_absolute(dir)?;
     if let Some(path) = sdk_path {
         let path = lexical_absolute(path)?;
-        return Ok(SdkSource::Path(relative(&dir, &path).display().to_string()));
+        // Relative when the two share more than `/` (a crate next to the
+        // repository), absolute otherwise.
+        let shared = dir
+            .components()
+            .zip(path.components())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let written = if shared > 1 {
+            relative(&dir, &path)
+        } else {
+            path
+        };
+        return Ok(SdkSource::Path(written.display().to_string()));
     }
     if let Some(repo) = enclosing_repository(&dir) {
         return Ok(SdkSource::Path(
@@ -321,10 +333,17 @@ mod tests {
         let SdkSource::Path(path) = forced else {
             panic!("{forced:?}")
         };
-        assert!(
-            lexical_absolute(&outside.path().join("demo").join(&path))
-                .unwrap()
-                .ends_with("sdk")
+        assert_eq!(
+            lexical_absolute(&outside.path().join("demo").join(&path)).unwrap(),
+            repo().join("sdk")
+        );
+        // Next to each other: relative.
+        assert_eq!(
+            sdk_source(&repo().join("../demo"), Some(&repo().join("sdk"))).unwrap(),
+            SdkSource::Path(format!(
+                "../{}/sdk",
+                repo().file_name().unwrap().to_string_lossy()
+            ))
         );
     }
 
