@@ -9,9 +9,13 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 if command -v rustup >/dev/null 2>&1; then
     installed_targets=$(rustup target list --installed)
-    if ! grep -qx wasm32-wasip2 <<<"$installed_targets"; then
-        rustup target add wasm32-wasip2
-    fi
+    # wasm32-wasip2 for plugins; wasm32-wasip1 for `cargo component build`
+    # (it componentizes a wasip1 module with its adapter).
+    for target in wasm32-wasip2 wasm32-wasip1; do
+        if ! grep -qx "$target" <<<"$installed_targets"; then
+            rustup target add "$target"
+        fi
+    done
     installed_components=$(rustup component list --installed)
     for component in rustfmt clippy; do
         if ! grep -q "^$component" <<<"$installed_components"; then

@@ -195,9 +195,12 @@ fn cargo_component() -> PathBuf {
         ok(
             &format!("cargo install cargo-component@{CARGO_COMPONENT_VERSION}"),
             cargo(&repo())
+                // A debug build: the tool builds two plugins here, and a
+                // release build of it costs CI twenty minutes of CPU.
                 .args([
                     "install",
                     "--locked",
+                    "--debug",
                     &format!("cargo-component@{CARGO_COMPONENT_VERSION}"),
                     "--root",
                 ])
