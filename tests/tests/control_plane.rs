@@ -548,9 +548,10 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let (_state, cp, runtime) = enrolled_and_assigned(FAST_INTERVALS);
     for round in 0..20u64 {
         let mut daemon = runtime.spawn_daemon();
-        // Kill somewhere in the first two seconds: during start-up, a run,
-        // an outbox write or a delivery.
-        std::thread::sleep(Duration::from_millis(300 + (round * 7919) % 1700));
+        // Kill somewhere in the first three seconds: during start-up, a
+        // run, an outbox write or a delivery (a loaded machine needs about
+        // a second and a half for a life's first recorded run).
+        std::thread::sleep(Duration::from_millis(300 + (round * 7919) % 2700));
         daemon.kill().unwrap();
         daemon.wait().unwrap();
     }
