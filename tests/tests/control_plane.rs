@@ -413,13 +413,14 @@ fn the_daemon_runs_on_schedule_applies_changes_live_and_keeps_the_last_good_conf
         runtimes[0]["heartbeat"]["jobs"]["kernel-params"]["statuses"]["skipped"] == 1
     });
 
-    // A malformed configuration is not applied; the last good keeps running
-    // and the heartbeat reports the error.
+    // An invalid configuration (of the right shape: the control plane
+    // refuses others) is not applied; the last good keeps running and the
+    // heartbeat reports the error.
     let before = cp.evidence().len();
     cp.assign(
         state.path(),
         &own,
-        &json!({ "plugin": [{ "name": "kernel-params", "pathh": "/x" }] }),
+        &json!({ "plugin": [{ "name": "kernel-params" }] }),
     );
     wait_for("the error in a heartbeat", Duration::from_secs(60), || {
         let runtimes: Value = serde_json::from_str(&cp.admin(&["runtimes", "list"])).unwrap();
