@@ -54,6 +54,16 @@ pub fn registry_bin() -> PathBuf {
     bin
 }
 
+/// A fixture tree of a Rust example plugin:
+/// `plugins-examples/<plugin>/fixtures/<tree>`.
+pub fn example_fixture(plugin: &str, tree: &str) -> PathBuf {
+    repo()
+        .join("plugins-examples")
+        .join(plugin)
+        .join("fixtures")
+        .join(tree)
+}
+
 /// Copy a directory tree (files, directories and symlinks).
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -96,6 +106,19 @@ impl RunOutcome {
     /// The findings of plugin `name`.
     pub fn findings(&self, name: &str) -> &Vec<Value> {
         self.job(name)["findings"].as_array().unwrap()
+    }
+
+    /// (check id, status) of every finding of plugin `name`, in order.
+    pub fn verdicts(&self, name: &str) -> Vec<(String, String)> {
+        self.findings(name)
+            .iter()
+            .map(|f| {
+                (
+                    f["check_id"].as_str().unwrap().to_string(),
+                    f["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
     }
 
     /// The status of check `check` of plugin `name` (the first finding).

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use assessment_e2e::{Agent, RunOutcome, guest, repo};
+use assessment_e2e::{Agent, guest, repo};
 use sha2::{Digest, Sha256};
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -22,24 +22,10 @@ fn v0_1_0(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
-fn fixture(plugin: &str, tree: &str) -> PathBuf {
-    repo()
-        .join("plugins-examples")
-        .join(plugin)
-        .join("fixtures")
-        .join(tree)
-}
+use assessment_e2e::example_fixture as fixture;
 
-fn verdicts(out: &RunOutcome, plugin: &str) -> Vec<(String, String)> {
-    out.findings(plugin)
-        .iter()
-        .map(|f| {
-            (
-                f["check_id"].as_str().unwrap().to_string(),
-                f["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+fn verdicts(out: &assessment_e2e::RunOutcome, plugin: &str) -> Vec<(String, String)> {
+    out.verdicts(plugin)
 }
 
 /// The fixtures are the bytes that were released, not something rebuilt.

@@ -5,24 +5,10 @@
 
 use assessment_e2e::{Agent, apply_modes, current_ids, evidence_value, guest, repo};
 
-fn fixture(plugin: &str, tree: &str) -> std::path::PathBuf {
-    repo()
-        .join("plugins-examples")
-        .join(plugin)
-        .join("fixtures")
-        .join(tree)
-}
+use assessment_e2e::example_fixture as fixture;
 
 fn statuses(out: &assessment_e2e::RunOutcome, plugin: &str) -> Vec<(String, String)> {
-    out.findings(plugin)
-        .iter()
-        .map(|f| {
-            (
-                f["check_id"].as_str().unwrap().to_string(),
-                f["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    out.verdicts(plugin)
 }
 
 #[test]
