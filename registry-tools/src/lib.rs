@@ -6,4 +6,5 @@
 pub mod audit;
 pub mod manifest;
 pub mod minisign;
+#[cfg(feature = "cli")]
 pub mod release;

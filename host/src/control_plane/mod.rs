@@ -234,30 +234,3 @@ impl ConfigSync {
         }
     }
 }
-
-#[cfg(test)]
-mod properties {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(300))]
-
-        #[test]
-        fn arbitrary_state_files_never_panic_the_runtime(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::write(Credentials::path(dir.path()), &bytes).unwrap();
-            let _ = Credentials::load(dir.path());
-            std::fs::write(dir.path().join("config.last-good.json"), &bytes).unwrap();
-            let local = AgentConfig::parse(
-                &format!("[runtime]\nstate_dir = {:?}\n", dir.path().display().to_string()),
-                Path::new("agent.toml"),
-                Path::new("/"),
-            )
-            .unwrap();
-            // A corrupt last good document falls back to the local file.
-            let sync = ConfigSync::new(local);
-            let _ = sync.config();
-        }
-    }
-}

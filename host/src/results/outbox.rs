@@ -522,24 +522,6 @@ mod tests {
         assert_eq!(outbox.depth().unwrap().batches, 1);
     }
 
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
-
-        #[test]
-        fn arbitrary_bytes_in_a_batch_file_are_set_aside_never_a_crash(
-            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)
-        ) {
-            let dir = tempfile::tempdir().unwrap();
-            let outbox = Outbox::open(dir.path(), 1 << 20).unwrap();
-            std::fs::write(dir.path().join("outbox/pending/0-x.json"), &bytes).unwrap();
-            let sink = Sink::default();
-            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let report = runtime.block_on(outbox.deliver(&sink)).unwrap();
-            proptest::prop_assert_eq!(report.delivered + report.rejected, 1);
-            proptest::prop_assert_eq!(outbox.depth().unwrap().batches, 0);
-        }
-    }
-
     #[tokio::test]
     async fn batches_survive_failures_and_reopening_and_are_delivered_in_order() {
         let dir = tempfile::tempdir().unwrap();
