@@ -113,13 +113,16 @@ enum Command {
         max_size: u64,
     },
     /// Audit, describe and sign a plugin: the component's `describe` must
-    /// report the name and version of plugin.toml / Cargo.toml (and of
-    /// --version and --tag); writes NAME-VERSION.wasm, .manifest.json and
-    /// .manifest.json.minisig into --out.
+    /// report the plugin's name and version (and those of --version and
+    /// --tag); writes NAME-VERSION.wasm, .manifest.json and
+    /// .manifest.json.minisig into --out. A Rust plugin's version is its
+    /// crate's (Cargo.toml); a plugin without Cargo.toml (Python,
+    /// JavaScript…) gives name and version in plugin.toml.
     Package {
         /// The built component.
         component: PathBuf,
-        /// The plugin crate's directory (Cargo.toml, plugin.toml).
+        /// The plugin's directory: a Rust crate's (Cargo.toml, plugin.toml),
+        /// or one whose plugin.toml gives `name` and `version`.
         #[arg(long)]
         plugin_dir: PathBuf,
         /// Output directory.
@@ -129,7 +132,7 @@ enum Command {
         #[arg(long)]
         secret_key: Option<PathBuf>,
         /// The version being released (e.g. from the tag); must equal the
-        /// crate's version.
+        /// plugin's version.
         #[arg(long)]
         version: Option<String>,
         /// The release tag, `<plugin>/v<version>`: must name this plugin
@@ -384,12 +387,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             plugin.source = Source { repository, commit };
             match release::package(&bytes, &plugin, &sk, &out, max_size) {
                 Ok(packaged) => {
+                    let from = if plugin.name_from == plugin.version_from {
+                        plugin.name_from.display().to_string()
+                    } else {
+                        format!(
+                            "{} and {}",
+                            plugin.name_from.display(),
+                            plugin.version_from.display()
+                        )
+                    };
                     eprintln!(
-                        "describe(): {} {} (matches {} and {})",
-                        packaged.described.name,
-                        packaged.described.version,
-                        plugin.name_from.display(),
-                        plugin.version_from.display()
+                        "describe(): {} {} (matches {from})",
+                        packaged.described.name, packaged.described.version,
                     );
                     for f in &packaged.files {
                         println!("{}", f.display());

@@ -1,15 +1,23 @@
 //! Release assets of a plugin version — component, manifest, signature —
 //! and their upload to a GitHub release.
 //!
-//! A plugin crate declares what it needs in `plugin.toml` next to its
-//! `Cargo.toml` (which gives the name and version):
+//! A plugin's directory says what is released, in `plugin.toml`:
 //!
 //! ```toml
-//! name = "sshd-hardening"   # optional: when it differs from the crate name
+//! name = "sshd-hardening"   # Rust: optional, when it differs from the crate name
+//! version = "1.2.0"         # only without a Cargo.toml (Python, JavaScript…)
 //! description = "Checks the OpenSSH server configuration"
 //! [capabilities]
 //! read = ["/etc/ssh"]
 //! ```
+//!
+//! One rule decides where the name and version come from
+//! ([`read_plugin_dir`]): a directory with a `Cargo.toml` is a Rust crate,
+//! whose version is the crate's (the one `env!("CARGO_PKG_VERSION")`
+//! reports) and whose name is the crate's unless `plugin.toml` names it; a
+//! directory without one is a plugin in another language, and its
+//! `plugin.toml` must give both `name` and `version`. Nothing else (a
+//! `package.json`, say) is read.
 //!
 //! Before signing, [`package`] calls the component's `describe` (see
 //! [`describe()`]): the name and version it reports must be the ones being
@@ -27,6 +35,7 @@ use serde::Deserialize;
 use crate::audit::{ABI_PACKAGE, AuditReport, audit};
 use crate::manifest::{
     Capabilities, ComponentRef, MANIFEST_SCHEMA, Manifest, Source, asset_names, sha256_hex,
+    valid_plugin_name,
 };
 use crate::minisign::SecretKey;
 
@@ -41,7 +50,8 @@ pub enum ReleaseError {
         /// The error.
         source: std::io::Error,
     },
-    /// `Cargo.toml` or `plugin.toml` is invalid.
+    /// `Cargo.toml` or `plugin.toml` is invalid, or lacks what the release
+    /// needs.
     #[error("{path}: {message}")]
     PluginFiles {
         /// The file.
@@ -101,9 +111,14 @@ struct CargoPackage {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PluginToml {
-    /// The plugin's name when it differs from the crate's.
+    /// The plugin's name: required without a `Cargo.toml`; for a crate,
+    /// when it differs from the crate's name.
     #[serde(default)]
     name: Option<String>,
+    /// The plugin's version: required without a `Cargo.toml`, refused with
+    /// one (the crate's version is the plugin's).
+    #[serde(default)]
+    version: Option<String>,
     #[serde(default)]
     description: String,
     #[serde(default)]
@@ -117,11 +132,35 @@ fn read(path: &Path) -> Result<Vec<u8>, ReleaseError> {
     })
 }
 
+/// The file's bytes, `None` when it does not exist.
+fn read_if_present(path: &Path) -> Result<Option<Vec<u8>>, ReleaseError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ReleaseError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 fn write(path: &Path, bytes: &[u8]) -> Result<(), ReleaseError> {
     std::fs::write(path, bytes).map_err(|source| ReleaseError::Io {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Where a plugin's name and version come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginKind {
+    /// A Rust crate (the directory has a `Cargo.toml`): the crate's version
+    /// (or its workspace's), the crate's name unless `plugin.toml` names
+    /// the plugin.
+    RustCrate,
+    /// Any other language — Python, JavaScript… (no `Cargo.toml`):
+    /// `plugin.toml` gives both the name and the version.
+    Other,
 }
 
 /// What a release says about its plugin, besides the component itself.
@@ -137,79 +176,187 @@ pub struct PluginDescription {
     pub capabilities: Capabilities,
     /// Provenance.
     pub source: Source,
+    /// Where the name and version come from.
+    pub kind: PluginKind,
     /// The file the name comes from (`plugin.toml`, or `Cargo.toml` when
     /// it names none), for messages.
     pub name_from: PathBuf,
-    /// The file the version comes from (`Cargo.toml`, or the workspace's).
+    /// The file the version comes from (`Cargo.toml` or the workspace's
+    /// for a crate, `plugin.toml` otherwise).
     pub version_from: PathBuf,
 }
 
-/// Name, version (from `Cargo.toml`, or its workspace's when inherited),
-/// description and capabilities (`plugin.toml`). `expected_version` (e.g.
-/// from a release tag) must equal the crate's version: the component
-/// describes itself with that version and the host checks both agree.
-pub fn read_plugin_dir(
-    dir: &Path,
-    expected_version: Option<&str>,
-) -> Result<PluginDescription, ReleaseError> {
-    let cargo_path = dir.join("Cargo.toml");
-    let bad = |path: &Path, message: String| ReleaseError::PluginFiles {
+/// A plugin's name and version, and the files they come from.
+struct Identity {
+    name: String,
+    name_from: PathBuf,
+    version: String,
+    version_from: PathBuf,
+}
+
+fn plugin_files_error(path: &Path, message: String) -> ReleaseError {
+    ReleaseError::PluginFiles {
         path: path.to_path_buf(),
         message,
-    };
-    let parse = |path: &Path| -> Result<toml::Table, ReleaseError> {
-        toml::from_str(&String::from_utf8_lossy(&read(path)?)).map_err(|e| bad(path, e.to_string()))
-    };
-    let cargo: CargoToml = parse(&cargo_path)?
-        .try_into()
-        .map_err(|e: toml::de::Error| bad(&cargo_path, e.to_string()))?;
-    let mut version_from = cargo_path.clone();
-    let version = match &cargo.package.version {
-        toml::Value::String(v) => v.clone(),
+    }
+}
+
+fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<T, ReleaseError> {
+    toml::from_str(&String::from_utf8_lossy(bytes))
+        .map_err(|e| plugin_files_error(path, e.to_string()))
+}
+
+/// A Rust crate's: the version from `Cargo.toml` (or its workspace's when
+/// inherited), the name from `plugin.toml` or else the crate's.
+fn crate_identity(
+    dir: &Path,
+    cargo_toml: &[u8],
+    plugin: Option<&PluginToml>,
+) -> Result<Identity, ReleaseError> {
+    let cargo_path = dir.join("Cargo.toml");
+    let plugin_path = dir.join("plugin.toml");
+    let cargo: CargoToml = parse_toml(&cargo_path, cargo_toml)?;
+    if let Some(version) = plugin.and_then(|p| p.version.as_ref()) {
+        return Err(plugin_files_error(
+            &plugin_path,
+            format!(
+                "`version = \"{version}\"` is only for a plugin without a Cargo.toml; a Rust plugin's version is its crate's ({}), the one env!(\"CARGO_PKG_VERSION\") reports in describe(): remove `version` from plugin.toml",
+                cargo_path.display()
+            ),
+        ));
+    }
+    let (version, version_from) = match cargo.package.version {
+        toml::Value::String(v) => (v, cargo_path.clone()),
         _ => {
             // `version.workspace = true`: the workspace root is the parent.
             let root = dir.parent().unwrap_or(Path::new(".")).join("Cargo.toml");
-            version_from = root.clone();
-            parse(&root)?
+            let version = parse_toml::<toml::Table>(&root, &read(&root)?)?
                 .get("workspace")
                 .and_then(|w| w.get("package"))
                 .and_then(|p| p.get("version"))
                 .and_then(|v| v.as_str())
                 .map(str::to_string)
                 .ok_or_else(|| {
-                    bad(
+                    plugin_files_error(
                         &root,
                         "no [workspace.package] version to inherit".to_string(),
                     )
-                })?
+                })?;
+            (version, root)
         }
     };
-    if let Some(expected) = expected_version.filter(|e| *e != version) {
-        return Err(bad(
-            &cargo_path,
+    let (name, name_from) = match plugin.and_then(|p| p.name.clone()) {
+        Some(name) => (name, plugin_path),
+        None => (cargo.package.name, cargo_path),
+    };
+    Ok(Identity {
+        name,
+        name_from,
+        version,
+        version_from,
+    })
+}
+
+/// A plugin in another language's: `plugin.toml` must give both.
+fn plugin_toml_identity(dir: &Path, plugin: Option<&PluginToml>) -> Result<Identity, ReleaseError> {
+    let plugin_path = dir.join("plugin.toml");
+    let Some(plugin) = plugin else {
+        return Err(plugin_files_error(
+            dir,
+            "no Cargo.toml and no plugin.toml: a Rust plugin's directory is its crate's (with Cargo.toml); a plugin in another language (Python, JavaScript…) needs a plugin.toml giving its `name` and `version` (the ones its describe() returns), `description` and [capabilities]".to_string(),
+        ));
+    };
+    match (&plugin.name, &plugin.version) {
+        (Some(name), Some(version)) => Ok(Identity {
+            name: name.clone(),
+            name_from: plugin_path.clone(),
+            version: version.clone(),
+            version_from: plugin_path,
+        }),
+        (name, version) => {
+            let (add, what) = match (name, version) {
+                (None, None) => ("name = \"…\" and version = \"…\"", "name and version"),
+                (None, Some(_)) => ("name = \"…\"", "name"),
+                _ => ("version = \"…\"", "version"),
+            };
+            Err(plugin_files_error(
+                &plugin_path,
+                format!(
+                    "without a Cargo.toml (a plugin in Python, JavaScript or another language), plugin.toml gives the plugin's name and version: add {add}, the {what} its describe() returns"
+                ),
+            ))
+        }
+    }
+}
+
+/// Read a plugin's directory: the description and capabilities from
+/// `plugin.toml`, the name and version by the rule of [`PluginKind`]. With
+/// a `Cargo.toml`, the version is the crate's (or its workspace's when
+/// inherited) and `plugin.toml` must not give one; without, `plugin.toml`
+/// must give `name` and `version`. The name must be a plugin name and the
+/// version a semantic version. `expected_version` (e.g. from a release
+/// tag) must equal the version: the component describes itself with that
+/// version and the host checks both agree.
+pub fn read_plugin_dir(
+    dir: &Path,
+    expected_version: Option<&str>,
+) -> Result<PluginDescription, ReleaseError> {
+    let plugin_path = dir.join("plugin.toml");
+    let plugin: Option<PluginToml> = read_if_present(&plugin_path)?
+        .map(|bytes| parse_toml(&plugin_path, &bytes))
+        .transpose()?;
+    let (kind, id) = match read_if_present(&dir.join("Cargo.toml"))? {
+        Some(bytes) => (
+            PluginKind::RustCrate,
+            crate_identity(dir, &bytes, plugin.as_ref())?,
+        ),
+        None => (
+            PluginKind::Other,
+            plugin_toml_identity(dir, plugin.as_ref())?,
+        ),
+    };
+    let Identity {
+        name,
+        name_from,
+        version,
+        version_from,
+    } = id;
+    if !valid_plugin_name(&name) {
+        return Err(plugin_files_error(
+            &name_from,
             format!(
-                "the crate's version is {version}, not {expected}: bump the crate version before tagging the release"
+                "`{name}` is not a plugin name: lowercase ASCII letters, digits and `-`, starting with a letter, at most 64 bytes"
             ),
         ));
     }
-    let plugin_path = dir.join("plugin.toml");
-    let plugin: PluginToml = if plugin_path.exists() {
-        toml::from_str(&String::from_utf8_lossy(&read(&plugin_path)?))
-            .map_err(|e| bad(&plugin_path, e.to_string()))?
-    } else {
-        PluginToml::default()
-    };
-    let name_from = if plugin.name.is_some() {
-        plugin_path
-    } else {
-        cargo_path
-    };
+    if semver::Version::parse(&version).is_err() {
+        return Err(plugin_files_error(
+            &version_from,
+            format!("version `{version}` is not a semantic version (e.g. 1.2.0)"),
+        ));
+    }
+    if let Some(expected) = expected_version.filter(|e| *e != version) {
+        let message = match kind {
+            PluginKind::RustCrate => format!(
+                "the crate's version is {version}, not {expected}: bump the crate version before tagging the release"
+            ),
+            PluginKind::Other => format!(
+                "the plugin's version is {version}, not {expected}: bump `version` here, and the version describe() returns, before tagging the release"
+            ),
+        };
+        return Err(plugin_files_error(&version_from, message));
+    }
+    let plugin = plugin.unwrap_or_default();
     Ok(PluginDescription {
-        name: plugin.name.unwrap_or(cargo.package.name),
+        name,
         version,
         description: plugin.description,
         capabilities: plugin.capabilities,
         source: Source::default(),
+        kind,
         name_from,
         version_from,
     })
@@ -263,7 +410,14 @@ pub fn check_described(
             described: described.version.clone(),
             expected: plugin.version.clone(),
             expected_from: plugin.version_from.display().to_string(),
-            advice: "the host would refuse it against its manifest; make describe() report the crate's version (in Rust, env!(\"CARGO_PKG_VERSION\")) and rebuild",
+            advice: match plugin.kind {
+                PluginKind::RustCrate => {
+                    "the host would refuse it against its manifest; make describe() report the crate's version (env!(\"CARGO_PKG_VERSION\")) and rebuild"
+                }
+                PluginKind::Other => {
+                    "the host would refuse it against its manifest; make describe() report the version of plugin.toml and rebuild"
+                }
+            },
         });
     }
     Ok(())
@@ -467,8 +621,25 @@ mod tests {
             description: String::new(),
             capabilities: Capabilities::default(),
             source: Source::default(),
+            kind: PluginKind::RustCrate,
             name_from: PathBuf::from("demo/plugin.toml"),
             version_from: PathBuf::from("demo/Cargo.toml"),
+        }
+    }
+
+    /// A plugin directory with these files (`(name, content)`).
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        dir
+    }
+
+    fn plugin_files_error(dir: &Path, expected_version: Option<&str>) -> (PathBuf, String) {
+        match read_plugin_dir(dir, expected_version) {
+            Err(ReleaseError::PluginFiles { path, message }) => (path, message),
+            other => panic!("expected a PluginFiles error, got {other:?}"),
         }
     }
 
@@ -554,7 +725,188 @@ mod tests {
         std::fs::write(dir.path().join("plugin.toml"), "name = \"plugin-name\"\n").unwrap();
         let p = read_plugin_dir(dir.path(), Some("0.3.0")).unwrap();
         assert_eq!(p.name, "plugin-name");
+        assert_eq!(p.kind, PluginKind::RustCrate);
         assert_eq!(p.name_from, dir.path().join("plugin.toml"));
         assert_eq!(p.version_from, dir.path().join("Cargo.toml"));
+    }
+
+    #[test]
+    fn a_crates_version_is_inherited_from_its_workspace() {
+        let root = dir_with(&[(
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"demo\"]\n[workspace.package]\nversion = \"2.0.1\"\n",
+        )]);
+        let dir = root.path().join("demo");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            "[package]\nname = \"demo\"\nversion.workspace = true\n",
+        )
+        .unwrap();
+        let p = read_plugin_dir(&dir, Some("2.0.1")).unwrap();
+        assert_eq!(p.version, "2.0.1");
+        assert_eq!(p.version_from, root.path().join("Cargo.toml"));
+        let (path, message) = plugin_files_error(&dir, Some("2.0.2"));
+        assert_eq!(path, root.path().join("Cargo.toml"));
+        assert_eq!(
+            message,
+            "the crate's version is 2.0.1, not 2.0.2: bump the crate version before tagging the release"
+        );
+    }
+
+    #[test]
+    fn without_cargo_toml_plugin_toml_gives_the_name_and_version() {
+        let dir = dir_with(&[
+            (
+                "plugin.toml",
+                "name = \"login-defs\"\nversion = \"0.1.0\"\ndescription = \"Checks\"\n[capabilities]\nread = [\"/etc/login.defs\"]\n",
+            ),
+            // Not read: plugin.toml is the one source.
+            (
+                "package.json",
+                "{\"name\": \"other\", \"version\": \"9.9.9\"}",
+            ),
+        ]);
+        let p = read_plugin_dir(dir.path(), Some("0.1.0")).unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.version.as_str(), p.description.as_str()),
+            ("login-defs", "0.1.0", "Checks")
+        );
+        assert_eq!(p.kind, PluginKind::Other);
+        assert_eq!(
+            p.capabilities.read.iter().collect::<Vec<_>>(),
+            ["/etc/login.defs"]
+        );
+        assert_eq!(p.name_from, dir.path().join("plugin.toml"));
+        assert_eq!(p.version_from, dir.path().join("plugin.toml"));
+        check_tag("login-defs/v0.1.0", &p).unwrap();
+        let e = check_tag("login-defs/v0.2.0", &p).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "it names version 0.2.0, {} says 0.1.0",
+                dir.path().join("plugin.toml").display()
+            )),
+            "{e}"
+        );
+
+        let (path, message) = plugin_files_error(dir.path(), Some("0.2.0"));
+        assert_eq!(path, dir.path().join("plugin.toml"));
+        assert!(
+            message.starts_with("the plugin's version is 0.1.0, not 0.2.0: bump `version` here"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn without_cargo_toml_a_missing_name_or_version_says_what_to_add() {
+        for (plugin_toml, needle) in [
+            (
+                "name = \"login-defs\"\n",
+                "add version = \"…\", the version its describe() returns",
+            ),
+            (
+                "version = \"0.1.0\"\n",
+                "add name = \"…\", the name its describe() returns",
+            ),
+            (
+                "description = \"Checks\"\n",
+                "add name = \"…\" and version = \"…\", the name and version its describe() returns",
+            ),
+        ] {
+            let dir = dir_with(&[("plugin.toml", plugin_toml)]);
+            let (path, message) = plugin_files_error(dir.path(), None);
+            assert_eq!(path, dir.path().join("plugin.toml"), "{plugin_toml}");
+            assert!(
+                message.starts_with("without a Cargo.toml (a plugin in Python, JavaScript or another language), plugin.toml gives the plugin's name and version"),
+                "{message}"
+            );
+            assert!(message.ends_with(needle), "{message}");
+        }
+        // Neither file: the directory is named, and what it needs.
+        let dir = dir_with(&[("package.json", "{\"version\": \"0.1.0\"}")]);
+        let (path, message) = plugin_files_error(dir.path(), None);
+        assert_eq!(path, dir.path());
+        assert!(
+            message.starts_with("no Cargo.toml and no plugin.toml")
+                && message.contains("needs a plugin.toml giving its `name` and `version`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn names_and_versions_are_checked_where_they_are_written() {
+        let dir = dir_with(&[(
+            "plugin.toml",
+            "name = \"Login_Defs\"\nversion = \"0.1.0\"\n",
+        )]);
+        let (path, message) = plugin_files_error(dir.path(), None);
+        assert_eq!(path, dir.path().join("plugin.toml"));
+        assert!(
+            message.starts_with("`Login_Defs` is not a plugin name"),
+            "{message}"
+        );
+
+        let dir = dir_with(&[("plugin.toml", "name = \"login-defs\"\nversion = \"1.0\"\n")]);
+        let (path, message) = plugin_files_error(dir.path(), None);
+        assert_eq!(path, dir.path().join("plugin.toml"));
+        assert_eq!(
+            message,
+            "version `1.0` is not a semantic version (e.g. 1.2.0)"
+        );
+
+        // A crate name is a plugin name too, and Cargo.toml is named.
+        let dir = dir_with(&[(
+            "Cargo.toml",
+            "[package]\nname = \"login_defs\"\nversion = \"0.1.0\"\n",
+        )]);
+        let (path, message) = plugin_files_error(dir.path(), None);
+        assert_eq!(path, dir.path().join("Cargo.toml"));
+        assert!(
+            message.starts_with("`login_defs` is not a plugin name"),
+            "{message}"
+        );
+
+        // A version must be a string, not another TOML value.
+        let dir = dir_with(&[("plugin.toml", "name = \"login-defs\"\nversion = 1\n")]);
+        let (path, _) = plugin_files_error(dir.path(), None);
+        assert_eq!(path, dir.path().join("plugin.toml"));
+    }
+
+    #[test]
+    fn a_crate_takes_its_version_from_cargo_toml_only() {
+        let dir = dir_with(&[
+            (
+                "Cargo.toml",
+                "[package]\nname = \"demo\"\nversion = \"0.3.0\"\n",
+            ),
+            ("plugin.toml", "version = \"0.3.0\"\n"),
+        ]);
+        let (path, message) = plugin_files_error(dir.path(), None);
+        assert_eq!(path, dir.path().join("plugin.toml"));
+        assert!(
+            message.starts_with("`version = \"0.3.0\"` is only for a plugin without a Cargo.toml")
+                && message.ends_with("remove `version` from plugin.toml"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_version_mismatch_advises_by_kind_of_plugin() {
+        let mut p = plugin("demo", "1.2.0");
+        let e = check_described(&described("demo", "1.1.0"), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CARGO_PKG_VERSION"), "{e}");
+        p.kind = PluginKind::Other;
+        p.version_from = PathBuf::from("demo/plugin.toml");
+        let e = check_described(&described("demo", "1.1.0"), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "the component describes itself as version `1.1.0`, but demo/plugin.toml says `1.2.0`"
+            ) && e.ends_with("make describe() report the version of plugin.toml and rebuild"),
+            "{e}"
+        );
     }
 }

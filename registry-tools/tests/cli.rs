@@ -1,5 +1,6 @@
-//! `plugin-registry` keygen / sign / verify, and interoperability with the
-//! standard `minisign` tool both ways when it is installed.
+//! `plugin-registry` keygen / sign / verify, interoperability with the
+//! standard `minisign` tool both ways when it is installed, and what
+//! `package` asks of a plugin directory before it looks at the component.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -227,4 +228,88 @@ fn interoperates_with_minisign_both_ways() {
         .status
         .success()
     );
+}
+
+#[test]
+fn package_tells_a_plugin_without_cargo_toml_what_plugin_toml_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(&tool(
+        d,
+        &[
+            "keygen",
+            "--unencrypted",
+            "--secret-key",
+            "k.key",
+            "--public-key",
+            "k.pub",
+        ],
+        None,
+    ));
+    // The component is never looked at: the directory is refused first.
+    std::fs::write(d.join("plugin.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
+    let plugin = d.join("login-defs");
+    std::fs::create_dir(&plugin).unwrap();
+    let package = |extra: &[&str]| {
+        let mut args = vec![
+            "package",
+            "plugin.wasm",
+            "--plugin-dir",
+            "login-defs",
+            "--out",
+            "dist",
+            "--secret-key",
+            "k.key",
+        ];
+        args.extend_from_slice(extra);
+        tool(d, &args, None)
+    };
+    let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    let out = package(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("login-defs: no Cargo.toml and no plugin.toml"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(
+        plugin.join("plugin.toml"),
+        "name = \"login-defs\"\ndescription = \"Checks\"\n[capabilities]\nread = [\"/etc/login.defs\"]\n",
+    )
+    .unwrap();
+    let out = package(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("login-defs/plugin.toml: without a Cargo.toml")
+            && stderr(&out).contains("add version = \"…\""),
+        "{}",
+        stderr(&out)
+    );
+
+    // With a version, the tag is checked against plugin.toml.
+    std::fs::write(
+        plugin.join("plugin.toml"),
+        "name = \"login-defs\"\nversion = \"0.1.0\"\ndescription = \"Checks\"\n[capabilities]\nread = [\"/etc/login.defs\"]\n",
+    )
+    .unwrap();
+    let out = package(&["--tag", "login-defs/v0.2.0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "release tag `login-defs/v0.2.0` is not `login-defs/v0.1.0` (it names version 0.2.0, login-defs/plugin.toml says 0.1.0"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // Past the directory and the tag, the component itself is refused.
+    let out = package(&["--tag", "login-defs/v0.1.0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the audit rejected plugin.wasm"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d.join("dist").exists(), "nothing is written");
 }

@@ -3,18 +3,24 @@
 //! run of this test binary, against their good and bad fixture trees,
 //! through the real binary.
 //!
+//! They are also packaged and verified as a release: `plugin-registry
+//! package` takes their name and version from `plugin.toml` (they have no
+//! Cargo.toml) and checks them against what the component's `describe`
+//! returns.
+//!
 //! Each `run --once` compiles the components again (a local plugin is not
 //! cached), some 30 CPU-seconds each in a debug build: the scenarios share
 //! cycles, both plugins side by side, to keep the number of runs small.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use assessment_e2e::{Agent, RunOutcome, evidence_value, repo};
+use assessment_e2e::{Agent, RunOutcome, evidence_value, registry_bin, repo};
 use serde_json::Value;
+use sha2::Digest as _;
 
 const LOGIN_DEFS_GRANT: &str = "grants = { read = [\"/etc/login.defs\"] }";
 const ACCOUNTS_GRANT: &str =
@@ -548,4 +554,204 @@ fn python_login_defs_denied_is_an_error_never_a_pass() {
         "{:#}",
         out.job("login-defs")
     );
+}
+
+/// `plugin-registry` with `args`, without a key or password from the
+/// environment.
+fn registry(args: &[&str]) -> Output {
+    Command::new(registry_bin())
+        .args(args)
+        .env_remove("PLUGIN_REGISTRY_PASSWORD")
+        .env_remove("PLUGIN_REGISTRY_SECRET_KEY")
+        .output()
+        .unwrap()
+}
+
+fn output_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// `plugin-registry package COMPONENT --plugin-dir DIR --tag TAG` into
+/// `out`, signed with `secret_key`; the output and what `out` holds.
+fn package(
+    component: &Path,
+    dir: &Path,
+    tag: &str,
+    secret_key: &Path,
+    out: &Path,
+) -> (Output, Vec<String>) {
+    let output = registry(&[
+        "package",
+        component.to_str().unwrap(),
+        "--plugin-dir",
+        dir.to_str().unwrap(),
+        "--tag",
+        tag,
+        "--out",
+        out.to_str().unwrap(),
+        "--secret-key",
+        secret_key.to_str().unwrap(),
+        "--repository",
+        "https://example.invalid/plugins",
+        "--commit",
+        "0123abc",
+    ]);
+    let mut written: Vec<String> = std::fs::read_dir(out)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    written.sort();
+    (output, written)
+}
+
+#[test]
+fn python_and_javascript_plugins_package_from_plugin_toml_and_verify() {
+    let work = tempfile::tempdir().unwrap();
+    let secret_key = work.path().join("publisher.key");
+    let public_key = work.path().join("publisher.pub");
+    let out = registry(&[
+        "keygen",
+        "--unencrypted",
+        "--secret-key",
+        secret_key.to_str().unwrap(),
+        "--public-key",
+        public_key.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", output_text(&out));
+
+    for (language, plugin, component, read) in [
+        (
+            "python",
+            "login-defs",
+            "login_defs",
+            &["/etc/login.defs"][..],
+        ),
+        (
+            "js",
+            "passwd-accounts",
+            "passwd_accounts",
+            &["/etc/group", "/etc/passwd", "/etc/shadow"][..], // sorted
+        ),
+    ] {
+        let dir = repo().join("plugins-examples").join(language).join(plugin);
+        assert!(
+            !dir.join("Cargo.toml").exists(),
+            "{}: the point is a plugin without Cargo.toml",
+            dir.display()
+        );
+        let component = foreign(component);
+        let dist = work.path().join(format!("dist-{plugin}"));
+
+        // plugin.toml's name and version, the tag and describe() agree.
+        let (out, written) = package(
+            &component,
+            &dir,
+            &format!("{plugin}/v0.1.0"),
+            &secret_key,
+            &dist,
+        );
+        let text = output_text(&out);
+        assert!(out.status.success(), "{plugin}: {text}");
+        assert!(
+            text.contains(&format!(
+                "describe(): {plugin} 0.1.0 (matches {})",
+                dir.join("plugin.toml").display()
+            )),
+            "{text}"
+        );
+        let manifest_file = format!("{plugin}-0.1.0.manifest.json");
+        assert_eq!(
+            written,
+            [
+                format!("{plugin}-0.1.0.manifest.json"),
+                format!("{plugin}-0.1.0.manifest.json.minisig"),
+                format!("{plugin}-0.1.0.wasm"),
+            ],
+            "{text}"
+        );
+
+        // The signature verifies with the publisher's public key.
+        let manifest_path = dist.join(&manifest_file);
+        let out = registry(&[
+            "verify",
+            manifest_path.to_str().unwrap(),
+            "--public-key",
+            public_key.to_str().unwrap(),
+        ]);
+        let text = output_text(&out);
+        assert!(out.status.success(), "{plugin}: {text}");
+        assert!(
+            text.contains(&format!("plugin:{plugin}@0.1.0")),
+            "the trusted comment names the release: {text}"
+        );
+
+        // The manifest is the plugin's: plugin.toml's name, version and
+        // capabilities, the component as built.
+        let bytes = std::fs::read(&component).unwrap();
+        assert_eq!(
+            std::fs::read(dist.join(format!("{plugin}-0.1.0.wasm"))).unwrap(),
+            bytes
+        );
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+        assert_eq!(manifest["name"], plugin, "{manifest:#}");
+        assert_eq!(manifest["version"], "0.1.0", "{manifest:#}");
+        assert_eq!(manifest["abi"], "assessment:plugin@0.2.0", "{manifest:#}");
+        assert_eq!(
+            manifest["component"]["sha256"],
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            "{manifest:#}"
+        );
+        assert_eq!(
+            manifest["capabilities"]["read"],
+            serde_json::json!(read),
+            "{manifest:#}"
+        );
+        assert_eq!(manifest["source"]["commit"], "0123abc", "{manifest:#}");
+        // And the audit accepts the component against it.
+        let out = registry(&[
+            "audit",
+            component.to_str().unwrap(),
+            "--manifest",
+            manifest_path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{plugin}: {}", output_text(&out));
+    }
+
+    // A version bumped in plugin.toml (and the tag) but not in the plugin's
+    // code: describe() still says 0.1.0, and nothing is signed.
+    let bumped = work.path().join("passwd-accounts");
+    std::fs::create_dir(&bumped).unwrap();
+    let plugin_toml =
+        std::fs::read_to_string(repo().join("plugins-examples/js/passwd-accounts/plugin.toml"))
+            .unwrap();
+    assert!(
+        plugin_toml.contains("\nversion = \"0.1.0\"\n"),
+        "{plugin_toml}"
+    );
+    std::fs::write(
+        bumped.join("plugin.toml"),
+        plugin_toml.replace("\nversion = \"0.1.0\"\n", "\nversion = \"0.2.0\"\n"),
+    )
+    .unwrap();
+    let dist = work.path().join("dist-bumped");
+    let (out, written) = package(
+        &foreign("passwd_accounts"),
+        &bumped,
+        "passwd-accounts/v0.2.0",
+        &secret_key,
+        &dist,
+    );
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "the component describes itself as version `0.1.0`, but {} says `0.2.0`",
+            bumped.join("plugin.toml").display()
+        )) && text.contains("make describe() report the version of plugin.toml and rebuild"),
+        "{text}"
+    );
+    assert!(written.is_empty(), "nothing is written: {written:?}");
 }
