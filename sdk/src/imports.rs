@@ -16,10 +16,5 @@ pub(crate) use crate::bindings::assessment::plugin::*;
 // Named imports shadow the glob above.
 #[cfg(all(feature = "testing", unix))]
 pub(crate) use crate::testing::imports::{
-    config, environment, filesystem, host_facts, log, process, results,
+    config, environment, filesystem, host_facts, log, packages, process, results,
 };
-// `crate::packages` reaches the mock once it calls `crate::imports::packages`
-// instead of the raw binding.
-#[cfg(all(feature = "testing", unix))]
-#[allow(unused_imports)]
-pub(crate) use crate::testing::imports::packages;

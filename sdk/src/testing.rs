@@ -2,8 +2,8 @@
 //!
 //! With the `testing` feature, on a native Unix target, the SDK's wrapper
 //! modules ([`crate::fs`], [`crate::process`], [`crate::env`],
-//! [`crate::host`], [`crate::config`], [`crate::log`] and
-//! [`crate::FindingBuilder::emit`]) call a thread-local mock instead of the
+//! [`crate::host`], [`crate::packages`], [`crate::config`], [`crate::log`]
+//! and [`crate::FindingBuilder::emit`]) call a thread-local mock instead of the
 //! component's imports. [`MockHost`] sets it up for one run of a plugin:
 //!
 //! ```no_run
@@ -287,11 +287,8 @@ impl MockHost {
     }
 
     /// Grant the installed packages and list these (the host returns them
-    /// sorted by name). See [`package`] for a short way to write one.
-    ///
-    /// The mock answers `assessment:plugin/packages` through
-    /// `crate::imports::packages`; [`crate::packages`] reaches it once it
-    /// calls through that module rather than the raw binding.
+    /// sorted by name) to [`crate::packages::installed`]. See [`package`]
+    /// for a short way to write one.
     pub fn installed_packages(
         mut self,
         packages: impl IntoIterator<Item = InstalledPackage>,

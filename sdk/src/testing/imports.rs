@@ -64,9 +64,6 @@ pub mod host_facts {
     }
 }
 
-// Reached once `crate::packages` calls `crate::imports::packages` instead of
-// the raw binding (`sdk/src/packages.rs`); the tests call it directly.
-#[allow(dead_code)]
 pub mod packages {
     use crate::AccessError;
     pub use crate::bindings::assessment::plugin::packages::InstalledPackage;
