@@ -43,8 +43,8 @@
 //! in `target/wasm32-wasip2/release/` is the component the host runs.
 //!
 //! The plugin sees nothing of the machine except through one module per
-//! capability — [`fs`], [`process`], [`env`](mod@env), [`host`] — and only what the
-//! operator granted to it: every denied call returns [`AccessError::Denied`]
+//! capability — [`fs`], [`process`], [`env`](mod@env), [`host`], [`packages`]
+//! — and only what the operator granted to it: every denied call returns [`AccessError::Denied`]
 //! and never panics. A plugin imports only the interfaces it calls, and
 //! declares the matching capabilities in its `plugin.toml`.
 //!

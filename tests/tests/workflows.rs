@@ -66,6 +66,8 @@ fn the_plugin_workflow_runs_the_tested_registry_commands() {
         "--target wasm32-wasip2",
         "plugin-registry -- audit",
         "plugin-registry -- package",
+        // The release tag is checked against the plugin's name and version.
+        "--tag \"$TAG\" --out dist",
         "plugin-registry -- publish",
         "secrets.PLUGIN_SIGNING_KEY",
         "\"*/v*\"",
