@@ -464,14 +464,29 @@ async fn plugins_command(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|(n, v, _, _)| (n.clone(), v.clone()))
                 .collect();
-            // Only components of kept releases that still verify are kept.
-            let referenced: Vec<String> = store
+            // Only components of kept releases that still verify are kept,
+            // and the compiled artifacts of the configured local components
+            // as they are now.
+            let mut referenced: Vec<String> = store
                 .releases()?
                 .iter()
                 .filter(|r| is_configured(&r.name, &r.version))
                 .filter_map(|r| manager.verify_stored(store, r, stored_max).ok())
                 .map(|v| v.manifest.component.sha256)
                 .collect();
+            for p in &agent.plugins {
+                if let PluginOrigin::Local { path } = &p.origin {
+                    match crate::plugins::ComponentFile::read(path, p.limits.component_bytes) {
+                        Ok(file) => {
+                            referenced.push(file.digest.trim_start_matches("sha256:").to_string())
+                        }
+                        Err(e) => println!(
+                            "note    {}: {e}; its compiled artifact, if any, is removed",
+                            p.name
+                        ),
+                    }
+                }
+            }
             let report = store.gc(&keep, &referenced, runtime.engine.fingerprint())?;
             for r in &report.releases {
                 println!("removed release {r}");

@@ -100,9 +100,10 @@ impl PluginEngine {
         &self.fingerprint
     }
 
-    /// Compile a verified component, or load its precompiled artifact from
-    /// the store when the artifact matches the digest recorded when it was
-    /// written; a fresh compilation is saved for the next start. An
+    /// Compile a component (a verified release, or a configured local
+    /// file; `sha256` is the digest of `bytes`), or load its precompiled
+    /// artifact from the store when the artifact matches the digest
+    /// recorded when it was written; a fresh compilation is saved for the next start. An
     /// artifact that does not match is discarded and the component
     /// recompiled, with a warning.
     pub async fn compile_cached(
@@ -174,8 +175,10 @@ impl PluginEngine {
 #[allow(unsafe_code)]
 fn load_precompiled(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: wasmtime requires that the bytes are an artifact it produced.
-    // They were written only by this host, from a component whose signature
-    // and digest were verified, into a store refused unless private to the
+    // They were written only by this host, compiling the component whose
+    // digest names them (a release's, verified against its signature, or
+    // a configured local file's, computed from the bytes compiled), into a
+    // store refused unless private to the
     // agent's user (0700, owned by it), under a name carrying the digest and
     // the engine fingerprint; they were read whole into memory and matched
     // against the SHA-256 recorded when they were written, so no later

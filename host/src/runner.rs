@@ -239,7 +239,22 @@ pub async fn prepare(
                 .compile_cached(file.bytes, &m.component.sha256, store)
                 .await
         }
-        None => engine.compile(file.bytes).await,
+        // A local component is compiled once per content as well: its
+        // artifact is keyed by the digest of the bytes just read, so an
+        // edited file is compiled again and an unchanged one never.
+        None => match runtime.manager.store() {
+            Ok(store) => {
+                let sha256 = digest.trim_start_matches("sha256:");
+                engine.compile_cached(file.bytes, sha256, store).await
+            }
+            Err(e) => {
+                tracing::warn!(
+                    plugin = %spec.name,
+                    "compiling without keeping the compiled component: {e}"
+                );
+                engine.compile(file.bytes).await
+            }
+        },
     }
     .map_err(|e| load(format!("{location}: {e}")))?;
     let pre = engine

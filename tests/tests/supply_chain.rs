@@ -867,3 +867,85 @@ fn publish_uploads_release_assets_and_never_overwrites() {
         "{again:?}"
     );
 }
+
+#[test]
+fn a_local_component_is_compiled_once_per_content() {
+    // A plugin given by `path` is compiled on its first run only: later
+    // runs load the precompiled artifact, keyed by the digest of the file's
+    // bytes; an edited file is compiled again, and `plugins gc` keeps only
+    // the artifact of the file as it is now.
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("kernel_params.wasm");
+    std::fs::copy(guest("kernel_params"), &component).unwrap();
+    let agent = Agent::new().plugin("kernel-params", &component, "");
+    let out = agent.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let compiled = store_files(&agent, "compiled");
+    assert_eq!(compiled.len(), 2, "{compiled:?}");
+    let digest = sha256_hex(&std::fs::read(&component).unwrap());
+    assert!(
+        compiled[0].starts_with(&format!("{digest}-")),
+        "{compiled:?}"
+    );
+    let artifact = agent
+        .state_dir()
+        .join("plugins/compiled")
+        .join(&compiled[0]);
+    let compiled_at = std::fs::metadata(&artifact).unwrap().modified().unwrap();
+
+    let out = agent.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        std::fs::metadata(&artifact).unwrap().modified().unwrap(),
+        compiled_at,
+        "not recompiled"
+    );
+    // The artifact is what the second run loaded: a damaged one is noticed
+    // and replaced.
+    let mut damaged = std::fs::read(&artifact).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    std::fs::write(&artifact, &damaged).unwrap();
+    let out = agent.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("refusing a precompiled artifact and recompiling"),
+        "{}",
+        out.stderr
+    );
+    assert_ne!(std::fs::read(&artifact).unwrap(), damaged);
+
+    // The file changes (here, to the 0.1.0 build): compiled again, under
+    // its own digest.
+    std::fs::copy(
+        repo().join("tests/fixtures/abi-0.1.0/kernel_params.wasm"),
+        &component,
+    )
+    .unwrap();
+    let out = agent.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let compiled = store_files(&agent, "compiled");
+    assert_eq!(compiled.len(), 4, "{compiled:?}");
+    let new_digest = sha256_hex(&std::fs::read(&component).unwrap());
+    assert!(
+        compiled
+            .iter()
+            .any(|f| f.starts_with(&format!("{new_digest}-"))),
+        "{compiled:?}"
+    );
+    // Only the artifact of the file as configured now is kept.
+    let collected = ok(agent.command(&["plugins", "gc"]));
+    assert!(collected.contains("removed 2 other file(s)"), "{collected}");
+    let compiled = store_files(&agent, "compiled");
+    assert_eq!(compiled.len(), 2, "{compiled:?}");
+    assert!(
+        compiled[0].starts_with(&format!("{new_digest}-")),
+        "{compiled:?}"
+    );
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -1,12 +1,14 @@
 //! The local plugin store: verified components by digest, the signed
-//! manifest of each installed release, and precompiled artifacts.
+//! manifest of each installed release, and precompiled artifacts (of
+//! registry components and of configured local ones).
 //!
 //! ```text
 //! <state_dir>/plugins/
 //!   blobs/sha256/<hex>.wasm                 components, content-addressed
 //!   releases/<name>/<version>/manifest.json signed manifests, as downloaded
 //!   releases/<name>/<version>/manifest.json.minisig
-//!   compiled/<hex>-<engine>.cwasm           precompiled components
+//!   compiled/<hex>-<engine>.cwasm           precompiled components (<hex>: the
+//!                                           component's SHA-256)
 //!   compiled/<hex>-<engine>.cwasm.sha256    the SHA-256 of each, as written
 //!   tmp/                                    files being written
 //!   lock                                    shared by writers, exclusive for gc
@@ -173,8 +175,9 @@ impl PluginStore {
         PathBuf::from(path)
     }
 
-    /// Save a precompiled artifact of the verified component `sha256`,
-    /// then the SHA-256 of the artifact itself.
+    /// Save a precompiled artifact of component `sha256` (a verified
+    /// release's, or a configured local one's, digest of the bytes that
+    /// were compiled), then the SHA-256 of the artifact itself.
     pub fn put_compiled(
         &self,
         sha256: &str,
