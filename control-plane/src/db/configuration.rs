@@ -22,8 +22,16 @@ fn canonical_document(document: &Value) -> Result<(String, String), StoreError> 
             "the configuration document must be a JSON object".to_string(),
         ));
     }
-    from_json::<RawConfig>(document)
+    let raw = from_json::<RawConfig>(document)
         .map_err(|e| StoreError::Invalid(format!("invalid configuration document: {e}")))?;
+    // Every runtime refuses a document that carries a policy (the ceiling
+    // on remote configuration is its own file's): better refused here than
+    // by the whole fleet.
+    if raw.policy.is_some() {
+        return Err(StoreError::Invalid(
+            "invalid configuration document: policy: the ceiling on remote configuration is set only in each runtime's own agent.toml; remove `policy`".to_string(),
+        ));
+    }
     let bytes = canonical_bytes(document)?;
     let etag = strong_etag(&bytes);
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -290,6 +298,7 @@ mod tests {
                 json!({ "plugin": [{ "name": "p", "limits": { "memory_mib": "lots" } }] }),
                 "plugin[0].limits.memory_mib",
             ),
+            (json!({ "policy": { "read": ["/"] } }), "policy"),
         ] {
             for refused in [
                 db.set_config("prod", &document, t0()),
