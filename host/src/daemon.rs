@@ -16,6 +16,7 @@ use crate::capabilities::results::FindingStatus;
 use crate::control_plane::client::{ControlPlaneClient, Heartbeat, renewal_due};
 use crate::control_plane::{ConfigSync, Credentials, SyncOutcome};
 use crate::guest_text::{bounded, caps};
+use crate::loader::Loader;
 use crate::results::evidence::{RunContext, evidence_records};
 use crate::results::outbox::Outbox;
 use crate::runner::{self, JobReport, Runtime};
@@ -140,14 +141,9 @@ async fn renew_certificate_if_due(client: &ControlPlaneClient, state_dir: &Path,
 }
 
 /// Run one job and put its evidence in the outbox.
-async fn run_and_record(
-    shared: Arc<Shared>,
-    runtime: Arc<Runtime>,
-    spec: PluginSpec,
-    root: PathBuf,
-) {
-    let report = match runner::prepare(&runtime, &spec, &root).await {
-        Ok(prepared) => runner::run_job(&runtime.engine, &prepared, &root).await,
+async fn run_and_record(shared: Arc<Shared>, loader: Arc<Loader>, spec: PluginSpec) {
+    let report = match loader.prepared(&spec).await {
+        Ok(prepared) => runner::run_job(&loader.runtime().engine, &prepared, loader.root()).await,
         Err((id, error)) => {
             tracing::error!(plugin = %spec.name, "cannot run plugin: {}", error.message);
             JobReport::not_run(&spec, id, error)
@@ -211,12 +207,14 @@ async fn run_and_record(
     }
 }
 
-/// The schedules of one configuration generation.
+/// The schedules of one configuration generation; its jobs share one
+/// loader, so each plugin is prepared once in the generation.
 fn jobs_for(
     config: &AgentConfig,
     runtime: &Arc<Runtime>,
     shared: &Arc<Shared>,
 ) -> Vec<ScheduledJob> {
+    let loader = Arc::new(Loader::new(runtime.clone(), config.assessment_root.clone()));
     config
         .plugins
         .iter()
@@ -230,23 +228,13 @@ fn jobs_for(
                 Schedule::Every(d) => (*d / 10).min(Duration::from_secs(60)),
                 Schedule::Cron(_) => Duration::from_secs(30),
             };
-            let (runtime, shared, spec, root) = (
-                runtime.clone(),
-                shared.clone(),
-                spec.clone(),
-                config.assessment_root.clone(),
-            );
+            let (loader, shared, spec) = (loader.clone(), shared.clone(), spec.clone());
             ScheduledJob {
                 name: spec.name.clone(),
                 schedule,
                 jitter,
                 task: Arc::new(move || {
-                    Box::pin(run_and_record(
-                        shared.clone(),
-                        runtime.clone(),
-                        spec.clone(),
-                        root.clone(),
-                    ))
+                    Box::pin(run_and_record(shared.clone(), loader.clone(), spec.clone()))
                 }),
             }
         })
@@ -390,15 +378,10 @@ impl Daemon {
         use anyhow::Context;
         let config = self.sync.config();
         let runtime = Arc::new(Runtime::new(&config).context("cannot set up the runtime")?);
+        let loader = Arc::new(Loader::new(runtime, config.assessment_root.clone()));
         let mut outcome = CycleOutcome::default();
         for spec in config.plugins.iter().filter(|p| p.enabled) {
-            run_and_record(
-                self.shared.clone(),
-                runtime.clone(),
-                spec.clone(),
-                config.assessment_root.clone(),
-            )
-            .await;
+            run_and_record(self.shared.clone(), loader.clone(), spec.clone()).await;
             outcome.jobs += 1;
         }
         outcome.jobs_failed = self

@@ -29,6 +29,7 @@ pub mod daemon;
 pub mod durable;
 pub mod engine;
 pub mod guest_text;
+pub mod loader;
 pub mod plugins;
 pub mod policy;
 pub mod report;

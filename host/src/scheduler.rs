@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::agent_config::{AgentConfig, Schedule};
+use crate::loader::Loader;
 use crate::report::RunReport;
 use crate::runner::{self, JobError, JobErrorKind, JobReport, Runtime};
 
@@ -25,16 +26,19 @@ pub async fn run_once(runtime: &Arc<Runtime>, config: &AgentConfig) -> RunReport
         .filter(|p| p.enabled)
         .cloned()
         .collect();
+    // The same path as the daemon's: load, then run.
+    let loader = Arc::new(Loader::new(runtime.clone(), config.assessment_root.clone()));
     let mut jobs = JoinSet::new();
     for (index, spec) in specs.iter().cloned().enumerate() {
-        let runtime = runtime.clone();
-        let root = config.assessment_root.clone();
+        let loader = loader.clone();
         let permits = permits.clone();
         jobs.spawn(async move {
             // The semaphore is never closed, so acquiring only waits.
             let _permit = permits.acquire_owned().await.ok();
-            let report = match runner::prepare(&runtime, &spec, &root).await {
-                Ok(prepared) => runner::run_job(&runtime.engine, &prepared, &root).await,
+            let report = match loader.prepared(&spec).await {
+                Ok(prepared) => {
+                    runner::run_job(&loader.runtime().engine, &prepared, loader.root()).await
+                }
                 Err((id, error)) => {
                     tracing::error!(plugin = %spec.name, "cannot run plugin: {}", error.message);
                     JobReport::not_run(&spec, id, error)

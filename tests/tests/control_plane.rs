@@ -464,6 +464,15 @@ fn the_daemon_runs_on_schedule_applies_changes_live_and_keeps_the_last_good_conf
     assert_eq!(runtime.pending(), 0, "everything was delivered before exit");
     // Jobs before the skip have every check, those after it one less.
     assert!(assert_jobs_of(&cp.evidence(), &[FINDINGS_PER_RUN, FINDINGS_PER_RUN - 1]) >= 4);
+    // The plugin was loaded (compiled or precompiled, described,
+    // validated) once per configuration generation — the first and the
+    // one with the skip; the refused documents made none — not once per
+    // run.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let loads = stderr.matches("plugin loaded: ready to run").count();
+    let runs = stderr.matches("run recorded").count();
+    assert_eq!(loads, 2, "{stderr}");
+    assert!(runs >= 8, "{runs} runs: {stderr}");
 }
 
 #[test]
