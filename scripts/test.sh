@@ -31,6 +31,14 @@ fi
 
 # Test output is also kept here, to print one total at the end.
 mkdir -p target
+
+# The Python and JavaScript example plugins (downloads, then componentize-py
+# and componentize-js, mostly one core) build while the Rust code compiles;
+# their log is printed when the suite needs them.
+foreign_log=target/foreign-plugins.log
+scripts/build-foreign-plugins.sh >"$foreign_log" 2>&1 &
+foreign_pid=$!
+trap 'kill "$foreign_pid" 2>/dev/null || true' EXIT
 log=target/test-output.log
 : >"$log"
 
@@ -47,7 +55,13 @@ echo "== plugin unit tests (native)"
 cargo test --locked --manifest-path plugins-examples/Cargo.toml --target-dir target/guests-native 2>&1 | tee -a "$log"
 
 echo "== Python and JavaScript example plugins"
-scripts/build-foreign-plugins.sh
+if ! wait "$foreign_pid"; then
+    cat "$foreign_log"
+    echo "error: building the Python and JavaScript example plugins failed (log above)" >&2
+    exit 1
+fi
+trap - EXIT
+cat "$foreign_log"
 
 echo "== host and end-to-end tests"
 cargo test --locked --workspace 2>&1 | tee -a "$log"
