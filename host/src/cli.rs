@@ -139,7 +139,8 @@ enum PluginsCommand {
         #[arg(long, short, env = "ASSESSMENT_RUNTIME_CONFIG")]
         config: PathBuf,
     },
-    /// Download and verify every configured registry plugin into the store.
+    /// Download and verify every configured registry plugin into the store,
+    /// and compile it ahead of its first run.
     Fetch {
         /// The agent configuration file.
         #[arg(long, short, env = "ASSESSMENT_RUNTIME_CONFIG")]
@@ -423,7 +424,19 @@ async fn plugins_command(command: PluginsCommand) -> anyhow::Result<ExitCode> {
         PluginsCommand::Fetch { .. } => {
             for (name, version, base_url, max) in &configured {
                 match manager.resolve(name, version, base_url, *max).await {
-                    Ok(r) => println!("ok      {name}@{version} {}", r.file.digest),
+                    // Compiled now, so that the first run loads the
+                    // precompiled artifact instead.
+                    Ok(r) => match runtime
+                        .engine
+                        .compile_cached(r.file.bytes, &r.manifest.component.sha256, store)
+                        .await
+                    {
+                        Ok(_) => println!("ok      {name}@{version} {} (compiled)", r.file.digest),
+                        Err(e) => {
+                            failed += 1;
+                            println!("FAILED  {name}@{version}: {e}");
+                        }
+                    },
                     Err(e) => {
                         failed += 1;
                         println!("FAILED  {name}@{version}: {e}");

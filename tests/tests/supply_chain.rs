@@ -312,8 +312,11 @@ fn gc_removes_what_is_no_longer_configured() {
     publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
     let server = registry(&publisher, vec![]);
     let agent = agent_for(&publisher, &server, "0.1.0");
-    ok(agent.command(&["plugins", "fetch"]));
+    let fetched = ok(agent.command(&["plugins", "fetch"]));
+    assert!(fetched.contains("(compiled)"), "{fetched}");
     assert_eq!(store_files(&agent, "blobs/sha256").len(), 1);
+    // Fetching compiled it ahead of its first run.
+    assert_eq!(store_files(&agent, "compiled").len(), 2);
     // Still configured: nothing to collect.
     let kept = ok(agent.command(&["plugins", "gc"]));
     assert!(
