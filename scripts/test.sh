@@ -48,6 +48,9 @@ cargo fmt --all --check --manifest-path plugins-examples/Cargo.toml
 
 echo "== lints"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# The registry tools' library as the host and the fuzz targets use it:
+# without the CLI's dependencies.
+cargo clippy --locked -p registry-tools --no-default-features --lib -- -D warnings
 cargo clippy --locked --manifest-path plugins-examples/Cargo.toml --target wasm32-wasip2 \
     --target-dir target/guests --all-targets -- -D warnings
 
