@@ -54,6 +54,22 @@ pub fn registry_bin() -> PathBuf {
     bin
 }
 
+/// `plugin-registry` with `args`, without a key or password from the
+/// environment (each test passes its own).
+pub fn registry_tool(args: &[&str]) -> std::process::Output {
+    Command::new(registry_bin())
+        .args(args)
+        .env_remove("PLUGIN_REGISTRY_PASSWORD")
+        .env_remove("PLUGIN_REGISTRY_SECRET_KEY")
+        .output()
+        .unwrap()
+}
+
+/// What a command printed, stdout then stderr, for assertion messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
 /// A fixture tree of a Rust example plugin:
 /// `plugins-examples/<plugin>/fixtures/<tree>`.
 pub fn example_fixture(plugin: &str, tree: &str) -> PathBuf {

@@ -14,10 +14,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
 
-use assessment_e2e::{Agent, guest, registry_bin, repo};
+use assessment_e2e::{Agent, guest, output_text, registry_tool as registry, repo};
 
 /// The cargo-component release the suite builds with.
 const CARGO_COMPONENT_VERSION: &str = "0.21.1";
@@ -56,22 +56,9 @@ fn ok(what: &str, command: &mut Command) -> String {
     text
 }
 
-fn output_text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
 /// Where these tests keep build outputs between runs.
 fn build_dir(name: &str) -> PathBuf {
     repo().join("target/authoring").join(name)
-}
-
-fn registry(args: &[&str]) -> Output {
-    Command::new(registry_bin())
-        .args(args)
-        .env_remove("PLUGIN_REGISTRY_PASSWORD")
-        .env_remove("PLUGIN_REGISTRY_SECRET_KEY")
-        .output()
-        .unwrap()
 }
 
 /// An unencrypted signing key in `dir`.

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use assessment_e2e::{Agent, RunOutcome, evidence_value, registry_bin, repo};
+use assessment_e2e::{
+    Agent, RunOutcome, evidence_value, output_text, registry_tool as registry, repo,
+};
 use serde_json::Value;
 use sha2::Digest as _;
 
@@ -554,21 +556,6 @@ fn python_login_defs_denied_is_an_error_never_a_pass() {
         "{:#}",
         out.job("login-defs")
     );
-}
-
-/// `plugin-registry` with `args`, without a key or password from the
-/// environment.
-fn registry(args: &[&str]) -> Output {
-    Command::new(registry_bin())
-        .args(args)
-        .env_remove("PLUGIN_REGISTRY_PASSWORD")
-        .env_remove("PLUGIN_REGISTRY_SECRET_KEY")
-        .output()
-        .unwrap()
-}
-
-fn output_text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 /// `plugin-registry package COMPONENT --plugin-dir DIR --tag TAG` into

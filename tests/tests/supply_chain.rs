@@ -10,16 +10,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use assessment_e2e::http::{Reply, Request, Server};
-use assessment_e2e::{Agent, RunOutcome, guest, registry_bin, repo};
-
-fn tool(args: &[&str]) -> Output {
-    Command::new(registry_bin())
-        .args(args)
-        .env_remove("PLUGIN_REGISTRY_PASSWORD")
-        .env_remove("PLUGIN_REGISTRY_SECRET_KEY")
-        .output()
-        .unwrap()
-}
+use assessment_e2e::{Agent, RunOutcome, guest, registry_bin, registry_tool as tool, repo};
 
 fn ok(out: Output) -> String {
     assert!(
