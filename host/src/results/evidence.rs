@@ -10,6 +10,11 @@
 //! every finding of an ABI 0.1.0 plugin) is identified by its occurrence
 //! among that check's subject-less findings in the run, as before subjects
 //! existed, so that 0.1.0 plugins keep their streams.
+//! A plugin configured more than once runs as several instances: an
+//! instance other than the plugin's name is part of the stream's identity
+//! (written `plugin@instance`, which no plugin name can be) and labels its
+//! evidence; the instance that is the name keeps the streams it had before
+//! instances existed.
 //! Every finding also gets an idempotency key, unique to that finding of
 //! that job, so that a redelivery is stored once.
 //!
@@ -63,8 +68,27 @@ pub fn is_evidence(status: FindingStatus) -> bool {
     matches!(status, FindingStatus::Pass | FindingStatus::Fail)
 }
 
-/// The evidence records of one job's findings: one per `pass` or `fail`.
+/// The evidence records of one job's findings: one per `pass` or `fail`,
+/// for the plugin configured once (its instance is its name).
 pub fn evidence_records(ctx: &RunContext<'_>, findings: &[Finding]) -> Vec<EvidenceRecord> {
+    instance_evidence_records(ctx, &ctx.plugin.name, findings)
+}
+
+/// The evidence records of one job of the configured `instance` of the
+/// plugin: one per `pass` or `fail`.
+pub fn instance_evidence_records(
+    ctx: &RunContext<'_>,
+    instance: &str,
+    findings: &[Finding],
+) -> Vec<EvidenceRecord> {
+    let own_instance = instance != ctx.plugin.name;
+    // '@' is in no plugin name, so an instance's streams can be no other
+    // plugin's (or instance's); the name alone keeps today's streams.
+    let stream_plugin = if own_instance {
+        format!("{}@{instance}", ctx.plugin.name)
+    } else {
+        ctx.plugin.name.clone()
+    };
     let mut occurrences: BTreeMap<&str, usize> = BTreeMap::new();
     let mut records = Vec::new();
     for (index, f) in findings.iter().enumerate() {
@@ -72,7 +96,7 @@ pub fn evidence_records(ctx: &RunContext<'_>, findings: &[Finding]) -> Vec<Evide
             Some(subject) => format!(
                 "{}\n{}\n{}\nsubject\n{}\n{}",
                 ctx.runtime_id,
-                ctx.plugin.name,
+                stream_plugin,
                 f.check_id,
                 subject.kind.as_str(),
                 subject.id
@@ -81,7 +105,7 @@ pub fn evidence_records(ctx: &RunContext<'_>, findings: &[Finding]) -> Vec<Evide
                 let occurrence = occurrences.entry(f.check_id.as_str()).or_insert(0);
                 let stream = format!(
                     "{}\n{}\n{}\n{}",
-                    ctx.runtime_id, ctx.plugin.name, f.check_id, occurrence
+                    ctx.runtime_id, stream_plugin, f.check_id, occurrence
                 );
                 *occurrence += 1;
                 stream
@@ -107,6 +131,16 @@ pub fn evidence_records(ctx: &RunContext<'_>, findings: &[Finding]) -> Vec<Evide
             ("severity".to_string(), f.severity.as_str().to_string()),
             ("status".to_string(), f.status.as_str().to_string()),
         ]);
+        let mut actor_props = vec![
+            prop("plugin", &ctx.plugin.name),
+            prop("plugin-version", &ctx.plugin.version),
+            prop("plugin-digest", &ctx.plugin.digest),
+            prop("job", ctx.job_id),
+        ];
+        if own_instance {
+            labels.insert("instance".to_string(), instance.to_string());
+            actor_props.insert(1, prop("plugin-instance", instance));
+        }
         let mut props = Vec::new();
         if let Some(subject) = &f.subject {
             labels.insert("subject".to_string(), subject.id.clone());
@@ -157,12 +191,7 @@ pub fn evidence_records(ctx: &RunContext<'_>, findings: &[Finding]) -> Vec<Evide
                         kind: "tool".to_string(),
                         actor_uuid: Uuid::new_v5(&EVIDENCE_NAMESPACE, ctx.plugin.digest.as_bytes())
                             .to_string(),
-                        props: vec![
-                            prop("plugin", &ctx.plugin.name),
-                            prop("plugin-version", &ctx.plugin.version),
-                            prop("plugin-digest", &ctx.plugin.digest),
-                            prop("job", ctx.job_id),
-                        ],
+                        props: actor_props,
                     }],
                 }],
                 props,
@@ -357,6 +386,104 @@ mod tests {
         assert_ne!(
             records("rt-1", "job", &fs[4..])[0].idempotency_key,
             r[1].idempotency_key
+        );
+    }
+
+    fn instance_records(instance: &str, findings: &[Finding]) -> Vec<EvidenceRecord> {
+        let plugin = plugin();
+        let ctx = RunContext {
+            runtime_id: "rt-1",
+            host: "web-1",
+            plugin: &plugin,
+            job_id: "job-1",
+            start: "2026-11-25T10:00:00Z",
+            end: "2026-11-25T10:00:01Z",
+        };
+        instance_evidence_records(&ctx, instance, findings)
+    }
+
+    #[test]
+    fn the_instance_that_is_the_plugin_name_keeps_the_streams_of_before_instances() {
+        let fs = [
+            finding("a", FindingStatus::Pass),
+            about("uid0", "alice", FindingStatus::Fail),
+        ];
+        // UUIDv5 of "rt-1\nfile-permissions\na\n0" and of
+        // "rt-1\nfile-permissions\nuid0\nsubject\nuser\nalice" in the
+        // evidence namespace, as computed before instances existed.
+        let expected = [
+            "ff8fa657-232e-569b-b115-598a1c5da78c",
+            "ba8f1ad7-df18-5459-a5ad-6be972ad701a",
+        ];
+        for r in [
+            records("rt-1", "job-1", &fs),
+            instance_records("file-permissions", &fs),
+        ] {
+            let uuids: Vec<_> = r.iter().map(|e| e.evidence.uuid.as_str()).collect();
+            assert_eq!(uuids, expected);
+            assert!(!r[0].evidence.labels.contains_key("instance"));
+            let actor = &r[0].evidence.origins[0].actors[0].props;
+            assert!(!actor.iter().any(|p| p.name == "plugin-instance"));
+        }
+        assert_eq!(
+            instance_records("file-permissions", &fs),
+            records("rt-1", "job-1", &fs)
+        );
+    }
+
+    #[test]
+    fn two_instances_of_one_plugin_are_distinct_streams_labelled_with_their_instance() {
+        let fs = [
+            finding("a", FindingStatus::Pass),
+            about("uid0", "alice", FindingStatus::Fail),
+        ];
+        let uuids = |r: &[EvidenceRecord]| {
+            r.iter()
+                .map(|e| e.evidence.uuid.clone())
+                .collect::<Vec<_>>()
+        };
+        let default = instance_records("file-permissions", &fs);
+        let home = instance_records("perms-home", &fs);
+        let srv = instance_records("perms-srv", &fs);
+        for (a, b) in [(&default, &home), (&default, &srv), (&home, &srv)] {
+            for (x, y) in uuids(a).iter().zip(uuids(b).iter()) {
+                assert_ne!(x, y, "each instance is its own stream");
+            }
+        }
+        assert_eq!(
+            uuids(&home),
+            uuids(&instance_records("perms-home", &fs)),
+            "an instance's streams are stable"
+        );
+        // An instance named like another plugin is not that plugin's stream.
+        let mut other = plugin();
+        other.name = "perms-home".into();
+        let ctx = RunContext {
+            runtime_id: "rt-1",
+            host: "web-1",
+            plugin: &other,
+            job_id: "job-1",
+            start: "2026-11-25T10:00:00Z",
+            end: "2026-11-25T10:00:01Z",
+        };
+        assert!(
+            uuids(&evidence_records(&ctx, &fs))
+                .iter()
+                .all(|u| !uuids(&home).contains(u))
+        );
+        let e = &home[1].evidence;
+        assert_eq!(e.labels["instance"], "perms-home");
+        assert_eq!(e.labels["plugin"], "file-permissions");
+        let actor = &e.origins[0].actors[0].props;
+        assert!(
+            actor
+                .iter()
+                .any(|p| p.name == "plugin-instance" && p.value == "perms-home")
+        );
+        assert!(
+            actor
+                .iter()
+                .any(|p| p.name == "plugin" && p.value == "file-permissions")
         );
     }
 
