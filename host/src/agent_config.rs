@@ -15,6 +15,7 @@
 //!
 //! [[plugin]]
 //! name = "sshd-hardening"
+//! instance = "sshd-host"                 # optional, default the name
 //! path = "plugins/sshd_hardening.wasm"   # relative to this file
 //! schedule = { every = "6h" }            # or { cron = "0 3 * * *" }
 //! config = { max_auth_tries = 4 }
@@ -129,6 +130,11 @@ pub struct PluginSpec {
     /// The name the operator gave it; the component must describe itself
     /// with the same name.
     pub name: String,
+    /// This configured run of the plugin, unique in the configuration
+    /// (`instance`, default: the name): what jobs, the heartbeat, reports
+    /// and evidence streams are keyed by, so that one plugin can run
+    /// several times with other configuration and grants.
+    pub instance: String,
     /// Where its component comes from.
     pub origin: PluginOrigin,
     /// Disabled plugins are listed but never run.
@@ -169,6 +175,21 @@ pub enum Schedule {
 }
 
 impl PluginSpec {
+    /// Whether `instance` was set to something other than the name.
+    pub fn has_own_instance(&self) -> bool {
+        self.instance != self.name
+    }
+
+    /// The plugin as operators know it, for messages: its name, and its
+    /// instance when that differs (`sshd-hardening as sshd-jail`).
+    pub fn label(&self) -> String {
+        if self.has_own_instance() {
+            format!("{} as {}", self.name, self.instance)
+        } else {
+            self.name.clone()
+        }
+    }
+
     /// The component file or release URL, for messages.
     pub fn location(&self) -> String {
         match &self.origin {
@@ -245,7 +266,7 @@ impl AgentConfig {
         }
         let mut config = Self::from_raw(raw, source, &local.state_dir, Some(local))?;
         for (i, plugin) in config.plugins.iter().enumerate() {
-            let field = format!("plugin[{i}] ({})", plugin.name);
+            let field = format!("plugin[{i}] ({})", plugin.instance);
             if matches!(plugin.origin, PluginOrigin::Local { .. })
                 && !local.policy.remote_path_plugins
             {
@@ -308,13 +329,37 @@ impl AgentConfig {
                     p.name
                 )));
             }
-            if plugins.iter().any(|q: &PluginSpec| q.name == p.name) {
+            // Where the instance comes from, for errors.
+            let (instance, instance_field) = match p.instance {
+                Some(instance) => {
+                    let at = format!("{field}.instance = {instance:?}");
+                    (instance, at)
+                }
+                None => (
+                    p.name.clone(),
+                    format!(
+                        "{field}.name = {:?} (also its instance, as `instance` is not set)",
+                        p.name
+                    ),
+                ),
+            };
+            if !valid_plugin_name(&instance) {
                 return Err(invalid(format!(
-                    "{field}.name = {:?}: another plugin already has this name",
+                    "{instance_field}: an instance is named like a plugin: lowercase letters, digits and `-`, starting with a letter, at most 64 bytes (e.g. \"sshd-jail\")"
+                )));
+            }
+            if let Some(j) = plugins
+                .iter()
+                .position(|q: &PluginSpec| q.instance == instance)
+            {
+                // Name both entries: the operator renames one of them.
+                return Err(invalid(format!(
+                    "{instance_field}: plugin[{j}] ({}) already has the instance {instance:?}; instances must be unique: to configure one plugin more than once, give each [[plugin]] its own `instance` (e.g. instance = \"{}-2\")",
+                    plugins[j].label(),
                     p.name
                 )));
             }
-            let field = format!("plugin[{i}] ({})", p.name);
+            let field = format!("plugin[{i}] ({instance})");
             let grants = GrantSet::from_capabilities(&format!("{field}.grants"), &p.grants)
                 .map_err(invalid)?;
             let limits = resolve_limits(&format!("{field}.limits"), &p.limits, &defaults)
@@ -350,6 +395,7 @@ impl AgentConfig {
             .map_err(invalid)?;
             plugins.push(PluginSpec {
                 name: p.name,
+                instance,
                 origin,
                 enabled: p.enabled,
                 schedule,
@@ -375,7 +421,7 @@ impl AgentConfig {
         if let (true, Some((i, p))) = (trusted_keys.is_empty(), first_registry_plugin) {
             return Err(invalid(format!(
                 "plugin[{i}] ({}) comes from a registry but runtime.trusted_keys is empty; add the publisher's minisign public key",
-                p.name
+                p.instance
             )));
         }
         if !raw.runtime.state_dir.is_absolute() {
@@ -716,7 +762,7 @@ mod tests {
             ),
             (
                 "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\n[[plugin]]\nname = \"a\"\npath = \"b.wasm\"\n",
-                "plugin[1].name = \"a\": another plugin",
+                "plugin[1].name = \"a\" (also its instance, as `instance` is not set): plugin[0] (a) already has the instance \"a\"",
             ),
             (
                 "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\ngrants = { read = [\"etc\"] }\n",
@@ -800,6 +846,136 @@ mod tests {
                 "{text:?}: expected {expected:?} in: {e}"
             );
         }
+    }
+
+    #[test]
+    fn the_instance_defaults_to_the_name() {
+        let c = parse("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\n").unwrap();
+        assert_eq!(c.plugins[0].instance, "a");
+        assert!(!c.plugins[0].has_own_instance());
+        assert_eq!(c.plugins[0].label(), "a");
+    }
+
+    #[test]
+    fn one_plugin_may_be_configured_twice_with_distinct_instances() {
+        let c = parse(
+            r#"
+            [[plugin]]
+            name = "sshd-hardening"
+            path = "sshd.wasm"
+            grants = { read = ["/etc/ssh"] }
+
+            [[plugin]]
+            name = "sshd-hardening"
+            instance = "sshd-jail"
+            path = "sshd.wasm"
+            config = { config_path = "/srv/jail/etc/ssh/sshd_config" }
+            grants = { read = ["/srv/jail/etc/ssh"] }
+            "#,
+        )
+        .unwrap();
+        let [host, jail] = &c.plugins[..] else {
+            panic!("two plugins: {:?}", c.plugins);
+        };
+        assert_eq!(
+            (host.name.as_str(), host.instance.as_str()),
+            ("sshd-hardening", "sshd-hardening")
+        );
+        assert_eq!(
+            (jail.name.as_str(), jail.instance.as_str()),
+            ("sshd-hardening", "sshd-jail")
+        );
+        assert_eq!(jail.label(), "sshd-hardening as sshd-jail");
+        assert_eq!(jail.grants.read, vec![PathBuf::from("/srv/jail/etc/ssh")]);
+        assert_eq!(host.grants.read, vec![PathBuf::from("/etc/ssh")]);
+        // Two instances, neither of them the name, are fine too.
+        parse(
+            "[[plugin]]\nname = \"a\"\ninstance = \"x\"\npath = \"a.wasm\"\n\
+             [[plugin]]\nname = \"a\"\ninstance = \"y\"\npath = \"a.wasm\"\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn duplicate_instances_are_refused_naming_both_entries() {
+        let cases = [
+            (
+                "[[plugin]]\nname = \"a\"\ninstance = \"x\"\npath = \"a.wasm\"\n\
+                 [[plugin]]\nname = \"a\"\ninstance = \"x\"\npath = \"a.wasm\"\n",
+                "plugin[1].instance = \"x\": plugin[0] (a as x) already has the instance \"x\"",
+            ),
+            // Another plugin's instance may not be a plugin's default one.
+            (
+                "[[plugin]]\nname = \"a\"\ninstance = \"b\"\npath = \"a.wasm\"\n\
+                 [[plugin]]\nname = \"b\"\npath = \"b.wasm\"\n",
+                "plugin[1].name = \"b\" (also its instance, as `instance` is not set): plugin[0] (a as b) already has the instance \"b\"",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\n\
+                 [[plugin]]\nname = \"c\"\npath = \"c.wasm\"\n\
+                 [[plugin]]\nname = \"b\"\ninstance = \"a\"\npath = \"b.wasm\"\n",
+                "plugin[2].instance = \"a\": plugin[0] (a) already has the instance \"a\"",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = error(text);
+            assert!(
+                e.contains(expected) && e.contains("give each [[plugin]] its own `instance`"),
+                "{text:?}: expected {expected:?} in: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_invalid_instance_is_refused() {
+        for bad in ["", "Jail", "jail two", "2nd", "-x", "a_b", &"x".repeat(65)] {
+            let e = error(&format!(
+                "[[plugin]]\nname = \"a\"\ninstance = {bad:?}\npath = \"a.wasm\"\n"
+            ));
+            assert!(
+                e.contains(&format!(
+                    "plugin[0].instance = {bad:?}: an instance is named like a plugin"
+                )),
+                "{bad:?}: {e}"
+            );
+        }
+        let e = error("[[plugin]]\nname = \"a\"\ninstance = 3\npath = \"a.wasm\"\n");
+        assert!(e.contains("instance"), "{e}");
+    }
+
+    #[test]
+    fn remote_documents_configure_instances_within_the_local_policy() {
+        let local = local_with_policy("remote_path_plugins = true\nread = [\"/etc\", \"/srv\"]");
+        let doc = serde_json::json!({
+            "plugin": [
+                { "name": "a", "path": "/p/a.wasm", "grants": { "read": ["/etc"] } },
+                { "name": "a", "instance": "a-srv", "path": "/p/a.wasm", "grants": { "read": ["/srv"] } }
+            ]
+        });
+        let c = AgentConfig::from_remote(&doc, &local).unwrap();
+        let instances: Vec<_> = c.plugins.iter().map(|p| p.instance.as_str()).collect();
+        assert_eq!(instances, ["a", "a-srv"]);
+        // The ceiling applies to each instance, named by its instance.
+        let doc = serde_json::json!({
+            "plugin": [{ "name": "a", "instance": "a-root", "path": "/p/a.wasm", "grants": { "read": ["/root"] } }]
+        });
+        let e = AgentConfig::from_remote(&doc, &local)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plugin[0] (a-root).grants.read"), "{e}");
+        let doc = serde_json::json!({
+            "plugin": [
+                { "name": "a", "path": "/p/a.wasm" },
+                { "name": "b", "instance": "a", "path": "/p/b.wasm" }
+            ]
+        });
+        let e = AgentConfig::from_remote(&doc, &local)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("plugin[1].instance = \"a\": plugin[0] (a) already has the instance"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -138,6 +138,10 @@ fn default_concurrency() -> usize {
 pub struct RawPlugin {
     /// Its name; the component must describe itself with it.
     pub name: String,
+    /// This configured run of the plugin, distinct across the document
+    /// (default: `name`): one plugin may be configured several times.
+    #[serde(default)]
+    pub instance: Option<String>,
     /// A local component (excludes `version` and `source`).
     #[serde(default)]
     pub path: Option<PathBuf>,
@@ -227,6 +231,7 @@ mod tests {
 
             [[plugin]]
             name = "sshd-hardening"
+            instance = "sshd-jail"
             version = "1.2.3"
             source = { github = "acme/plugins" }
             schedule = { every = "6h" }
@@ -238,6 +243,7 @@ mod tests {
             "runtime": { "max_concurrent_jobs": 3, "trusted_keys": ["RWQ"] },
             "plugin": [{
                 "name": "sshd-hardening",
+                "instance": "sshd-jail",
                 "version": "1.2.3",
                 "source": { "github": "acme/plugins" },
                 "schedule": { "every": "6h" },
@@ -252,6 +258,7 @@ mod tests {
             assert_eq!(c.runtime.max_concurrent_jobs, 3);
             let p = &c.plugin[0];
             assert_eq!(p.name, "sshd-hardening");
+            assert_eq!(p.instance.as_deref(), Some("sshd-jail"));
             assert_eq!(p.version.as_deref(), Some("1.2.3"));
             assert_eq!(
                 p.source.as_ref().unwrap().github.as_deref(),
