@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use tracing::Instrument;
 
 use crate::agent_config::{AgentConfig, PluginOrigin};
 use crate::runner::{self, Runtime};
@@ -255,9 +256,18 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let runtime = Runtime::new(&agent).context("cannot set up the runtime")?;
             let mut failed = 0;
             for spec in agent.plugins.iter().filter(|p| p.enabled) {
-                match runner::prepare(&runtime, spec, &agent.assessment_root).await {
+                // Each instance is checked with its own configuration and grants.
+                let prepared = runner::prepare(&runtime, spec, &agent.assessment_root)
+                    .instrument(crate::loader::instance_span(spec))
+                    .await;
+                let instance = if spec.has_own_instance() {
+                    format!(" as {}", spec.instance)
+                } else {
+                    String::new()
+                };
+                match prepared {
                     Ok(p) => println!(
-                        "ok      {} ({} checks, {})",
+                        "ok      {}{instance} ({} checks, {})",
                         p.id,
                         p.info.checks.len(),
                         p.path
@@ -267,14 +277,14 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                         // The message may quote what a plugin described.
                         println!(
                             "FAILED  {}: {}",
-                            spec.name,
+                            spec.label(),
                             crate::guest_text::bounded(&e.message, 4 << 10)
                         );
                     }
                 }
             }
             for spec in agent.plugins.iter().filter(|p| !p.enabled) {
-                println!("off     {} (disabled)", spec.name);
+                println!("off     {} (disabled)", spec.label());
             }
             Ok(if failed > 0 {
                 ExitCode::from(EXIT_JOB_FAILED)
@@ -388,19 +398,26 @@ async fn plugins_command(command: PluginsCommand) -> anyhow::Result<ExitCode> {
             agent.state_dir.display()
         )
     })?;
-    let configured: Vec<(String, String, String, u64)> = agent
-        .plugins
-        .iter()
-        .filter_map(|p| match &p.origin {
-            PluginOrigin::Registry { version, base_url } => Some((
+    // One entry per release: instances of one plugin share it (fetched
+    // within the largest of their component limits).
+    let mut configured: Vec<(String, String, String, u64)> = Vec::new();
+    for p in &agent.plugins {
+        let PluginOrigin::Registry { version, base_url } = &p.origin else {
+            continue;
+        };
+        let same = configured
+            .iter_mut()
+            .find(|(n, v, u, _)| *n == p.name && v == version && u == base_url);
+        match same {
+            Some((_, _, _, max)) => *max = (*max).max(p.limits.component_bytes),
+            None => configured.push((
                 p.name.clone(),
                 version.clone(),
                 base_url.clone(),
                 p.limits.component_bytes,
             )),
-            PluginOrigin::Local { .. } => None,
-        })
-        .collect();
+        }
+    }
     let is_configured = |name: &str, version: &str| {
         configured
             .iter()
@@ -495,7 +512,7 @@ async fn plugins_command(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                         }
                         Err(e) => println!(
                             "note    {}: {e}; its compiled artifact, if any, is removed",
-                            p.name
+                            p.label()
                         ),
                     }
                 }

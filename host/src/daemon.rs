@@ -10,14 +10,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{Notify, watch};
+use tracing::Instrument;
 
 use crate::agent_config::{AgentConfig, PluginSpec, Schedule};
 use crate::capabilities::results::FindingStatus;
 use crate::control_plane::client::{ControlPlaneClient, Heartbeat, renewal_due};
 use crate::control_plane::{ConfigSync, Credentials, SyncOutcome};
 use crate::guest_text::{bounded, caps};
-use crate::loader::Loader;
-use crate::results::evidence::{RunContext, evidence_records};
+use crate::loader::{Loader, instance_span};
+use crate::results::evidence::{RunContext, instance_evidence_records};
 use crate::results::outbox::Outbox;
 use crate::runner::{self, JobReport, Runtime};
 use crate::scheduler::{ScheduledJob, run_schedules};
@@ -31,7 +32,9 @@ const CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(30);
 /// renewal (it also checks at start).
 const RENEWAL_CHECK_EVERY: Duration = Duration::from_secs(3600);
 
-/// What the heartbeat reports.
+/// What the heartbeat reports, by configured instance (the plugin's name
+/// unless `instance` is set, so a configuration without instances reports
+/// as before).
 #[derive(Debug, Default)]
 struct Status {
     jobs: BTreeMap<String, JobStatus>,
@@ -54,7 +57,7 @@ impl Status {
             }
             _ => PluginState::Ready,
         };
-        self.plugins.insert(report.plugin.clone(), state);
+        self.plugins.insert(report.instance.clone(), state);
         let (outcome, reason) = match (&report.error, stored) {
             (_, Err(why)) => (
                 JobOutcome::NotRecorded,
@@ -68,8 +71,10 @@ impl Status {
             *statuses.entry(f.status.as_str().to_string()).or_default() += 1;
         }
         self.jobs.insert(
-            report.plugin.clone(),
+            report.instance.clone(),
             JobStatus {
+                // The key says which plugin unless it is an instance of its own.
+                plugin: (report.instance != report.plugin).then(|| report.plugin.clone()),
                 job_id: report.job_id.clone(),
                 started_at: report.started_at.clone(),
                 duration_ms: report.duration_ms,
@@ -140,8 +145,16 @@ async fn renew_certificate_if_due(client: &ControlPlaneClient, state_dir: &Path,
     }
 }
 
-/// Run one job and put its evidence in the outbox.
+/// Run one job and put its evidence in the outbox; every log line of it
+/// names the instance when it is not the plugin's name.
 async fn run_and_record(shared: Arc<Shared>, loader: Arc<Loader>, spec: PluginSpec) {
+    let span = instance_span(&spec);
+    run_and_record_inner(shared, loader, spec)
+        .instrument(span)
+        .await;
+}
+
+async fn run_and_record_inner(shared: Arc<Shared>, loader: Arc<Loader>, spec: PluginSpec) {
     let report = match loader.prepared(&spec).await {
         Ok(prepared) => runner::run_job(&loader.runtime().engine, &prepared, loader.root()).await,
         Err((id, error)) => {
@@ -160,7 +173,7 @@ async fn run_and_record(shared: Arc<Shared>, loader: Arc<Loader>, spec: PluginSp
             start: &report.started_at,
             end: &end,
         };
-        let records = evidence_records(&ctx, &report.findings);
+        let records = instance_evidence_records(&ctx, &spec.instance, &report.findings);
         // Checks without a verdict are no evidence about their control; the
         // operator still hears of those that failed to reach one.
         for f in report
@@ -187,7 +200,7 @@ async fn run_and_record(shared: Arc<Shared>, loader: Arc<Loader>, spec: PluginSp
             Err(e) => {
                 tracing::error!(plugin = %spec.name, job = %report.job_id, "the findings of this run could not be recorded: {e}");
                 if let Ok(mut s) = shared.status.lock() {
-                    s.error(format!("{}: {e}", spec.name));
+                    s.error(format!("{}: {e}", spec.instance));
                 }
             }
         }
@@ -230,7 +243,7 @@ fn jobs_for(
             };
             let (loader, shared, spec) = (loader.clone(), shared.clone(), spec.clone());
             ScheduledJob {
-                name: spec.name.clone(),
+                name: spec.instance.clone(),
                 schedule,
                 jitter,
                 task: Arc::new(move || {
@@ -337,16 +350,16 @@ impl Daemon {
                 vec!["status unavailable".to_string()],
             ),
         };
-        // Configured plugins that have not run yet are pending.
+        // Configured instances that have not run yet are pending.
         for p in &config.plugins {
             let state = if p.enabled {
                 PluginState::Pending
             } else {
                 PluginState::Disabled
             };
-            plugins.entry(p.name.clone()).or_insert(state);
+            plugins.entry(p.instance.clone()).or_insert(state);
         }
-        plugins.retain(|name, _| config.plugins.iter().any(|p| &p.name == name));
+        plugins.retain(|instance, _| config.plugins.iter().any(|p| &p.instance == instance));
         errors.extend(self.sync.last_error.clone());
         // The outbox's own depth, in the wire's type (null when unreadable).
         let outbox = self.outbox.depth().ok().map(|d| OutboxDepth {
@@ -531,6 +544,7 @@ mod tests {
         let report = JobReport {
             abi: None,
             plugin: "p".into(),
+            instance: "p".into(),
             path: "p.wasm".into(),
             id: None,
             job_id: "j".into(),
@@ -564,5 +578,40 @@ mod tests {
             .unwrap(),
             "unavailable (verify): bad signature"
         );
+    }
+
+    #[test]
+    fn instances_of_one_plugin_are_reported_each_under_its_own_key() {
+        let report = |instance: &str, error: Option<crate::runner::JobError>| JobReport {
+            abi: None,
+            plugin: "sshd-hardening".into(),
+            instance: instance.into(),
+            path: "p.wasm".into(),
+            id: None,
+            job_id: format!("job-{instance}"),
+            started_at: "now".into(),
+            duration_ms: 1,
+            error,
+            note: None,
+            findings: Vec::new(),
+            denials: Vec::new(),
+            denial_count: 0,
+            log_dropped_bytes: 0,
+        };
+        let mut status = Status::default();
+        status.record(&report("sshd-hardening", None), Ok(()));
+        let grant = crate::runner::JobError::new(crate::runner::JobErrorKind::Grant, "no tree");
+        status.record(&report("sshd-jail", Some(grant)), Ok(()));
+        assert_eq!(status.plugins["sshd-hardening"], PluginState::Ready);
+        assert!(matches!(
+            status.plugins["sshd-jail"],
+            PluginState::Unavailable { .. }
+        ));
+        assert_eq!(status.jobs["sshd-jail"].job_id, "job-sshd-jail");
+        // The instance that is the plugin's name reports as without
+        // instances; the other one says which plugin it is.
+        let json = |key: &str| serde_json::to_value(&status.jobs[key]).unwrap();
+        assert!(json("sshd-hardening").get("plugin").is_none());
+        assert_eq!(json("sshd-jail")["plugin"], "sshd-hardening");
     }
 }

@@ -95,10 +95,14 @@ impl RunReport {
     pub fn to_table(&self) -> String {
         let mut out = String::new();
         for job in &self.jobs {
-            let who = match &job.id {
+            let mut who = match &job.id {
                 Some(id) => format!("{} {} ({})", id.name, id.version, short_digest(&id.digest)),
                 None => job.plugin.clone(),
             };
+            // Two runs of one plugin are told apart by their instance.
+            if job.instance != job.plugin {
+                let _ = write!(who, " as {}", job.instance);
+            }
             let state = match &job.error {
                 None => format!("completed in {} ms", job.duration_ms),
                 Some(e) => format!("FAILED ({})", e.kind.as_str()),
@@ -158,5 +162,51 @@ impl RunReport {
             s.jobs, s.jobs_failed, s.findings, s.pass, s.fail, s.error, s.not_applicable, s.skipped
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(instance: &str) -> JobReport {
+        JobReport {
+            plugin: "sshd-hardening".into(),
+            instance: instance.into(),
+            path: "p.wasm".into(),
+            id: None,
+            abi: None,
+            job_id: "j".into(),
+            started_at: "now".into(),
+            duration_ms: 1,
+            error: None,
+            note: None,
+            findings: Vec::new(),
+            denials: Vec::new(),
+            denial_count: 0,
+            log_dropped_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn instances_of_one_plugin_are_told_apart_in_the_table_and_the_json() {
+        let report = RunReport::new(
+            SystemTime::now(),
+            Path::new("/"),
+            vec![job("sshd-hardening"), job("sshd-jail")],
+        );
+        let table = report.to_table();
+        assert!(
+            table.contains("== sshd-hardening: completed"),
+            "the name alone when it is the instance: {table}"
+        );
+        assert!(
+            table.contains("== sshd-hardening as sshd-jail: completed"),
+            "{table}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["jobs"][0]["instance"], "sshd-hardening");
+        assert_eq!(json["jobs"][1]["instance"], "sshd-jail");
+        assert_eq!(json["jobs"][1]["plugin"], "sshd-hardening");
     }
 }

@@ -68,6 +68,9 @@ impl JobError {
 pub struct JobReport {
     /// The configured plugin name.
     pub plugin: String,
+    /// The configured instance (the plugin name unless `instance` is set):
+    /// what tells two runs of one plugin apart.
+    pub instance: String,
     /// The component file run, or the release it comes from.
     pub path: String,
     /// Name, version and digest, once known.
@@ -106,6 +109,7 @@ impl JobReport {
         JobReport {
             abi: None,
             plugin: spec.name.clone(),
+            instance: spec.instance.clone(),
             path: spec.location(),
             id,
             job_id: new_job_id(),
@@ -581,6 +585,7 @@ async fn run_job_inner(
     });
     let mut report = JobReport {
         plugin: spec.name.clone(),
+        instance: spec.instance.clone(),
         path: prepared.path.clone(),
         id: Some(prepared.id.clone()),
         abi: Some(prepared.abi().version()),

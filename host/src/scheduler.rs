@@ -9,9 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::agent_config::{AgentConfig, Schedule};
-use crate::loader::Loader;
+use crate::loader::{Loader, instance_span};
 use crate::report::RunReport;
 use crate::runner::{self, JobError, JobErrorKind, JobReport, Runtime};
 
@@ -32,20 +33,24 @@ pub async fn run_once(runtime: &Arc<Runtime>, config: &AgentConfig) -> RunReport
     for (index, spec) in specs.iter().cloned().enumerate() {
         let loader = loader.clone();
         let permits = permits.clone();
-        jobs.spawn(async move {
-            // The semaphore is never closed, so acquiring only waits.
-            let _permit = permits.acquire_owned().await.ok();
-            let report = match loader.prepared(&spec).await {
-                Ok(prepared) => {
-                    runner::run_job(&loader.runtime().engine, &prepared, loader.root()).await
-                }
-                Err((id, error)) => {
-                    tracing::error!(plugin = %spec.name, "cannot run plugin: {}", error.message);
-                    JobReport::not_run(&spec, id, error)
-                }
-            };
-            (index, report)
-        });
+        let span = instance_span(&spec);
+        jobs.spawn(
+            async move {
+                // The semaphore is never closed, so acquiring only waits.
+                let _permit = permits.acquire_owned().await.ok();
+                let report = match loader.prepared(&spec).await {
+                    Ok(prepared) => {
+                        runner::run_job(&loader.runtime().engine, &prepared, loader.root()).await
+                    }
+                    Err((id, error)) => {
+                        tracing::error!(plugin = %spec.name, "cannot run plugin: {}", error.message);
+                        JobReport::not_run(&spec, id, error)
+                    }
+                };
+                (index, report)
+            }
+            .instrument(span),
+        );
     }
     let mut reports: Vec<Option<JobReport>> = vec![None; specs.len()];
     while let Some(joined) = jobs.join_next().await {
@@ -102,7 +107,8 @@ pub fn next_fire(
 
 /// A job the daemon runs on a schedule.
 pub struct ScheduledJob {
-    /// The job's name (the plugin's).
+    /// The job's name (the configured plugin's instance): runs of one name
+    /// never overlap.
     pub name: String,
     /// When it runs.
     pub schedule: Schedule,

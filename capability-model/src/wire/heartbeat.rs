@@ -3,6 +3,11 @@
 //! runtime's state: each plugin's state, each plugin's last job, the
 //! results outbox and recent errors.
 //!
+//! Plugins and jobs are keyed by the configured instance, which is the
+//! plugin's name unless the configuration sets `instance` (one plugin
+//! configured more than once): a runtime without instances sends what it
+//! always sent, and a job of an instance of its own names its plugin.
+//!
 //! Only `uuid` and `created_at` are required, as in the Compliance
 //! Framework; fields the reader does not know are ignored (a newer runtime
 //! may add some), and fields it knows must have their type.
@@ -26,10 +31,10 @@ pub struct Heartbeat {
     /// Seconds since the daemon started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime_seconds: Option<u64>,
-    /// Plugin name → state.
+    /// Plugin instance (its name unless configured otherwise) → state.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginState>,
-    /// Plugin name → its last job.
+    /// Plugin instance (its name unless configured otherwise) → its last job.
     #[serde(default)]
     pub jobs: BTreeMap<String, JobStatus>,
     /// Results waiting for delivery; `null` when the outbox could not be
@@ -222,6 +227,10 @@ impl FromStr for JobErrorKind {
 /// A plugin's last job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobStatus {
+    /// The plugin's name, when the job's key is an instance other than
+    /// the name (absent otherwise, as from runtimes without instances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
     /// The job's id.
     pub job_id: String,
     /// When it started (RFC 3339).
@@ -281,6 +290,7 @@ mod tests {
             jobs: BTreeMap::from([(
                 "c".to_string(),
                 JobStatus {
+                    plugin: None,
                     job_id: "j".to_string(),
                     started_at: "2026-11-25T09:59:59.000Z".to_string(),
                     duration_ms: 12,
@@ -325,6 +335,29 @@ mod tests {
         assert!(json["jobs"]["c"].get("reason").is_none());
         assert_eq!(json["outbox"], serde_json::Value::Null);
         assert_eq!(serde_json::from_value::<Heartbeat>(json).unwrap(), quiet);
+    }
+
+    #[test]
+    fn instances_are_keys_and_only_an_instance_of_its_own_names_its_plugin() {
+        // Without instances: no `plugin` in any job, as before instances.
+        let json = serde_json::to_value(heartbeat()).unwrap();
+        assert!(json["jobs"]["c"].get("plugin").is_none());
+        // A heartbeat of a runtime without instances reads unchanged.
+        let old = json!({ "uuid": "u", "created_at": "t", "jobs": { "c": {
+            "job_id": "j", "started_at": "t", "duration_ms": 1,
+            "outcome": "completed", "findings": 0 } } });
+        let read: Heartbeat = serde_json::from_value(old).unwrap();
+        assert_eq!(read.jobs["c"].plugin, None);
+
+        let mut h = heartbeat();
+        let mut job = h.jobs["c"].clone();
+        job.plugin = Some("c".to_string());
+        h.jobs.insert("c-jail".to_string(), job);
+        h.plugins.insert("c-jail".to_string(), PluginState::Ready);
+        let json = serde_json::to_value(&h).unwrap();
+        assert_eq!(json["jobs"]["c-jail"]["plugin"], "c");
+        assert_eq!(json["plugins"]["c-jail"], "ready");
+        assert_eq!(serde_json::from_value::<Heartbeat>(json).unwrap(), h);
     }
 
     #[test]
