@@ -148,6 +148,33 @@ impl RunOutcome {
             .to_string()
     }
 
+    /// The job of the configured `instance` (a plugin configured more
+    /// than once has one job per instance).
+    pub fn instance_job(&self, instance: &str) -> &Value {
+        self.report["jobs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no jobs in report; stderr:\n{}", self.stderr))
+            .iter()
+            .find(|j| j["instance"] == instance)
+            .unwrap_or_else(|| panic!("no job of instance {instance} in {:#}", self.report))
+    }
+
+    /// (check id, status) of every finding of the job of `instance`, in
+    /// order.
+    pub fn instance_verdicts(&self, instance: &str) -> Vec<(String, String)> {
+        self.instance_job(instance)["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["check_id"].as_str().unwrap().to_string(),
+                    f["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
     /// The error kind of plugin `name`'s job, `None` when it completed.
     pub fn error_kind(&self, name: &str) -> Option<String> {
         self.job(name)["error"]["kind"].as_str().map(str::to_string)
@@ -278,6 +305,12 @@ impl Agent {
             path.display().to_string()
         ));
         self
+    }
+
+    /// Add a `[[plugin]]` entry of plugin `name` as the configured
+    /// `instance` (to configure one plugin more than once).
+    pub fn plugin_instance(self, name: &str, instance: &str, path: &Path, extra: &str) -> Self {
+        self.plugin(name, path, &format!("instance = {instance:?}\n{extra}"))
     }
 
     /// Write the configuration file and return its path.
