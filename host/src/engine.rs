@@ -1,16 +1,26 @@
 //! The one wasmtime engine of the process: component model, async, epoch
-//! interruption driven by a ticker thread, and the linker every plugin is
-//! instantiated against.
+//! interruption driven by a ticker thread, the instance allocator, and the
+//! linker every plugin is instantiated against.
+//!
+//! Instances come from wasmtime's pooling allocator, sized for the
+//! configured number of concurrent jobs: slots for memories, tables,
+//! instances and stacks are reserved once, a memory's initial image is
+//! mapped copy-on-write, and a finished job's slot is reused, so a job
+//! costs no `mmap`/`munmap` of its own. Where the system cannot reserve
+//! the pool (e.g. a `ulimit -v`), instances are allocated on demand, with
+//! a warning.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::abi::PluginPre;
-use crate::capabilities::{self, PluginState};
+use crate::capabilities::{
+    self, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, PluginState,
+};
 use crate::plugins::store::PluginStore;
 
 /// How often the epoch advances: the granularity of deadlines and of the
@@ -31,25 +41,108 @@ pub enum EngineError {
     Link(String),
 }
 
+/// How instances get their memory, tables and stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// Allocated when a plugin is instantiated, freed when its job ends.
+    OnDemand,
+    /// From a pool reserved up front for this many jobs at once.
+    Pooling {
+        /// Plugin instances alive at the same time at most (jobs in flight,
+        /// each running or describing one plugin).
+        concurrent: u32,
+    },
+}
+
+impl Allocation {
+    /// The pool for `max_concurrent_jobs` jobs, plus room for a
+    /// `describe` or two outside of jobs (`validate`, `plugins fetch`).
+    pub fn for_jobs(max_concurrent_jobs: usize) -> Self {
+        Allocation::Pooling {
+            concurrent: u32::try_from(max_concurrent_jobs.saturating_add(2)).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// The pool's limits: every slot is sized for the most a plugin may use
+/// under the store limits (`capabilities::MAX_*`), so a plugin refused by
+/// the pool would have been refused anyway, and a hostile plugin cannot
+/// take more than its own job's share of the pool.
+fn pooling(concurrent: u32) -> PoolingAllocationConfig {
+    let per = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(concurrent)
+        .total_stacks(concurrent)
+        .total_core_instances(concurrent.saturating_mul(per(MAX_INSTANCES)))
+        .max_core_instances_per_component(per(MAX_INSTANCES))
+        .total_memories(concurrent.saturating_mul(per(MAX_MEMORIES)))
+        .max_memories_per_component(per(MAX_MEMORIES))
+        .max_memories_per_module(per(MAX_MEMORIES))
+        .total_tables(concurrent.saturating_mul(per(MAX_TABLES)))
+        .max_tables_per_component(per(MAX_TABLES))
+        .max_tables_per_module(per(MAX_TABLES))
+        .table_elements(MAX_TABLE_ELEMENTS)
+        // Interpreters compiled to components (componentize-py, -js) have
+        // large instance metadata.
+        .max_component_instance_size(8 << 20)
+        .max_core_instance_size(8 << 20)
+        // A finished job's memory keeps its first pages mapped: the next
+        // job of the same plugin reuses them without page faults.
+        .linear_memory_keep_resident(64 << 10)
+        .table_keep_resident(16 << 10);
+    pool
+}
+
 /// The engine and linker shared by all plugin runs.
 #[derive(Clone)]
 pub struct PluginEngine {
     engine: Engine,
     linker: Arc<Linker<PluginState>>,
     fingerprint: String,
+    allocation: Allocation,
+}
+
+fn config(allocation: Allocation) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Bounded guest stack: deep recursion traps instead of exhausting
+    // the host thread.
+    config.max_wasm_stack(1 << 20);
+    if let Allocation::Pooling { concurrent } = allocation {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(concurrent)));
+    }
+    config
 }
 
 impl PluginEngine {
-    /// Create the engine and start its epoch ticker (a thread that stops
-    /// when the last clone of the engine is dropped).
+    /// An engine allocating instances on demand (for one-off work: tests,
+    /// `validate`); see [`PluginEngine::with_allocation`].
     pub fn new() -> Result<Self, EngineError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        // Bounded guest stack: deep recursion traps instead of exhausting
-        // the host thread.
-        config.max_wasm_stack(1 << 20);
-        let engine = Engine::new(&config).map_err(|e| EngineError::Setup(format!("{e:#}")))?;
+        Self::with_allocation(Allocation::OnDemand)
+    }
+
+    /// Create the engine and start its epoch ticker (a thread that stops
+    /// when the last clone of the engine is dropped). A pool the system
+    /// cannot reserve falls back to allocation on demand, with a warning.
+    pub fn with_allocation(allocation: Allocation) -> Result<Self, EngineError> {
+        let (engine, allocation) = match Engine::new(&config(allocation)) {
+            Ok(engine) => {
+                if let Allocation::Pooling { concurrent } = allocation {
+                    tracing::debug!(concurrent, "plugin instance pool reserved");
+                }
+                (engine, allocation)
+            }
+            Err(e) if allocation != Allocation::OnDemand => {
+                tracing::warn!(
+                    "cannot reserve the plugin instance pool ({e:#}); allocating instances on demand instead (slower job start; check `ulimit -v` and vm.overcommit settings)"
+                );
+                let engine = Engine::new(&config(Allocation::OnDemand))
+                    .map_err(|e| EngineError::Setup(format!("{e:#}")))?;
+                (engine, Allocation::OnDemand)
+            }
+            Err(e) => return Err(EngineError::Setup(format!("{e:#}"))),
+        };
 
         let mut linker = Linker::new(&engine);
         capabilities::add_to_linker(&mut linker)
@@ -78,7 +171,13 @@ impl PluginEngine {
             engine,
             linker: Arc::new(linker),
             fingerprint,
+            allocation,
         })
+    }
+
+    /// How this engine allocates instances (after any fallback).
+    pub fn allocation(&self) -> Allocation {
+        self.allocation
     }
 
     /// The wasmtime engine.

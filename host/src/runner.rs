@@ -20,7 +20,7 @@ use crate::capabilities::log::LogSink;
 use crate::capabilities::results::{Finding, Reference, ResultsCtx};
 use crate::capabilities::target::TargetCtx;
 use crate::capabilities::{JobLabels, PluginState};
-use crate::engine::PluginEngine;
+use crate::engine::{Allocation, PluginEngine};
 use crate::guest_text::{bounded, caps};
 use crate::plugins::fetch::Downloader;
 use crate::plugins::manager::{PluginManager, ResolveError};
@@ -139,9 +139,15 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// The engine and a manager configured by `config`. Refuses a state
-    /// directory that is not private to the agent's user.
+    /// The engine (its instance pool sized for `max_concurrent_jobs`) and a
+    /// manager configured by `config`. Refuses a state directory that is
+    /// not private to the agent's user.
     pub fn new(config: &AgentConfig) -> anyhow::Result<Self> {
+        Self::with_allocation(config, Allocation::for_jobs(config.max_concurrent_jobs))
+    }
+
+    /// [`Runtime::new`] with instances allocated as `allocation` says.
+    pub fn with_allocation(config: &AgentConfig, allocation: Allocation) -> anyhow::Result<Self> {
         crate::durable::ensure_private_dir(&config.state_dir)
             .map_err(|e| anyhow::anyhow!("state directory (runtime.state_dir): {e}"))?;
         // Leftovers of writes a crash interrupted (credentials, the last
@@ -156,7 +162,7 @@ impl Runtime {
                 "removed leftovers of interrupted writes from the state directory"
             );
         }
-        let engine = PluginEngine::new()?;
+        let engine = PluginEngine::with_allocation(allocation)?;
         let downloader = Downloader::new(config.download_timeout, config.download_retries)?;
         Ok(Runtime {
             engine,

@@ -135,3 +135,54 @@ fn a_component_over_its_size_limit_is_refused_unread_and_says_which_limit_to_rai
     );
     assert_bystander_ran(&out);
 }
+
+/// Where the system cannot reserve the instance pool (here an address-space
+/// limit far below the pool's reservation), instances are allocated on
+/// demand: one warning, and the plugins still run.
+#[test]
+fn a_pool_the_system_cannot_reserve_falls_back_to_allocation_on_demand() {
+    let agent = Agent::new().plugin("bench-probe", &guest("bench_probe"), "");
+    let config = agent.write();
+    let run = |limit_kib: Option<u64>| {
+        let ulimit = limit_kib.map_or(String::new(), |kib| format!("ulimit -v {kib}; "));
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "{ulimit}exec \"$0\" run --once --output json --config \"$1\""
+            ))
+            .arg(assessment_e2e::runtime_bin())
+            .arg(&config)
+            .env("ASSESSMENT_RUNTIME_LOG", "debug")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(
+            report["jobs"][0]["findings"][0]["status"], "pass",
+            "{report:#}\n{stderr}"
+        );
+        stderr
+    };
+
+    let unlimited = run(None);
+    assert!(
+        unlimited.contains("plugin instance pool reserved"),
+        "{unlimited}"
+    );
+    assert!(!unlimited.contains("cannot reserve"), "{unlimited}");
+
+    // 16 GiB of address space: enough for one plugin's memory, far from
+    // the pool's (over 100 GiB for the default two jobs at once).
+    let limited = run(Some(16 << 20));
+    let warnings: Vec<&str> = limited
+        .lines()
+        .filter(|l| l.contains("cannot reserve the plugin instance pool"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{limited}");
+    assert!(warnings[0].contains("WARN"), "{limited}");
+    assert!(
+        !limited.contains("plugin instance pool reserved"),
+        "{limited}"
+    );
+}
