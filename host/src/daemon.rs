@@ -193,7 +193,13 @@ async fn run_and_record_inner(shared: Arc<Shared>, loader: Arc<Loader>, spec: Pl
         stored = if records.is_empty() {
             Ok(())
         } else {
-            shared.outbox.push(&records).map_err(|e| e.to_string())
+            // A push blocks on the disk (and may wait for another job's
+            // write it joins): off the async workers.
+            let outbox = shared.outbox.clone();
+            tokio::task::spawn_blocking(move || outbox.push(&records))
+                .await
+                .map_err(|e| format!("the outbox task failed: {e}"))
+                .and_then(|pushed| pushed.map_err(|e| e.to_string()))
         };
         match &stored {
             Ok(()) => shared.delivery.notify_one(),
@@ -393,9 +399,23 @@ impl Daemon {
         let runtime = Arc::new(Runtime::new(&config).context("cannot set up the runtime")?);
         let loader = Arc::new(Loader::new(runtime, config.assessment_root.clone()));
         let mut outcome = CycleOutcome::default();
+        // As many jobs at once as the daemon runs on schedules.
+        let permits = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_jobs));
+        let mut jobs = tokio::task::JoinSet::new();
         for spec in config.plugins.iter().filter(|p| p.enabled) {
-            run_and_record(self.shared.clone(), loader.clone(), spec.clone()).await;
+            let (shared, loader, spec) = (self.shared.clone(), loader.clone(), spec.clone());
+            let permits = permits.clone();
+            jobs.spawn(async move {
+                // The semaphore is never closed, so acquiring only waits.
+                let _permit = permits.acquire_owned().await.ok();
+                run_and_record(shared, loader, spec).await;
+            });
             outcome.jobs += 1;
+        }
+        while let Some(joined) = jobs.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!("a job task failed: {e}");
+            }
         }
         outcome.jobs_failed = self
             .shared
