@@ -456,12 +456,10 @@ fn outbox_table(one: &OneFinding, plan: &Plan, summary: &mut Summary) -> anyhow:
         ],
     );
     let mut best = 0.0f64;
-    for (threads, per_job) in [(1usize, 1usize), (8, 1), (64, 1), (8, 100)] {
-        let jobs = if per_job == 1 {
-            plan.outbox_jobs
-        } else {
-            plan.outbox_jobs / 20
-        };
+    for (threads, per_job) in [(1usize, 1usize), (8, 1), (64, 1), (256, 1), (8, 100)] {
+        // Each push waits for a write to reach the disk: a few hundred
+        // jobs per thread are enough for a steady rate.
+        let jobs = plan.outbox_jobs.min(threads * 500) / per_job.min(20);
         eprintln!("   {threads} threads, {per_job} findings per job");
         let run = outbox::run(&one.finding, &one.plugin, threads, jobs, per_job)?;
         let rate = run.records as f64 / run.elapsed.as_secs_f64();
