@@ -38,7 +38,14 @@ mkdir -p target
 foreign_log=target/foreign-plugins.log
 scripts/build-foreign-plugins.sh >"$foreign_log" 2>&1 &
 foreign_pid=$!
-trap 'kill "$foreign_pid" 2>/dev/null || true' EXIT
+# cargo-component for the authoring tests (a debug build from crates.io,
+# kept in target/tools) installs meanwhile too, beside the build of the
+# tests; a test that needs it before it is ready waits for it (a failed
+# install fails that test, with the install's output).
+component_log=target/cargo-component-install.log
+scripts/install-cargo-component.sh >"$component_log" 2>&1 &
+component_pid=$!
+trap 'kill "$foreign_pid" "$component_pid" 2>/dev/null || true' EXIT
 log=target/test-output.log
 : >"$log"
 
@@ -47,9 +54,9 @@ cargo fmt --all --check
 cargo fmt --all --check --manifest-path plugins-examples/Cargo.toml
 
 echo "== lints"
-cargo clippy --locked --workspace --all-targets -- -D warnings
-# The registry tools' library as the host and the fuzz targets use it:
-# without the CLI's dependencies.
+# The host workspace is linted while its tests are built (below). Here: the
+# registry tools' library as the host and the fuzz targets use it (without
+# the CLI's dependencies), and the guest workspace.
 cargo clippy --locked -p registry-tools --no-default-features --lib -- -D warnings
 cargo clippy --locked --manifest-path plugins-examples/Cargo.toml --target wasm32-wasip2 \
     --target-dir target/guests --all-targets -- -D warnings
@@ -63,13 +70,34 @@ if ! wait "$foreign_pid"; then
     echo "error: building the Python and JavaScript example plugins failed (log above)" >&2
     exit 1
 fi
-trap - EXIT
 cat "$foreign_log"
+trap 'kill "$component_pid" 2>/dev/null || true' EXIT
 
-echo "== host and end-to-end tests"
-cargo test --locked --workspace 2>&1 | tee -a "$log"
+echo "== host and end-to-end tests (linted as they are built)"
+# clippy-driver is the compiler of the workspace's own crates here: the
+# build of every target is also its lint with `-D warnings`, as `cargo
+# clippy --workspace --all-targets` would do, without checking the whole
+# dependency graph (wasmtime and all) a second time. Tests that run cargo
+# themselves remove these variables.
+export RUSTC_WORKSPACE_WRAPPER=clippy-driver
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+if cargo nextest --version >/dev/null 2>&1; then
+    # One process per test, all test binaries together: the slow end-to-end
+    # tests start first and run beside the others (.config/nextest.toml).
+    cargo nextest run --locked --workspace --no-fail-fast 2>&1 | tee -a "$log"
+else
+    echo "(cargo-nextest is not installed: running with cargo test, one test binary at a time)"
+    cargo test --locked --workspace 2>&1 | tee -a "$log"
+fi
 
-read -r passed failed < <(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$log" |
-    awk '{ p += $4; f += $6 } END { print p + 0, f + 0 }')
+read -r passed failed < <(
+    {
+        grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$log" |
+            awk '{ print $4, $6 }'
+        # nextest's summary: "N tests run: P passed, F failed, ..." or "P passed" alone.
+        grep -E '^ *Summary \[' "$log" | sed -E 's/.*run: ([0-9]+) passed( \([^)]*\))?(, ([0-9]+) failed)?.*/\1 \4/' |
+            awk '{ print $1, ($2 == "" ? 0 : $2) }'
+    } | awk '{ p += $1; f += $2 } END { print p + 0, f + 0 }'
+)
 echo
 echo "summary: $passed passed, $failed failed"

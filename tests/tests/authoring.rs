@@ -19,9 +19,6 @@ use std::time::Instant;
 
 use assessment_e2e::{Agent, guest, output_text, registry_tool as registry, repo};
 
-/// The cargo-component release the suite builds with.
-const CARGO_COMPONENT_VERSION: &str = "0.21.1";
-
 /// `cargo`, with the outer build's settings removed (they are for the
 /// test binaries, not for the crates these tests build).
 fn cargo(dir: &Path) -> Command {
@@ -33,6 +30,7 @@ fn cargo(dir: &Path) -> Command {
         "CARGO_TARGET_DIR",
         "CARGO_BUILD_TARGET",
         "RUSTC_WORKSPACE_WRAPPER",
+        "CLIPPY_ARGS",
         "CARGO_MANIFEST_DIR",
         "CARGO_PKG_NAME",
     ] {
@@ -157,43 +155,22 @@ fn the_sdk_packages_as_a_crate_with_its_wit() {
     assert!(manifest.contains("[package.metadata.docs.rs]"));
 }
 
-/// Whether `bin` is cargo-component at the pinned version.
-fn is_pinned_cargo_component(bin: &Path) -> bool {
-    Command::new(bin).arg("--version").output().is_ok_and(|o| {
-        String::from_utf8_lossy(&o.stdout).trim()
-            == format!("cargo-component {CARGO_COMPONENT_VERSION}")
-    })
-}
-
-/// cargo-component at the pinned version: the one on `PATH` if it is that
-/// version (a machine may keep it across fresh clones), otherwise the one
-/// under `target/tools`, installed there once.
+/// cargo-component at the version the suite pins
+/// (`scripts/install-cargo-component.sh`: the one on `PATH` if it is that
+/// version, otherwise installed once under `target/tools`; the suite
+/// starts that install in the background before the tests).
 fn cargo_component() -> PathBuf {
-    if let Some(on_path) = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|dir| dir.join("cargo-component"))
-        .find(|bin| bin.is_file())
-        && is_pinned_cargo_component(&on_path)
-    {
-        return on_path;
-    }
-    let root = repo().join("target/tools/cargo-component");
-    let bin = root.join("bin/cargo-component");
-    if !is_pinned_cargo_component(&bin) {
-        ok(
-            &format!("cargo install cargo-component@{CARGO_COMPONENT_VERSION}"),
-            cargo(&repo())
-                // A debug build: the tool builds two plugins here, and a
-                // release build of it costs CI twenty minutes of CPU.
-                .args([
-                    "install",
-                    "--locked",
-                    "--debug",
-                    &format!("cargo-component@{CARGO_COMPONENT_VERSION}"),
-                    "--root",
-                ])
-                .arg(&root),
-        );
-    }
+    let script = repo().join("scripts/install-cargo-component.sh");
+    let out = Command::new("bash").arg(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\n{}",
+        script.display(),
+        out.status,
+        output_text(&out)
+    );
+    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(bin.is_file(), "{} printed no binary", script.display());
     bin
 }
 
