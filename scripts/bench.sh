@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 scripts/prerequisites.sh
 
 echo "== building (release)"
-cargo build --locked --release -p assessment-runtime -p assessment-bench
+cargo build --locked --release -p assessment-runtime -p assessment-control-plane -p assessment-bench
 cargo build --locked --release --target wasm32-wasip2 \
     --manifest-path plugins-examples/Cargo.toml --target-dir target/guests -p bench-probe
 # The Python plugin for cold and warm start (componentize-py).

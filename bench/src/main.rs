@@ -5,6 +5,7 @@
 //! Not a timed test: the numbers depend on the machine; what is compared
 //! is ratios measured in the same run.
 
+mod daemon;
 mod jobs;
 mod outbox;
 mod report;
@@ -54,6 +55,7 @@ struct Plan {
     warm: usize,
     python_cold: usize,
     outbox_jobs: usize,
+    idle: Duration,
 }
 
 impl Plan {
@@ -68,6 +70,7 @@ impl Plan {
                 warm: 5,
                 python_cold: 1,
                 outbox_jobs: 2_000,
+                idle: Duration::from_secs(10),
             }
         } else {
             Plan {
@@ -79,6 +82,7 @@ impl Plan {
                 warm: 50,
                 python_cold: 3,
                 outbox_jobs: 20_000,
+                idle: Duration::from_secs(60),
             }
         }
     }
@@ -129,6 +133,14 @@ fn main() -> anyhow::Result<()> {
     tables.push(throughput);
     eprintln!("== durable outbox");
     tables.push(outbox_table(&one_finding, &plan, &mut summary)?);
+    eprintln!("== daemon footprint");
+    tables.push(footprint(
+        &exe_dir,
+        &runtime_bin,
+        &wasm,
+        &plan,
+        &mut summary,
+    )?);
     eprintln!("== host-call path");
     tables.push(rt.block_on(host_calls(&wasm, &plan, &mut summary))?);
 
@@ -481,6 +493,72 @@ fn outbox_table(one: &OneFinding, plan: &Plan, summary: &mut Summary) -> anyhow:
         "≥ 20 000".into(),
         format!("{best:.0}"),
         verdict(best >= 20_000.0, ""),
+    ]);
+    Ok(table)
+}
+
+fn footprint(
+    exe_dir: &Path,
+    runtime_bin: &Path,
+    wasm: &Path,
+    plan: &Plan,
+    summary: &mut Summary,
+) -> anyhow::Result<Table> {
+    let mut table = Table::new(
+        "4. Footprint of the daemon",
+        "The release `assessment-runtime daemon`, enrolled with the reference control plane \
+         (mutual TLS on loopback), with 10 configured plugins (instances of `bench-probe`, each \
+         on a 20 s schedule, so about 30 jobs ran in the window, plus heartbeats and \
+         configuration polls). Memory is read once every plugin has run (loaded, compiled \
+         artifact in memory, instance pool reserved); CPU is utime + stime over the window. \
+         Memory at 64 concurrent jobs is in table 3.",
+        &["measure", "value", "target", "result"],
+    );
+    let control_plane_bin = exe_dir.join("assessment-control-plane");
+    if !control_plane_bin.exists() {
+        table.note(format!(
+            "Not measured: {} is missing (scripts/bench.sh builds it).",
+            control_plane_bin.display()
+        ));
+        return Ok(table);
+    }
+    let f = daemon::idle(runtime_bin, &control_plane_bin, wasm, 10, plan.idle)?;
+    let rss_mib = f.memory.rss_kib as f64 / 1024.0;
+    let rss_met = rss_mib < 40.0;
+    let cpu_met = f.cpu_percent < 0.5;
+    table.row(vec![
+        "resident memory, 10 plugins loaded".into(),
+        format!("{rss_mib:.1} MiB"),
+        "< 40 MB".into(),
+        verdict(rss_met, &format!("{rss_mib:.1} MiB")),
+    ]);
+    table.row(vec![
+        "virtual memory (reserved)".into(),
+        format!("{} MiB", f.memory.virtual_kib / 1024),
+        String::new(),
+        String::new(),
+    ]);
+    table.row(vec![
+        format!(
+            "CPU over {} (every plugin every {})",
+            human(f.window),
+            f.schedule
+        ),
+        format!("{:.2} %", f.cpu_percent),
+        "< 0.5 %".into(),
+        verdict(cpu_met, &format!("{:.2} %", f.cpu_percent)),
+    ]);
+    summary.push([
+        "idle daemon RSS, 10 plugins".into(),
+        "< 40 MB".into(),
+        format!("{rss_mib:.1} MiB"),
+        verdict(rss_met, ""),
+    ]);
+    summary.push([
+        "idle daemon CPU".into(),
+        "< 0.5 %".into(),
+        format!("{:.2} %", f.cpu_percent),
+        verdict(cpu_met, ""),
     ]);
     Ok(table)
 }
