@@ -20,9 +20,10 @@ use assessment_runtime::capabilities::results::{Reference, ResultsCtx};
 use assessment_runtime::capabilities::target::TargetCtx;
 use assessment_runtime::capabilities::{JobLabels, PluginState};
 use assessment_runtime::engine::{Allocation, PluginEngine};
+use assessment_runtime::executor;
 use assessment_runtime::loader::Loader;
+use assessment_runtime::loader::{PreparedPlugin, Runtime};
 use assessment_runtime::policy::{GrantSet, Limits};
-use assessment_runtime::runner::{self, PreparedPlugin, Runtime};
 use wasmtime::Store;
 
 use crate::stats::Samples;
@@ -84,10 +85,11 @@ pub async fn prepare(
     })
 }
 
-/// One job through the real executor (`runner::run_job`); the number of
+/// One job through the real executor (`executor::run_job`); the number of
 /// findings.
 pub async fn executor_job(prepared: &Prepared) -> anyhow::Result<usize> {
-    let report = runner::run_job(&prepared.runtime.engine, &prepared.plugin, &prepared.root).await;
+    let report =
+        executor::run_job(&prepared.runtime.engine, &prepared.plugin, &prepared.root).await;
     if let Some(e) = report.error {
         bail!("the job failed: {}", e.message);
     }
@@ -240,7 +242,7 @@ pub async fn throughput(
         let root = prepared.root.clone();
         workers.spawn(async move {
             for _ in 0..per_worker {
-                let report = runner::run_job(&engine, &plugin, &root).await;
+                let report = executor::run_job(&engine, &plugin, &root).await;
                 if let Some(e) = report.error {
                     bail!("a job failed: {}", e.message);
                 }

@@ -43,6 +43,11 @@ struct Args {
     /// Fewer iterations: checks that every benchmark runs, numbers are rough.
     #[arg(long)]
     quick: bool,
+    /// Only run this many one-finding jobs through the executor, one after
+    /// another, and exit: the workload `scripts/bench.sh` profiles with
+    /// callgrind.
+    #[arg(long, value_name = "JOBS")]
+    profile_jobs: Option<usize>,
 }
 
 /// Iteration counts.
@@ -114,6 +119,17 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(count) = args.profile_jobs {
+        return rt.block_on(async {
+            let prepared = jobs::prepare("bench-probe", &wasm, "", None, POOLED).await?;
+            let started = Instant::now();
+            for _ in 0..count {
+                jobs::executor_job(&prepared).await?;
+            }
+            eprintln!("{count} jobs in {}", human(started.elapsed()));
+            Ok(())
+        });
+    }
     let started = Instant::now();
     let mut tables = Vec::new();
     let mut summary = Vec::new();
@@ -167,7 +183,7 @@ async fn per_job(
     let mut table = Table::new(
         "1. Per-job overhead",
         "One job of the one-finding plugin (`bench/plugin`, a Rust component). **Executor**: \
-         `runner::run_job`, the path every scheduled and `run --once` job takes (state with the \
+         `executor::run_job`, the path every scheduled and `run --once` job takes (state with the \
          job's grants and limits, store with memory limiter and deadline, instantiate, `run`, \
          findings validated and collected, report). **Bare wasmtime**: the same component, \
          engine and linker; a fresh store with the smallest state, instantiate, call `run`, take \
@@ -419,7 +435,7 @@ async fn throughput(
         format!("{best:.0}"),
         verdict(best >= 10_000.0, ""),
     ]);
-    let report = runner_report(&prepared).await?;
+    let report = one_finding(&prepared).await?;
     Ok((table, report))
 }
 
@@ -429,8 +445,8 @@ struct OneFinding {
     plugin: assessment_runtime::plugins::PluginId,
 }
 
-async fn runner_report(prepared: &jobs::Prepared) -> anyhow::Result<OneFinding> {
-    let report = assessment_runtime::runner::run_job(
+async fn one_finding(prepared: &jobs::Prepared) -> anyhow::Result<OneFinding> {
+    let report = assessment_runtime::executor::run_job(
         &prepared.runtime.engine,
         &prepared.plugin,
         &prepared.root,

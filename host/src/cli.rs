@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing::Instrument;
 
 use crate::agent_config::{AgentConfig, PluginOrigin};
-use crate::runner::{self, Runtime};
+use crate::loader::{self, Runtime};
 use crate::scheduler;
 
 /// Exit code when a plugin could not be run or failed.
@@ -257,7 +257,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let mut failed = 0;
             for spec in agent.plugins.iter().filter(|p| p.enabled) {
                 // Each instance is checked with its own configuration and grants.
-                let prepared = runner::prepare(&runtime, spec, &agent.assessment_root)
+                let prepared = loader::prepare(&runtime, spec, &agent.assessment_root)
                     .instrument(crate::loader::instance_span(spec))
                     .await;
                 let instance = if spec.has_own_instance() {

@@ -16,11 +16,12 @@ use crate::agent_config::{AgentConfig, PluginSpec, Schedule};
 use crate::capabilities::results::FindingStatus;
 use crate::control_plane::client::{ControlPlaneClient, Heartbeat, renewal_due};
 use crate::control_plane::{ConfigSync, Credentials, SyncOutcome};
+use crate::executor::{self, JobReport};
 use crate::guest_text::{bounded, caps};
+use crate::loader::Runtime;
 use crate::loader::{Loader, instance_span};
 use crate::results::evidence::{RunContext, instance_evidence_records};
 use crate::results::outbox::Outbox;
-use crate::runner::{self, JobReport, Runtime};
 use crate::scheduler::{ScheduledJob, run_schedules};
 use capability_model::wire::heartbeat::{JobOutcome, JobStatus, OutboxDepth, PluginState};
 
@@ -47,7 +48,7 @@ impl Status {
     /// not be put in the outbox (then the run did not complete, whatever
     /// the plugin did).
     fn record(&mut self, report: &JobReport, stored: Result<(), String>) {
-        use crate::runner::JobErrorKind::*;
+        use crate::executor::JobErrorKind::*;
         let state = match &report.error {
             Some(e) if matches!(e.kind, Load | Fetch | Verify | Describe | Config | Grant) => {
                 PluginState::Unavailable {
@@ -156,7 +157,7 @@ async fn run_and_record(shared: Arc<Shared>, loader: Arc<Loader>, spec: PluginSp
 
 async fn run_and_record_inner(shared: Arc<Shared>, loader: Arc<Loader>, spec: PluginSpec) {
     let report = match loader.prepared(&spec).await {
-        Ok(prepared) => runner::run_job(&loader.runtime().engine, &prepared, loader.root()).await,
+        Ok(prepared) => executor::run_job(&loader.runtime().engine, &prepared, loader.root()).await,
         Err((id, error)) => {
             tracing::error!(plugin = %spec.name, "cannot run plugin: {}", error.message);
             JobReport::not_run(&spec, id, error)
@@ -592,7 +593,7 @@ mod tests {
         assert_eq!(json(&status)["outcome"], "not-recorded");
         assert_eq!(
             serde_json::to_value(PluginState::Unavailable {
-                kind: crate::runner::JobErrorKind::Verify,
+                kind: crate::executor::JobErrorKind::Verify,
                 reason: "bad signature".into()
             })
             .unwrap(),
@@ -602,7 +603,7 @@ mod tests {
 
     #[test]
     fn instances_of_one_plugin_are_reported_each_under_its_own_key() {
-        let report = |instance: &str, error: Option<crate::runner::JobError>| JobReport {
+        let report = |instance: &str, error: Option<crate::executor::JobError>| JobReport {
             abi: None,
             plugin: "sshd-hardening".into(),
             instance: instance.into(),
@@ -620,7 +621,7 @@ mod tests {
         };
         let mut status = Status::default();
         status.record(&report("sshd-hardening", None), Ok(()));
-        let grant = crate::runner::JobError::new(crate::runner::JobErrorKind::Grant, "no tree");
+        let grant = crate::executor::JobError::new(crate::executor::JobErrorKind::Grant, "no tree");
         status.record(&report("sshd-jail", Some(grant)), Ok(()));
         assert_eq!(status.plugins["sshd-hardening"], PluginState::Ready);
         assert!(matches!(

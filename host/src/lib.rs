@@ -8,7 +8,10 @@
 //! - [`engine`]: the one wasmtime engine, compilation and the epoch ticker;
 //! - [`bindings`]: the host side of the WIT plugin ABI;
 //! - [`capabilities`]: one module per WIT interface the plugins import;
-//! - [`runner`]: one plugin, one job, limits and traps turned into job errors;
+//! - [`loader`]: a configured plugin prepared once per configuration
+//!   generation (verified, compiled, described, validated);
+//! - [`executor`]: one job of a prepared plugin, limits and traps turned
+//!   into job errors;
 //! - [`scheduler`]: configured plugins to jobs: one cycle, or on schedules;
 //! - [`control_plane`]: enrollment, authentication, configuration sync,
 //!   heartbeats and result delivery;
@@ -28,11 +31,11 @@ pub mod control_plane;
 pub mod daemon;
 pub mod durable;
 pub mod engine;
+pub mod executor;
 pub mod guest_text;
 pub mod loader;
 pub mod plugins;
 pub mod policy;
 pub mod report;
 pub mod results;
-pub mod runner;
 pub mod scheduler;

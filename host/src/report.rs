@@ -8,9 +8,9 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::capabilities::results::FindingStatus;
+use crate::executor::JobReport;
 use crate::guest_text::bounded;
 use crate::plugins::short_digest;
-use crate::runner::JobReport;
 
 /// The schema identifier of the JSON document; bumped on any incompatible
 /// change.

@@ -12,9 +12,10 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::agent_config::{AgentConfig, Schedule};
+use crate::executor::{self, JobError, JobErrorKind, JobReport};
+use crate::loader::Runtime;
 use crate::loader::{Loader, instance_span};
 use crate::report::RunReport;
-use crate::runner::{self, JobError, JobErrorKind, JobReport, Runtime};
 
 /// Prepare and run every enabled plugin once; the report lists the jobs in
 /// configuration order.
@@ -40,7 +41,7 @@ pub async fn run_once(runtime: &Arc<Runtime>, config: &AgentConfig) -> RunReport
                 let _permit = permits.acquire_owned().await.ok();
                 let report = match loader.prepared(&spec).await {
                     Ok(prepared) => {
-                        runner::run_job(&loader.runtime().engine, &prepared, loader.root()).await
+                        executor::run_job(&loader.runtime().engine, &prepared, loader.root()).await
                     }
                     Err((id, error)) => {
                         tracing::error!(plugin = %spec.name, "cannot run plugin: {}", error.message);
