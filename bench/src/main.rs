@@ -20,7 +20,7 @@ use clap::Parser;
 
 use assessment_runtime::engine::Allocation;
 
-use crate::report::{Table, verdict};
+use crate::report::{Table, size, verdict};
 use crate::stats::{Samples, human, ratio};
 
 #[derive(Parser)]
@@ -111,6 +111,13 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    // Configurations are written in temporary directories: absolute paths.
+    let wasm = std::fs::canonicalize(&wasm)?;
+    let mut args = args;
+    if let Ok(python) = std::fs::canonicalize(&args.python) {
+        args.python = python;
+    }
+    args.repo = std::fs::canonicalize(&args.repo)?;
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: a debug build of the benchmarks measures nothing useful; use --release"
@@ -416,8 +423,8 @@ async fn throughput(
             done.to_string(),
             human(elapsed),
             format!("{rate:.0}"),
-            format!("{} MiB", memory.rss_kib / 1024),
-            format!("{} MiB", memory.virtual_kib / 1024),
+            size(memory.rss_kib),
+            size(memory.virtual_kib),
             "≥ 10 000 jobs/s".into(),
             verdict(rate >= 10_000.0, &format!("{:.0}% of it", rate / 100.0)),
         ]);
@@ -425,9 +432,12 @@ async fn throughput(
     }
     let prepared = last.context("no throughput run")?;
     table.note(format!(
-        "Before the runs the process held {} MiB resident and {} MiB virtual.",
-        baseline.rss_kib / 1024,
-        baseline.virtual_kib / 1024
+        "Before the runs the process held {} resident and {} virtual. Virtual memory is \
+         address space reserved, not used: each engine's pool here is sized for 64 jobs at once \
+         (about 35 GiB per slot, mostly 4 GiB guard-backed memory slots); up to two engines were alive \
+         during the pooled runs.",
+        size(baseline.rss_kib),
+        size(baseline.virtual_kib)
     ));
     summary.push([
         "one-finding jobs/s (best concurrency)".into(),
@@ -550,7 +560,7 @@ fn footprint(
     ]);
     table.row(vec![
         "virtual memory (reserved)".into(),
-        format!("{} MiB", f.memory.virtual_kib / 1024),
+        size(f.memory.virtual_kib),
         String::new(),
         String::new(),
     ]);

@@ -63,7 +63,21 @@ impl Table {
 pub fn verdict(met: bool, by: &str) -> String {
     if met {
         "met".to_string()
+    } else if by.is_empty() {
+        "**missed**".to_string()
     } else {
         format!("**missed** ({by})")
+    }
+}
+
+/// A size in KiB for a table: MiB, GiB or TiB.
+pub fn size(kib: u64) -> String {
+    let mib = kib as f64 / 1024.0;
+    if mib < 10.0 * 1024.0 {
+        format!("{mib:.0} MiB")
+    } else if mib < 10.0 * 1024.0 * 1024.0 {
+        format!("{:.0} GiB", mib / 1024.0)
+    } else {
+        format!("{:.1} TiB", mib / 1024.0 / 1024.0)
     }
 }
