@@ -37,12 +37,14 @@ if command -v valgrind >/dev/null 2>&1 && command -v callgrind_annotate >/dev/nu
     mkdir -p target/bench
     valgrind --tool=callgrind --callgrind-out-file=target/bench/callgrind.out \
         target/release/assessment-bench --guests target/guests/wasm32-wasip2/release \
-        --profile-jobs 20000 2>target/bench/callgrind.log
+        --profile-jobs 20000 2>target/bench/callgrind.log ||
+        { tail -n 20 target/bench/callgrind.log >&2; exit 1; }
     callgrind_annotate --inclusive=no target/bench/callgrind.out >target/bench/callgrind.txt 2>/dev/null || true
     {
         echo "## Profile of the hot path"
         echo
-        echo "20 000 one-finding jobs through the executor (instance pool) under"
+        echo "20 000 one-finding jobs through the executor (instances on demand: valgrind"
+        echo "cannot reserve the pool's address space) under"
         echo "\`valgrind --tool=callgrind\` (\`scripts/bench.sh\`; the whole profile is"
         echo "\`target/bench/callgrind.out\`): the 25 functions with the most instructions"
         echo "of their own."
