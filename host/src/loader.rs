@@ -194,10 +194,17 @@ pub async fn prepare(
         PluginOrigin::Local { path } => {
             let path = path.clone();
             let max = spec.limits.component_bytes;
-            let file = tokio::task::spawn_blocking(move || ComponentFile::read(&path, max))
-                .await
-                .map_err(|e| load(format!("host task failed: {e}")))?
-                .map_err(|e| load(e.to_string()))?;
+            // Bytes this host compiled before are not validated again.
+            let compiled = runtime.manager.store().ok().cloned();
+            let fingerprint = engine.fingerprint().to_string();
+            let file = tokio::task::spawn_blocking(move || {
+                ComponentFile::read_known(&path, max, |sha256| {
+                    compiled.is_some_and(|store| store.has_compiled(sha256, &fingerprint))
+                })
+            })
+            .await
+            .map_err(|e| load(format!("host task failed: {e}")))?
+            .map_err(|e| load(e.to_string()))?;
             (file, None)
         }
         PluginOrigin::Registry { version, base_url } => {

@@ -132,6 +132,32 @@ fn abi_version_of(name: &str, interface: &str) -> Option<String> {
 /// Audit `bytes`; with `manifest`, also check that the component is the one
 /// the manifest describes and uses no more than it declares.
 pub fn audit(bytes: &[u8], manifest: Option<&Manifest>, max_bytes: u64) -> AuditReport {
+    audit_known(bytes, manifest, max_bytes, Known::default())
+}
+
+/// What the caller already knows of the bytes it audits, so that the audit
+/// need not work it out again.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Known<'a> {
+    /// Their SHA-256 (lowercase hex), computed by the caller from these
+    /// very bytes.
+    pub sha256: Option<&'a str>,
+    /// These very bytes (by that digest) were validated in full before:
+    /// the host compiled them with wasmtime, which validates every
+    /// function body. The audit then checks everything but the function
+    /// bodies again (the size, the structure, the ABI, the imports, the
+    /// manifest): the bodies are most of the work for a large component
+    /// and cannot have changed under the same digest.
+    pub validated: bool,
+}
+
+/// [`audit`], told what the caller already knows of `bytes`.
+pub fn audit_known(
+    bytes: &[u8],
+    manifest: Option<&Manifest>,
+    max_bytes: u64,
+    known: Known<'_>,
+) -> AuditReport {
     let mut findings = Vec::new();
     let mut reject = |rule, message: String| {
         findings.push(AuditFinding {
@@ -140,7 +166,10 @@ pub fn audit(bytes: &[u8], manifest: Option<&Manifest>, max_bytes: u64) -> Audit
             message,
         })
     };
-    let sha256 = crate::manifest::sha256_hex(bytes);
+    let sha256 = match known.sha256 {
+        Some(digest) => digest.to_string(),
+        None => crate::manifest::sha256_hex(bytes),
+    };
     let size = bytes.len() as u64;
     let mut report = AuditReport {
         verdict: "rejected",
@@ -165,7 +194,10 @@ pub fn audit(bytes: &[u8], manifest: Option<&Manifest>, max_bytes: u64) -> Audit
         );
     } else if !Parser::is_component(bytes) {
         reject("component", "not a WebAssembly file".to_string());
-    } else if let Err(e) = Validator::new().validate_all(bytes) {
+    } else if let Err(e) = (!known.validated)
+        .then(|| Validator::new().validate_all(bytes))
+        .transpose()
+    {
         reject("validation", format!("malformed component: {e}"));
     } else {
         match structure(bytes) {

@@ -790,6 +790,12 @@ fn deeply_nested_json_is_refused_without_exhausting_the_stack() {
 /// and exports the plugin interface as an instance re-exporting that
 /// function.
 fn seed_component() -> Vec<u8> {
+    component_with_body(true)
+}
+
+/// The seed component; unless `valid`, its one function body adds with a
+/// single operand on the stack: well formed, but invalid.
+fn component_with_body(valid: bool) -> Vec<u8> {
     use wasm_encoder::{
         Alias, CodeSection, Component, ComponentAliasSection, ComponentExportKind,
         ComponentExportSection, ComponentImportSection, ComponentInstanceSection, ComponentTypeRef,
@@ -823,11 +829,12 @@ fn seed_component() -> Vec<u8> {
     module.section(&exports);
     let mut code = CodeSection::new();
     let mut body = Function::new([]);
-    body.instructions()
-        .local_get(0)
-        .local_get(0)
-        .i32_add()
-        .end();
+    let mut sink = body.instructions();
+    sink.local_get(0);
+    if valid {
+        sink.local_get(0);
+    }
+    sink.i32_add().end();
     code.function(&body);
     module.section(&code);
 
@@ -870,6 +877,45 @@ fn the_seed_component_passes_the_audit() {
     assert_eq!(report.imports, ["wasi:cli/environment@0.2.3"]);
     assert_eq!(report.exports, ["assessment:plugin/plugin@0.1.0"]);
     entries::component(&seed);
+}
+
+#[test]
+fn function_bodies_are_validated_unless_the_bytes_were_compiled_before() {
+    use assessment_registry::audit::{Known, audit_known};
+
+    let invalid = component_with_body(false);
+    let report = audit(&invalid, None, DEFAULT_MAX_BYTES);
+    assert_eq!(
+        report.first_rejection().map(|r| r.rule),
+        Some("validation"),
+        "{}",
+        report.to_text()
+    );
+    // Bytes the host compiled before (wasmtime validated them): the
+    // bodies are not validated again, everything else still is.
+    let compiled = Known {
+        sha256: None,
+        validated: true,
+    };
+    let report = audit_known(&invalid, None, DEFAULT_MAX_BYTES, compiled);
+    assert!(report.accepted(), "{}", report.to_text());
+    let core = audit_known(b"\0asm\x01\0\0\0", None, DEFAULT_MAX_BYTES, compiled);
+    assert_eq!(core.first_rejection().map(|r| r.rule), Some("component"));
+    let mut truncated = seed_component();
+    truncated.truncate(truncated.len() - 3);
+    let report = audit_known(&truncated, None, DEFAULT_MAX_BYTES, compiled);
+    assert_eq!(report.first_rejection().map(|r| r.rule), Some("validation"));
+    // A digest the caller computed is the one reported.
+    let seed = seed_component();
+    let digest = assessment_registry::manifest::sha256_hex(&seed);
+    let known = Known {
+        sha256: Some(&digest),
+        validated: false,
+    };
+    assert_eq!(
+        audit_known(&seed, None, DEFAULT_MAX_BYTES, known).sha256,
+        digest
+    );
 }
 
 /// Bytes that start like wasm more often than chance would.

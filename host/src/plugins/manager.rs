@@ -223,6 +223,10 @@ fn verify_component(
             manifest.component.sha256
         )));
     }
-    ComponentFile::audited(path, bytes, Some(manifest), max_bytes)
+    let known = assessment_registry::audit::Known {
+        sha256: Some(&digest),
+        validated: false,
+    };
+    ComponentFile::audited_known(path, bytes, Some(manifest), max_bytes, known)
         .map_err(|e| ResolveError::Verify(e.to_string()))
 }

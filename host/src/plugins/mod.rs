@@ -9,8 +9,9 @@ pub mod fetch;
 pub mod manager;
 pub mod store;
 
-use assessment_registry::audit::audit;
+use assessment_registry::audit::{Known, audit_known};
 use assessment_registry::manifest::Manifest;
+use assessment_registry::manifest::sha256_hex;
 
 /// The size limit of a component when none is configured.
 pub const DEFAULT_COMPONENT_BYTES: u64 = assessment_registry::audit::DEFAULT_MAX_BYTES;
@@ -93,6 +94,17 @@ impl ComponentFile {
     /// Read `path` and audit it (without a manifest: a local development
     /// plugin); components over `max_bytes` are refused unread.
     pub fn read(path: &Path, max_bytes: u64) -> Result<Self, PluginFileError> {
+        Self::read_known(path, max_bytes, |_| false)
+    }
+
+    /// [`ComponentFile::read`], where `compiled(sha256)` says whether this
+    /// host already compiled the bytes of that digest (then wasmtime
+    /// validated their function bodies, and the audit does not again).
+    pub fn read_known(
+        path: &Path,
+        max_bytes: u64,
+        compiled: impl FnOnce(&str) -> bool,
+    ) -> Result<Self, PluginFileError> {
         let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => PluginFileError::Missing {
                 path: path.to_path_buf(),
@@ -116,7 +128,22 @@ impl ComponentFile {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::audited(path, bytes, None, max_bytes)
+        if bytes.len() as u64 > max_bytes {
+            // Grown since the size was read: the audit refuses it unread.
+            return Self::audited(path, bytes, None, max_bytes);
+        }
+        let sha256 = sha256_hex(&bytes);
+        let validated = compiled(&sha256);
+        Self::audited_known(
+            path,
+            bytes,
+            None,
+            max_bytes,
+            Known {
+                sha256: Some(&sha256),
+                validated,
+            },
+        )
     }
 
     /// Audit `bytes` (named `path` in errors), against `manifest` if given.
@@ -126,7 +153,19 @@ impl ComponentFile {
         manifest: Option<&Manifest>,
         max_bytes: u64,
     ) -> Result<Self, PluginFileError> {
-        let report = audit(&bytes, manifest, max_bytes);
+        Self::audited_known(path, bytes, manifest, max_bytes, Known::default())
+    }
+
+    /// [`ComponentFile::audited`], told what the caller already knows of
+    /// `bytes` (see [`Known`]).
+    pub fn audited_known(
+        path: &Path,
+        bytes: Vec<u8>,
+        manifest: Option<&Manifest>,
+        max_bytes: u64,
+        known: Known<'_>,
+    ) -> Result<Self, PluginFileError> {
+        let report = audit_known(&bytes, manifest, max_bytes, known);
         if let Some(rejection) = report.first_rejection() {
             let mut message = rejection.message.clone();
             if rejection.rule == "size" {

@@ -222,6 +222,14 @@ impl PluginStore {
         Ok(Some(artifact))
     }
 
+    /// Whether a precompiled artifact of component `sha256` for `engine`
+    /// was written (with its record): this host compiled these bytes, so
+    /// wasmtime validated them. Its integrity is checked when it is read.
+    pub fn has_compiled(&self, sha256: &str, engine: &str) -> bool {
+        self.compiled_path(sha256, engine).is_file()
+            && self.compiled_digest_path(sha256, engine).is_file()
+    }
+
     /// Remove a precompiled artifact and its record.
     pub fn remove_compiled(&self, sha256: &str, engine: &str) {
         let _ = std::fs::remove_file(self.compiled_digest_path(sha256, engine));
@@ -398,7 +406,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PluginStore::open(dir.path()).unwrap();
         assert!(store.compiled("aa", "e1").unwrap().is_none());
+        assert!(!store.has_compiled("aa", "e1"));
         store.put_compiled("aa", "e1", b"native code").unwrap();
+        assert!(store.has_compiled("aa", "e1") && !store.has_compiled("aa", "e2"));
         assert_eq!(store.compiled("aa", "e1").unwrap().unwrap(), b"native code");
         // Someone who could write the store replaced the artifact.
         std::fs::write(store.compiled_path("aa", "e1"), b"planted code").unwrap();
@@ -408,6 +418,7 @@ mod tests {
         // two writes) is not used either.
         store.remove_compiled("aa", "e1");
         std::fs::write(store.compiled_path("aa", "e1"), b"planted code").unwrap();
+        assert!(!store.has_compiled("aa", "e1"));
         assert!(matches!(
             store.compiled("aa", "e1").unwrap_err(),
             CompiledError::Unrecorded(_)
