@@ -3,75 +3,41 @@
 //! ten configured plugins; its resident memory once every plugin has run,
 //! and its CPU time over a minute.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
+use crate::control_plane::{Guard, Server, output};
 use crate::jobs::{Memory, memory_of};
 
 /// What the idle daemon cost.
 pub struct Footprint {
-    /// Resident and virtual size after every plugin ran once.
+    /// Resident and virtual size once the plugins are loaded (and, on a
+    /// short schedule, have run).
     pub memory: Memory,
     /// CPU time over `window`, as a share of one core.
     pub cpu_percent: f64,
     /// The window.
     pub window: Duration,
-    /// Jobs the daemon ran meanwhile (each plugin on its schedule).
-    pub schedule: &'static str,
 }
 
-const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
-const SCHEDULE: &str = "20s";
-
-/// Kills the process when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Measure the daemon with `plugins` instances of `wasm`, idle for `window`.
+/// Measure the daemon with `plugins` instances of `wasm`, each on the
+/// schedule `every` (e.g. `20s`), over `window` after `settle` (long enough
+/// for the plugins to be loaded, and to run once on a short schedule).
 pub fn idle(
     runtime_bin: &Path,
     control_plane_bin: &Path,
     wasm: &Path,
     plugins: usize,
+    every: &str,
+    settle: Duration,
     window: Duration,
 ) -> anyhow::Result<Footprint> {
+    let server = Server::start(control_plane_bin, &[])?;
     let dir = tempfile::tempdir()?;
-    let db = dir.path().join("cp.db");
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let _control_plane = Guard(
-        Command::new(control_plane_bin)
-            .arg("--database")
-            .arg(&db)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("ACP_ADMIN_TOKEN", ADMIN_TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", control_plane_bin.display()))?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("the control plane did not start listening on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let token = output(
-        Command::new(control_plane_bin)
-            .arg("--database")
-            .arg(&db)
-            .args(["enrollment-token", "create"]),
-    )?;
+    let token = server.enrollment_token()?;
 
     let root = dir.path().join("root");
     std::fs::create_dir(&root)?;
@@ -82,7 +48,7 @@ pub fn idle(
     );
     for i in 0..plugins {
         config.push_str(&format!(
-            "\n[[plugin]]\nname = \"bench-probe\"\ninstance = \"bench-{i}\"\npath = {:?}\nschedule = {{ every = \"{SCHEDULE}\" }}\n",
+            "\n[[plugin]]\nname = \"bench-probe\"\ninstance = \"bench-{i}\"\npath = {:?}\nschedule = {{ every = \"{every}\" }}\n",
             wasm.display().to_string()
         ));
     }
@@ -94,14 +60,14 @@ pub fn idle(
             .arg(&config_path)
             .args([
                 "--url",
-                &format!("https://localhost:{port}"),
+                &server.url(),
                 "--token",
-                token.trim(),
+                &token,
                 "--name",
                 "bench",
                 "--ca-cert",
             ])
-            .arg(dir.path().join("ca/ca.pem")),
+            .arg(server.ca_certificate()),
     )?;
 
     let daemon = Guard(
@@ -114,9 +80,7 @@ pub fn idle(
             .spawn()?,
     );
     let pid = daemon.0.id().to_string();
-    // Every plugin runs once (its first fire is one interval after start,
-    // plus jitter) before the memory is read.
-    std::thread::sleep(Duration::from_secs(25));
+    std::thread::sleep(settle);
     let memory = memory_of(&pid).context("the daemon exited")?;
     let before = cpu_ticks(&pid)?;
     std::thread::sleep(window);
@@ -127,7 +91,6 @@ pub fn idle(
         memory,
         cpu_percent: cpu_seconds / window.as_secs_f64() * 100.0,
         window,
-        schedule: SCHEDULE,
     })
 }
 
@@ -148,16 +111,4 @@ fn cpu_ticks(pid: &str) -> anyhow::Result<u64> {
             .parse::<u64>()?)
     };
     Ok(field(14)? + field(15)?)
-}
-
-fn output(command: &mut Command) -> anyhow::Result<String> {
-    let out = command.output()?;
-    if !out.status.success() {
-        bail!(
-            "{:?} failed: {}",
-            command.get_program(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
