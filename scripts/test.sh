@@ -53,15 +53,21 @@ echo "== formatting"
 cargo fmt --all --check
 cargo fmt --all --check --manifest-path plugins-examples/Cargo.toml
 
-echo "== lints"
-# The host workspace is linted while its tests are built (below). Here: the
-# registry tools' library as the host and the fuzz targets use it (without
-# the CLI's dependencies), and the guest workspace.
-cargo clippy --locked -p registry-tools --no-default-features --lib -- -D warnings
-cargo clippy --locked --manifest-path plugins-examples/Cargo.toml --target wasm32-wasip2 \
-    --target-dir target/guests --all-targets -- -D warnings
+# Lints: clippy-driver is the compiler of each workspace's own crates as
+# they are built, so that each build is also its lint with `-D warnings`
+# (what `cargo clippy --all-targets -- -D warnings` checks), without
+# checking every dependency (wasmtime and all) a second time: the guests'
+# tests here, natively; the guests themselves when the end-to-end tests'
+# build script builds them for wasm32-wasip2; the host workspace as its
+# tests are built. Tests that run cargo themselves remove these variables.
+export RUSTC_WORKSPACE_WRAPPER=clippy-driver
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 
-echo "== plugin unit tests (native)"
+echo "== lints: the registry tools' library without its CLI"
+# As the host and the fuzz targets use it, without the CLI's dependencies.
+cargo clippy --locked -p registry-tools --no-default-features --lib -- -D warnings
+
+echo "== plugin unit tests (native, linted as they are built)"
 cargo test --locked --manifest-path plugins-examples/Cargo.toml --target-dir target/guests-native 2>&1 | tee -a "$log"
 
 echo "== Python and JavaScript example plugins"
@@ -73,14 +79,7 @@ fi
 cat "$foreign_log"
 trap 'kill "$component_pid" 2>/dev/null || true' EXIT
 
-echo "== host and end-to-end tests (linted as they are built)"
-# clippy-driver is the compiler of the workspace's own crates here: the
-# build of every target is also its lint with `-D warnings`, as `cargo
-# clippy --workspace --all-targets` would do, without checking the whole
-# dependency graph (wasmtime and all) a second time. Tests that run cargo
-# themselves remove these variables.
-export RUSTC_WORKSPACE_WRAPPER=clippy-driver
-export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+echo "== host and end-to-end tests, guests built for wasm32-wasip2 (all linted as they are built)"
 if cargo nextest --version >/dev/null 2>&1; then
     # One process per test, all test binaries together: the slow end-to-end
     # tests start first and run beside the others (.config/nextest.toml).

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 /// A guest component built by the build script, e.g. `sshd_hardening`.
 pub fn guest(name: &str) -> PathBuf {
@@ -230,6 +231,10 @@ pub struct Agent {
     runtime: String,
     policy: String,
     plugins: Vec<String>,
+    /// The components of the `path` plugins.
+    local_components: Vec<PathBuf>,
+    /// Whether precompiled artifacts are shared with other tests.
+    sharing_compiled: bool,
 }
 
 impl Default for Agent {
@@ -250,7 +255,22 @@ impl Agent {
             runtime: String::new(),
             policy: String::new(),
             plugins: Vec::new(),
+            local_components: Vec::new(),
+            sharing_compiled: false,
         }
+    }
+
+    /// Share precompiled plugins with the other tests that ask for it, for
+    /// large components whose compilation (a debug build of the runtime)
+    /// would otherwise be most of each test: before a run, the agent's
+    /// store receives the artifacts other runs compiled; the first run of
+    /// a component compiles it while the others wait, and leaves its
+    /// artifact for them. The runtime checks each artifact against its
+    /// recorded digest as always; what is shared is keyed by component
+    /// digest and engine fingerprint, as in any store.
+    pub fn sharing_compiled(mut self) -> Self {
+        self.sharing_compiled = true;
+        self
     }
 
     /// The assessed root (a directory the test may fill).
@@ -300,6 +320,7 @@ impl Agent {
     /// Add a `[[plugin]]` entry; `extra` is TOML for the rest of the table
     /// (e.g. `grants = { read = ["/etc"] }`).
     pub fn plugin(mut self, name: &str, path: &Path, extra: &str) -> Self {
+        self.local_components.push(path.to_path_buf());
         self.plugins.push(format!(
             "[[plugin]]\nname = {name:?}\npath = {:?}\n{extra}\n",
             path.display().to_string()
@@ -426,14 +447,88 @@ impl Agent {
     /// Run `assessment-runtime ARGS --config <this agent's file>`.
     pub fn command(&self, args: &[&str]) -> std::process::Output {
         let config = self.write();
-        Command::new(runtime_bin())
+        let compiling = self.sharing_compiled.then(|| self.receive_compiled());
+        let output = Command::new(runtime_bin())
             .args(args)
             .arg("--config")
             .arg(&config)
             .env("ASSESSMENT_RUNTIME_LOG", "info")
             .output()
-            .unwrap()
+            .unwrap();
+        if let Some(lock) = compiling.flatten() {
+            self.share_compiled();
+            drop(lock);
+        }
+        output
     }
+
+    /// The agent's compiled-artifact directory, made as the runtime makes
+    /// its store (private to the user).
+    fn compiled_dir(&self) -> PathBuf {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = self.state_dir().join("plugins/compiled");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .unwrap();
+        dir
+    }
+
+    /// Copy the shared artifacts into this agent's store. Returns the
+    /// cache's lock, held while this run compiles a component no run has
+    /// shared yet (other runs then wait for its artifact), or released.
+    fn receive_compiled(&self) -> Option<std::fs::File> {
+        let cache = compiled_cache();
+        std::fs::create_dir_all(&cache).unwrap();
+        let digests: Vec<String> = self
+            .local_components
+            .iter()
+            .filter_map(|c| std::fs::read(c).ok())
+            .map(|bytes| hex::encode(Sha256::digest(bytes)))
+            .collect();
+        let cached = |digest: &String| {
+            std::fs::read_dir(&cache).unwrap().flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(&format!("{digest}-")) && name.ends_with(".cwasm")
+            })
+        };
+        let lock = std::fs::File::create(cache.join(".lock")).unwrap();
+        lock.lock().unwrap();
+        let missing = !digests.iter().all(cached);
+        let dir = self.compiled_dir();
+        for entry in std::fs::read_dir(&cache).unwrap().flatten() {
+            let name = entry.file_name();
+            let text = name.to_string_lossy();
+            if digests.iter().any(|d| text.starts_with(&format!("{d}-"))) {
+                std::fs::copy(entry.path(), dir.join(&name)).unwrap();
+            }
+        }
+        missing.then_some(lock)
+    }
+
+    /// Leave this agent's new artifacts for the other runs.
+    fn share_compiled(&self) {
+        let cache = compiled_cache();
+        for entry in std::fs::read_dir(self.compiled_dir()).unwrap().flatten() {
+            let name = entry.file_name();
+            if !cache.join(&name).exists() {
+                // Whole or absent: written aside, then renamed.
+                let partial = cache.join(format!(
+                    ".{}.{}.partial",
+                    name.to_string_lossy(),
+                    std::process::id()
+                ));
+                std::fs::copy(entry.path(), &partial).unwrap();
+                std::fs::rename(&partial, cache.join(&name)).unwrap();
+            }
+        }
+    }
+}
+
+/// The precompiled artifacts shared by [`Agent::sharing_compiled`].
+fn compiled_cache() -> PathBuf {
+    repo().join("target/test-compiled")
 }
 
 /// Apply the modes of `[section]` of a `modes.toml` to files under `root`.

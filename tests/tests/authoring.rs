@@ -5,8 +5,12 @@
 //! real host, and `plugin-registry package` checks the component's
 //! `describe` against the release.
 //!
-//! These tests run `cargo`. Their build outputs are kept under
-//! `target/authoring/` so a second run is incremental. cargo-component is
+//! These tests run `cargo`. The SDK's package and the new plugin build in
+//! the target directories where the suite already built the guest
+//! workspace (natively for its tests, for wasm32-wasip2 for the end-to-end
+//! tests), with the same lock file: the dependencies they share are not
+//! compiled again. `cargo component` builds under `target/authoring/`, so
+//! that its outputs never replace the guests the other tests run. cargo-component is
 //! pinned: the test uses the one on `PATH` when it is that version, and
 //! otherwise installs it once into `target/tools/cargo-component` (a
 //! compile from source of several minutes).
@@ -59,6 +63,19 @@ fn build_dir(name: &str) -> PathBuf {
     repo().join("target/authoring").join(name)
 }
 
+/// The guest workspace's native target directory (its unit tests, built by
+/// scripts/test.sh before the end-to-end tests).
+fn native_guests_dir() -> PathBuf {
+    repo().join("target/guests-native")
+}
+
+/// The guest workspace's wasm32-wasip2 target directory (built by this
+/// crate's build script; the release components in it are what the other
+/// tests run, so only crates of other names may be built here).
+fn wasm_guests_dir() -> PathBuf {
+    repo().join("target/guests")
+}
+
 /// An unencrypted signing key in `dir`.
 fn keygen(dir: &Path) -> PathBuf {
     let sk = dir.join("publisher.key");
@@ -83,7 +100,7 @@ fn statuses(out: &assessment_e2e::RunOutcome, plugin: &str) -> Vec<String> {
 
 #[test]
 fn the_sdk_packages_as_a_crate_with_its_wit() {
-    let target = build_dir("package");
+    let target = native_guests_dir();
     // Twice: the default build and the mock host's, both from the packaged
     // sources (what crates.io would hold), each verified by compiling it.
     for features in [None, Some("testing")] {
@@ -316,8 +333,8 @@ fn a_plugin_from_the_template_builds_tests_audits_and_runs() {
         dir.join("Cargo.lock"),
     )
     .unwrap();
-    let native = build_dir("template-native");
-    let wasm = build_dir("template-wasm");
+    let native = native_guests_dir();
+    let wasm = wasm_guests_dir();
     ok(
         "cargo fmt --check (new plugin)",
         cargo(&dir).args(["fmt", "--check"]),

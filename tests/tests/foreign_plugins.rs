@@ -146,13 +146,14 @@ fn job_completed(out: &RunOutcome, plugin: &str) {
 }
 
 /// An agent assessing a copy of the given fixture trees (`(language,
-/// plugin, tree)`), merged into one root.
+/// plugin, tree)`), merged into one root. The large components are
+/// compiled once for all these tests: by the first run of each, as any
+/// first run compiles; the others load its artifact, as any later run.
 fn agent_with(trees: &[(&str, &str, &str)]) -> Agent {
-    trees
-        .iter()
-        .fold(Agent::new(), |agent, (language, plugin, tree)| {
-            agent.with_tree(&fixture(language, plugin, tree))
-        })
+    trees.iter().fold(
+        Agent::new().sharing_compiled(),
+        |agent, (language, plugin, tree)| agent.with_tree(&fixture(language, plugin, tree)),
+    )
 }
 
 fn with_login_defs(agent: Agent, extra: &str) -> Agent {
