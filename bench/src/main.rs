@@ -776,7 +776,7 @@ fn footprint(
     // plus jitter) before the memory is read.
     let busy = daemon::idle(
         runtime_bin,
-        &control_plane_bin,
+        control_plane_bin,
         wasm,
         10,
         "20s",
@@ -784,14 +784,16 @@ fn footprint(
         plan.idle,
     )?;
     // Idle: no job falls in the window, only heartbeats and configuration
-    // polls (their default intervals) and the scheduler's timers.
+    // polls (their default intervals) and the scheduler's timers; the
+    // window opens once the start (enrolled identity loaded, first token,
+    // heartbeat and configuration poll) is over.
     let idle = daemon::idle(
         runtime_bin,
-        &control_plane_bin,
+        control_plane_bin,
         wasm,
         10,
         "1h",
-        Duration::from_secs(5),
+        Duration::from_secs(15),
         plan.idle,
     )?;
     let rss_mib = busy.memory.rss_kib as f64 / 1024.0;
