@@ -552,6 +552,29 @@ fn outbox_table(one: &OneFinding, plan: &Plan, summary: &mut Summary) -> anyhow:
 /// tokens) raised for the benchmark's setup.
 const MANY_RUNTIMES: &[&str] = &["--auth-burst", "10000", "--auth-per-minute", "100000"];
 
+/// Whether `bin` is missing; if so the table says so.
+fn missing(table: &mut Table, bin: &Path) -> bool {
+    if bin.exists() {
+        return false;
+    }
+    table.note(format!(
+        "Not measured: {} is missing (scripts/bench.sh builds it).",
+        bin.display()
+    ));
+    true
+}
+
+/// The control plane holds exactly `expected` records, each once.
+fn stored_exactly(server: &control_plane::Server, expected: usize) -> anyhow::Result<usize> {
+    let (stored, distinct) = server.stored_evidence()?;
+    if stored != expected || distinct != expected {
+        bail!(
+            "the control plane stored {stored} records ({distinct} distinct), expected {expected}"
+        );
+    }
+    Ok(stored)
+}
+
 fn delivery_table(
     rt: &tokio::runtime::Runtime,
     control_plane_bin: &Path,
@@ -578,11 +601,7 @@ fn delivery_table(
             "stored by the control plane",
         ],
     );
-    if !control_plane_bin.exists() {
-        table.note(format!(
-            "Not measured: {} is missing (scripts/bench.sh builds it).",
-            control_plane_bin.display()
-        ));
+    if missing(&mut table, control_plane_bin) {
         return Ok(table);
     }
     let server = control_plane::Server::start(control_plane_bin, MANY_RUNTIMES)?;
@@ -608,12 +627,7 @@ fn delivery_table(
             per_job,
         )?;
         expected += run.records;
-        let (stored, distinct) = server.stored_evidence()?;
-        if stored != expected || distinct != expected {
-            bail!(
-                "the control plane stored {stored} records ({distinct} distinct), expected {expected}"
-            );
-        }
+        let stored = stored_exactly(&server, expected)?;
         table.row(vec![
             threads.to_string(),
             per_job.to_string(),
@@ -658,11 +672,7 @@ async fn ingest_table(
             "result",
         ],
     );
-    if !control_plane_bin.exists() {
-        table.note(format!(
-            "Not measured: {} is missing (scripts/bench.sh builds it).",
-            control_plane_bin.display()
-        ));
+    if missing(&mut table, control_plane_bin) {
         return Ok(table);
     }
     let server = control_plane::Server::start(control_plane_bin, MANY_RUNTIMES)?;
@@ -693,12 +703,7 @@ async fn ingest_table(
         )
         .await?;
         expected += load.items;
-        let (stored, distinct) = server.stored_evidence()?;
-        if stored != expected || distinct != expected {
-            bail!(
-                "the control plane stored {stored} records ({distinct} distinct), expected {expected}"
-            );
-        }
+        stored_exactly(&server, expected)?;
         let rate = load.items as f64 / load.elapsed.as_secs_f64();
         best = best.max(rate);
         table.row(vec![
@@ -765,11 +770,7 @@ fn footprint(
          over the window. Memory at 64 concurrent jobs is in table 3.",
         &["measure", "value", "target", "result"],
     );
-    if !control_plane_bin.exists() {
-        table.note(format!(
-            "Not measured: {} is missing (scripts/bench.sh builds it).",
-            control_plane_bin.display()
-        ));
+    if missing(&mut table, control_plane_bin) {
         return Ok(table);
     }
     // Every plugin runs once (its first fire is one interval after start,
