@@ -11,7 +11,7 @@
 //! a warning.
 
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
@@ -100,6 +100,69 @@ pub struct PluginEngine {
     linker: Arc<Linker<PluginState>>,
     fingerprint: String,
     allocation: Allocation,
+    running: Arc<Running>,
+}
+
+/// Calls into plugins in progress: the epoch advances only while there
+/// are some, so an idle agent's ticker does not wake a hundred times a
+/// second for nothing.
+#[derive(Debug, Default)]
+struct Running {
+    calls: Mutex<usize>,
+    started: Condvar,
+    /// Epochs advanced so far.
+    ticks: std::sync::atomic::AtomicU64,
+}
+
+impl Running {
+    fn calls(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Held while guest code may run in a store of the engine (see
+/// [`PluginEngine::running`]).
+#[derive(Debug)]
+pub struct RunningCall(Arc<Running>);
+
+impl Drop for RunningCall {
+    fn drop(&mut self) {
+        let mut calls = self.0.calls();
+        *calls = calls.saturating_sub(1);
+    }
+}
+
+/// How long the idle ticker sleeps before it checks that its engine still
+/// exists.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+/// The epoch ticker: while calls are in progress, the epoch advances every
+/// [`EPOCH_TICK`] (a call shorter than a tick sees none); otherwise the
+/// thread waits for one to start. It ends once the engine is gone.
+fn tick_epochs(weak: wasmtime::EngineWeak, running: Arc<Running>) {
+    loop {
+        {
+            let mut calls = running.calls();
+            while *calls == 0 {
+                if weak.upgrade().is_none() {
+                    return;
+                }
+                calls = running
+                    .started
+                    .wait_timeout(calls, IDLE_CHECK)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        }
+        std::thread::sleep(EPOCH_TICK);
+        match weak.upgrade() {
+            Some(engine) => engine.increment_epoch(),
+            None => return,
+        }
+        running
+            .ticks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn config(allocation: Allocation) -> Config {
@@ -122,8 +185,8 @@ impl PluginEngine {
         Self::with_allocation(Allocation::OnDemand)
     }
 
-    /// Create the engine and start its epoch ticker (a thread that stops
-    /// when the last clone of the engine is dropped). A pool the system
+    /// Create the engine and start its epoch ticker (a thread that ticks
+    /// only while plugins run, and stops once the engine is dropped). A pool the system
     /// cannot reserve falls back to allocation on demand, with a warning.
     pub fn with_allocation(allocation: Allocation) -> Result<Self, EngineError> {
         let (engine, allocation) = match Engine::new(&config(allocation)) {
@@ -148,16 +211,11 @@ impl PluginEngine {
         capabilities::add_to_linker(&mut linker)
             .map_err(|e| EngineError::Setup(format!("{e:#}")))?;
 
-        let weak = engine.weak();
+        let running = Arc::new(Running::default());
+        let (weak, ticking) = (engine.weak(), running.clone());
         std::thread::Builder::new()
             .name("epoch-ticker".to_string())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
+            .spawn(move || tick_epochs(weak, ticking))
             .map_err(|e| EngineError::Setup(format!("cannot start the epoch ticker: {e}")))?;
 
         // Precompiled artifacts are only valid for the same wasmtime build
@@ -172,7 +230,20 @@ impl PluginEngine {
             linker: Arc::new(linker),
             fingerprint,
             allocation,
+            running,
         })
+    }
+
+    /// Mark a call into a plugin as in progress until the returned value
+    /// is dropped: deadlines and cooperative yields (epoch ticks) apply
+    /// only to stores run under one.
+    pub fn running(&self) -> RunningCall {
+        let mut calls = self.running.calls();
+        *calls += 1;
+        if *calls == 1 {
+            self.running.started.notify_all();
+        }
+        RunningCall(self.running.clone())
     }
 
     /// How this engine allocates instances (after any fallback).
@@ -284,4 +355,31 @@ fn load_precompiled(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Compon
     // change of the file reaches this load; wasmtime also checks the
     // artifact's own header against this engine.
     unsafe { Component::deserialize(engine, artifact) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn the_epoch_advances_only_while_a_plugin_call_runs() {
+        let engine = PluginEngine::new().unwrap();
+        let ticks = || engine.running.ticks.load(Ordering::Relaxed);
+        std::thread::sleep(EPOCH_TICK * 10);
+        assert_eq!(ticks(), 0, "an idle engine ticked");
+        {
+            let _call = engine.running();
+            let _other = engine.running();
+            std::thread::sleep(EPOCH_TICK * 10);
+        }
+        let during = ticks();
+        assert!(during >= 3, "only {during} ticks while calls ran");
+        std::thread::sleep(EPOCH_TICK * 10);
+        assert!(
+            ticks() <= during + 1,
+            "{} ticks after the calls ended",
+            ticks() - during
+        );
+    }
 }

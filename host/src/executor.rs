@@ -153,6 +153,8 @@ pub(crate) async fn call_limited<T>(
     limits: &Limits,
     call: impl for<'a> FnOnce(&'a PluginPre, &'a mut Store<PluginState>) -> CallFuture<'a, T>,
 ) -> (Result<T, JobError>, PluginState) {
+    // The epoch advances (deadline, yields) while this call runs.
+    let _ticking = engine.running();
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limiter);
     let deadline = Instant::now() + limits.timeout;
