@@ -15,12 +15,13 @@ use anyhow::{Context, bail};
 use assessment_runtime::capabilities::results::Finding;
 use assessment_runtime::control_plane::client::{self, ControlPlaneClient, Heartbeat, Trust};
 use assessment_runtime::plugins::PluginId;
-use assessment_runtime::results::evidence::{EvidenceRecord, RunContext, evidence_records};
+use assessment_runtime::results::evidence::EvidenceRecord;
 use assessment_runtime::results::outbox::{DeliveryError, EvidenceSink, Outbox};
 use capability_model::wire::{OutboxDepth, PluginState};
 use tokio::sync::Notify;
 
 use crate::control_plane::Server;
+use crate::outbox::{distinct_findings, job_records};
 use crate::stats::Samples;
 
 /// Requests against the control plane and how long they took.
@@ -57,18 +58,6 @@ pub async fn enroll(server: &Server, count: usize) -> anyhow::Result<Vec<Arc<Con
     Ok(clients)
 }
 
-/// `per_request` distinct copies of `finding`.
-fn findings(finding: &Finding, count: usize) -> Vec<Finding> {
-    (0..count)
-        .map(|i| {
-            let mut f = finding.clone();
-            // Distinct messages keep the records distinct.
-            f.message = format!("{} #{i}", f.message);
-            f
-        })
-        .collect()
-}
-
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
@@ -83,24 +72,13 @@ pub async fn evidence(
     requests: usize,
     round: usize,
 ) -> anyhow::Result<Load> {
-    let findings = findings(finding, per_request);
-    let now = now_rfc3339();
+    let findings = distinct_findings(finding, per_request);
     let mut work = Vec::new();
     for (c, client) in clients.iter().enumerate() {
         let batches: Vec<Vec<EvidenceRecord>> = (0..requests)
             .map(|r| {
                 let job_id = format!("ingest-{round}-{c}-{r}");
-                evidence_records(
-                    &RunContext {
-                        runtime_id: client.runtime_id(),
-                        host: "simulated-host",
-                        plugin,
-                        job_id: &job_id,
-                        start: &now,
-                        end: &now,
-                    },
-                    &findings,
-                )
+                job_records(client.runtime_id(), plugin, &job_id, &findings)
             })
             .collect();
         work.push((client.clone(), batches));
@@ -239,7 +217,7 @@ pub fn outbox_to_control_plane(
     let run = RUN.fetch_add(1, Ordering::Relaxed);
     let dir = tempfile::tempdir()?;
     let outbox = Arc::new(Outbox::open(dir.path(), 4 << 30)?);
-    let findings = Arc::new(findings(finding, per_job));
+    let findings = Arc::new(distinct_findings(finding, per_job));
     let wake = Arc::new(Notify::new());
     let done = Arc::new(AtomicBool::new(false));
     let runtime_id = client.runtime_id().to_string();
@@ -254,19 +232,8 @@ pub fn outbox_to_control_plane(
                 let mut emitted = HashMap::new();
                 for j in 0..count {
                     let job_id = format!("delivered-{run}-{t}-{j}");
-                    let now = now_rfc3339();
                     let at = Instant::now();
-                    let records = evidence_records(
-                        &RunContext {
-                            runtime_id: &runtime_id,
-                            host: "bench-host",
-                            plugin: &plugin,
-                            job_id: &job_id,
-                            start: &now,
-                            end: &now,
-                        },
-                        &findings,
-                    );
+                    let records = job_records(&runtime_id, &plugin, &job_id, &findings);
                     outbox.push(&records)?;
                     wake.notify_one();
                     for record in records {

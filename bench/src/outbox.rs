@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use assessment_runtime::capabilities::results::Finding;
 use assessment_runtime::plugins::PluginId;
-use assessment_runtime::results::evidence::{RunContext, evidence_records};
+use assessment_runtime::results::evidence::{EvidenceRecord, RunContext, evidence_records};
 use assessment_runtime::results::outbox::Outbox;
 
 use crate::stats::Samples;
@@ -38,16 +38,7 @@ pub fn run(
 ) -> anyhow::Result<OutboxRun> {
     let dir = tempfile::tempdir()?;
     let outbox = Arc::new(Outbox::open(dir.path(), 4 << 30)?);
-    let findings: Arc<Vec<Finding>> = Arc::new(
-        (0..per_job)
-            .map(|i| {
-                let mut f = finding.clone();
-                // Distinct subjects keep the records distinct streams.
-                f.message = format!("{} #{i}", f.message);
-                f
-            })
-            .collect(),
-    );
+    let findings = Arc::new(distinct_findings(finding, per_job));
     let started = Instant::now();
     let mut handles = Vec::new();
     for t in 0..threads {
@@ -60,18 +51,8 @@ pub fn run(
                 let mut latencies = Vec::with_capacity(count);
                 for j in 0..count {
                     let job_id = format!("bench-{t}-{j}");
-                    let now =
-                        humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
                     let begun = Instant::now();
-                    let ctx = RunContext {
-                        runtime_id: "bench-runtime",
-                        host: "bench-host",
-                        plugin: &plugin,
-                        job_id: &job_id,
-                        start: &now,
-                        end: &now,
-                    };
-                    let records = evidence_records(&ctx, &findings);
+                    let records = job_records("bench-runtime", &plugin, &job_id, &findings);
                     outbox.push(&records)?;
                     latencies.push(begun.elapsed());
                 }
@@ -111,4 +92,38 @@ pub fn run(
         latency: Samples::new(latencies),
         batches: pending.len(),
     })
+}
+
+/// `count` copies of `finding` with distinct messages, so that their
+/// records are distinct.
+pub fn distinct_findings(finding: &Finding, count: usize) -> Vec<Finding> {
+    (0..count)
+        .map(|i| {
+            let mut f = finding.clone();
+            f.message = format!("{} #{i}", f.message);
+            f
+        })
+        .collect()
+}
+
+/// The evidence records of job `job_id` of `runtime_id` that emitted
+/// `findings` just now.
+pub fn job_records(
+    runtime_id: &str,
+    plugin: &PluginId,
+    job_id: &str,
+    findings: &[Finding],
+) -> Vec<EvidenceRecord> {
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    evidence_records(
+        &RunContext {
+            runtime_id,
+            host: "bench-host",
+            plugin,
+            job_id,
+            start: &now,
+            end: &now,
+        },
+        findings,
+    )
 }

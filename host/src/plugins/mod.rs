@@ -128,10 +128,6 @@ impl ComponentFile {
             path: path.to_path_buf(),
             source,
         })?;
-        if bytes.len() as u64 > max_bytes {
-            // Grown since the size was read: the audit refuses it unread.
-            return Self::audited(path, bytes, None, max_bytes);
-        }
         let sha256 = sha256_hex(&bytes);
         let validated = compiled(&sha256);
         Self::audited_known(
