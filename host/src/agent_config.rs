@@ -34,7 +34,9 @@ use assessment_registry::minisign::PublicKey;
 use crate::policy::{GrantSet, Limits, LocalPolicy, ceilings};
 // The document as written is a wire type: the control plane checks the
 // same shape before it serves a document.
-use capability_model::wire::config::{RawConfig, RawLimits, RawPolicy, RawSchedule, RawSource};
+use capability_model::wire::config::{
+    RawConfig, RawLimits, RawNetwork, RawPolicy, RawSchedule, RawService, RawSource,
+};
 
 /// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +107,52 @@ pub struct AgentConfig {
     /// What configuration from the control plane may do at most (always
     /// the local file's).
     pub policy: LocalPolicy,
+    /// The time zone cron schedules are read in (default UTC).
+    pub time_zone: chrono_tz::Tz,
+    /// The daemon as a service (always the local file's).
+    pub service: ServiceSettings,
+    /// Trust roots and proxy (always the local file's).
+    pub network: NetworkSettings,
+}
+
+/// `[service]`: the daemon as a service on this machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP);
+    /// nothing is served when `None`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The log filter, as `ASSESSMENT_RUNTIME_LOG` takes it (which, when
+    /// set, overrides it).
+    pub log_level: Option<String>,
+}
+
+/// `[network]`: how this machine reaches registries and the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSettings {
+    /// Registry downloads also trust the operating system's store.
+    pub system_roots: bool,
+    /// The control plane is also trusted through the operating system's
+    /// store, not only through the CA it was enrolled with.
+    pub control_plane_system_roots: bool,
+    /// Extra trusted CA certificates (PEM, absolute path).
+    pub ca_bundle: Option<PathBuf>,
+    /// The proxy for every request; `None`: the standard environment
+    /// variables apply.
+    pub proxy: Option<String>,
+    /// Hosts reached directly; `None`: `NO_PROXY` applies.
+    pub no_proxy: Option<Vec<String>>,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings {
+            system_roots: true,
+            control_plane_system_roots: false,
+            ca_bundle: None,
+            proxy: None,
+            no_proxy: None,
+        }
+    }
 }
 
 /// Where a plugin's component comes from.
@@ -247,11 +295,15 @@ impl AgentConfig {
                 message: e.to_string(),
             })?;
         let mut excess = Vec::new();
-        if raw.policy.is_some() {
-            excess.push(
-                "policy: the ceiling on remote configuration is set only in the runtime's own file"
-                    .to_string(),
-            );
+        for section in raw.machine_only_sections() {
+            let what = match section {
+                "policy" => "the ceiling on remote configuration is",
+                "service" => "the metrics listener and log level are",
+                _ => "trust roots and proxies are",
+            };
+            excess.push(format!(
+                "{section}: {what} set only in the runtime's own file"
+            ));
         }
         if !local.policy.remote_trusted_keys {
             for (i, key) in raw.runtime.trusted_keys.iter().enumerate() {
@@ -285,6 +337,8 @@ impl AgentConfig {
         }
         config.state_dir = local.state_dir.clone();
         config.assessment_root = local.assessment_root.clone();
+        config.service = local.service.clone();
+        config.network = local.network.clone();
         Ok(config)
     }
 
@@ -455,6 +509,16 @@ impl AgentConfig {
         )
         .map_err(invalid)?
             << 20;
+        let time_zone = match &raw.runtime.time_zone {
+            None => chrono_tz::UTC,
+            Some(name) => name.parse::<chrono_tz::Tz>().map_err(|_| {
+                invalid(format!(
+                    "runtime.time_zone = {name:?}: not a time zone; give an IANA name such as \"UTC\" or \"Europe/Berlin\""
+                ))
+            })?,
+        };
+        let service = resolve_service(raw.service.unwrap_or_default()).map_err(invalid)?;
+        let network = resolve_network(raw.network.unwrap_or_default()).map_err(invalid)?;
         let download_retries = raw.runtime.download_retries.unwrap_or(3);
         if download_retries > 10 {
             return Err(invalid(format!(
@@ -476,8 +540,65 @@ impl AgentConfig {
             shutdown_grace,
             outbox_max_bytes,
             policy,
+            time_zone,
+            service,
+            network,
         })
     }
+}
+
+fn resolve_service(raw: RawService) -> Result<ServiceSettings, String> {
+    let metrics_listen = raw
+        .metrics_listen
+        .map(|text| {
+            text.parse::<std::net::SocketAddr>().map_err(|_| {
+                format!(
+                    "service.metrics_listen = {text:?}: give an address and port, such as \"127.0.0.1:9464\""
+                )
+            })
+        })
+        .transpose()?;
+    if let Some(level) = &raw.log_level {
+        tracing_subscriber::EnvFilter::builder()
+            .parse(level)
+            .map_err(|e| {
+                format!(
+                    "service.log_level = {level:?}: {e}; use a level (error, warn, info, debug, trace) or directives such as \"info,assessment_runtime=debug\""
+                )
+            })?;
+    }
+    Ok(ServiceSettings {
+        metrics_listen,
+        log_level: raw.log_level,
+    })
+}
+
+fn resolve_network(raw: RawNetwork) -> Result<NetworkSettings, String> {
+    if let Some(path) = &raw.ca_bundle
+        && !path.is_absolute()
+    {
+        return Err(format!(
+            "network.ca_bundle = {path:?}: must be an absolute path"
+        ));
+    }
+    if let Some(proxy) = &raw.proxy {
+        let scheme = proxy.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("http" | "https")) || reqwest::Proxy::all(proxy).is_err() {
+            return Err(format!(
+                "network.proxy = {proxy:?}: give the proxy's URL, such as \"http://proxy.example:3128\""
+            ));
+        }
+    }
+    let defaults = NetworkSettings::default();
+    Ok(NetworkSettings {
+        system_roots: raw.system_roots.unwrap_or(defaults.system_roots),
+        control_plane_system_roots: raw
+            .control_plane_system_roots
+            .unwrap_or(defaults.control_plane_system_roots),
+        ca_bundle: raw.ca_bundle,
+        proxy: raw.proxy,
+        no_proxy: raw.no_proxy,
+    })
 }
 
 fn resolve_policy(raw: RawPolicy) -> Result<LocalPolicy, String> {
@@ -1109,6 +1230,78 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("HTTPS"), "{e}");
+    }
+
+    #[test]
+    fn the_service_network_and_time_zone_settings_load_and_name_their_errors() {
+        let c = parse(
+            "[runtime]\ntime_zone = \"Europe/Berlin\"\n[service]\nmetrics_listen = \"127.0.0.1:9464\"\nlog_level = \"warn,assessment_runtime=debug\"\n[network]\nsystem_roots = false\nca_bundle = \"/etc/ssl/extra.pem\"\nproxy = \"http://proxy.example:3128\"\nno_proxy = [\".internal\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.time_zone, chrono_tz::Europe::Berlin);
+        assert_eq!(
+            c.service.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(
+            c.service.log_level.as_deref(),
+            Some("warn,assessment_runtime=debug")
+        );
+        assert!(!c.network.system_roots && !c.network.control_plane_system_roots);
+        assert_eq!(
+            c.network.ca_bundle.as_deref(),
+            Some(Path::new("/etc/ssl/extra.pem"))
+        );
+        assert_eq!(c.network.no_proxy, Some(vec![".internal".to_string()]));
+        // Defaults: UTC, nothing served, the OS store trusted for registries.
+        let d = parse("").unwrap();
+        assert_eq!(d.time_zone, chrono_tz::UTC);
+        assert_eq!(d.service, ServiceSettings::default());
+        assert!(d.network.system_roots && d.network.proxy.is_none());
+        for (text, expected) in [
+            (
+                "[runtime]\ntime_zone = \"Mars/Olympus\"",
+                "runtime.time_zone",
+            ),
+            (
+                "[service]\nmetrics_listen = \"localhost\"",
+                "service.metrics_listen",
+            ),
+            ("[service]\nlog_level = \"info,=[\"", "service.log_level"),
+            ("[network]\nca_bundle = \"extra.pem\"", "network.ca_bundle"),
+            ("[network]\nproxy = \"proxy:3128\"", "network.proxy"),
+            (
+                "[network]\nproxie = \"http://p:1\"",
+                "unknown field `proxie`",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_control_plane_cannot_set_the_machines_own_sections() {
+        let mut local = local_with_policy("");
+        local.service.metrics_listen = Some("127.0.0.1:9464".parse().unwrap());
+        let doc = serde_json::json!({
+            "service": { "metrics_listen": "0.0.0.0:9464" },
+            "network": { "proxy": "http://evil.example:8080" }
+        });
+        let e = AgentConfig::from_remote(&doc, &local)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("service: the metrics listener") && e.contains("network: trust roots"),
+            "{e}"
+        );
+        // A document without them keeps the local file's, and may set the
+        // time zone of its schedules.
+        let doc = serde_json::json!({ "runtime": { "time_zone": "Asia/Tokyo" } });
+        let c = AgentConfig::from_remote(&doc, &local).unwrap();
+        assert_eq!(c.service, local.service);
+        assert_eq!(c.network, local.network);
+        assert_eq!(c.time_zone, chrono_tz::Asia::Tokyo);
     }
 
     #[test]

@@ -253,6 +253,7 @@ fn jobs_for(
                 name: spec.instance.clone(),
                 schedule,
                 jitter,
+                time_zone: config.time_zone,
                 task: Arc::new(move || {
                     Box::pin(run_and_record(shared.clone(), loader.clone(), spec.clone()))
                 }),

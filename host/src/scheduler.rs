@@ -82,10 +82,12 @@ pub async fn run_once(runtime: &Arc<Runtime>, config: &AgentConfig) -> RunReport
 }
 
 /// When a schedule next fires after `now`, plus a random delay of up to
-/// `jitter` (spreads the load of many runtimes on one control plane).
+/// `jitter` (spreads the load of many runtimes on one control plane). Cron
+/// expressions are read as wall-clock times in `time_zone`.
 pub fn next_fire(
     schedule: &Schedule,
     now: chrono::DateTime<chrono::Utc>,
+    time_zone: chrono_tz::Tz,
     jitter: Duration,
 ) -> Result<chrono::DateTime<chrono::Utc>, String> {
     let base = match schedule {
@@ -94,8 +96,9 @@ pub fn next_fire(
                 .map_err(|e| format!("interval out of range: {e}"))?
         }
         Schedule::Cron(cron) => cron
-            .find_next_occurrence(&now, false)
-            .map_err(|e| format!("no next occurrence: {e}"))?,
+            .find_next_occurrence(&now.with_timezone(&time_zone), false)
+            .map_err(|e| format!("no next occurrence: {e}"))?
+            .with_timezone(&chrono::Utc),
     };
     let jitter_ms = u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX);
     let extra = if jitter_ms == 0 {
@@ -115,6 +118,8 @@ pub struct ScheduledJob {
     pub schedule: Schedule,
     /// Up to this much random delay is added to every run.
     pub jitter: Duration,
+    /// The time zone of a cron schedule.
+    pub time_zone: chrono_tz::Tz,
     /// One run.
     pub task: Arc<dyn Fn() -> BoxFuture + Send + Sync>,
 }
@@ -160,13 +165,13 @@ pub async fn run_schedules(
     // below, which is what makes the overlap check race-free.
     for (index, job) in jobs.iter().enumerate() {
         let schedule = job.schedule.clone();
-        let jitter = job.jitter;
+        let (jitter, time_zone) = (job.jitter, job.time_zone);
         let due_tx = due_tx.clone();
         let name = job.name.clone();
         timers.spawn(async move {
             loop {
                 let now = chrono::Utc::now();
-                let delay = match next_fire(&schedule, now, jitter) {
+                let delay = match next_fire(&schedule, now, time_zone, jitter) {
                     Ok(at) => (at - now).to_std().unwrap_or(Duration::ZERO),
                     Err(e) => {
                         tracing::error!(job = %name, "schedule stopped: {e}");
@@ -231,6 +236,7 @@ pub async fn run_schedules(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono_tz::UTC;
     use std::str::FromStr;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -241,16 +247,46 @@ mod tests {
             .with_timezone(&chrono::Utc);
         let every = Schedule::Every(Duration::from_secs(3600));
         assert_eq!(
-            next_fire(&every, now, Duration::ZERO).unwrap().to_rfc3339(),
+            next_fire(&every, now, UTC, Duration::ZERO)
+                .unwrap()
+                .to_rfc3339(),
             "2026-11-25T11:17:00+00:00"
         );
         let cron = Schedule::Cron(Box::new(croner::Cron::from_str("0 3 * * *").unwrap()));
         assert_eq!(
-            next_fire(&cron, now, Duration::ZERO).unwrap().to_rfc3339(),
+            next_fire(&cron, now, UTC, Duration::ZERO)
+                .unwrap()
+                .to_rfc3339(),
             "2026-11-26T03:00:00+00:00"
         );
+        // 03:00 in Berlin is 02:00 UTC in winter; in New York (UTC-5),
+        // 08:00 UTC, still today.
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        assert_eq!(
+            next_fire(&cron, now, berlin, Duration::ZERO)
+                .unwrap()
+                .to_rfc3339(),
+            "2026-11-26T02:00:00+00:00"
+        );
+        let new_york: chrono_tz::Tz = "America/New_York".parse().unwrap();
+        assert_eq!(
+            next_fire(&cron, now, new_york, Duration::ZERO)
+                .unwrap()
+                .to_rfc3339(),
+            "2026-11-26T08:00:00+00:00"
+        );
+        // Summer time: 03:00 in Berlin is 01:00 UTC.
+        let july = chrono::DateTime::parse_from_rfc3339("2026-07-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            next_fire(&cron, july, berlin, Duration::ZERO)
+                .unwrap()
+                .to_rfc3339(),
+            "2026-07-02T01:00:00+00:00"
+        );
         for _ in 0..50 {
-            let t = next_fire(&every, now, Duration::from_secs(60)).unwrap();
+            let t = next_fire(&every, now, UTC, Duration::from_secs(60)).unwrap();
             let extra = (t - now).num_seconds() - 3600;
             assert!((0..60).contains(&extra), "{extra}");
         }
@@ -266,6 +302,7 @@ mod tests {
             name: name.to_string(),
             schedule: Schedule::Every(every),
             jitter: Duration::ZERO,
+            time_zone: chrono_tz::UTC,
             task: Arc::new(move || {
                 let counter = counter.clone();
                 Box::pin(async move {
@@ -347,6 +384,7 @@ mod tests {
                     name: format!("j{i}"),
                     schedule: Schedule::Every(Duration::from_secs(10)),
                     jitter: Duration::ZERO,
+                    time_zone: UTC,
                     task: Arc::new(move || {
                         let active = active.clone();
                         let peak = peak.clone();

@@ -25,6 +25,73 @@ pub struct RawConfig {
     /// runtime's own file).
     #[serde(default)]
     pub policy: Option<RawPolicy>,
+    /// `[service]`: the daemon as a service on this machine (metrics
+    /// listener, log level; only in the runtime's own file).
+    #[serde(default)]
+    pub service: Option<RawService>,
+    /// `[network]`: how this machine reaches registries and the control
+    /// plane (trust roots, proxy; only in the runtime's own file).
+    #[serde(default)]
+    pub network: Option<RawNetwork>,
+}
+
+impl RawConfig {
+    /// The sections present that only the runtime's own file may set: a
+    /// document from the control plane carrying one is refused whole.
+    pub fn machine_only_sections(&self) -> Vec<&'static str> {
+        let mut present = Vec::new();
+        if self.policy.is_some() {
+            present.push("policy");
+        }
+        if self.service.is_some() {
+            present.push("service");
+        }
+        if self.network.is_some() {
+            present.push("network");
+        }
+        present
+    }
+}
+
+/// `[service]`: the daemon as a service.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// Where the daemon serves `/metrics`, `/healthz` and `/readyz` over
+    /// plain HTTP (`"127.0.0.1:9464"`); nothing is served when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+    /// The log filter (`"info"`, `"debug"`, `"info,assessment_runtime=debug"`);
+    /// the `ASSESSMENT_RUNTIME_LOG` environment variable overrides it.
+    #[serde(default)]
+    pub log_level: Option<String>,
+}
+
+/// `[network]`: trust roots and proxy for registries and the control plane.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    /// Registry downloads trust the operating system's certificate store
+    /// (default true), besides the roots built into the runtime.
+    #[serde(default)]
+    pub system_roots: Option<bool>,
+    /// The control plane is trusted through the operating system's store
+    /// too, not only through the CA it was enrolled with (default false:
+    /// for a control plane behind a gateway with an enterprise certificate).
+    #[serde(default)]
+    pub control_plane_system_roots: Option<bool>,
+    /// Extra trusted CA certificates (a PEM file), for registries and the
+    /// control plane.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// An HTTP(S) proxy for every request (`"http://proxy:3128"`); without
+    /// it, `HTTPS_PROXY`, `HTTP_PROXY` and `ALL_PROXY` apply.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// Hosts reached without the proxy (`"internal.example"`,
+    /// `".example.com"`, `"10.0.0.0/8"`); without it, `NO_PROXY` applies.
+    #[serde(default)]
+    pub no_proxy: Option<Vec<String>>,
 }
 
 /// `[policy]`: what remote configuration may do at most. Its grant keys
@@ -100,6 +167,10 @@ pub struct RawRuntime {
     /// MiB the results outbox may hold.
     #[serde(default)]
     pub outbox_max_mib: Option<u64>,
+    /// The time zone of cron schedules (an IANA name, `"Europe/Berlin"`;
+    /// default `"UTC"`).
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 impl Default for RawRuntime {
@@ -116,6 +187,7 @@ impl Default for RawRuntime {
             config_poll_interval: None,
             shutdown_grace: None,
             outbox_max_mib: None,
+            time_zone: None,
         }
     }
 }

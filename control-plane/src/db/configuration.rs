@@ -25,12 +25,17 @@ fn canonical_document(document: &Value) -> Result<(String, String), StoreError> 
     let raw = from_json::<RawConfig>(document)
         .map_err(|e| StoreError::Invalid(format!("invalid configuration document: {e}")))?;
     // Every runtime refuses a document that carries a policy (the ceiling
-    // on remote configuration is its own file's): better refused here than
-    // by the whole fleet.
-    if raw.policy.is_some() {
-        return Err(StoreError::Invalid(
-            "invalid configuration document: policy: the ceiling on remote configuration is set only in each runtime's own agent.toml; remove `policy`".to_string(),
-        ));
+    // on remote configuration is its own file's) or another section of the
+    // machine's own: better refused here than by the whole fleet.
+    if let Some(section) = raw.machine_only_sections().first() {
+        let what = match *section {
+            "policy" => "the ceiling on remote configuration is",
+            "service" => "the metrics listener and log level are",
+            _ => "trust roots and proxies are",
+        };
+        return Err(StoreError::Invalid(format!(
+            "invalid configuration document: {section}: {what} set only in each runtime's own agent.toml; remove `{section}`"
+        )));
     }
     let bytes = canonical_bytes(document)?;
     let etag = strong_etag(&bytes);
