@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use chrono::Utc;
 
 use crate::error::ApiError;
-use crate::guard::Principal;
+use crate::guard::{AuthFailure, Principal};
 use crate::model::RuntimeIdentity;
 use crate::state::{AppState, peer_address};
 use crate::tls::TlsPeer;
@@ -46,10 +46,7 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let source = peer_address(&parts.extensions);
         let Some(token) = bearer_token(parts) else {
-            state
-                .guards
-                .auth_failures
-                .failed(source, Principal::Admin, "no bearer token");
+            state.authentication_failed(source, Principal::Admin, AuthFailure::NoBearerToken);
             return Err(ApiError::unauthorized(
                 "missing bearer token: send Authorization: Bearer <admin token>",
             ));
@@ -57,10 +54,7 @@ impl FromRequestParts<AppState> for Admin {
         if state.config.is_admin_token(token) {
             Ok(Admin)
         } else {
-            state
-                .guards
-                .auth_failures
-                .failed(source, Principal::Admin, "wrong admin token");
+            state.authentication_failed(source, Principal::Admin, AuthFailure::WrongAdminToken);
             Err(ApiError::unauthorized("invalid admin token"))
         }
     }
@@ -86,10 +80,10 @@ impl FromRequestParts<AppState> for ClientCertificate {
         match presented {
             Some(sha256) => Ok(ClientCertificate(Some(sha256))),
             None => {
-                state.guards.auth_failures.failed(
+                state.authentication_failed(
                     peer_address(&parts.extensions),
                     Principal::Runtime,
-                    "no client certificate",
+                    AuthFailure::NoClientCertificate,
                 );
                 Err(ApiError::unauthorized(
                     "this control plane uses mutual TLS: connect with the client certificate issued at enrollment",
@@ -110,10 +104,7 @@ impl FromRequestParts<AppState> for Runtime {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let source = peer_address(&parts.extensions);
         let Some(token) = bearer_token(parts) else {
-            state
-                .guards
-                .auth_failures
-                .failed(source, Principal::Runtime, "no bearer token");
+            state.authentication_failed(source, Principal::Runtime, AuthFailure::NoBearerToken);
             return Err(ApiError::unauthorized(
                 "missing bearer token: get one from /api/auth/token",
             ));
@@ -126,10 +117,10 @@ impl FromRequestParts<AppState> for Runtime {
             .call(move |db| db.authenticate(&token, certificate.as_deref(), Utc::now()))
             .await?;
         identity.map(Runtime).ok_or_else(|| {
-            state.guards.auth_failures.failed(
+            state.authentication_failed(
                 source,
                 Principal::Runtime,
-                "unknown, expired or revoked access token, or another client certificate",
+                AuthFailure::InvalidAccessToken,
             );
             ApiError::unauthorized(
                 "the access token is unknown or expired, was issued for another client certificate, or the runtime is revoked",

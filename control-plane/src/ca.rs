@@ -90,6 +90,8 @@ pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
     cert_der: CertificateDer<'static>,
+    /// The end of the CA certificate's validity, Unix seconds.
+    not_after: i64,
     client_validity: Duration,
 }
 
@@ -151,7 +153,7 @@ impl CertificateAuthority {
         let key = KeyPair::from_pem(&read(CA_KEY_FILE)?)
             .map_err(|e| corrupt(format!("{CA_KEY_FILE}: {e}")))?;
         let cert_der = pem_certificate(&cert_pem).map_err(corrupt)?;
-        let public_key = x509_public_key(&cert_der).map_err(corrupt)?;
+        let (public_key, not_after) = x509_key_and_end(&cert_der).map_err(corrupt)?;
         if public_key != key.public_key_raw() {
             return Err(corrupt(format!(
                 "{CA_KEY_FILE} is not the key of {CA_CERT_FILE}"
@@ -163,6 +165,7 @@ impl CertificateAuthority {
             issuer,
             cert_pem,
             cert_der,
+            not_after,
             client_validity: DEFAULT_CLIENT_VALIDITY,
         })
     }
@@ -181,6 +184,12 @@ impl CertificateAuthority {
     /// The CA certificate, DER.
     pub fn certificate_der(&self) -> &CertificateDer<'static> {
         &self.cert_der
+    }
+
+    /// When the CA certificate expires, in Unix seconds: every certificate
+    /// it issued stops being trusted then.
+    pub fn not_after(&self) -> i64 {
+        self.not_after
     }
 
     /// The CA certificate's SHA-256 (hex), for operators to compare.
@@ -270,12 +279,16 @@ pub fn pem_certificate(pem: &str) -> Result<CertificateDer<'static>, String> {
         .map_err(|e| format!("not a PEM certificate: {e}"))
 }
 
-/// The subject public key bits of a DER certificate.
-fn x509_public_key(der: &[u8]) -> Result<Vec<u8>, String> {
+/// The subject public key bits of a DER certificate, and the end of its
+/// validity (Unix seconds).
+fn x509_key_and_end(der: &[u8]) -> Result<(Vec<u8>, i64), String> {
     use x509_parser::prelude::FromDer;
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
         .map_err(|e| format!("unreadable certificate: {e}"))?;
-    Ok(cert.public_key().subject_public_key.data.to_vec())
+    Ok((
+        cert.public_key().subject_public_key.data.to_vec(),
+        cert.validity().not_after.timestamp(),
+    ))
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), CaError> {
@@ -367,6 +380,9 @@ mod tests {
         let first = CertificateAuthority::load_or_create(&ca_dir).unwrap();
         let again = CertificateAuthority::load_or_create(&ca_dir).unwrap();
         assert_eq!(first.sha256(), again.sha256());
+        assert_eq!(first.not_after(), again.not_after());
+        let ten_years = OffsetDateTime::now_utc() + CA_VALIDITY;
+        assert!((first.not_after() - ten_years.unix_timestamp()).abs() < 60);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

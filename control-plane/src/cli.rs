@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::admin::DEFAULT_ENROLLMENT_TTL;
@@ -17,7 +17,9 @@ use crate::ca::{CA_CERT_FILE, CertificateAuthority};
 use crate::config::{DEFAULT_STALE_AFTER, DEFAULT_TOKEN_TTL, Limits, ServerConfig};
 use crate::db::{Db, Store};
 use crate::model::{DEFAULT_GROUP, EvidenceFilter, MAX_PAGE_SIZE};
-use crate::server::{ConnectionLimits, serve_with, shutdown_signal};
+use crate::server::{
+    ConnectionLimits, OPERATIONS_MAX_CONNECTIONS, serve_operations, serve_with, shutdown_signal,
+};
 use crate::state::AppState;
 use crate::tls::server_config;
 
@@ -28,16 +30,88 @@ pub struct Cli {
     /// The SQLite database file (created, with its schema, if missing).
     #[arg(long, global = true, env = "ACP_DATABASE", value_name = "PATH")]
     pub database: Option<PathBuf>,
+    /// What is logged: a level (error, warn, info, debug, trace) or
+    /// directives such as `info,assessment_control_plane=debug`. `RUST_LOG`,
+    /// when set, takes precedence (as before this option existed).
+    #[arg(
+        long,
+        global = true,
+        env = "ACP_LOG_LEVEL",
+        default_value = DEFAULT_LOG_LEVEL,
+        value_parser = parse_log_filter
+    )]
+    pub log_level: String,
+    /// The log format on stderr: `text`, or `json` (one object per line,
+    /// the event's message and fields as top-level keys).
+    #[arg(
+        long,
+        global = true,
+        env = "ACP_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The log level when neither `--log-level` nor `RUST_LOG` sets one.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// How log events are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
+}
+
+/// Checks a log filter (the value of `--log-level`).
+fn parse_log_filter(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map(|_| text.to_string())
+        .map_err(|e| {
+            format!(
+                "{e}; use a level (error, warn, info, debug, trace) or directives such as \"info,assessment_control_plane=debug\""
+            )
+        })
+}
+
+/// Installs the process's logger on stderr: the filter of `RUST_LOG` when
+/// it is set and valid, else `level`; JSON events are flattened (`message`
+/// and the event's fields are top-level keys, `span` the innermost span).
+pub fn init_logging(level: &str, format: LogFormat) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .and_then(|value| tracing_subscriber::EnvFilter::builder().parse(value).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::builder().parse(level).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_LEVEL));
+    // Colour codes only for a terminal: a log file or a journal gets plain
+    // lines.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Enrollment tokens.
     #[command(subcommand)]
     EnrollmentToken(EnrollmentTokenCommand),
@@ -79,6 +153,12 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
+    /// Also serve `/metrics` (Prometheus), `/healthz` and `/readyz` over
+    /// plain HTTP on this address, e.g. `127.0.0.1:9465`; off by default.
+    /// It shows counts, never evidence or secrets, but keep it off public
+    /// networks.
+    #[arg(long, env = "ACP_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The admin API's bearer token (at least 16 characters); prefer the
     /// environment variable, which other users cannot see in `ps`.
     #[arg(long, env = "ACP_ADMIN_TOKEN", hide_env_values = true)]
@@ -251,7 +331,7 @@ pub enum EvidenceCommand {
 /// Runs a command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => run_serve(cli.database, args),
+        Command::Serve(args) => run_serve(cli.database, *args),
         Command::EnrollmentToken(EnrollmentTokenCommand::Create { group, ttl }) => {
             let mut db = open(cli.database)?;
             let token = db.create_enrollment_token(&group, ttl, Utc::now())?;
@@ -415,27 +495,64 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr().context("no local address")?;
-        let state = AppState::new(store, config);
-        match tls {
+        let operations = match args.metrics_listen {
+            Some(metrics) => Some(
+                tokio::net::TcpListener::bind(metrics)
+                    .await
+                    .with_context(|| format!("cannot listen on {metrics} (--metrics-listen)"))?,
+            ),
+            None => None,
+        };
+        let mut state = AppState::new(store, config);
+        let scheme = match tls {
             Some((ca, server_config)) => {
-                tracing::info!(%address, database = %path.display(), "control plane listening (https)");
-                serve_with(
-                    listener,
-                    Some(server_config),
-                    state.with_ca(ca),
-                    connection_limits,
-                    shutdown_signal(),
-                )
-                .await
-                .context("the HTTPS server failed")?;
+                state = state.with_ca(ca);
+                Some(server_config)
             }
             None => {
                 tracing::warn!("serving plain HTTP (--dev-plain-http): for local development only");
-                tracing::info!(%address, database = %path.display(), "control plane listening (http)");
-                serve_with(listener, None, state, connection_limits, shutdown_signal())
-                    .await
-                    .context("the HTTP server failed")?;
+                None
             }
+        };
+        // One signal stops both listeners.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let stopping = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }
+        };
+        let operations = match operations {
+            Some(listener) => {
+                let metrics_address = listener.local_addr().context("no local address")?;
+                tracing::info!(address = %metrics_address, "metrics listening (http): /metrics, /healthz, /readyz");
+                let limits = ConnectionLimits {
+                    max_connections: OPERATIONS_MAX_CONNECTIONS,
+                    ..connection_limits
+                };
+                Some(tokio::spawn(serve_operations(
+                    listener,
+                    state.clone(),
+                    limits,
+                    stopping(),
+                )))
+            }
+            None => None,
+        };
+        let kind = if scheme.is_some() { "https" } else { "http" };
+        tracing::info!(%address, database = %path.display(), "control plane listening ({kind})");
+        serve_with(listener, scheme, state, connection_limits, stopping())
+            .await
+            .with_context(|| format!("the {} server failed", kind.to_uppercase()))?;
+        if let Some(operations) = operations {
+            operations
+                .await
+                .context("the metrics server panicked")?
+                .context("the metrics server failed")?;
         }
         tracing::info!("control plane stopped");
         Ok(())

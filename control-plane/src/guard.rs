@@ -109,6 +109,56 @@ impl Principal {
     }
 }
 
+/// Why an authentication failed: the `reason` of its log line and of the
+/// failure metric (a closed set, so the metric's labels stay bounded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthFailure {
+    /// No `Authorization: Bearer` header.
+    NoBearerToken,
+    /// A bearer token that is not the admin token.
+    WrongAdminToken,
+    /// A runtime request over mutual TLS without a client certificate.
+    NoClientCertificate,
+    /// An access token that is unknown, expired, revoked or bound to
+    /// another client certificate.
+    InvalidAccessToken,
+    /// Wrong client credentials at the token endpoint (or another client
+    /// certificate, or a revoked runtime).
+    InvalidClientCredentials,
+    /// An enrollment token that is unknown, used or expired.
+    InvalidEnrollmentToken,
+}
+
+impl AuthFailure {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoBearerToken => "no_bearer_token",
+            Self::WrongAdminToken => "wrong_admin_token",
+            Self::NoClientCertificate => "no_client_certificate",
+            Self::InvalidAccessToken => "invalid_access_token",
+            Self::InvalidClientCredentials => "invalid_client_credentials",
+            Self::InvalidEnrollmentToken => "invalid_enrollment_token",
+        }
+    }
+
+    /// The text written in the log.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::NoBearerToken => "no bearer token",
+            Self::WrongAdminToken => "wrong admin token",
+            Self::NoClientCertificate => "no client certificate",
+            Self::InvalidAccessToken => {
+                "unknown, expired or revoked access token, or another client certificate"
+            }
+            Self::InvalidClientCredentials => {
+                "wrong client credentials, another client certificate, or a revoked runtime"
+            }
+            Self::InvalidEnrollmentToken => "unknown, used or expired enrollment token",
+        }
+    }
+}
+
 /// Logs failed authentications (with the source address) at warn level,
 /// at most `per_minute` lines a minute; the lines dropped in between are
 /// counted in the next line that is written.
@@ -172,11 +222,12 @@ impl AuthFailureLog {
 
     /// Logs that `source` failed to authenticate as `what` because of
     /// `reason` (unless the log is over its rate).
-    pub fn failed(&self, source: Option<SocketAddr>, what: Principal, reason: &str) {
+    pub fn failed(&self, source: Option<SocketAddr>, what: Principal, reason: AuthFailure) {
         let Some(suppressed) = self.admit(Instant::now()) else {
             return;
         };
         let what = what.as_str();
+        let reason = reason.message();
         let source = source.map_or_else(|| "unknown".to_string(), |s| s.to_string());
         if suppressed > 0 {
             tracing::warn!(%source, what, reason, suppressed, "authentication failed (and {suppressed} more not logged)");

@@ -8,7 +8,8 @@
 //!
 //! Layering (a module uses only modules below it, so there are no cycles),
 //! from the bottom: `error`, `secrets`, `canonical`, `config`, `model`,
-//! `guard`, `ca`, `tls` (types, checks and crypto, no HTTP state); `db` (the
+//! `guard`, `metrics`, `ca`, `tls` (types, checks and crypto, no HTTP
+//! state; `metrics` holds the Prometheus registry); `db` (the
 //! store); `state` (what handlers share: [`AppState`], the source address);
 //! `auth` (extractors: who is calling); `admin` (the admin routes); `api`
 //! (the runtime handlers and the router, which merges the admin routes);
@@ -26,6 +27,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod guard;
+pub mod metrics;
 pub mod model;
 pub mod secrets;
 pub mod server;
@@ -36,7 +38,7 @@ pub use api::router;
 pub use config::ServerConfig;
 pub use db::{Db, Store};
 pub use error::{ApiError, StoreError};
-pub use server::{serve, serve_tls};
+pub use server::{serve, serve_operations, serve_tls};
 pub use state::AppState;
 
 #[cfg(test)]
@@ -51,6 +53,7 @@ mod tests {
         "config",
         "model",
         "guard",
+        "metrics",
         "ca",
         "tls",
         "db",

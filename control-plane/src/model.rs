@@ -146,6 +146,19 @@ pub struct RuntimeSummary {
     pub own_config: bool,
 }
 
+/// Counts the metrics read from the store at each scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Enrolled runtimes that are not revoked.
+    pub runtimes: u64,
+    /// Of those, the stale ones (as in [`RuntimeSummary::stale`]).
+    pub stale_runtimes: u64,
+    /// Revoked runtimes.
+    pub revoked_runtimes: u64,
+    /// The size of the database (its pages), in bytes.
+    pub database_bytes: u64,
+}
+
 /// The result of assigning a configuration document to a group or to one
 /// runtime.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,7 +31,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::router;
+use crate::api::{operations, router};
 use crate::ca::certificate_sha256;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -39,6 +39,9 @@ use crate::tls::TlsPeer;
 
 /// Default most connections open at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The most connections open at once on the operations listener: scrapers
+/// and probes need few, and they must not take the API's file descriptors.
+pub const OPERATIONS_MAX_CONNECTIONS: usize = 64;
 /// Default longest TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default longest time to send a request's headers.
@@ -140,10 +143,32 @@ pub async fn serve_with(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_router(listener, tls, router(state), limits, shutdown).await
+}
+
+/// Serves the operations routes (`/metrics`, `/healthz`, `/readyz`, see
+/// [`crate::api::operations`]) of `state` on `listener` over plain HTTP,
+/// within `limits`, until `shutdown` completes.
+pub async fn serve_operations(
+    listener: TcpListener,
+    state: AppState,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_router(listener, None, operations::router(state), limits, shutdown).await
+}
+
+/// Serves `router` on `listener` (see [`serve_with`]).
+async fn serve_router(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     limits
         .validate()
         .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
-    let router = router(state);
     let acceptor = tls.map(TlsAcceptor::from);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();

@@ -1,6 +1,6 @@
 //! What every handler shares: the application state (store, settings,
-//! CA, guards) and the request's source address. It depends on no HTTP
-//! layer above it (`auth`, `api`, `admin`), so all of them can use it.
+//! CA, guards, metrics) and the request's source address. It depends on no
+//! HTTP layer above it (`auth`, `api`, `admin`), so all of them can use it.
 
 use std::sync::Arc;
 
@@ -10,7 +10,8 @@ use crate::ca::CertificateAuthority;
 use crate::config::ServerConfig;
 use crate::db::Store;
 use crate::error::ApiError;
-use crate::guard::{AuthFailureLog, RateLimiter};
+use crate::guard::{AuthFailure, AuthFailureLog, Principal, RateLimiter};
+use crate::metrics::Metrics;
 use crate::model::{RecordRules, RuntimeIdentity};
 use crate::tls::TlsPeer;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub ca: Option<Arc<CertificateAuthority>>,
     /// Rate limits and the failed-authentication log.
     pub guards: Arc<Guards>,
+    /// The metrics the handlers record into and `/metrics` serves.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -53,7 +56,20 @@ impl AppState {
             config: Arc::new(config),
             ca: None,
             guards: Arc::new(guards),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Records that `source` failed to authenticate as `principal`: counted
+    /// always, logged within the log's rate.
+    pub fn authentication_failed(
+        &self,
+        source: Option<std::net::SocketAddr>,
+        principal: Principal,
+        reason: AuthFailure,
+    ) {
+        self.metrics.authentication_failed(principal, reason);
+        self.guards.auth_failures.failed(source, principal, reason);
     }
 
     /// What the evidence records of `runtime` are checked against.
@@ -66,6 +82,7 @@ impl AppState {
 
     /// The same state for mutual TLS with `ca`.
     pub fn with_ca(self, ca: Arc<CertificateAuthority>) -> Self {
+        self.metrics.ca_certificate(&ca.sha256(), ca.not_after());
         Self {
             ca: Some(ca),
             ..self

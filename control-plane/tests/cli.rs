@@ -418,3 +418,73 @@ async fn the_database_and_the_ca_key_are_private() {
     assert_eq!(mode(&db), 0o600);
     assert_eq!(mode(&dir.path().join("ca").join("ca.key")), 0o600);
 }
+
+#[tokio::test]
+async fn serve_logs_json_lines_and_serves_metrics_on_its_own_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cp.db");
+    let mut server = command(Some(&db))
+        .env_remove("RUST_LOG")
+        .args([
+            "--log-format",
+            "json",
+            "--log-level",
+            "info",
+            "serve",
+            "--dev-plain-http",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .env("ACP_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    // One JSON object per line, the message and fields as top-level keys.
+    let (api, metrics) = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut metrics = None;
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let event: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            let message = event["message"].as_str().unwrap();
+            let address = event["address"].as_str().map(str::to_string);
+            if message.starts_with("metrics listening") {
+                metrics = address;
+            } else if message.starts_with("control plane listening") {
+                return (
+                    address.unwrap(),
+                    metrics.expect("the metrics listener is logged first"),
+                );
+            }
+        }
+        panic!("the server exited before listening");
+    })
+    .await
+    .unwrap();
+    assert_ne!(api, metrics);
+    for path in ["/healthz", "/readyz"] {
+        let response = reqwest::get(format!("http://{metrics}{path}"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("assessment_control_plane_runtimes 0\n"),
+        "{text}"
+    );
+    let response = reqwest::get(format!("http://{api}/metrics")).await.unwrap();
+    assert_eq!(response.status(), 404, "not on the API listener");
+    server.kill().await.unwrap();
+
+    // A log level that does not parse is refused before anything starts.
+    let (ok, _, stderr) = run(Some(&db), &["--log-level", "info,=[", "runtimes", "list"]).await;
+    assert!(!ok && stderr.contains("--log-level"), "{stderr}");
+}

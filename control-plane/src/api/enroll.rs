@@ -2,6 +2,8 @@
 //! id and client secret, and over mutual TLS a client certificate signed
 //! from its certificate signing request, with the CA to trust.
 
+use std::net::SocketAddr;
+
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -11,7 +13,8 @@ use serde::Deserialize;
 
 use crate::auth::Peer;
 use crate::error::{ApiError, StoreError};
-use crate::guard::Principal;
+use crate::guard::{AuthFailure, Principal};
+use crate::metrics::EnrollmentOutcome;
 use crate::model::Enrollment;
 use crate::state::AppState;
 
@@ -35,6 +38,21 @@ pub async fn enroll(
     Peer(source): Peer,
     body: Result<Json<EnrollRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Enrollment>), ApiError> {
+    let metrics = state.metrics.clone();
+    let answer = enroll_runtime(state, source, body).await;
+    metrics.enrollment(if answer.is_ok() {
+        EnrollmentOutcome::Succeeded
+    } else {
+        EnrollmentOutcome::Refused
+    });
+    answer
+}
+
+async fn enroll_runtime(
+    state: AppState,
+    source: Option<SocketAddr>,
+    body: Result<Json<EnrollRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Enrollment>), ApiError> {
     let Json(request) = body?;
     // Checked before the token is looked at, so a missing CSR spends none.
     let to_sign = state.csr_to_sign(request.csr)?;
@@ -51,10 +69,10 @@ pub async fn enroll(
         .await
         .inspect_err(|error| {
             if matches!(error, StoreError::InvalidEnrollmentToken) {
-                state.guards.auth_failures.failed(
+                state.authentication_failed(
                     source,
                     Principal::Enrollment,
-                    "unknown, used or expired enrollment token",
+                    AuthFailure::InvalidEnrollmentToken,
                 );
             }
         })?;

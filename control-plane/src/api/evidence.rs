@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::Runtime;
 use crate::error::{ApiError, StoreError};
-use crate::model::{BatchOutcome, MAX_BATCH_RECORDS, NewEvidence};
+use crate::model::{BatchOutcome, MAX_BATCH_RECORDS, NewEvidence, RuntimeIdentity};
 use crate::state::AppState;
 
 /// Stores one `EvidenceCreateRequest` under a generated idempotency key:
@@ -20,6 +20,20 @@ use crate::state::AppState;
 pub async fn create(
     Runtime(runtime): Runtime,
     State(state): State<AppState>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let metrics = state.metrics.clone();
+    let answer = store_one(runtime, state, body).await;
+    match &answer {
+        Ok(_) => metrics.evidence_stored(1, 0),
+        Err(error) => metrics.evidence_rejected(1, error.status),
+    }
+    answer
+}
+
+async fn store_one(
+    runtime: RuntimeIdentity,
+    state: AppState,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body?;
@@ -51,12 +65,30 @@ pub async fn batch(
     State(state): State<AppState>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<BatchOutcome>, ApiError> {
+    let metrics = state.metrics.clone();
+    // The records the request carries, once its body is read as records.
+    let mut received = 0;
+    let answer = store_batch(runtime, state, body, &mut received).await;
+    match &answer {
+        Ok(outcome) => metrics.evidence_stored(outcome.accepted, outcome.duplicates),
+        Err(error) => metrics.evidence_rejected(received, error.status),
+    }
+    answer.map(Json)
+}
+
+async fn store_batch(
+    runtime: RuntimeIdentity,
+    state: AppState,
+    body: Result<Json<Value>, JsonRejection>,
+    received: &mut usize,
+) -> Result<BatchOutcome, ApiError> {
     let Json(mut body) = body?;
     let Some(Value::Array(records)) = body.get_mut("records").map(Value::take) else {
         return Err(ApiError::bad_request(
             "the body must be {\"records\": [{\"idempotency_key\": ..., \"evidence\": {...}}]}",
         ));
     };
+    *received = records.len();
     if records.len() > MAX_BATCH_RECORDS {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -92,5 +124,5 @@ pub async fn batch(
         .call(move |db| db.store_evidence(runtime.id, &records, quota, Utc::now()))
         .await?;
     tracing::debug!(runtime_id = %runtime.id, accepted = outcome.accepted, duplicates = outcome.duplicates, "evidence batch");
-    Ok(Json(outcome))
+    Ok(outcome)
 }

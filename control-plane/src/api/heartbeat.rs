@@ -46,5 +46,6 @@ pub async fn heartbeat(
         .store
         .call(move |db| db.record_heartbeat(runtime.id, &body, Utc::now()))
         .await?;
+    state.metrics.heartbeat();
     Ok(StatusCode::CREATED)
 }

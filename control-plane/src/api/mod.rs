@@ -12,13 +12,14 @@ pub mod credentials;
 pub mod enroll;
 pub mod evidence;
 pub mod heartbeat;
+pub mod operations;
 pub mod token;
 
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
@@ -38,7 +39,8 @@ const MAX_ERROR_TEXT: usize = 4096;
 /// Request bodies are bounded (`Limits::max_body_bytes`, and
 /// `max_batch_bytes` for evidence batches); the unauthenticated routes are
 /// rate-limited per source address; every error answer, whichever layer
-/// makes it, has the JSON error shape.
+/// makes it, has the JSON error shape; every answer is counted in the
+/// metrics by its route template.
 pub fn router(state: AppState) -> Router {
     let limits = state.config.limits;
     let single_record = limits
@@ -46,7 +48,8 @@ pub fn router(state: AppState) -> Router {
         .max(limits.max_record_bytes.saturating_mul(2));
     let rate_limited = || from_fn_with_state(state.clone(), rate_limit);
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(operations::healthz))
+        .route("/readyz", get(operations::readyz))
         .route(
             "/v1/enroll",
             post(enroll::enroll).route_layer(rate_limited()),
@@ -77,7 +80,27 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .layer(map_response(json_errors))
+        .layer(from_fn_with_state(state.clone(), record_request))
         .with_state(state)
+}
+
+/// Counts a request and its duration in the metrics, by the route template
+/// it matched (the router has set it when a layer runs), never the raw path.
+async fn record_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string());
+    let response = next.run(request).await;
+    state.metrics.http_request(
+        &method,
+        route.as_deref(),
+        response.status(),
+        started.elapsed(),
+    );
+    response
 }
 
 /// Refuses a request with 429 when its source has sent too many to the
@@ -144,6 +167,7 @@ mod tests {
     /// Every route of [`super::router`] and the admin router, by path.
     const ROUTES: &[&str] = &[
         "/healthz",
+        "/readyz",
         "/v1/enroll",
         "/api/auth/token",
         "/v1/credentials/rotate",

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::auth::{ClientCertificate, Peer};
 use crate::error::{ApiError, StoreError};
-use crate::guard::Principal;
+use crate::guard::{AuthFailure, Principal};
 use crate::state::AppState;
 
 /// The form fields of a token request.
@@ -64,10 +64,10 @@ pub async fn token(
         .await
         .inspect_err(|error| {
             if matches!(error, StoreError::InvalidClient) {
-                state.guards.auth_failures.failed(
+                state.authentication_failed(
                     source,
                     Principal::Runtime,
-                    "wrong client credentials, another client certificate, or a revoked runtime",
+                    AuthFailure::InvalidClientCredentials,
                 );
             }
         })?;

@@ -31,6 +31,7 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::StoreError;
+use crate::model::StoreStats;
 
 pub use enrollment::MAX_ENROLLMENT_TTL;
 
@@ -175,6 +176,47 @@ impl Db {
             .conn
             .pragma_query_value(None, "user_version", |row| row.get(0))?)
     }
+
+    /// Whether the database can serve: it answers a query on a table the
+    /// API reads, and its schema is still the one this program knows (a
+    /// newer control plane may have migrated it since it was opened).
+    pub fn check_ready(&self) -> Result<(), StoreError> {
+        let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+        let found = self.schema_version()?;
+        if found > supported {
+            return Err(StoreError::SchemaTooNew { found, supported });
+        }
+        if found < supported {
+            return Err(StoreError::Inconsistent(format!(
+                "the schema version is {found}, not {supported}"
+            )));
+        }
+        self.conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM runtimes)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// What the metrics read from the store at a scrape: runtime counts and
+    /// the database's size (its page count times the page size, both kept in
+    /// the file's header, so cheap).
+    pub fn stats(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        stale_after: Duration,
+    ) -> Result<StoreStats, StoreError> {
+        let (runtimes, stale_runtimes, revoked_runtimes) = self.runtime_counts(now, stale_after)?;
+        let database_bytes: i64 = self.conn.query_row(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(StoreStats {
+            runtimes,
+            stale_runtimes,
+            revoked_runtimes,
+            database_bytes: u64::try_from(database_bytes).unwrap_or(0),
+        })
+    }
 }
 
 /// `duration` in the stored unit, milliseconds; saturating, so a huge TTL
@@ -308,6 +350,47 @@ mod tests {
                 supported
             } if supported == MIGRATIONS.len() as i64
         ));
+    }
+
+    #[test]
+    fn readiness_needs_the_known_schema() {
+        let db = Db::open_in_memory().unwrap();
+        db.check_ready().unwrap();
+        db.conn.pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(
+            db.check_ready().unwrap_err(),
+            StoreError::SchemaTooNew { found: 99, .. }
+        ));
+        db.conn.pragma_update(None, "user_version", 1).unwrap();
+        assert!(matches!(
+            db.check_ready().unwrap_err(),
+            StoreError::Inconsistent(_)
+        ));
+    }
+
+    #[test]
+    fn stats_count_runtimes_as_the_list_does() {
+        let mut db = Db::open_in_memory().unwrap();
+        let fresh = enrolled(&mut db, "g");
+        let fresh = Uuid::parse_str(&fresh.runtime_id).unwrap();
+        let _never = enrolled(&mut db, "g");
+        let revoked = enrolled(&mut db, "g");
+        db.record_heartbeat(fresh, &serde_json::json!({}), later(10))
+            .unwrap();
+        db.revoke_runtime(&revoked.runtime_id, later(20)).unwrap();
+        let stats = db.stats(later(30), MINUTE).unwrap();
+        assert_eq!(
+            (stats.runtimes, stats.stale_runtimes, stats.revoked_runtimes),
+            (2, 1, 1)
+        );
+        assert!(stats.database_bytes >= 4096, "{stats:?}");
+        let listed = db.list_runtimes(later(30), MINUTE).unwrap();
+        let stale = listed.iter().filter(|r| r.stale && !r.revoked).count();
+        assert_eq!(stale as u64, stats.stale_runtimes);
+        // Past the threshold the fresh one is stale too, as in the list.
+        let stats = db.stats(later(71), MINUTE).unwrap();
+        assert_eq!(stats.stale_runtimes, 2);
+        assert!(db.list_runtimes(later(71), MINUTE).unwrap()[0].stale);
     }
 
     #[tokio::test]

@@ -71,6 +71,27 @@ impl Db {
         Ok(runtimes)
     }
 
+    /// How many runtimes are enrolled and not revoked, how many of those are
+    /// stale (the rule of [`Db::list_runtimes`]) and how many are revoked:
+    /// one aggregate query, for the metrics.
+    pub fn runtime_counts(
+        &self,
+        now: DateTime<Utc>,
+        stale_after: Duration,
+    ) -> Result<(u64, u64, u64), StoreError> {
+        let counts: (i64, i64, i64) = self.conn.query_row(
+            "SELECT COUNT(*) FILTER (WHERE revoked_at IS NULL),
+                    COUNT(*) FILTER (WHERE revoked_at IS NULL
+                                     AND (last_heartbeat_at IS NULL OR ?1 - last_heartbeat_at > ?2)),
+                    COUNT(*) FILTER (WHERE revoked_at IS NOT NULL)
+             FROM runtimes",
+            params![to_millis(now), duration_millis(stale_after)],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok((count(counts.0), count(counts.1), count(counts.2)))
+    }
+
     /// Revokes a runtime: its access tokens are deleted and it can get no
     /// new ones. Revoking twice keeps the first revocation time.
     pub fn revoke_runtime(&mut self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use assessment_control_plane::ca::CertificateAuthority;
 use assessment_control_plane::config::Limits;
-use assessment_control_plane::server::{ConnectionLimits, serve_with};
+use assessment_control_plane::server::{ConnectionLimits, serve_operations, serve_with};
 use assessment_control_plane::tls::server_config;
 use assessment_control_plane::{AppState, ServerConfig, Store};
 use reqwest::{Client, RequestBuilder, StatusCode};
@@ -24,8 +24,13 @@ pub struct Server {
     pub database: PathBuf,
     /// The CA's certificate (PEM) when serving mutual TLS.
     pub ca_pem: Option<String>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    /// The operations listener (`/metrics`, `/healthz`, `/readyz`, plain
+    /// HTTP), when started with `Options::metrics`.
+    pub metrics_url: Option<String>,
+    /// The server's store.
+    pub store: Store,
+    shutdown: Vec<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -36,6 +41,8 @@ pub struct Options {
     pub token_ttl: Duration,
     pub limits: Limits,
     pub connections: ConnectionLimits,
+    /// Also serve the operations listener.
+    pub metrics: bool,
 }
 
 impl Default for Options {
@@ -45,6 +52,7 @@ impl Default for Options {
             token_ttl: Duration::from_secs(900),
             limits: Limits::default(),
             connections: ConnectionLimits::default(),
+            metrics: false,
         }
     }
 }
@@ -76,27 +84,12 @@ impl Server {
     /// A server on `database` (which may hold data already).
     pub async fn start_on(database: &Path, options: Options) -> Self {
         let store = Store::open(database).await.unwrap();
+        let state = AppState::new(store, options.config());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_with(
-            listener,
-            None,
-            AppState::new(store, options.config()),
-            options.connections,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Self {
-            url,
-            http: Client::new(),
-            database: database.to_path_buf(),
-            ca_pem: None,
-            shutdown: Some(shutdown),
-            task: Some(task),
-            _dir: None,
-        }
+        let mut server = Self::spawn(listener, url, None, state, options).await;
+        server.database = database.to_path_buf();
+        server
     }
 
     /// A server over mutual TLS with a new CA, on a new temporary database.
@@ -119,34 +112,72 @@ impl Server {
             "https://localhost:{}",
             listener.local_addr().unwrap().port()
         );
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_with(
+        let mut server = Self::spawn(listener, url, Some(tls), state, options).await;
+        server.http = tls_client(&ca_pem, None);
+        server.database = database;
+        server.ca_pem = Some(ca_pem);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Serves `state` on `listener` (and on an operations listener if
+    /// `options.metrics`).
+    async fn spawn(
+        listener: tokio::net::TcpListener,
+        url: String,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        state: AppState,
+        options: Options,
+    ) -> Self {
+        let store = state.store.clone();
+        let mut shutdown = Vec::new();
+        let mut tasks = Vec::new();
+        let mut metrics_url = None;
+        if options.metrics {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            metrics_url = Some(format!("http://{}", listener.local_addr().unwrap()));
+            let (stop, stopped) = oneshot::channel::<()>();
+            shutdown.push(stop);
+            tasks.push(tokio::spawn(serve_operations(
+                listener,
+                state.clone(),
+                options.connections,
+                async move {
+                    let _ = stopped.await;
+                },
+            )));
+        }
+        let (stop, stopped) = oneshot::channel::<()>();
+        shutdown.push(stop);
+        tasks.push(tokio::spawn(serve_with(
             listener,
-            Some(tls),
+            tls,
             state,
             options.connections,
             async move {
                 let _ = stopped.await;
             },
-        ));
+        )));
         Self {
             url,
-            http: tls_client(&ca_pem, None),
-            database,
-            ca_pem: Some(ca_pem),
-            shutdown: Some(shutdown),
-            task: Some(task),
-            _dir: Some(dir),
+            http: Client::new(),
+            database: PathBuf::new(),
+            ca_pem: None,
+            metrics_url,
+            store,
+            shutdown,
+            tasks,
+            _dir: None,
         }
     }
 
     /// Stops the server gracefully and waits for it; keeps the database.
     pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         drop(std::mem::take(&mut self.http));
-        if let Some(shutdown) = self.shutdown.take() {
+        for shutdown in self.shutdown.drain(..) {
             shutdown.send(()).unwrap();
         }
-        if let Some(task) = self.task.take() {
+        for task in self.tasks.drain(..) {
             tokio::time::timeout(Duration::from_secs(10), task)
                 .await
                 .expect("the server stops within 10 s")

@@ -11,5 +11,6 @@ mod harness;
 mod heartbeat;
 mod hostile_connections;
 mod hostile_evidence;
+mod metrics;
 mod mutual_tls;
 mod restart;
