@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use assessment_runtime::agent_config::NetworkSettings;
 use assessment_runtime::capabilities::results::Finding;
 use assessment_runtime::control_plane::client::{self, ControlPlaneClient, Heartbeat, Trust};
 use assessment_runtime::plugins::PluginId;
@@ -47,12 +48,14 @@ pub async fn enroll(server: &Server, count: usize) -> anyhow::Result<Vec<Arc<Con
             &token,
             &format!("simulated-{i}"),
             Trust::CaCertificate(ca.clone()),
+            &NetworkSettings::default(),
         )
         .await
         .with_context(|| format!("enrolling simulated runtime {i}"))?;
         clients.push(Arc::new(ControlPlaneClient::new(
             credentials,
             Duration::from_secs(120),
+            &NetworkSettings::default(),
         )?));
     }
     Ok(clients)

@@ -314,9 +314,10 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
                     .map_or_else(|_| "runtime".to_string(), |h| h.trim().to_string())
             });
-            let credentials = crate::control_plane::client::enroll(&url, &token, &name, trust)
-                .await
-                .context("enrollment failed")?;
+            let credentials =
+                crate::control_plane::client::enroll(&url, &token, &name, trust, &agent.network)
+                    .await
+                    .context("enrollment failed")?;
             credentials
                 .save(&agent.state_dir)
                 .context("cannot store the credentials")?;
@@ -333,7 +334,11 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             use crate::control_plane::client::ControlPlaneClient;
             let agent = load(&config, None)?;
             let timeout = std::time::Duration::from_secs(30);
-            let client = ControlPlaneClient::new(Credentials::load(&agent.state_dir)?, timeout)?;
+            let client = ControlPlaneClient::new(
+                Credentials::load(&agent.state_dir)?,
+                timeout,
+                &agent.network,
+            )?;
             client.rotate_and_save(&agent.state_dir).await?;
             println!(
                 "rotated the credentials of runtime {}; the previous ones no longer work",

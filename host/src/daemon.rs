@@ -305,7 +305,7 @@ impl Daemon {
         use anyhow::Context;
         let credentials = Credentials::load(&local.state_dir)?;
         let client = Arc::new(
-            ControlPlaneClient::new(credentials, CONTROL_PLANE_TIMEOUT)?
+            ControlPlaneClient::new(credentials, CONTROL_PLANE_TIMEOUT, &local.network)?
                 .reloading_from(&local.state_dir),
         );
         let outbox = Arc::new(

@@ -16,6 +16,7 @@
 //! - [`control_plane`]: enrollment, authentication, configuration sync,
 //!   heartbeats and result delivery;
 //! - [`daemon`]: the long-running loop tying them together;
+//! - [`network`]: trust roots and proxies of the HTTP clients;
 //! - [`guest_text`]: plugin-chosen text escaped and bounded before it
 //!   leaves the sandbox;
 //! - [`report`]: the results of a cycle as a table or a JSON document;
@@ -34,6 +35,7 @@ pub mod engine;
 pub mod executor;
 pub mod guest_text;
 pub mod loader;
+pub mod network;
 pub mod plugins;
 pub mod policy;
 pub mod report;

@@ -149,7 +149,11 @@ impl Runtime {
             );
         }
         let engine = PluginEngine::with_allocation(allocation)?;
-        let downloader = Downloader::new(config.download_timeout, config.download_retries)?;
+        let downloader = Downloader::new(
+            config.download_timeout,
+            config.download_retries,
+            &config.network,
+        )?;
         Ok(Runtime {
             engine,
             manager: PluginManager::new(&config.state_dir, downloader, config.trusted_keys.clone()),

@@ -4,9 +4,11 @@
 //! idempotent evidence batches.
 //!
 //! Over mutual TLS (the default) the client trusts only the control plane's
-//! CA, given at enrollment, and presents the client certificate the CA
+//! CA, given at enrollment (and what `[network]` adds: a CA bundle, the
+//! operating system's store), and presents the client certificate the CA
 //! issued for a key generated here. Plain HTTP needs an explicit
-//! development flag at enrollment.
+//! development flag at enrollment. Requests take the proxy `[network]` or
+//! the environment gives.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -16,6 +18,8 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::{ClientTls, Credentials, StateError};
+use crate::agent_config::NetworkSettings;
+use crate::network::{self, Peer};
 use crate::results::evidence::{EvidenceBatch, EvidenceRecord};
 use crate::results::outbox::{DeliveryError, EvidenceSink};
 
@@ -163,6 +167,8 @@ pub struct ControlPlaneClient {
     session: RwLock<Arc<Session>>,
     runtime_id: String,
     timeout: Duration,
+    /// Trust roots and proxy, for every session.
+    network: NetworkSettings,
     /// Where the credentials are kept, to pick up ones rotated by another
     /// process when the control plane refuses the ones in memory.
     state_dir: Option<PathBuf>,
@@ -177,13 +183,18 @@ struct Session {
 }
 
 impl Session {
-    fn new(credentials: Credentials, timeout: Duration) -> Result<Self, ClientError> {
+    fn new(
+        credentials: Credentials,
+        timeout: Duration,
+        network: &NetworkSettings,
+    ) -> Result<Self, ClientError> {
         check_url(&credentials.url, credentials.tls.is_some())?;
         let tls = credentials.tls.as_ref();
         let http = http_client(
             timeout,
             tls.map(|tls| tls.ca_certificate.as_str()),
             tls.map(|tls| (tls.certificate.as_str(), tls.private_key.as_str())),
+            network,
         )?;
         Ok(Session { http, credentials })
     }
@@ -240,14 +251,18 @@ pub fn certificate_validity(pem: &str) -> Result<(SystemTime, SystemTime), Strin
     Ok((at(validity.not_before), at(validity.not_after)))
 }
 
-/// An HTTP client; with `ca`, one that trusts only that CA (PEM), speaks
-/// only HTTPS and presents `identity` (certificate and key, PEM) if given.
+/// An HTTP client; with `ca`, one that trusts only that CA (PEM) and what
+/// `network` adds, speaks only HTTPS and presents `identity` (certificate
+/// and key, PEM) if given.
 fn http_client(
     timeout: Duration,
     ca: Option<&str>,
     identity: Option<(&str, &str)>,
+    network: &NetworkSettings,
 ) -> Result<reqwest::Client, ClientError> {
-    let mut builder = reqwest::Client::builder()
+    let builder = network::configure(reqwest::Client::builder(), network, Peer::ControlPlane)
+        .map_err(|e| ClientError::Setup(e.to_string()))?;
+    let mut builder = builder
         .use_rustls_tls()
         .user_agent(concat!("assessment-runtime/", env!("CARGO_PKG_VERSION")))
         .timeout(timeout)
@@ -258,10 +273,7 @@ fn http_client(
                 "the control plane's CA certificate is unreadable: {e}"
             ))
         })?;
-        builder = builder
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .https_only(true);
+        builder = builder.add_root_certificate(ca).https_only(true);
     }
     if let Some((certificate, key)) = identity {
         let identity = reqwest::Identity::from_pem(format!("{key}\n{certificate}").as_bytes())
@@ -356,12 +368,14 @@ async fn error_text(response: reqwest::Response) -> String {
 
 /// Enroll with a one-time enrollment token; returns the credentials to
 /// keep. Over mutual TLS a key pair is made here and only its certificate
-/// signing request is sent.
+/// signing request is sent. `network` gives extra trust roots and the
+/// proxy.
 pub async fn enroll(
     url: &str,
     token: &str,
     name: &str,
     trust: Trust,
+    network: &NetworkSettings,
 ) -> Result<Credentials, ClientError> {
     let url = url.trim_end_matches('/').to_string();
     let ca = match &trust {
@@ -369,7 +383,7 @@ pub async fn enroll(
         Trust::PlainHttp => None,
     };
     check_url(&url, ca.is_some())?;
-    let http = http_client(Duration::from_secs(30), ca, None)?;
+    let http = http_client(Duration::from_secs(30), ca, None, network)?;
     let key = ca.map(|_| new_key_and_csr(name)).transpose()?;
     let response = http
         .post(format!("{url}/v1/enroll"))
@@ -423,12 +437,18 @@ pub async fn enroll(
 }
 
 impl ControlPlaneClient {
-    /// A client for `credentials`, each request bounded by `timeout`.
-    pub fn new(credentials: Credentials, timeout: Duration) -> Result<Self, ClientError> {
+    /// A client for `credentials`, each request bounded by `timeout`,
+    /// trusting and proxied as `network` says.
+    pub fn new(
+        credentials: Credentials,
+        timeout: Duration,
+        network: &NetworkSettings,
+    ) -> Result<Self, ClientError> {
         Ok(ControlPlaneClient {
             runtime_id: credentials.runtime_id.clone(),
-            session: RwLock::new(Arc::new(Session::new(credentials, timeout)?)),
+            session: RwLock::new(Arc::new(Session::new(credentials, timeout, network)?)),
             timeout,
+            network: network.clone(),
             state_dir: None,
             token: Mutex::new(None),
         })
@@ -475,7 +495,7 @@ impl ControlPlaneClient {
         if saved == current.credentials || saved.runtime_id != self.runtime_id {
             return None;
         }
-        match Session::new(saved, self.timeout) {
+        match Session::new(saved, self.timeout, &self.network) {
             Ok(session) => {
                 tracing::info!("using the credentials saved by another process");
                 let session = Arc::new(session);
@@ -564,8 +584,9 @@ impl ControlPlaneClient {
             .await
             .map_err(RotationError::Rotate)?;
         rotated.save(state_dir).map_err(RotationError::Save)?;
-        let session =
-            Arc::new(Session::new(rotated, self.timeout).map_err(RotationError::Confirm)?);
+        let session = Arc::new(
+            Session::new(rotated, self.timeout, &self.network).map_err(RotationError::Confirm)?,
+        );
         {
             // Tokens are bound to the old certificate: drop them with it.
             let mut cached = self.token.lock().await;
@@ -799,7 +820,12 @@ mod tests {
                 private_key: "y".to_string(),
             }),
         };
-        let error = ControlPlaneClient::new(credentials, Duration::from_secs(1)).unwrap_err();
+        let error = ControlPlaneClient::new(
+            credentials,
+            Duration::from_secs(1),
+            &NetworkSettings::default(),
+        )
+        .unwrap_err();
         assert!(matches!(error, ClientError::Setup(_)), "{error}");
     }
 }

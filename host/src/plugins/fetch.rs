@@ -1,10 +1,14 @@
-//! Downloads from a plugin registry: HTTPS with rustls, a timeout per
-//! request, retries with exponential backoff for transient failures, and a
-//! size cap enforced while streaming (a body is never held past its cap).
+//! Downloads from a plugin registry: HTTPS with rustls (trust roots and
+//! proxy from `[network]`), a timeout per request, retries with exponential
+//! backoff for transient failures, and a size cap enforced while streaming
+//! (a body is never held past its cap).
 
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+
+use crate::agent_config::NetworkSettings;
+use crate::network::{self, Peer};
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,9 @@ pub enum FetchError {
         /// The cap.
         max: u64,
     },
+    /// The `[network]` settings cannot be applied (a CA bundle or proxy).
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     /// Connection, TLS, timeout or truncated body.
     #[error("{url}: {message}")]
     Transport {
@@ -41,7 +48,7 @@ impl FetchError {
     fn is_transient(&self) -> bool {
         match self {
             FetchError::Status { status, .. } => *status >= 500 || *status == 429,
-            FetchError::TooLarge { .. } => false,
+            FetchError::TooLarge { .. } | FetchError::Network(_) => false,
             FetchError::Transport { transient, .. } => *transient,
         }
     }
@@ -68,6 +75,24 @@ fn redirect_refusal(previous: &[reqwest::Url], next: &reqwest::Url) -> Option<St
     None
 }
 
+/// `e` with its causes: reqwest's own message says only "error sending
+/// request"; the causes say why (refused, proxy, certificate not trusted).
+fn with_causes(e: &reqwest::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if message.contains("certificate") {
+        message.push_str(
+            " (TLS: the server's certificate is not from a CA this runtime trusts; for a private CA or a TLS-inspecting proxy, add its CA with `[network] ca_bundle`)",
+        );
+    }
+    message
+}
+
 /// An HTTP client for registry downloads.
 #[derive(Debug, Clone)]
 pub struct Downloader {
@@ -77,9 +102,15 @@ pub struct Downloader {
 
 impl Downloader {
     /// A client whose requests time out after `timeout` and are retried
-    /// `retries` times when the failure is transient.
-    pub fn new(timeout: Duration, retries: usize) -> Result<Self, FetchError> {
-        let client = reqwest::Client::builder()
+    /// `retries` times when the failure is transient, trusting and
+    /// proxied as `network` says (see [`crate::network`]).
+    pub fn new(
+        timeout: Duration,
+        retries: usize,
+        network: &NetworkSettings,
+    ) -> Result<Self, FetchError> {
+        let builder = network::configure(reqwest::Client::builder(), network, Peer::Registry)?;
+        let client = builder
             .user_agent(concat!("assessment-runtime/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .timeout(timeout)
@@ -122,7 +153,7 @@ impl Downloader {
             } else if e.is_body() || e.is_decode() {
                 format!("incomplete or corrupt body: {e}")
             } else {
-                e.to_string()
+                with_causes(&e)
             },
             transient: e.is_timeout() || e.is_connect() || e.is_body() || e.is_request(),
         };
