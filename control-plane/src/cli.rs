@@ -128,6 +128,19 @@ pub enum Command {
     /// certificates.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (roff) of the command and its subcommands
+    /// into a directory (for packages).
+    #[command(hide = true)]
+    Man {
+        /// Where the pages go (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// Where the CA lives.
@@ -331,6 +344,22 @@ pub enum EvidenceCommand {
 /// Runs a command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(
+                shell,
+                &mut command,
+                "assessment-control-plane",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir)
+                .with_context(|| format!("cannot write the manual pages into {}", dir.display()))
+        }
         Command::Serve(args) => run_serve(cli.database, *args),
         Command::EnrollmentToken(EnrollmentTokenCommand::Create { group, ttl }) => {
             let mut db = open(cli.database)?;

@@ -120,6 +120,19 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (roff) of the command and its subcommands
+    /// into a directory (for packages).
+    #[command(hide = true)]
+    Man {
+        /// Where the pages go (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Check the configuration and every plugin (component, ABI, configuration
     /// keys, grants) without running any assessment.
     Validate {
@@ -165,7 +178,10 @@ enum PluginsCommand {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let logging = Arc::new(crate::logging::init(matches!(
+        cli.log_format,
+        LogFormat::Json
+    )));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -176,7 +192,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_UNUSABLE);
         }
     };
-    let outcome = runtime.block_on(execute(cli.command));
+    let outcome = runtime.block_on(execute(cli.command, logging));
     // A blocking thread stuck in the kernel (a plugin's read of a hung
     // mount, long abandoned by its job) must not keep the process alive:
     // leave such threads behind instead of waiting for them.
@@ -193,21 +209,6 @@ pub fn main() -> ExitCode {
 /// How long the process waits at exit for blocking threads to finish.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ASSESSMENT_RUNTIME_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only for a terminal: a log file or a journal gets plain
-    // lines (and a plugin's escaped text cannot mix with real sequences).
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn load(config: &Path, root: Option<PathBuf>) -> anyhow::Result<AgentConfig> {
     let mut agent =
         AgentConfig::load(config).with_context(|| "fix the configuration file and retry")?;
@@ -223,8 +224,33 @@ fn load(config: &Path, root: Option<PathBuf>) -> anyhow::Result<AgentConfig> {
     Ok(agent)
 }
 
-async fn execute(command: Command) -> anyhow::Result<ExitCode> {
+/// The command line's definition, for completions and manual pages.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+async fn execute(
+    command: Command,
+    logging: Arc<crate::logging::Logging>,
+) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Completions { shell } => {
+            let mut cli = self::command();
+            clap_complete::generate(
+                shell,
+                &mut cli,
+                "assessment-runtime",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(self::command(), &dir)
+                .with_context(|| format!("cannot write the manual pages into {}", dir.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             config,
             once,
@@ -234,9 +260,11 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             anyhow::ensure!(
                 once,
-                "only single cycles are supported by `run`: add --once (the scheduling daemon is not available in this version)"
+                "`run` runs every enabled plugin once and prints the results: add --once; to run plugins on their schedules and deliver results to a control plane, use `assessment-runtime daemon --config {}`",
+                config.display()
             );
             let agent = load(&config, root)?;
+            apply_log_level(&logging, &agent);
             let runtime = Arc::new(Runtime::new(&agent).context("cannot set up the runtime")?);
             let report = scheduler::run_once(&runtime, &agent).await;
             match output {
@@ -253,6 +281,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Validate { config, root } => {
             let agent = load(&config, root)?;
+            apply_log_level(&logging, &agent);
             let runtime = Runtime::new(&agent).context("cannot set up the runtime")?;
             let mut failed = 0;
             for spec in agent.plugins.iter().filter(|p| p.enabled) {
@@ -348,6 +377,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Daemon { config, once: true } => {
             let agent = load(&config, None)?;
+            apply_log_level(&logging, &agent);
             let outcome = crate::daemon::Daemon::start(agent).await?.once().await?;
             println!(
                 "{} plugin(s) run, {} failed; {} finding(s) delivered; {} batch(es) waiting in the outbox",
@@ -366,26 +396,41 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             once: false,
         } => {
             let agent = load(&config, None)?;
+            apply_log_level(&logging, &agent);
+            use tokio::signal::unix::{SignalKind, signal};
+            // Listening before the daemon starts: a SIGHUP or SIGTERM that
+            // arrives while it starts is not lost (nor kills the process).
+            let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+            let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
             let (tx, rx) = tokio::sync::watch::channel(false);
+            let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
             tokio::spawn(async move {
-                let mut term =
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::error!("cannot listen for SIGTERM: {e}");
-                            return;
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => break,
+                        _ = tokio::signal::ctrl_c() => break,
+                        _ = hangup.recv() => {
+                            // Several hangups while one reload waits are one reload.
+                            let _ = reload_tx.try_send(());
                         }
-                    };
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    }
                 }
                 let _ = tx.send(true);
             });
-            crate::daemon::Daemon::start(agent).await?.run(rx).await?;
+            crate::daemon::Daemon::start(agent)
+                .await?
+                .with_logging(logging)
+                .run(rx, reload_rx)
+                .await?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The configuration's log level, unless `ASSESSMENT_RUNTIME_LOG` set one.
+fn apply_log_level(logging: &crate::logging::Logging, agent: &AgentConfig) {
+    if let Err(e) = logging.apply(agent.service.log_level.as_deref()) {
+        tracing::warn!("{e}");
     }
 }
 

@@ -20,9 +20,12 @@ use crate::executor::{self, JobReport};
 use crate::guest_text::{bounded, caps};
 use crate::loader::Runtime;
 use crate::loader::{Loader, instance_span};
+use crate::logging::Logging;
+use crate::metrics::{self, FindingLabels, JobLabels, PluginLabels};
 use crate::results::evidence::{RunContext, instance_evidence_records};
 use crate::results::outbox::Outbox;
 use crate::scheduler::{ScheduledJob, run_schedules};
+use crate::service::{Health, Notifier};
 use capability_model::wire::heartbeat::{JobOutcome, JobStatus, OutboxDepth, PluginState};
 
 /// Plugins without a schedule run this often in daemon mode.
@@ -222,8 +225,73 @@ async fn run_and_record_inner(shared: Arc<Shared>, loader: Arc<Loader>, spec: Pl
             "run recorded: its findings are in the outbox"
         );
     }
+    record_job_metrics(&report, &stored);
     if let Ok(mut s) = shared.status.lock() {
         s.record(&report, stored);
+    }
+}
+
+/// Count a finished job, its duration and its findings.
+fn record_job_metrics(report: &JobReport, stored: &Result<(), String>) {
+    let m = metrics::global();
+    let (outcome, error_kind) = match (&report.error, stored) {
+        (_, Err(_)) => ("not-recorded", ""),
+        (None, Ok(())) => ("completed", ""),
+        (Some(e), Ok(())) => ("failed", e.kind.as_str()),
+    };
+    m.jobs
+        .get_or_create(&JobLabels {
+            instance: report.instance.clone(),
+            plugin: report.plugin.clone(),
+            outcome,
+            error_kind,
+        })
+        .inc();
+    m.job_duration
+        .get_or_create(&PluginLabels {
+            plugin: report.plugin.clone(),
+        })
+        .observe(report.duration_ms as f64 / 1000.0);
+    for f in &report.findings {
+        m.findings
+            .get_or_create(&FindingLabels {
+                plugin: report.plugin.clone(),
+                status: f.status.as_str(),
+                severity: f.severity.as_str(),
+            })
+            .inc();
+    }
+}
+
+/// One delivery attempt of the outbox, measured.
+async fn deliver_measured(
+    outbox: &Outbox,
+    client: &ControlPlaneClient,
+) -> Result<crate::results::outbox::DeliveryReport, crate::results::outbox::OutboxError> {
+    let m = metrics::global();
+    let started = Instant::now();
+    let delivered = outbox.deliver(client).await;
+    m.delivery_duration.observe(started.elapsed().as_secs_f64());
+    let ok = matches!(&delivered, Ok(report) if report.stopped_by.is_none());
+    metrics::Metrics::result(&m.deliveries, if ok { "ok" } else { "error" });
+    if let Ok(report) = &delivered {
+        m.delivered_records.inc_by(report.records as u64);
+    }
+    delivered
+}
+
+/// The gauges read when metrics are scraped: the outbox's depth and the
+/// client certificate's remaining lifetime.
+fn refresh_gauges(outbox: &Outbox, client: &ControlPlaneClient) {
+    let m = metrics::global();
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    if let Ok(depth) = outbox.depth() {
+        m.outbox_batches.set(gauge(depth.batches as u64));
+        m.outbox_bytes.set(gauge(depth.bytes));
+        m.outbox_rejected.set(gauge(depth.rejected as u64));
+    }
+    if let Some(Ok((_, not_after))) = client.certificate_validity() {
+        m.certificate_expires(not_after);
     }
 }
 
@@ -283,6 +351,9 @@ pub struct Daemon {
     heartbeat_every: Duration,
     poll_every: Duration,
     grace: Duration,
+    logging: Option<Arc<Logging>>,
+    notifier: Notifier,
+    health: Arc<Health>,
 }
 
 /// What `Daemon::once` did.
@@ -342,7 +413,73 @@ impl Daemon {
             heartbeat_every,
             poll_every,
             grace,
+            logging: None,
+            notifier: Notifier::from_env(),
+            health: Arc::new(Health::default()),
         })
+    }
+
+    /// Let configuration (at start and on reload) set the log level.
+    pub fn with_logging(mut self, logging: Arc<Logging>) -> Self {
+        self.logging = Some(logging);
+        self
+    }
+
+    /// Whether the daemon is ready (what `/readyz` answers).
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    fn apply_log_level(&self, level: Option<&str>) {
+        if let Some(logging) = &self.logging {
+            match logging.apply(level) {
+                Ok(level) => tracing::debug!(%level, "log level"),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    }
+
+    /// Reload the runtime's own file (SIGHUP): a file that does not load
+    /// is refused and the configuration in force stays. Returns whether a
+    /// new configuration is in force.
+    fn reload_local(&mut self) -> bool {
+        self.notifier.reloading();
+        let old = self.sync.local();
+        let path = old.source.clone();
+        let m = metrics::global();
+        let mut new = match AgentConfig::load(&path) {
+            Ok(new) => new,
+            Err(e) => {
+                let message =
+                    format!("configuration reload refused; the configuration in force stays: {e}");
+                tracing::error!("{message}");
+                if let Ok(mut status) = self.shared.status.lock() {
+                    status.error(message);
+                }
+                metrics::Metrics::result(&m.config_updates, "refused");
+                self.notifier
+                    .ready("configuration reload refused; the previous one stays in force");
+                return false;
+            }
+        };
+        // What the running daemon was built on changes only at a restart.
+        if new.state_dir != old.state_dir {
+            tracing::warn!("runtime.state_dir changed: it takes effect at the next restart");
+            new.state_dir = old.state_dir.clone();
+        }
+        if new.service.metrics_listen != old.service.metrics_listen {
+            tracing::warn!("service.metrics_listen changed: it takes effect at the next restart");
+            new.service.metrics_listen = old.service.metrics_listen;
+        }
+        if new.network != old.network {
+            tracing::warn!("[network] changed: it takes effect at the next restart");
+            new.network = old.network.clone();
+        }
+        self.apply_log_level(new.service.log_level.as_deref());
+        self.sync.replace_local(new);
+        metrics::Metrics::result(&m.config_updates, "reloaded");
+        tracing::info!(file = %path.display(), "reloaded the local configuration");
+        true
     }
 
     fn heartbeat_body(&self, config: &AgentConfig) -> Heartbeat {
@@ -388,7 +525,10 @@ impl Daemon {
     }
 
     async fn send_heartbeat(&self, config: &AgentConfig) {
-        if let Err(e) = self.client.heartbeat(&self.heartbeat_body(config)).await {
+        let sent = self.client.heartbeat(&self.heartbeat_body(config)).await;
+        let m = metrics::global();
+        metrics::Metrics::result(&m.heartbeats, if sent.is_ok() { "ok" } else { "error" });
+        if let Err(e) = sent {
             tracing::warn!("heartbeat failed: {e}");
         }
     }
@@ -432,7 +572,7 @@ impl Daemon {
             .unwrap_or(0);
         let mut backoff = new_delivery_backoff();
         for _ in 0..4 {
-            let report = self.outbox.deliver(&*self.client).await?;
+            let report = deliver_measured(&self.outbox, &self.client).await?;
             outcome.delivered += report.records;
             match &report.stopped_by {
                 None => break,
@@ -448,9 +588,39 @@ impl Daemon {
         Ok(outcome)
     }
 
-    /// Run until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    /// Run until `shutdown` turns true; each message on `reload` reloads
+    /// the runtime's own configuration file (SIGHUP).
+    pub async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut reload: tokio::sync::mpsc::Receiver<()>,
+    ) -> anyhow::Result<()> {
         use anyhow::Context;
+        let local = self.sync.local().clone();
+        self.apply_log_level(local.service.log_level.as_deref());
+        // The operations listener lives as long as the daemon; it is bound
+        // before readiness is announced.
+        let (stop_service, service_stopped) = watch::channel(false);
+        if let Some(address) = local.service.metrics_listen {
+            let listener = crate::service::bind(address).await?;
+            tracing::info!(address = %listener.local_addr().unwrap_or(address), "serving /metrics, /healthz and /readyz");
+            let (outbox, client) = (self.outbox.clone(), self.client.clone());
+            let refresh: crate::service::Refresh =
+                Arc::new(move || refresh_gauges(&outbox, &client));
+            let health = self.health.clone();
+            tokio::spawn(async move {
+                if let Err(e) =
+                    crate::service::serve(listener, health, refresh, service_stopped).await
+                {
+                    tracing::error!("the metrics listener stopped: {e}");
+                }
+            });
+        }
+        // Petted from this loop: a loop stuck anywhere is restarted.
+        let watchdog_every = self.notifier.watchdog_every();
+        let mut watchdog =
+            tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+        let m = metrics::global();
         let mut heartbeat = tokio::time::interval(self.heartbeat_every);
         let mut next_poll = tokio::time::Instant::now() + with_jitter(self.poll_every);
         let mut renewal = tokio::time::interval(RENEWAL_CHECK_EVERY);
@@ -474,16 +644,24 @@ impl Daemon {
                 self.grace,
             ));
             tracing::info!(plugins = config.plugins.len(), "daemon running");
+            m.config_generation.inc();
+            self.health.set_ready();
+            self.notifier.ready(&format!(
+                "running {} plugin(s)",
+                config.plugins.iter().filter(|p| p.enabled).count()
+            ));
 
             loop {
                 tokio::select! {
                     changed = shutdown.changed() => {
                         if changed.is_err() || *shutdown.borrow() {
                             tracing::info!("shutting down: draining runs in flight");
+                            self.health.set_stopping();
+                            self.notifier.stopping();
                             let _ = stop_jobs.send(true);
                             let _ = scheduler.await;
                             // One last delivery attempt; what fails stays in the outbox.
-                            if let Err(e) = outbox.deliver(&*client).await {
+                            if let Err(e) = deliver_measured(&outbox, &client).await {
                                 tracing::warn!("final delivery: {e}");
                             }
                             break 'generations;
@@ -491,16 +669,38 @@ impl Daemon {
                     }
                     _ = tokio::time::sleep_until(next_poll) => {
                         next_poll = tokio::time::Instant::now() + with_jitter(self.poll_every);
-                        match self.sync.poll(&client).await {
+                        let polled = self.sync.poll(&client).await;
+                        if polled.is_ok() {
+                            m.config_last_sync.set(
+                                SystemTime::now()
+                                    .duration_since(SystemTime::UNIX_EPOCH)
+                                    .map_or(0.0, |d| d.as_secs_f64()),
+                            );
+                        }
+                        match polled {
                             Ok(SyncOutcome::Applied(_)) => {
+                                metrics::Metrics::result(&m.config_updates, "applied");
                                 let _ = stop_jobs.send(true);
                                 let _ = scheduler.await;
                                 continue 'generations;
                             }
-                            Ok(SyncOutcome::Unchanged) => {}
-                            Err(e) => tracing::warn!("configuration poll failed: {e}"),
+                            Ok(SyncOutcome::Unchanged) => {
+                                metrics::Metrics::result(&m.config_updates, "unchanged");
+                            }
+                            Err(e) => {
+                                metrics::Metrics::result(&m.config_updates, "error");
+                                tracing::warn!("configuration poll failed: {e}");
+                            }
                         }
                     }
+                    Some(()) = reload.recv() => {
+                        if self.reload_local() {
+                            let _ = stop_jobs.send(true);
+                            let _ = scheduler.await;
+                            continue 'generations;
+                        }
+                    }
+                    _ = watchdog.tick(), if watchdog_every.is_some() => self.notifier.watchdog(),
                     _ = heartbeat.tick() => self.send_heartbeat(&config).await,
                     _ = renewal.tick() => {
                         renew_certificate_if_due(&client, &self.state_dir, &self.shared).await;
@@ -509,7 +709,7 @@ impl Daemon {
                         next_delivery = next_delivery.min(tokio::time::Instant::now()).max(not_before);
                     }
                     _ = tokio::time::sleep_until(next_delivery) => {
-                        match outbox.deliver(&*client).await {
+                        match deliver_measured(&outbox, &client).await {
                             Ok(report) => {
                                 if report.delivered > 0 {
                                     tracing::info!(batches = report.delivered, records = report.records, "results delivered");
@@ -537,6 +737,7 @@ impl Daemon {
                 }
             }
         }
+        let _ = stop_service.send(true);
         Ok(())
     }
 }

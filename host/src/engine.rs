@@ -259,10 +259,13 @@ impl PluginEngine {
     /// Compile a component on a blocking thread (compilation is CPU-bound).
     pub async fn compile(&self, bytes: Vec<u8>) -> Result<Component, EngineError> {
         let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+        let started = std::time::Instant::now();
+        let compiled = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
             .await
             .map_err(|e| EngineError::Compile(format!("compilation task failed: {e}")))?
-            .map_err(|e| EngineError::Compile(format!("{e:#}")))
+            .map_err(|e| EngineError::Compile(format!("{e:#}")));
+        crate::metrics::global().supply_step("compile", compiled.is_ok(), started.elapsed());
+        compiled
     }
 
     /// Fingerprint of the engine build and settings.

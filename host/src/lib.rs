@@ -16,6 +16,10 @@
 //! - [`control_plane`]: enrollment, authentication, configuration sync,
 //!   heartbeats and result delivery;
 //! - [`daemon`]: the long-running loop tying them together;
+//! - [`service`]: the daemon as a service: systemd notifications and the
+//!   metrics and health listener;
+//! - [`metrics`]: the Prometheus metrics every part records into;
+//! - [`logging`]: the logger, its JSON fields and its level;
 //! - [`network`]: trust roots and proxies of the HTTP clients;
 //! - [`guest_text`]: plugin-chosen text escaped and bounded before it
 //!   leaves the sandbox;
@@ -35,9 +39,12 @@ pub mod engine;
 pub mod executor;
 pub mod guest_text;
 pub mod loader;
+pub mod logging;
+pub mod metrics;
 pub mod network;
 pub mod plugins;
 pub mod policy;
 pub mod report;
 pub mod results;
 pub mod scheduler;
+pub mod service;

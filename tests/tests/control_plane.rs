@@ -934,3 +934,301 @@ fn a_full_disk_under_the_outbox_keeps_what_was_accepted_and_reports_what_was_not
     // Every accepted job arrived whole; nothing refused left a partial job.
     assert!(assert_complete_jobs(&cp.evidence()) > accepted);
 }
+
+/// `GET path` on a plain-HTTP listener: the status code and the body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// The daemon's metrics, parsed as Prometheus parses them.
+fn scrape(port: u16) -> prometheus_parse::Scrape {
+    let (status, body) = http_get(port, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    // Chunked transfer: the exposition sits between chunk-size lines.
+    let lines = body
+        .lines()
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).unwrap()
+}
+
+/// The sum of the samples of `name` whose labels include `labels`.
+fn sample_sum(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// systemd's side of `Type=notify`: a datagram socket the daemon writes
+/// `READY=1`, `WATCHDOG=1`, … to.
+struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    fn new(dir: &Path) -> Self {
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        NotifySocket { socket, path }
+    }
+
+    /// Messages until one contains `line`, within `timeout`.
+    fn wait_for(&self, line: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let found = message.lines().any(|l| l == line);
+                seen.push(message);
+                if found {
+                    return seen;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {line} from the daemon; it sent {seen:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_daemon_as_a_service_notifies_systemd_serves_metrics_and_reloads_on_sighup() {
+    use std::io::BufRead;
+    let (_state, cp, runtime) = enrolled_and_assigned(FAST_INTERVALS);
+    let metrics_port = free_port();
+    let local = std::fs::read_to_string(runtime.config()).unwrap();
+    let with_service = |level: &str| {
+        format!(
+            "{local}\n[service]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\nlog_level = \"{level}\"\n"
+        )
+    };
+    // Only warnings at first: no line for each recorded run.
+    std::fs::write(runtime.config(), with_service("warn")).unwrap();
+    let notify = NotifySocket::new(runtime.dir.path());
+    // As systemd starts the unit: the notification socket, a watchdog of
+    // one second, no log filter in the environment, JSON logs.
+    let mut daemon = runtime
+        .command(&["--log-format", "json", "daemon"])
+        .env_remove("ASSESSMENT_RUNTIME_LOG")
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let stderr = daemon.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+
+    notify.wait_for("READY=1", Duration::from_secs(60));
+    // The watchdog is petted every half second.
+    notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
+    notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
+    assert_eq!(http_get(metrics_port, "/healthz").0, 200);
+    assert_eq!(
+        http_get(metrics_port, "/readyz"),
+        (200, "ready\n".to_string())
+    );
+
+    wait_for("runs delivered", Duration::from_secs(60), || {
+        cp.evidence().len() >= 2 * FINDINGS_PER_RUN
+    });
+    let m = scrape(metrics_port);
+    let completed = sample_sum(
+        &m,
+        "assessment_runtime_jobs_total",
+        &[("plugin", "kernel-params"), ("outcome", "completed")],
+    );
+    assert!(completed >= 2.0, "{completed}");
+    let findings = sample_sum(
+        &m,
+        "assessment_runtime_findings_total",
+        &[("plugin", "kernel-params")],
+    );
+    assert!(
+        findings >= completed * FINDINGS_PER_RUN as f64,
+        "{findings} findings in {completed} runs"
+    );
+    assert!(
+        sample_sum(
+            &m,
+            "assessment_runtime_findings_total",
+            &[("status", "pass")]
+        ) > 0.0
+    );
+    assert!(
+        sample_sum(&m, "assessment_runtime_delivered_findings_total", &[])
+            >= 2.0 * FINDINGS_PER_RUN as f64
+    );
+    assert!(
+        sample_sum(
+            &m,
+            "assessment_runtime_deliveries_total",
+            &[("result", "ok")]
+        ) >= 1.0
+    );
+    assert!(
+        sample_sum(
+            &m,
+            "assessment_runtime_heartbeats_total",
+            &[("result", "ok")]
+        ) >= 1.0
+    );
+    assert!(
+        sample_sum(
+            &m,
+            "assessment_runtime_job_duration_seconds_count",
+            &[("plugin", "kernel-params")]
+        ) >= completed
+    );
+    assert_eq!(
+        sample_sum(&m, "assessment_runtime_config_generation", &[]),
+        1.0
+    );
+    assert!(
+        sample_sum(
+            &m,
+            "assessment_runtime_config_last_sync_timestamp_seconds",
+            &[]
+        ) > 1.7e9
+    );
+    assert!(
+        sample_sum(
+            &m,
+            "assessment_runtime_plugin_supply_total",
+            &[("step", "compile"), ("result", "ok")]
+        ) >= 1.0
+    );
+    let expiry = sample_sum(
+        &m,
+        "assessment_runtime_client_certificate_expiry_seconds",
+        &[],
+    );
+    assert!(expiry > 3600.0, "{expiry}");
+    assert!(
+        m.samples
+            .iter()
+            .any(|s| s.metric == "assessment_runtime_outbox_batches"),
+        "the outbox depth is exported"
+    );
+    let recorded = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("run recorded: its findings are in the outbox"))
+            .count()
+    };
+    assert_eq!(recorded(&lines.lock().unwrap()), 0, "at level warn");
+
+    // A broken file is refused on SIGHUP: the daemon keeps running what it ran.
+    std::fs::write(
+        runtime.config(),
+        with_service("info") + "[runtime]\nmax_concurrent_jobs = 0\n",
+    )
+    .unwrap();
+    let hangup = |child: &Child| {
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    hangup(&daemon);
+    let seen = notify.wait_for("READY=1", Duration::from_secs(10));
+    assert!(seen.iter().any(|m| m.contains("RELOADING=1")), "{seen:?}");
+    wait_for("the refusal counted", Duration::from_secs(10), || {
+        sample_sum(
+            &scrape(metrics_port),
+            "assessment_runtime_config_updates_total",
+            &[("result", "refused")],
+        ) == 1.0
+    });
+    assert!(daemon.try_wait().unwrap().is_none(), "still running");
+    let before = cp.evidence().len();
+    wait_for(
+        "runs after a refused reload",
+        Duration::from_secs(30),
+        || cp.evidence().len() > before,
+    );
+
+    // A good file is applied: the log level changes without a restart.
+    std::fs::write(runtime.config(), with_service("info")).unwrap();
+    hangup(&daemon);
+    wait_for("runs logged at level info", Duration::from_secs(30), || {
+        recorded(&lines.lock().unwrap()) >= 1
+    });
+    let m = scrape(metrics_port);
+    assert_eq!(
+        sample_sum(
+            &m,
+            "assessment_runtime_config_updates_total",
+            &[("result", "reloaded")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample_sum(&m, "assessment_runtime_config_generation", &[]),
+        2.0
+    );
+
+    // SIGTERM: stopping, then a clean exit; the listener goes with it.
+    sigterm(&daemon);
+    notify.wait_for("STOPPING=1", Duration::from_secs(10));
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    reader.join().unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_err());
+
+    // JSON logs: one object per line with stable top-level keys.
+    let lines = lines.lock().unwrap();
+    let recorded: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v| v["message"] == "run recorded: its findings are in the outbox")
+        .collect();
+    let event = &recorded[0];
+    for key in ["timestamp", "level", "target", "plugin", "job", "findings"] {
+        assert!(event.get(key).is_some(), "{key} in {event}");
+    }
+    assert_eq!(event["level"], "INFO");
+    assert_eq!(event["plugin"], "kernel-params");
+}

@@ -51,6 +51,11 @@ impl LogSink {
         }
     }
 
+    /// The plugin whose run this is.
+    pub fn plugin(&self) -> &str {
+        &self.labels.plugin
+    }
+
     /// Bytes dropped because the budget was spent.
     pub fn dropped_bytes(&self) -> u64 {
         self.usage.lock().map_or(0, |u| u.dropped)

@@ -279,6 +279,14 @@ impl PluginState {
     pub(super) fn refuse(&mut self, call: &str, refusal: Refusal) -> AccessError {
         if let Refusal::Denied(why) = &refusal {
             self.log.denied(call, why);
+            // `call` is the host function's name: a bounded label.
+            crate::metrics::global()
+                .denials
+                .get_or_create(&crate::metrics::DenialLabels {
+                    plugin: self.log.plugin().to_string(),
+                    capability: call.to_string(),
+                })
+                .inc();
         }
         self.target.record(call, refusal)
     }

@@ -172,6 +172,29 @@ impl ConfigSync {
             .unwrap_or_else(|| self.local.clone())
     }
 
+    /// The runtime's own configuration file, as last loaded.
+    pub fn local(&self) -> &AgentConfig {
+        &self.local
+    }
+
+    /// A reloaded local file takes the place of the old one: the control
+    /// plane's last good document is applied again within its policy (a
+    /// narrower policy may now refuse it; then the local plugins run and
+    /// the refusal is reported). Returns the configuration now in force.
+    pub fn replace_local(&mut self, local: AgentConfig) -> AgentConfig {
+        self.local = local;
+        if let Some(current) = &self.current
+            && let Err(e) = self.apply(&current.document)
+        {
+            let message = format!(
+                "the reloaded local file refuses the control plane's configuration; running the local file's plugins: {e}"
+            );
+            tracing::error!("{message}");
+            self.last_error = Some(message);
+        }
+        self.config()
+    }
+
     fn apply(&self, document: &serde_json::Value) -> Result<AgentConfig, ConfigError> {
         AgentConfig::from_remote(document, &self.local)
     }

@@ -83,8 +83,12 @@ impl PluginManager {
         max_bytes: u64,
     ) -> Result<ResolvedPlugin, ResolveError> {
         let store = self.store()?;
+        let metrics = crate::metrics::global();
         if let Some(stored) = store.release(name, version)? {
-            match self.verify_stored(store, &stored, max_bytes) {
+            let started = std::time::Instant::now();
+            let verified = self.verify_stored(store, &stored, max_bytes);
+            metrics.supply_step("verify", verified.is_ok(), started.elapsed());
+            match verified {
                 Ok(resolved) => return Ok(resolved),
                 Err(e) => tracing::warn!(
                     plugin = name,
@@ -93,7 +97,10 @@ impl PluginManager {
                 ),
             }
         }
-        self.fetch(store, name, version, base_url, max_bytes).await
+        let started = std::time::Instant::now();
+        let fetched = self.fetch(store, name, version, base_url, max_bytes).await;
+        metrics.supply_step("fetch", fetched.is_ok(), started.elapsed());
+        fetched
     }
 
     /// Re-verify a stored release against the current trusted keys.
