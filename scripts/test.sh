@@ -9,12 +9,16 @@ cd "$(dirname "$0")/.."
 scripts/prerequisites.sh
 
 # minisign proves signature interoperability; install it where the system's
-# package manager has it (the tests then require it).
-if ! command -v minisign >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+# package manager has it (the tests then require it). rpm reads the .rpm
+# packages the suite builds, as an RPM system would (tests/tests/packages.rs).
+apt_missing=()
+command -v minisign >/dev/null 2>&1 || apt_missing+=(minisign)
+command -v rpm >/dev/null 2>&1 || apt_missing+=(rpm)
+if [ ${#apt_missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo -n"; fi
-    { $sudo apt-get update -qq && $sudo apt-get install -y -qq minisign >/dev/null; } ||
-        echo "warning: could not install minisign; the interoperability test will say SKIPPED" >&2
+    { $sudo apt-get update -qq && $sudo apt-get install -y -qq "${apt_missing[@]}" >/dev/null; } ||
+        echo "warning: could not install ${apt_missing[*]}; the minisign interoperability test will say SKIPPED and the packages test will fail" >&2
 fi
 if command -v minisign >/dev/null 2>&1; then export REQUIRE_MINISIGN=1; fi
 
@@ -45,7 +49,11 @@ foreign_pid=$!
 component_log=target/cargo-component-install.log
 scripts/install-cargo-component.sh >"$component_log" 2>&1 &
 component_pid=$!
-trap 'kill "$foreign_pid" "$component_pid" 2>/dev/null || true' EXIT
+# cargo-deb and cargo-generate-rpm for the packages test, likewise.
+packaging_log=target/packaging-tools-install.log
+scripts/install-packaging-tools.sh >"$packaging_log" 2>&1 &
+packaging_pid=$!
+trap 'kill "$foreign_pid" "$component_pid" "$packaging_pid" 2>/dev/null || true' EXIT
 log=target/test-output.log
 : >"$log"
 
@@ -79,7 +87,7 @@ if ! wait "$foreign_pid"; then
     exit 1
 fi
 cat "$foreign_log"
-trap 'kill "$component_pid" 2>/dev/null || true' EXIT
+trap 'kill "$component_pid" "$packaging_pid" 2>/dev/null || true' EXIT
 
 echo "== host and end-to-end tests, guests built for wasm32-wasip2 (all linted as they are built)"
 if cargo nextest --version >/dev/null 2>&1; then
