@@ -13,7 +13,12 @@
 # Arguments after the image name are added to `serve` (see `serve --help`);
 # `--listen` is already given.
 
-FROM rust:1.95-bookworm AS build
+# BINARIES=prebuilt takes the binary from prebuilt/assessment-control-plane in the
+# build context instead of building it (the suite builds the images from
+# the binaries it tested; BuildKit skips the unused stage).
+ARG BINARIES=source
+
+FROM rust:1.95-bookworm AS binaries-source
 WORKDIR /src
 COPY . .
 # Only the control plane and its dependencies are built (no other member's
@@ -24,6 +29,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p assessment-control-plane \
     && install -D -m 0755 target/release/assessment-control-plane /out/assessment-control-plane
 
+FROM scratch AS binaries-prebuilt
+COPY prebuilt/assessment-control-plane /out/assessment-control-plane
+
+FROM binaries-${BINARIES} AS binaries
+
 FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
@@ -32,7 +42,7 @@ RUN apt-get update \
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/assessment-control-plane \
         --shell /usr/sbin/nologin acp \
     && install -d -m 0700 -o acp -g acp /var/lib/assessment-control-plane
-COPY --from=build /out/assessment-control-plane /usr/local/bin/assessment-control-plane
+COPY --from=binaries /out/assessment-control-plane /usr/local/bin/assessment-control-plane
 USER acp
 # The database, and the CA beside it in ca/ (its key never leaves this volume).
 ENV ACP_DATABASE=/var/lib/assessment-control-plane/control-plane.db \

@@ -17,7 +17,12 @@
 # image readable only by root (/etc/shadow) need `--user 0`; the mount stays
 # read-only either way.
 
-FROM rust:1.95-bookworm AS build
+# BINARIES=prebuilt takes the binary from prebuilt/assessment-runtime in the
+# build context instead of building it (the suite builds the images from
+# the binaries it tested; BuildKit skips the unused stage).
+ARG BINARIES=source
+
+FROM rust:1.95-bookworm AS binaries-source
 WORKDIR /src
 COPY . .
 # Only the runtime and its dependencies are built: the guest plugins (built
@@ -26,6 +31,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p assessment-runtime \
     && install -D -m 0755 target/release/assessment-runtime /out/assessment-runtime
+
+FROM scratch AS binaries-prebuilt
+COPY prebuilt/assessment-runtime /out/assessment-runtime
+
+FROM binaries-${BINARIES} AS binaries
 
 FROM debian:bookworm-slim
 # CA certificates for registry downloads (the operating system's store, see
@@ -39,7 +49,7 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/assessment-run
         --shell /usr/sbin/nologin assessment \
     && install -d -m 0700 -o assessment -g assessment /var/lib/assessment-runtime \
     && install -d -m 0755 /etc/assessment-runtime /assess
-COPY --from=build /out/assessment-runtime /usr/local/bin/assessment-runtime
+COPY --from=binaries /out/assessment-runtime /usr/local/bin/assessment-runtime
 USER assessment
 VOLUME ["/var/lib/assessment-runtime"]
 ENTRYPOINT ["assessment-runtime", "run", "--once", "--root", "/assess", "--config", "/etc/assessment-runtime/agent.toml"]

@@ -579,3 +579,69 @@ impl Drop for KillOnDrop<'_> {
         let _ = self.0.wait();
     }
 }
+
+/// Whether a Docker engine answers (the client alone is not enough).
+fn docker_engine() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn the_container_images_build_where_a_docker_engine_runs() {
+    if !docker_engine() {
+        eprintln!(
+            "SKIPPED: no Docker engine on this machine (`docker info` fails); the images of packaging/docker are built where one runs"
+        );
+        return;
+    }
+    for (dockerfile, binary, tag) in [
+        (
+            "packaging/docker/control-plane.Dockerfile",
+            control_plane_bin(),
+            "assessment-control-plane:suite",
+        ),
+        (
+            "packaging/docker/runtime.Dockerfile",
+            runtime_bin(),
+            "assessment-runtime:suite",
+        ),
+    ] {
+        // A context of the suite's binary alone: the Dockerfile's prebuilt
+        // stage takes it instead of building from source.
+        let context = tempfile::tempdir().unwrap();
+        std::fs::create_dir(context.path().join("prebuilt")).unwrap();
+        std::fs::copy(
+            &binary,
+            context
+                .path()
+                .join("prebuilt")
+                .join(binary.file_name().unwrap()),
+        )
+        .unwrap();
+        run(Command::new("docker")
+            .args(["build", "--build-arg", "BINARIES=prebuilt", "-t", tag, "-f"])
+            .arg(repo().join(dockerfile))
+            .arg(context.path())
+            .env("DOCKER_BUILDKIT", "1"));
+        let inspect = stdout(&run(Command::new("docker").args([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.User}} {{json .Config.Entrypoint}}",
+            tag,
+        ])));
+        assert!(
+            !inspect.starts_with("\"\"") && !inspect.starts_with("\"root\""),
+            "{inspect}"
+        );
+        assert!(
+            inspect.contains(&binary.file_name().unwrap().to_string_lossy().into_owned()),
+            "{inspect}"
+        );
+        let _ = Command::new("docker").args(["image", "rm", tag]).output();
+    }
+}
