@@ -585,7 +585,8 @@ fn resolve_network(raw: RawNetwork) -> Result<NetworkSettings, String> {
         let scheme = proxy.split_once("://").map(|(s, _)| s);
         if !matches!(scheme, Some("http" | "https")) || reqwest::Proxy::all(proxy).is_err() {
             return Err(format!(
-                "network.proxy = {proxy:?}: give the proxy's URL, such as \"http://proxy.example:3128\""
+                "network.proxy = {:?}: give the proxy's URL, such as \"http://proxy.example:3128\"",
+                without_password(proxy)
             ));
         }
     }
@@ -599,6 +600,23 @@ fn resolve_network(raw: RawNetwork) -> Result<NetworkSettings, String> {
         proxy: raw.proxy,
         no_proxy: raw.no_proxy,
     })
+}
+
+/// `url` with the password of its user information replaced by `***`, for
+/// errors and logs.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_string(),
+    }
 }
 
 fn resolve_policy(raw: RawPolicy) -> Result<LocalPolicy, String> {
@@ -1270,6 +1288,10 @@ mod tests {
             ("[service]\nlog_level = \"info,=[\"", "service.log_level"),
             ("[network]\nca_bundle = \"extra.pem\"", "network.ca_bundle"),
             ("[network]\nproxy = \"proxy:3128\"", "network.proxy"),
+            (
+                "[network]\nproxy = \"socks5://me:hunter2@proxy:1080\"",
+                "\"socks5://me:***@proxy:1080\"",
+            ),
             (
                 "[network]\nproxie = \"http://p:1\"",
                 "unknown field `proxie`",

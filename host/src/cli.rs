@@ -86,8 +86,9 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
         /// The control plane's CA certificate (PEM, from
-        /// `assessment-control-plane ca certificate`): the only issuer this
-        /// runtime will trust.
+        /// `assessment-control-plane ca certificate`): the issuer this runtime
+        /// trusts for the control plane (plus `[network] ca_bundle`, and the
+        /// system's store with `control_plane_system_roots`).
         #[arg(long, value_name = "FILE", required_unless_present = "dev_plain_http")]
         ca_cert: Option<PathBuf>,
         /// Enroll over plain HTTP, without TLS: for a development control
