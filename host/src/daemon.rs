@@ -616,10 +616,20 @@ impl Daemon {
                 }
             });
         }
-        // Petted from this loop: a loop stuck anywhere is restarted.
-        let watchdog_every = self.notifier.watchdog_every();
-        let mut watchdog =
-            tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+        // Petted from a task of its own: a delivery of a large backlog may
+        // keep the main loop busy for minutes, and must not get the daemon
+        // killed; what the watchdog catches is a runtime that stopped
+        // running tasks (every worker blocked, a deadlock).
+        let watchdog = self.notifier.watchdog_every().map(|every| {
+            let notifier = self.notifier;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    notifier.watchdog();
+                }
+            })
+        });
         let m = metrics::global();
         let mut heartbeat = tokio::time::interval(self.heartbeat_every);
         let mut next_poll = tokio::time::Instant::now() + with_jitter(self.poll_every);
@@ -700,7 +710,6 @@ impl Daemon {
                             continue 'generations;
                         }
                     }
-                    _ = watchdog.tick(), if watchdog_every.is_some() => self.notifier.watchdog(),
                     _ = heartbeat.tick() => self.send_heartbeat(&config).await,
                     _ = renewal.tick() => {
                         renew_certificate_if_due(&client, &self.state_dir, &self.shared).await;
@@ -738,6 +747,9 @@ impl Daemon {
             }
         }
         let _ = stop_service.send(true);
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
         Ok(())
     }
 }

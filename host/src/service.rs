@@ -165,7 +165,7 @@ impl Notifier {
         ]);
     }
 
-    /// The main loop is alive.
+    /// The daemon's tasks still run.
     pub fn watchdog(&self) {
         self.send(&[NotifyState::Watchdog]);
     }
