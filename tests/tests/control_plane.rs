@@ -9,12 +9,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use assessment_e2e::{guest, repo, runtime_bin};
+use assessment_e2e::{free_port, guest, http_get, repo, runtime_bin, wait_for};
 use serde_json::{Value, json};
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -23,14 +22,6 @@ const FINDINGS_PER_RUN: usize = 19;
 
 fn control_plane_bin() -> PathBuf {
     runtime_bin().with_file_name("assessment-control-plane")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A control plane process on a loopback port, with its database (and its
@@ -279,14 +270,6 @@ fn sigterm(child: &Child) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Every stored job has exactly one record per finding: nothing lost,
@@ -935,28 +918,9 @@ fn a_full_disk_under_the_outbox_keeps_what_was_accepted_and_reports_what_was_not
     assert!(assert_complete_jobs(&cp.evidence()) > accepted);
 }
 
-/// `GET path` on a plain-HTTP listener: the status code and the body.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
-}
-
 /// The daemon's metrics, parsed as Prometheus parses them.
 fn scrape(port: u16) -> prometheus_parse::Scrape {
-    let (status, body) = http_get(port, "/metrics");
+    let (status, body) = http_get(port, "/metrics").unwrap();
     assert_eq!(status, 200, "{body}");
     // Chunked transfer: the exposition sits between chunk-size lines.
     let lines = body
@@ -1064,10 +1028,10 @@ fn the_daemon_as_a_service_notifies_systemd_serves_metrics_and_reloads_on_sighup
     // The watchdog is petted every half second.
     notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
     notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
-    assert_eq!(http_get(metrics_port, "/healthz").0, 200);
+    assert_eq!(http_get(metrics_port, "/healthz").unwrap().0, 200);
     assert_eq!(
         http_get(metrics_port, "/readyz"),
-        (200, "ready\n".to_string())
+        Some((200, "ready\n".to_string()))
     );
 
     wait_for("runs delivered", Duration::from_secs(60), || {
