@@ -10,10 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use assessment_e2e::{free_port, guest, http_get, output_text, repo, runtime_bin, wait_for};
 
@@ -375,7 +374,12 @@ fn install_follow_the_guide_and_purge(packages: &Packages) {
 
     // Files, modes and the state directory.
     let runtime_files = installed_files("assessment-runtime");
-    let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    // As root: the state directories are root's alone (the suite may run
+    // as a user with sudo).
+    let mode = |p: &str| {
+        let out = run(privileged("stat").unwrap().args(["-c", "%a", p]));
+        u32::from_str_radix(stdout(&out).trim(), 8).unwrap()
+    };
     assert_eq!(mode("/usr/bin/assessment-runtime"), 0o755);
     assert_eq!(mode("/etc/assessment-runtime/agent.toml"), 0o644);
     assert_eq!(mode("/var/lib/assessment-runtime"), 0o700);
@@ -399,7 +403,7 @@ fn install_follow_the_guide_and_purge(packages: &Packages) {
         assert!(out.status.success(), "{unit}: {}", output_text(&out));
     }
     // The default configuration validates.
-    run(Command::new("/usr/bin/assessment-runtime").args([
+    run(privileged("/usr/bin/assessment-runtime").unwrap().args([
         "validate",
         "--config",
         "/etc/assessment-runtime/agent.toml",
@@ -438,16 +442,22 @@ fn install_follow_the_guide_and_purge(packages: &Packages) {
             "metrics_listen = \"127.0.0.1:9464\"",
             &format!("metrics_listen = \"127.0.0.1:{metrics_port}\""),
         );
-    std::fs::write(
-        "/etc/assessment-runtime/agent.toml",
-        format!(
-            "{config}\n[[plugin]]\nname = \"kernel-params\"\npath = {:?}\nschedule = {{ every = \"2s\" }}\ngrants = {{ read = [\"/proc/sys\"] }}\n",
-            guest("kernel_params").display().to_string()
-        ),
-    )
-    .unwrap();
+    let config = format!(
+        "{config}\n[[plugin]]\nname = \"kernel-params\"\npath = {:?}\nschedule = {{ every = \"2s\" }}\ngrants = {{ read = [\"/proc/sys\"] }}\n",
+        guest("kernel_params").display().to_string()
+    );
+    let mut tee = privileged("tee")
+        .unwrap()
+        .arg("/etc/assessment-runtime/agent.toml")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut tee.stdin.take().unwrap(), config.as_bytes()).unwrap();
+    assert!(tee.wait().unwrap().success());
     // Step: enroll, one command.
-    run(Command::new("/usr/bin/assessment-runtime")
+    run(privileged("/usr/bin/assessment-runtime")
+        .unwrap()
         .args(["enroll", "--config", "/etc/assessment-runtime/agent.toml"])
         .args(["--url", &format!("https://localhost:{cp_port}")])
         .arg("--ca-cert")
@@ -470,10 +480,12 @@ fn install_follow_the_guide_and_purge(packages: &Packages) {
     notify
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    let mut daemon = Command::new(exec[0])
-        .args(&exec[1..])
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env_remove("ASSESSMENT_RUNTIME_LOG")
+    // `env` passes the notification socket through sudo, and execs.
+    let mut daemon = privileged("env")
+        .unwrap()
+        .args(["-u", "ASSESSMENT_RUNTIME_LOG"])
+        .arg(format!("NOTIFY_SOCKET={}", notify_path.display()))
+        .args(&exec)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -500,6 +512,16 @@ fn install_follow_the_guide_and_purge(packages: &Packages) {
             })
         },
     );
+    // Stopped as systemd stops it: SIGTERM (relayed by sudo, if any).
+    run(Command::new("kill").args(["-TERM", &daemon_guard.0.id().to_string()]));
+    let stopped = Instant::now();
+    while daemon_guard.0.try_wait().unwrap().is_none() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "the daemon did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(daemon_guard);
 
     // Removal keeps the configuration and the state (credentials, results
@@ -513,7 +535,15 @@ fn install_follow_the_guide_and_purge(packages: &Packages) {
         vec![&PathBuf::from("/etc/assessment-runtime/agent.toml")],
         "only the configuration stays after a removal"
     );
-    assert!(Path::new("/var/lib/assessment-runtime/credentials.json").exists());
+    assert!(
+        privileged("test")
+            .unwrap()
+            .args(["-e", "/var/lib/assessment-runtime/credentials.json"])
+            .status()
+            .unwrap()
+            .success(),
+        "the credentials stay after a removal"
+    );
     run(privileged("dpkg").unwrap().args([
         "--purge",
         "assessment-runtime",
