@@ -649,6 +649,15 @@ mod tests {
             Err(AccessError::TooLarge(_))
         ));
         assert_eq!(s.target.denials().1, 2);
+        // Each denial is counted in the metrics, by plugin and host function.
+        let counted = crate::metrics::global()
+            .denials
+            .get_or_create(&crate::metrics::DenialLabels {
+                plugin: s.log.plugin().to_string(),
+                capability: "read-file".to_string(),
+            })
+            .get();
+        assert!(counted >= 2, "{counted}");
     }
 
     #[tokio::test]
