@@ -1,10 +1,15 @@
 //! Every evidence payload the host builds validates against the Compliance
-//! Framework API's own schema (`../shared/reference`), strictly: no property
-//! the API does not define.
+//! Framework API's own schema, strictly: no property the API does not define.
+//!
+//! The schema is the API's public `docs/swagger.json` at a pinned commit,
+//! checked against its SHA-256 wherever it is read from: the file named by
+//! `COMPLIANCE_FRAMEWORK_SWAGGER` (CI downloads it there), else
+//! `target/reference/` in the repository, else the shared reference beside
+//! the repository (`../shared/reference`). Without one the tests fail.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use assessment_runtime::capabilities::results::{
     EvidenceItem, Finding, FindingSeverity, FindingStatus, FindingSubjectKind, Reference, Subject,
@@ -12,17 +17,82 @@ use assessment_runtime::capabilities::results::{
 use assessment_runtime::plugins::PluginId;
 use assessment_runtime::results::evidence::{RunContext, evidence_records};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Where the API's document comes from: its repository, the commit and the
+/// path in it, and the SHA-256 of that file.
+const SWAGGER_URL: &str = "https://raw.githubusercontent.com/compliance-framework/api/8a6deb2d1c47da49be0c5ca0bdc29cdff31c00c1/docs/swagger.json";
+const SWAGGER_SHA256: &str = "ff96c1ab6cad7ada09253a842019529e8d58fc44443548e6c6a4baa01f4fe770";
+/// A file named here is the one read (no fallback when it is missing).
+const SWAGGER_ENV: &str = "COMPLIANCE_FRAMEWORK_SWAGGER";
+const SWAGGER_FILE: &str = "compliance-framework-api.swagger.json";
+
+fn swagger_path() -> PathBuf {
+    if let Some(path) = std::env::var_os(SWAGGER_ENV) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "{SWAGGER_ENV} names {}, which is not a file",
+            path.display()
+        );
+        return path;
+    }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candidates = [
+        repo.join("target/reference").join(SWAGGER_FILE),
+        repo.join("../shared/reference").join(SWAGGER_FILE),
+    ];
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "the Compliance Framework API's schema is missing: tried {candidates:?}; \
+                 set {SWAGGER_ENV} to it, or download it: \
+                 curl -fsSL --create-dirs -o target/reference/{SWAGGER_FILE} {SWAGGER_URL}"
+            )
+        })
+}
 
 fn swagger() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/reference/compliance-framework-api.swagger.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (the shared reference must sit beside the repository)",
-            path.display()
-        )
-    });
-    serde_json::from_str(&text).unwrap()
+    read_pinned_swagger(&swagger_path())
+}
+
+/// The document at `path`, which must be the pinned one, byte for byte.
+fn read_pinned_swagger(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let digest = hex::encode(Sha256::digest(&bytes));
+    assert_eq!(
+        digest,
+        SWAGGER_SHA256,
+        "{} is not the pinned document {SWAGGER_URL}",
+        path.display()
+    );
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn only_the_pinned_document_is_read() {
+    let pinned = std::fs::read(swagger_path()).unwrap();
+    assert_eq!(
+        read_pinned_swagger(&swagger_path())["swagger"],
+        "2.0",
+        "the pinned document reads"
+    );
+    // One changed byte (a newer or edited document) is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let changed = dir.path().join(SWAGGER_FILE);
+    let mut bytes = pinned;
+    bytes.push(b'\n');
+    std::fs::write(&changed, bytes).unwrap();
+    let refused = std::panic::catch_unwind(|| read_pinned_swagger(&changed))
+        .expect_err("a document other than the pinned one must be refused");
+    let message = refused
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(message.contains("is not the pinned document"), "{message}");
 }
 
 /// Object schemas that list their properties get `additionalProperties:
