@@ -79,6 +79,13 @@ pub struct SupplyLabels {
     pub result: &'static str,
 }
 
+/// A certificate's labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// Which one: `client` (the runtime's, for mutual TLS).
+    pub certificate: &'static str,
+}
+
 /// The running version's labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
@@ -136,8 +143,8 @@ pub struct Metrics {
     /// Their durations.
     pub supply_duration: HistogramFamily<SupplyLabels>,
     /// Seconds until the client certificate expires (negative: expired;
-    /// absent without one).
-    pub certificate_expiry: Gauge<f64, AtomicU64>,
+    /// no sample without one, e.g. over plain HTTP).
+    pub certificate_expiry: Family<CertificateLabels, Gauge<f64, AtomicU64>>,
     /// Heartbeats by result.
     pub heartbeats: Family<ResultLabels, Counter>,
 }
@@ -240,10 +247,10 @@ impl Metrics {
             Unit::Seconds,
             supply_duration.clone(),
         );
-        let certificate_expiry = Gauge::<f64, AtomicU64>::default();
+        let certificate_expiry = Family::<CertificateLabels, Gauge<f64, AtomicU64>>::default();
         registry.register_with_unit(
-            "client_certificate_expiry",
-            "Time until the client certificate expires",
+            "certificate_expiry",
+            "Time until a certificate expires",
             Unit::Seconds,
             certificate_expiry.clone(),
         );
@@ -313,7 +320,11 @@ impl Metrics {
             Ok(left) => left.as_secs_f64(),
             Err(past) => -past.duration().as_secs_f64(),
         };
-        self.certificate_expiry.set(seconds);
+        self.certificate_expiry
+            .get_or_create(&CertificateLabels {
+                certificate: "client",
+            })
+            .set(seconds);
     }
 }
 

@@ -85,7 +85,9 @@ pub async fn serve(
         .route(
             "/metrics",
             get(move || async move {
-                refresh();
+                // Reading the outbox's depth touches the disk.
+                let refresh = refresh.clone();
+                let _ = tokio::task::spawn_blocking(move || refresh()).await;
                 (
                     [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
                     crate::metrics::global().encode(),

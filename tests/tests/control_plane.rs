@@ -1105,8 +1105,8 @@ fn the_daemon_as_a_service_notifies_systemd_serves_metrics_and_reloads_on_sighup
     );
     let expiry = sample_sum(
         &m,
-        "assessment_runtime_client_certificate_expiry_seconds",
-        &[],
+        "assessment_runtime_certificate_expiry_seconds",
+        &[("certificate", "client")],
     );
     assert!(expiry > 3600.0, "{expiry}");
     assert!(
