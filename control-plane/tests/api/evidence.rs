@@ -7,13 +7,7 @@ use serde_json::{Value, json};
 use crate::harness::{ADMIN_TOKEN, Server, all_evidence, error_message, evidence};
 
 async fn send_batch(server: &Server, token: &str, body: &Value) -> reqwest::Response {
-    server
-        .post("/v1/evidence/batch")
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    server.post_json("/v1/evidence/batch", token, body).await
 }
 
 #[tokio::test]

@@ -195,6 +195,16 @@ impl Server {
         self.http.post(format!("{}{path}", self.url))
     }
 
+    /// `POST path` with a bearer `token` and a JSON `body`, sent.
+    pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.post(path)
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub fn put(&self, path: &str) -> RequestBuilder {
         self.http.put(format!("{}{path}", self.url))
     }

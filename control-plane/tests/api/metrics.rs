@@ -52,16 +52,6 @@ fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> 
     found.first().copied()
 }
 
-async fn post(server: &Server, path: &str, token: &str, body: &Value) -> reqwest::Response {
-    server
-        .post(path)
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn metrics_count_what_the_api_did() {
     let server = Server::start_with(with_metrics()).await;
@@ -93,7 +83,9 @@ async fn metrics_count_what_the_api_did() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
-    let response = post(&server, "/api/agent/heartbeat", &token, &heartbeat).await;
+    let response = server
+        .post_json("/api/agent/heartbeat", &token, &heartbeat)
+        .await;
     assert_eq!(response.status(), StatusCode::CREATED);
 
     // Three records, then a replay of one with a new one, then a batch
@@ -111,7 +103,7 @@ async fn metrics_count_what_the_api_did() {
         (json!({ "records": [records[0], records[3]] }), 1, 1),
     ];
     for (batch, accepted, duplicates) in batches {
-        let response = post(&server, "/v1/evidence/batch", &token, &batch).await;
+        let response = server.post_json("/v1/evidence/batch", &token, &batch).await;
         assert_eq!(response.status(), StatusCode::OK);
         let outcome: Value = response.json().await.unwrap();
         assert_eq!(
@@ -123,7 +115,9 @@ async fn metrics_count_what_the_api_did() {
         { "idempotency_key": "key-5", "evidence": evidence_of(&id, "sshd", "check-5", "satisfied") },
         { "idempotency_key": "key-6" },
     ] });
-    let response = post(&server, "/v1/evidence/batch", &token, &refused).await;
+    let response = server
+        .post_json("/v1/evidence/batch", &token, &refused)
+        .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
     // A route with a path parameter, and a path no route matches.
