@@ -252,14 +252,22 @@ fn record_job_metrics(report: &JobReport, stored: &Result<(), String>) {
             plugin: report.plugin.clone(),
         })
         .observe(report.duration_ms as f64 / 1000.0);
+    // Counted per (status, severity) first: one label lookup each, not one
+    // per finding.
+    let mut counts: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
     for f in &report.findings {
+        *counts
+            .entry((f.status.as_str(), f.severity.as_str()))
+            .or_default() += 1;
+    }
+    for ((status, severity), n) in counts {
         m.findings
             .get_or_create(&FindingLabels {
                 plugin: report.plugin.clone(),
-                status: f.status.as_str(),
-                severity: f.severity.as_str(),
+                status,
+                severity,
             })
-            .inc();
+            .inc_by(n);
     }
 }
 
