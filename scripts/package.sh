@@ -50,7 +50,11 @@ fi
 mapfile -t tools < <(scripts/install-packaging-tools.sh)
 cargo_deb="${tools[0]}" cargo_rpm="${tools[1]}"
 
-for binary in assessment-runtime assessment-control-plane; do
+# Each crate's directory and its package (also its binary's name).
+packages=(host:assessment-runtime control-plane:assessment-control-plane)
+
+for entry in "${packages[@]}"; do
+    binary="${entry#*:}"
     if [ ! -x "$bin_dir/$binary" ]; then
         echo "package.sh: $bin_dir/$binary is missing; build it or drop --no-build" >&2
         exit 1
@@ -74,16 +78,15 @@ for binary in assessment-runtime assessment-control-plane; do
     fi
 done
 
-for dir in host control-plane; do
+for entry in "${packages[@]}"; do
     # cargo-deb finds the target directory as cargo does.
-    CARGO_TARGET_DIR="$target_dir" "$cargo_deb" deb --no-build --locked \
-        -p "$(sed -n 's/^name = "\(.*\)"/\1/p' "$dir/Cargo.toml" | head -1)" \
+    CARGO_TARGET_DIR="$target_dir" "$cargo_deb" deb --no-build --locked -p "${entry#*:}" \
         "${target_args[@]}" "${deb_args[@]}" -o "$out/"
 done
 # cargo-generate-rpm takes the binary as it is in the release directory:
 # a stripped copy is swapped in for it and the original put back.
-for dir in host control-plane; do
-    binary="$(sed -n 's/^name = "\(.*\)"/\1/p' "$dir/Cargo.toml" | head -1)"
+for entry in "${packages[@]}"; do
+    dir="${entry%%:*}" binary="${entry#*:}"
     stripped="$bin_dir/generated/$binary/$binary.stripped"
     if [ -f "$stripped" ]; then
         mv "$bin_dir/$binary" "$bin_dir/$binary.unstripped"
