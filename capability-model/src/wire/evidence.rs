@@ -125,6 +125,56 @@ pub struct EvidenceCreateRequest {
     /// The remediation, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remarks: Option<String>,
+    /// Resources the record's `links` point to (`#<uuid>`): the job's
+    /// provenance.
+    #[serde(rename = "back-matter", skip_serializing_if = "Option::is_none")]
+    pub back_matter: Option<BackMatter>,
+}
+
+/// `oscalTypes_1_1_3.BackMatter`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackMatter {
+    /// The resources.
+    pub resources: Vec<Resource>,
+}
+
+/// `oscalTypes_1_1_3.Resource`: a document the record refers to, here
+/// carried inline.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Resource {
+    /// Its identity, referred to as `#<uuid>`.
+    pub uuid: String,
+    /// What it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// More about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A summary of its content.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub props: Vec<Property>,
+    /// The document itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base64: Option<Base64>,
+    /// Notes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remarks: Option<String>,
+}
+
+/// `oscalTypes_1_1_3.Base64`: a document inline, base64-encoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Base64 {
+    /// A file name for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// Its media type.
+    #[serde(rename = "media-type", skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// The bytes, base64-encoded (standard alphabet, padded).
+    pub value: String,
 }
 
 /// A finding ready for delivery: its evidence and its idempotency key.
@@ -188,6 +238,19 @@ mod tests {
                     text: Some("CIS 5.2.10".to_string()),
                 }],
                 remarks: Some("set PermitRootLogin no".to_string()),
+                back_matter: Some(BackMatter {
+                    resources: vec![Resource {
+                        uuid: "3e0c1b1a-5f2d-5b7e-9a43-6d1c2b8e4f70".to_string(),
+                        title: Some("Provenance".to_string()),
+                        props: vec![prop("files", "1")],
+                        base64: Some(Base64 {
+                            filename: Some("provenance.json".to_string()),
+                            media_type: Some("application/json".to_string()),
+                            value: "e30=".to_string(),
+                        }),
+                        ..Resource::default()
+                    }],
+                }),
             },
         }
     }
@@ -210,6 +273,9 @@ mod tests {
             evidence["origins"][0]["actors"][0]["actor-uuid"],
             "0b9e0000-4000-8000-0000-000000000001"
         );
+        let resource = &evidence["back-matter"]["resources"][0];
+        assert_eq!(resource["base64"]["media-type"], "application/json");
+        assert!(resource.get("description").is_none());
     }
 
     #[test]
@@ -217,10 +283,11 @@ mod tests {
         let mut r = record().evidence;
         r.links.clear();
         r.remarks = None;
+        r.back_matter = None;
         r.status.remarks = None;
         r.props[0].ns = None;
         let json = serde_json::to_value(&r).unwrap();
-        for absent in ["links", "remarks"] {
+        for absent in ["links", "remarks", "back-matter"] {
             assert!(json.get(absent).is_none(), "{absent}: {json}");
         }
         assert!(json["status"].get("remarks").is_none());
@@ -243,6 +310,8 @@ mod tests {
             json!({ "subjects": {} }),
             json!({ "subjects": [{ "identifier": false }] }),
             json!({ "status": "satisfied" }),
+            json!({ "back-matter": { "resources": {} } }),
+            json!({ "back-matter": { "resources": [{ "base64": { "value": 1 } }] } }),
         ] {
             assert!(
                 serde_json::from_value::<EvidenceCreateRequest>(bad.clone()).is_err(),

@@ -4,8 +4,12 @@
 //! - [`evidence`]: findings as Compliance Framework evidence, in batches
 //!   with idempotency keys;
 //! - [`heartbeat`]: the runtime's state (plugins, last jobs, outbox);
+//! - [`oscal`]: evidence records as an OSCAL assessment-results document
+//!   (the runtime's `run --output oscal`, the control plane's export);
 //! - [`config`]: the configuration document (the agent configuration's
-//!   schema, also served by the control plane as JSON).
+//!   schema, also served by the control plane as JSON);
+//! - [`provenance`]: what the host served a plugin in one job, carried in
+//!   the run report and in the job's evidence.
 //!
 //! [`from_json`] reads any of them from JSON with an error that names the
 //! field.
@@ -13,12 +17,15 @@
 pub mod config;
 pub mod evidence;
 pub mod heartbeat;
+pub mod oscal;
+pub mod provenance;
 
 use std::fmt;
 
 pub use config::RawConfig;
 pub use evidence::{EvidenceBatch, EvidenceCreateRequest, EvidenceRecord};
 pub use heartbeat::{Heartbeat, JobErrorKind, JobOutcome, JobStatus, OutboxDepth, PluginState};
+pub use provenance::Provenance;
 
 /// A message that does not have its type's shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
