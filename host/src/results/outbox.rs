@@ -635,6 +635,7 @@ mod tests {
                 props: vec![],
                 links: vec![],
                 remarks: None,
+                back_matter: None,
             },
         }
     }
