@@ -47,6 +47,10 @@ enum LogFormat {
 enum Output {
     Table,
     Json,
+    /// An OSCAL 1.1.3 assessment-results document (docs/oscal.md).
+    Oscal,
+    /// One self-contained HTML page, failing checks first.
+    Html,
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,6 +275,19 @@ async fn execute(
             match output {
                 Output::Table => print!("{}", report.to_table()),
                 Output::Json => println!("{}", report.to_json()),
+                Output::Oscal => {
+                    let host = crate::daemon::host_name();
+                    // The enrolled id, so that the document's streams are
+                    // the evidence's; a runtime never enrolled is its host.
+                    let runtime_id = crate::control_plane::Credentials::load(&agent.state_dir)
+                        .map_or_else(|_| host.clone(), |c| c.runtime_id);
+                    let assessor = crate::report::oscal::Assessor {
+                        runtime_id: &runtime_id,
+                        host: &host,
+                    };
+                    println!("{}", report.to_oscal(assessor));
+                }
+                Output::Html => print!("{}", report.to_html()),
             }
             Ok(if report.summary.jobs_failed > 0 {
                 ExitCode::from(EXIT_JOB_FAILED)

@@ -98,8 +98,8 @@ impl Status {
     }
 }
 
-/// The host name reported with evidence.
-fn host_name() -> String {
+/// The host name reported with evidence (and in `run --output oscal`).
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_string())

@@ -1,5 +1,10 @@
 //! The results of one assessment cycle: a JSON document with a stable,
-//! versioned schema (`docs/run-report.md`) and a table for people.
+//! versioned schema (`docs/run-report.md`) and a table for people; an OSCAL
+//! assessment-results document ([`oscal`], `docs/oscal.md`) for tools and a
+//! self-contained HTML page ([`html`]) for people.
+
+pub mod html;
+pub mod oscal;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,8 @@
 //! - [`evidence`]: findings as Compliance Framework evidence, in batches
 //!   with idempotency keys;
 //! - [`heartbeat`]: the runtime's state (plugins, last jobs, outbox);
+//! - [`oscal`]: evidence records as an OSCAL assessment-results document
+//!   (the runtime's `run --output oscal`, the control plane's export);
 //! - [`config`]: the configuration document (the agent configuration's
 //!   schema, also served by the control plane as JSON);
 //! - [`provenance`]: what the host served a plugin in one job, carried in
@@ -15,6 +17,7 @@
 pub mod config;
 pub mod evidence;
 pub mod heartbeat;
+pub mod oscal;
 pub mod provenance;
 
 use std::fmt;

@@ -81,6 +81,29 @@ pub fn instance_evidence_records(
     instance: &str,
     findings: &[Finding],
 ) -> Vec<EvidenceRecord> {
+    records_of(ctx, instance, findings, is_evidence)
+}
+
+/// The records of every finding of one job of `instance`, verdict or not,
+/// for reports of the run (`run --output oscal`), never for delivery: a
+/// finding without a verdict has its status as its state and reason
+/// (`error`, `not-applicable`, `skipped`), which no Compliance Framework
+/// objective status is. Its stream and key are those it would have as
+/// evidence.
+pub fn instance_report_records(
+    ctx: &RunContext<'_>,
+    instance: &str,
+    findings: &[Finding],
+) -> Vec<EvidenceRecord> {
+    records_of(ctx, instance, findings, |_| true)
+}
+
+fn records_of(
+    ctx: &RunContext<'_>,
+    instance: &str,
+    findings: &[Finding],
+    include: impl Fn(FindingStatus) -> bool,
+) -> Vec<EvidenceRecord> {
     let own_instance = instance != ctx.plugin.name;
     // '@' is in no plugin name, so an instance's streams can be no other
     // plugin's (or instance's); the name alone keeps today's streams.
@@ -111,7 +134,7 @@ pub fn instance_evidence_records(
                 stream
             }
         };
-        if !is_evidence(f.status) {
+        if !include(f.status) {
             continue;
         }
         let uuid = Uuid::new_v5(&EVIDENCE_NAMESPACE, stream.as_bytes());
@@ -162,10 +185,10 @@ pub fn instance_evidence_records(
                 })
             })
             .collect();
-        let (state, reason) = if f.status == FindingStatus::Pass {
-            ("satisfied", "pass")
-        } else {
-            ("not-satisfied", "fail")
+        let (state, reason) = match f.status {
+            FindingStatus::Pass => ("satisfied", "pass"),
+            FindingStatus::Fail => ("not-satisfied", "fail"),
+            other => (other.as_str(), other.as_str()),
         };
         records.push(EvidenceRecord {
             idempotency_key: idempotency_key.to_string(),
