@@ -21,7 +21,7 @@ use crate::server::{
     ConnectionLimits, OPERATIONS_MAX_CONNECTIONS, serve_operations, serve_with, shutdown_signal,
 };
 use crate::state::AppState;
-use crate::tls::server_config;
+use crate::tls::{server_config, server_config_without_client_certificates};
 
 /// Reference control plane for Assessment Runtime.
 #[derive(Debug, Parser)]
@@ -186,6 +186,13 @@ pub struct ServeArgs {
     /// only (credentials cross the network in the clear).
     #[arg(long)]
     pub dev_plain_http: bool,
+    /// Serve as a Compliance Framework API does: only `/api/auth/token`,
+    /// `/api/agent/heartbeat`, `/api/evidence` and health; nothing of `/v1`
+    /// (no enrollment, configuration, batches or admin API: 404). Over TLS
+    /// the server asks for no client certificate; runtimes use credentials
+    /// from `runtimes create`.
+    #[arg(long, env = "ACP_COMPLIANCE_FRAMEWORK_ONLY")]
+    pub compliance_framework_only: bool,
     /// The names runtimes reach this server by (DNS names or IP
     /// addresses), put in its certificate.
     #[arg(
@@ -293,6 +300,23 @@ pub enum RuntimesCommand {
         #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
         stale_after: Duration,
     },
+    /// Create a runtime and its credentials without enrollment, for a
+    /// runtime given them in its `[control_plane]` settings (no client
+    /// certificate: for `serve --compliance-framework-only` or plain HTTP).
+    /// Prints `{"runtime_id", "name", "group"}` and, without
+    /// `--secret-file`, `client_secret`.
+    Create {
+        /// The runtime's name (its machine's host name).
+        #[arg(long)]
+        name: String,
+        /// The group it joins.
+        #[arg(long, default_value = DEFAULT_GROUP)]
+        group: String,
+        /// Write the client secret to this new file (mode 0600) instead of
+        /// printing it.
+        #[arg(long, value_name = "PATH")]
+        secret_file: Option<PathBuf>,
+    },
     /// Revoke a runtime: its tokens stop working and it cannot get new ones.
     Revoke {
         /// The runtime's id.
@@ -373,6 +397,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Runtimes(RuntimesCommand::List { stale_after }) => {
             let db = open(cli.database)?;
             print_json(&db.list_runtimes(Utc::now(), stale_after)?)
+        }
+        Command::Runtimes(RuntimesCommand::Create {
+            name,
+            group,
+            secret_file,
+        }) => {
+            let mut db = open(cli.database)?;
+            let created = crate::runtime_credentials::create(&mut db, &name, &group, Utc::now())?;
+            let mut shown = serde_json::json!({
+                "runtime_id": created.runtime_id,
+                "name": name,
+                "group": created.group,
+            });
+            match secret_file {
+                Some(path) => {
+                    crate::runtime_credentials::write_secret(&path, &created.client_secret)?;
+                    eprintln!(
+                        "runtime {} created; its client secret is in {}",
+                        created.runtime_id,
+                        path.display()
+                    );
+                }
+                None => shown["client_secret"] = created.client_secret.into(),
+            }
+            print_json(&shown)
         }
         Command::Runtimes(RuntimesCommand::Revoke { id }) => {
             let mut db = open(cli.database)?;
@@ -482,6 +531,8 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             auth_burst: args.auth_burst,
             auth_per_minute: args.auth_per_minute,
         })?;
+    let compliance_framework_only = args.compliance_framework_only;
+    let config = config.with_compliance_framework_only(compliance_framework_only);
     let connection_limits = ConnectionLimits {
         max_connections: args.max_connections,
         handshake_timeout: args.handshake_timeout,
@@ -501,8 +552,12 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         }
         let dir = ca_dir(database.as_deref(), args.ca)?;
         let ca = Arc::new(load_ca(&dir)?.with_client_validity(args.client_cert_validity));
-        let server_config =
-            server_config(ca.clone(), &args.tls_names).context("cannot set up TLS serving")?;
+        let server_config = if args.compliance_framework_only {
+            server_config_without_client_certificates(ca.clone(), &args.tls_names)
+        } else {
+            server_config(ca.clone(), &args.tls_names)
+        }
+        .context("cannot set up TLS serving")?;
         tracing::info!(
             ca = %dir.join(CA_CERT_FILE).display(),
             ca_sha256 = %ca.sha256(),
@@ -534,6 +589,8 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         };
         let mut state = AppState::new(store, config);
         let scheme = match tls {
+            // Without client certificates there is none to check.
+            Some((_, server_config)) if compliance_framework_only => Some(server_config),
             Some((ca, server_config)) => {
                 state = state.with_ca(ca);
                 Some(server_config)
@@ -572,6 +629,9 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             }
             None => None,
         };
+        if compliance_framework_only {
+            tracing::info!("serving only the Compliance Framework routes (/api/auth/token, /api/agent/heartbeat, /api/evidence) and health; /v1 is not served");
+        }
         let kind = if scheme.is_some() { "https" } else { "http" };
         tracing::info!(%address, database = %path.display(), "control plane listening ({kind})");
         serve_with(listener, scheme, state, connection_limits, stopping())

@@ -122,6 +122,9 @@ pub struct ServerConfig {
     pub stale_after: Duration,
     /// Size, storage and rate limits.
     pub limits: Limits,
+    /// Serve only the Compliance Framework routes a runtime uses (token,
+    /// heartbeat, evidence) and health, nothing of `/v1`.
+    pub compliance_framework_only: bool,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -131,6 +134,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("token_ttl", &self.token_ttl)
             .field("stale_after", &self.stale_after)
             .field("limits", &self.limits)
+            .field("compliance_framework_only", &self.compliance_framework_only)
             .finish()
     }
 }
@@ -156,7 +160,17 @@ impl ServerConfig {
             token_ttl,
             stale_after,
             limits: Limits::default(),
+            compliance_framework_only: false,
         })
+    }
+
+    /// The same settings, serving only the Compliance Framework routes
+    /// when `only` (`serve --compliance-framework-only`).
+    pub fn with_compliance_framework_only(self, only: bool) -> Self {
+        Self {
+            compliance_framework_only: only,
+            ..self
+        }
     }
 
     /// The same settings with `limits` (validated).

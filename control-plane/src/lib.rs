@@ -10,7 +10,8 @@
 //! from the bottom: `error`, `secrets`, `canonical`, `config`, `model`,
 //! `guard`, `metrics`, `ca`, `tls` (types, checks and crypto, no HTTP
 //! state; `metrics` holds the Prometheus registry); `db` (the
-//! store); `state` (what handlers share: [`AppState`], the source address);
+//! store); `runtime_credentials` (runtimes made by the admin, without
+//! enrollment); `state` (what handlers share: [`AppState`], the source address);
 //! `auth` (extractors: who is calling); `admin` (the admin routes); `api`
 //! (the runtime handlers and the router, which merges the admin routes);
 //! `server` (listeners, connections); `cli`. A unit test checks it.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod guard;
 pub mod metrics;
 pub mod model;
+pub mod runtime_credentials;
 pub mod secrets;
 pub mod server;
 pub mod state;
@@ -57,6 +59,7 @@ mod tests {
         "ca",
         "tls",
         "db",
+        "runtime_credentials",
         "state",
         "auth",
         "admin",

@@ -154,6 +154,28 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The server's TLS settings without client certificates, as a Compliance
+/// Framework API serves: the server proves itself with a certificate from
+/// the CA; runtimes prove themselves with their client secret alone
+/// (`serve --compliance-framework-only`).
+pub fn server_config_without_client_certificates(
+    ca: Arc<CertificateAuthority>,
+    names: &[String],
+) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+    let rustls_error = |e: &dyn std::fmt::Display| TlsSetupError::Rustls(e.to_string());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| rustls_error(&e))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(RenewingCertificate::new(
+            ca,
+            names,
+            SERVER_VALIDITY,
+        )?));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,11 @@
 //! Evidence from runtimes: `POST /api/evidence` (the Compliance Framework's
-//! one-record endpoint) and `POST /v1/evidence/batch` (idempotent batches).
+//! one-record endpoint, idempotent with an `Idempotency-Key` header) and
+//! `POST /v1/evidence/batch` (idempotent batches).
 
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -14,18 +15,27 @@ use crate::error::{ApiError, StoreError};
 use crate::model::{BatchOutcome, MAX_BATCH_RECORDS, NewEvidence, RuntimeIdentity};
 use crate::state::AppState;
 
-/// Stores one `EvidenceCreateRequest` under a generated idempotency key:
-/// 201 `{"data": <stored record>}`; the record is checked as in a batch
-/// (see [`batch`]).
+/// The request header naming a record's idempotency key on
+/// `POST /api/evidence` (the IETF httpapi draft's `Idempotency-Key`).
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// Stores one `EvidenceCreateRequest`: 201 `{"data": <stored record>}`; the
+/// record is checked as in a batch (see [`batch`]). Its idempotency key is
+/// the `Idempotency-Key` header when the request has one — the same key
+/// with the same record again is stored once and answered 200 with the
+/// stored record (409 with another record) — else a generated one, as a
+/// Compliance Framework API stores every request.
 pub async fn create(
     Runtime(runtime): Runtime,
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let metrics = state.metrics.clone();
-    let answer = store_one(runtime, state, body).await;
+    let answer = store_one(runtime, state, &headers, body).await;
     match &answer {
-        Ok(_) => metrics.evidence_stored(1, 0),
+        Ok((StatusCode::CREATED, _)) => metrics.evidence_stored(1, 0),
+        Ok(_) => metrics.evidence_stored(0, 1),
         Err(error) => metrics.evidence_rejected(1, error.status),
     }
     answer
@@ -34,23 +44,38 @@ pub async fn create(
 async fn store_one(
     runtime: RuntimeIdentity,
     state: AppState,
+    headers: &HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        Some(value) => value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("the Idempotency-Key header must be ASCII text"))?
+            .trim()
+            .to_string(),
+        None => Uuid::new_v4().to_string(),
+    };
     let Json(body) = body?;
-    let key = Uuid::new_v4().to_string();
     let rules = state.record_rules(&runtime);
     let quota = state.config.limits.runtime_storage_quota;
     let record = NewEvidence::from_body(key.clone(), body, "body", rules)?;
-    let stored = state
+    let (outcome, stored) = state
         .store
         .call(move |db| {
-            db.store_evidence(runtime.id, std::slice::from_ref(&record), quota, Utc::now())?;
-            db.evidence(runtime.id, &key)?.ok_or_else(|| {
+            let outcome =
+                db.store_evidence(runtime.id, std::slice::from_ref(&record), quota, Utc::now())?;
+            let stored = db.evidence(runtime.id, &key)?.ok_or_else(|| {
                 StoreError::Inconsistent("the evidence just stored cannot be read back".to_string())
-            })
+            })?;
+            Ok((outcome, stored))
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "data": stored }))))
+    let status = if outcome.accepted == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "data": stored }))))
 }
 
 /// Stores a batch `{"records": [{"idempotency_key", "evidence"}]}`: 200

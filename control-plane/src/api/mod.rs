@@ -47,29 +47,40 @@ pub fn router(state: AppState) -> Router {
         .max_body_bytes
         .max(limits.max_record_bytes.saturating_mul(2));
     let rate_limited = || from_fn_with_state(state.clone(), rate_limit);
-    Router::new()
+    // The Compliance Framework's routes a runtime uses, and health.
+    let compliance_framework = Router::new()
         .route("/healthz", get(operations::healthz))
         .route("/readyz", get(operations::readyz))
-        .route(
-            "/v1/enroll",
-            post(enroll::enroll).route_layer(rate_limited()),
-        )
         .route(
             "/api/auth/token",
             post(token::token).route_layer(rate_limited()),
         )
-        .route("/v1/credentials/rotate", post(credentials::rotate))
-        .route("/v1/config", get(config::get_config))
         .route("/api/agent/heartbeat", post(heartbeat::heartbeat))
         .route(
             "/api/evidence",
             post(evidence::create).layer(DefaultBodyLimit::max(single_record)),
+        );
+    // This control plane's extension: enrollment, rotation, configuration,
+    // batches and the admin API; absent (404) in the
+    // Compliance-Framework-only mode.
+    let extension = Router::new()
+        .route(
+            "/v1/enroll",
+            post(enroll::enroll).route_layer(rate_limited()),
         )
+        .route("/v1/credentials/rotate", post(credentials::rotate))
+        .route("/v1/config", get(config::get_config))
         .route(
             "/v1/evidence/batch",
             post(evidence::batch).layer(DefaultBodyLimit::max(limits.max_batch_bytes)),
         )
-        .merge(crate::admin::router())
+        .merge(crate::admin::router());
+    let routes = if state.config.compliance_framework_only {
+        compliance_framework
+    } else {
+        compliance_framework.merge(extension)
+    };
+    routes
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -43,6 +43,8 @@ pub struct Options {
     pub connections: ConnectionLimits,
     /// Also serve the operations listener.
     pub metrics: bool,
+    /// Serve only the Compliance Framework routes.
+    pub compliance_framework_only: bool,
 }
 
 impl Default for Options {
@@ -53,6 +55,7 @@ impl Default for Options {
             limits: Limits::default(),
             connections: ConnectionLimits::default(),
             metrics: false,
+            compliance_framework_only: false,
         }
     }
 }
@@ -63,6 +66,7 @@ impl Options {
             .unwrap()
             .with_limits(self.limits)
             .unwrap()
+            .with_compliance_framework_only(self.compliance_framework_only)
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_auth;
+mod compliance_framework;
 mod config;
 mod enrollment;
 mod evidence;
