@@ -14,8 +14,9 @@ impl environment::Host for PluginState {
         if let Err(refusal) = self.target.grants.check_env(&name) {
             return Ok(Err(self.refuse("env-var", refusal)));
         }
-        Ok(Ok(
-            std::env::var_os(&name).map(|v| v.to_string_lossy().into_owned())
-        ))
+        let value = std::env::var_os(&name).map(|v| v.to_string_lossy().into_owned());
+        // The name and whether it was set, never the value.
+        self.provenance.environment(&name, value.is_some());
+        Ok(Ok(value))
     }
 }

@@ -3,6 +3,7 @@
 //! its bounded pool of blocking threads.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
 
 use cap_std::fs::MetadataExt;
 
@@ -12,6 +13,7 @@ use crate::bindings::latest::assessment::plugin::filesystem::{
 use crate::bindings::latest::assessment::plugin::types::AccessError;
 
 use super::PluginState;
+use super::provenance::FileFacts;
 use super::target::{
     access_error, blocking, entry_kind, granted_metadata, open_regular, read_capped,
 };
@@ -21,21 +23,35 @@ impl filesystem::Host for PluginState {
         let max = self.target.limits.max_file_bytes;
         let r = match self.resolve_or_refuse("read-file", &path) {
             Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Err(self.unresolved_file("read-file", &path, e))),
         };
-        let (rel, request, nofollow) = (r.rel, r.request, r.grant_file);
-        Ok(blocking(r.dir, move |dir| {
-            let file = open_regular(&dir, &rel, &request, nofollow)?;
-            read_capped(file, max)
-                .map_err(|e| access_error(&request, &e))?
-                .ok_or_else(|| {
-                    AccessError::TooLarge(format!(
-                        "{} is larger than {max} bytes",
-                        request.display()
-                    ))
-                })
+        let (rel, request, nofollow) = (r.rel, r.request.clone(), r.grant_file);
+        let (facts, read) = blocking(r.dir, move |dir| {
+            let mut facts = None;
+            let read = open_regular(&dir, &rel, &request, nofollow).and_then(|file| {
+                facts = file.metadata().ok().map(|m| FileFacts::of(&m));
+                read_capped(file, max)
+                    .map_err(|e| access_error(&request, &e))?
+                    .ok_or_else(|| {
+                        AccessError::TooLarge(format!(
+                            "{} is larger than {max} bytes",
+                            request.display()
+                        ))
+                    })
+            });
+            Ok((facts, read))
         })
-        .await)
+        .await
+        .unwrap_or_else(|e| (None, Err(e)));
+        self.provenance.file(
+            "read-file",
+            &r.request,
+            None,
+            facts,
+            read.as_deref().ok(),
+            read.as_ref().err(),
+        );
+        Ok(read)
     }
 
     async fn read_range(
@@ -47,45 +63,69 @@ impl filesystem::Host for PluginState {
         let max = self.target.limits.max_file_bytes;
         let r = match self.resolve_or_refuse("read-range", &path) {
             Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Err(self.unresolved_file("read-range", &path, e))),
         };
         if length > max {
-            return Ok(Err(AccessError::TooLarge(format!(
+            let e = AccessError::TooLarge(format!(
                 "a window of {length} bytes of {} is larger than the {max}-byte limit; read it in smaller windows",
                 r.request.display()
-            ))));
+            ));
+            self.provenance
+                .file("read-range", &r.request, Some(offset), None, None, Some(&e));
+            return Ok(Err(e));
         }
-        let (rel, request, nofollow) = (r.rel, r.request, r.grant_file);
-        Ok(blocking(r.dir, move |dir| {
-            let mut file = open_regular(&dir, &rel, &request, nofollow)?;
-            let mut buf = Vec::new();
-            file.seek(SeekFrom::Start(offset))
-                .and_then(|_| file.take(length).read_to_end(&mut buf))
-                .map_err(|e| access_error(&request, &e))?;
-            Ok(buf)
+        let (rel, request, nofollow) = (r.rel, r.request.clone(), r.grant_file);
+        let (facts, read) = blocking(r.dir, move |dir| {
+            let mut facts = None;
+            let read = open_regular(&dir, &rel, &request, nofollow).and_then(|mut file| {
+                facts = file.metadata().ok().map(|m| FileFacts::of(&m));
+                let mut buf = Vec::new();
+                file.seek(SeekFrom::Start(offset))
+                    .and_then(|_| file.take(length).read_to_end(&mut buf))
+                    .map_err(|e| access_error(&request, &e))?;
+                Ok(buf)
+            });
+            Ok((facts, read))
         })
-        .await)
+        .await
+        .unwrap_or_else(|e| (None, Err(e)));
+        self.provenance.file(
+            "read-range",
+            &r.request,
+            Some(offset),
+            facts,
+            read.as_deref().ok(),
+            read.as_ref().err(),
+        );
+        Ok(read)
     }
 
     async fn stat(&mut self, path: String) -> wasmtime::Result<Result<FileStat, AccessError>> {
         let r = match self.resolve_or_refuse("stat", &path) {
             Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Err(self.unresolved_file("stat", &path, e))),
         };
-        let (rel, request, nofollow) = (r.rel, r.request, r.grant_file);
-        Ok(blocking(r.dir, move |dir| {
+        let (rel, request, nofollow) = (r.rel, r.request.clone(), r.grant_file);
+        let stat = blocking(r.dir, move |dir| {
             let meta = granted_metadata(&dir, &rel, &request, nofollow)?;
-            Ok(FileStat {
-                kind: entry_kind(meta.file_type()),
-                mode: meta.mode() & 0o7777,
-                uid: meta.uid(),
-                gid: meta.gid(),
-                size: meta.len(),
-                modified: meta.mtime(),
-                links: meta.nlink(),
-            })
+            Ok((
+                FileFacts::of(&meta),
+                FileStat {
+                    kind: entry_kind(meta.file_type()),
+                    mode: meta.mode() & 0o7777,
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                    size: meta.len(),
+                    modified: meta.mtime(),
+                    links: meta.nlink(),
+                },
+            ))
         })
-        .await)
+        .await;
+        let facts = stat.as_ref().ok().map(|(facts, _)| *facts);
+        self.provenance
+            .file("stat", &r.request, None, facts, None, stat.as_ref().err());
+        Ok(stat.map(|(_, stat)| stat))
     }
 
     async fn list_dir(
@@ -95,10 +135,15 @@ impl filesystem::Host for PluginState {
         let max = self.target.limits.max_dir_entries;
         let r = match self.resolve_or_refuse("list-dir", &path) {
             Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => {
+                if !matches!(e, AccessError::Denied(_)) {
+                    self.provenance.directory(Path::new(&path), Err(&e));
+                }
+                return Ok(Err(e));
+            }
         };
-        let (rel, request, grant_file) = (r.rel, r.request, r.grant_file);
-        Ok(blocking(r.dir, move |dir| {
+        let (rel, request, grant_file) = (r.rel, r.request.clone(), r.grant_file);
+        let listed = blocking(r.dir, move |dir| {
             if grant_file {
                 // A granted file is never a directory to list, and never
                 // followed if it became a symlink.
@@ -128,6 +173,27 @@ impl filesystem::Host for PluginState {
             entries.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(entries)
         })
-        .await)
+        .await;
+        match &listed {
+            Ok(entries) => {
+                let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+                self.provenance.directory(&r.request, Ok(&names));
+            }
+            Err(e) => self.provenance.directory(&r.request, Err(e)),
+        }
+        Ok(listed)
+    }
+}
+
+impl PluginState {
+    /// A file call refused before it reached the file: a denial is already
+    /// recorded as one; a path that is not there or not valid is recorded
+    /// as the file access the plugin asked for.
+    fn unresolved_file(&mut self, call: &str, path: &str, error: AccessError) -> AccessError {
+        if !matches!(error, AccessError::Denied(_)) {
+            self.provenance
+                .file(call, Path::new(path), None, None, None, Some(&error));
+        }
+        error
     }
 }

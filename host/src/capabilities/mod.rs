@@ -13,6 +13,7 @@ pub mod host_facts;
 pub mod log;
 pub mod packages;
 pub mod process;
+pub mod provenance;
 pub mod results;
 pub mod target;
 
@@ -58,6 +59,8 @@ pub struct PluginState {
     pub results: results::ResultsCtx,
     /// `assessment:plugin/log`, plus stdout and stderr.
     pub log: Arc<log::LogSink>,
+    /// What the host served the plugin in this job.
+    pub provenance: provenance::ProvenanceLog,
     /// Linear-memory accounting.
     pub limiter: MemoryLimiter,
 }
@@ -85,6 +88,7 @@ impl PluginState {
             target,
             results,
             log,
+            provenance: provenance::ProvenanceLog::default(),
             limiter: MemoryLimiter::new(memory_bytes),
         }
     }

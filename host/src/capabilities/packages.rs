@@ -12,6 +12,7 @@ use crate::bindings::latest::assessment::plugin::packages::{self, InstalledPacka
 use crate::bindings::latest::assessment::plugin::types::AccessError;
 
 use super::PluginState;
+use super::provenance::{DatabaseRead, FileFacts, sha256};
 use super::target::{access_error, blocking, open_regular, read_capped};
 
 /// Largest package database read (a Debian system with every package of
@@ -35,22 +36,39 @@ impl packages::Host for PluginState {
         if let Err(refusal) = self.target.grants.check_switch(Capability::Packages) {
             return Ok(Err(self.refuse("packages.installed", refusal)));
         }
-        let dir = match self.target.root_dir.try_clone() {
-            Ok(dir) => dir,
-            Err(e) => return Ok(Err(AccessError::Io(format!("assessment root: {e}")))),
+        let (database, found) = match self.target.root_dir.try_clone() {
+            Ok(dir) => blocking(dir, |root| {
+                let mut database = None;
+                let found = read_installed(&root, &mut database);
+                Ok((database, found))
+            })
+            .await
+            .unwrap_or_else(|e| (None, Err(e))),
+            Err(e) => (None, Err(AccessError::Io(format!("assessment root: {e}")))),
         };
-        Ok(blocking(dir, read_installed).await)
+        self.provenance
+            .packages("installed", database.as_ref(), found.as_ref().map(Vec::len));
+        Ok(found)
     }
 }
 
-fn read_installed(root: Dir) -> Result<Vec<InstalledPackage>, AccessError> {
-    let read = |rel: &str| -> Result<Option<String>, AccessError> {
+/// The installed packages; `database` is set to the database read, once
+/// its bytes are.
+fn read_installed(
+    root: &Dir,
+    database: &mut Option<DatabaseRead>,
+) -> Result<Vec<InstalledPackage>, AccessError> {
+    let mut read = |rel: &str| -> Result<Option<String>, AccessError> {
         let request = Path::new("/").join(rel);
-        let file = match open_regular(&root, Path::new(rel), &request, false) {
+        let file = match open_regular(root, Path::new(rel), &request, false) {
             Ok(file) => file,
             Err(AccessError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
+        let facts = file
+            .metadata()
+            .map_err(|e| access_error(&request, &e))
+            .map(|m| FileFacts::of(&m))?;
         let bytes = read_capped(file, MAX_DATABASE_BYTES)
             .map_err(|e| access_error(&request, &e))?
             .ok_or_else(|| {
@@ -60,6 +78,11 @@ fn read_installed(root: Dir) -> Result<Vec<InstalledPackage>, AccessError> {
                     MAX_DATABASE_BYTES >> 20
                 ))
             })?;
+        *database = Some(DatabaseRead {
+            path: request,
+            facts,
+            sha256: sha256(&bytes),
+        });
         Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     };
     let mut found = if let Some(text) = read(DPKG_STATUS)? {
@@ -177,6 +200,36 @@ mod tests {
         assert_eq!(found[1].version, "1:9.2p1-2+deb12u3");
         assert_eq!(found[1].architecture, "amd64");
         assert_eq!(found[1].manager, "dpkg");
+    }
+
+    #[tokio::test]
+    async fn provenance_names_the_database_read_and_the_packages_returned() {
+        use crate::capabilities::provenance::sha256;
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("var/lib/dpkg")).unwrap();
+        std::fs::write(root.path().join(DPKG_STATUS), STATUS).unwrap();
+        let grants = GrantSet {
+            packages: true,
+            ..GrantSet::default()
+        };
+        let mut state =
+            state_with_target(TargetCtx::open(root.path(), grants, Limits::default()).unwrap());
+        state.installed().await.unwrap().unwrap();
+        let query = &state.provenance.provenance().packages[0];
+        assert_eq!(query.database.as_deref(), Some("/var/lib/dpkg/status"));
+        assert_eq!(query.size, Some(STATUS.len() as u64));
+        assert_eq!(query.sha256, Some(sha256(STATUS.as_bytes())));
+        assert_eq!(query.packages, Some(2));
+        assert!(query.mtime.is_some());
+
+        let empty = tempfile::tempdir().unwrap();
+        let mut state = state_with_target(
+            TargetCtx::open(empty.path(), GrantSet::default(), Limits::default()).unwrap(),
+        );
+        state.installed().await.unwrap().unwrap_err();
+        let p = state.provenance.take();
+        assert!(p.packages.is_empty(), "refused: a denial, not a query");
+        assert_eq!(p.denials[0].call, "packages.installed");
     }
 
     #[tokio::test]

@@ -25,13 +25,17 @@ impl process::Host for PluginState {
             return Ok(Err(self.refuse("run-command", refusal)));
         }
         let limits = &self.target.limits;
-        Ok(run_bounded(
+        let started = std::time::Instant::now();
+        let ran = run_bounded(
             &command,
             &args,
             limits.command_timeout,
             limits.command_output_bytes,
         )
-        .await)
+        .await;
+        self.provenance
+            .command(&command, &args, started.elapsed(), ran.as_ref());
+        Ok(ran)
     }
 }
 

@@ -279,6 +279,7 @@ impl PluginState {
     pub(super) fn refuse(&mut self, call: &str, refusal: Refusal) -> AccessError {
         if let Refusal::Denied(why) = &refusal {
             self.log.denied(call, why);
+            self.provenance.denial(call, why);
             // `call` is the host function's name: a bounded label.
             crate::metrics::global()
                 .denials
@@ -658,6 +659,136 @@ mod tests {
             })
             .get();
         assert!(counted >= 2, "{counted}");
+    }
+
+    #[tokio::test]
+    async fn provenance_records_what_each_call_served() {
+        use crate::capabilities::provenance::sha256;
+        let root = tree();
+        let mut s = state(
+            root.path(),
+            grants(
+                &["/etc"],
+                &["/bin/sh"],
+                &["PATH", "ASSESSMENT_PROVENANCE_UNSET"],
+                false,
+            ),
+        )
+        .await;
+        let config = s
+            .read_file("/etc/ssh/sshd_config".into())
+            .await
+            .unwrap()
+            .unwrap();
+        let window = s
+            .read_range("/etc/passwd".into(), 5, 3)
+            .await
+            .unwrap()
+            .unwrap();
+        s.stat("/etc/shadow".into()).await.unwrap().unwrap();
+        s.read_file("/etc/missing".into())
+            .await
+            .unwrap()
+            .unwrap_err();
+        s.read_file("/big".into()).await.unwrap().unwrap_err();
+        s.list_dir("/etc/ssh/sshd_config.d".into())
+            .await
+            .unwrap()
+            .unwrap();
+        s.list_dir("/etc/ssh".into()).await.unwrap().unwrap_err();
+        let out = s
+            .run_command(
+                "/bin/sh".into(),
+                vec!["-c".into(), "echo hi; exit 3".into()],
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        s.run_command("/bin/ls".into(), vec![])
+            .await
+            .unwrap()
+            .unwrap_err();
+        s.env_var("PATH".into()).await.unwrap().unwrap();
+        s.env_var("ASSESSMENT_PROVENANCE_UNSET".into())
+            .await
+            .unwrap()
+            .unwrap();
+        s.env_var("HOME".into()).await.unwrap().unwrap_err();
+        let p = s.provenance.take();
+
+        let mtime = |rel: &str| {
+            let modified = std::fs::metadata(root.path().join(rel))
+                .unwrap()
+                .modified()
+                .unwrap();
+            chrono::DateTime::<chrono::Utc>::from(modified)
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        };
+        let files: Vec<_> = p
+            .files
+            .iter()
+            .map(|f| (f.call.as_str(), f.path.as_str(), f.error.as_deref()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("read-file", "/etc/ssh/sshd_config", None),
+                ("read-range", "/etc/passwd", None),
+                ("stat", "/etc/shadow", None),
+                ("read-file", "/etc/missing", Some("not-found")),
+            ],
+            "/big is outside the grants: a denial, not a file read"
+        );
+        let read = &p.files[0];
+        assert_eq!(read.size, Some(config.len() as u64));
+        assert_eq!(read.bytes, Some(config.len() as u64));
+        assert_eq!(read.sha256, Some(sha256(&config)));
+        assert_eq!(read.mtime, Some(mtime("etc/ssh/sshd_config")));
+        let range = &p.files[1];
+        assert_eq!((range.offset, range.bytes), (Some(5), Some(3)));
+        assert_eq!(range.sha256, Some(sha256(&window)));
+        assert_eq!(range.size, Some(26), "the whole file's size");
+        let stat = &p.files[2];
+        assert_eq!(stat.size, Some(15));
+        assert_eq!(stat.mtime, Some(mtime("etc/shadow")));
+        assert!(stat.sha256.is_none(), "nothing of its content was served");
+
+        assert_eq!(p.directories.len(), 2);
+        assert_eq!(p.directories[0].path, "/etc/ssh/sshd_config.d");
+        assert_eq!(p.directories[0].entries, Some(0));
+        assert_eq!(
+            p.directories[1].error.as_deref(),
+            Some("too-large"),
+            "more entries than the limit"
+        );
+
+        assert_eq!(p.commands.len(), 1, "the refused command is a denial");
+        let command = &p.commands[0];
+        assert_eq!(command.program, "/bin/sh");
+        assert_eq!(command.args, ["-c", "echo hi; exit 3"]);
+        assert_eq!(command.exit_code, Some(3));
+        assert_eq!(command.stdout_sha256, Some(sha256(&out.stdout)));
+        assert!(command.duration_ms < 5000);
+
+        let env: Vec<_> = p
+            .environment
+            .iter()
+            .map(|e| (e.name.as_str(), e.set))
+            .collect();
+        assert_eq!(
+            env,
+            [("PATH", true), ("ASSESSMENT_PROVENANCE_UNSET", false)]
+        );
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(
+            !json.contains(&std::env::var("PATH").unwrap()),
+            "no value of a variable is recorded"
+        );
+
+        let denials: Vec<_> = p.denials.iter().map(|d| d.call.as_str()).collect();
+        assert_eq!(denials, ["read-file", "run-command", "env-var"]);
+        assert!(p.denials[0].reason.contains("/big"), "{:?}", p.denials[0]);
+        assert_eq!(p.dropped.total(), 0);
     }
 
     #[tokio::test]
