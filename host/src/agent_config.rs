@@ -31,6 +31,7 @@ use std::time::Duration;
 use assessment_registry::manifest::valid_plugin_name;
 use assessment_registry::minisign::PublicKey;
 
+use crate::control_plane::settings::ControlPlaneSettings;
 use crate::policy::{GrantSet, Limits, LocalPolicy, ceilings};
 // The document as written is a wire type: the control plane checks the
 // same shape before it serves a document.
@@ -113,6 +114,9 @@ pub struct AgentConfig {
     pub service: ServiceSettings,
     /// Trust roots and proxy (always the local file's).
     pub network: NetworkSettings,
+    /// The server and credentials given in `[control_plane]` instead of by
+    /// enrollment (always the local file's).
+    pub control_plane: Option<ControlPlaneSettings>,
 }
 
 /// `[service]`: the daemon as a service on this machine.
@@ -299,6 +303,7 @@ impl AgentConfig {
             let what = match section {
                 "policy" => "the ceiling on remote configuration is",
                 "service" => "the metrics listener and log level are",
+                "control_plane" => "the server and this runtime's credentials are",
                 _ => "trust roots and proxies are",
             };
             excess.push(format!(
@@ -316,6 +321,11 @@ impl AgentConfig {
                 }
             }
         }
+        // Refused above; the local file's is used, so it is not validated.
+        let raw = RawConfig {
+            control_plane: None,
+            ..raw
+        };
         let mut config = Self::from_raw(raw, source, &local.state_dir, Some(local))?;
         for (i, plugin) in config.plugins.iter().enumerate() {
             let field = format!("plugin[{i}] ({})", plugin.instance);
@@ -339,6 +349,7 @@ impl AgentConfig {
         config.assessment_root = local.assessment_root.clone();
         config.service = local.service.clone();
         config.network = local.network.clone();
+        config.control_plane = local.control_plane.clone();
         Ok(config)
     }
 
@@ -519,6 +530,11 @@ impl AgentConfig {
         };
         let service = resolve_service(raw.service.unwrap_or_default()).map_err(invalid)?;
         let network = resolve_network(raw.network.unwrap_or_default()).map_err(invalid)?;
+        let control_plane = raw
+            .control_plane
+            .map(ControlPlaneSettings::from_raw)
+            .transpose()
+            .map_err(invalid)?;
         let download_retries = raw.runtime.download_retries.unwrap_or(3);
         if download_retries > 10 {
             return Err(invalid(format!(
@@ -543,6 +559,7 @@ impl AgentConfig {
             time_zone,
             service,
             network,
+            control_plane,
         })
     }
 }
@@ -1324,6 +1341,31 @@ mod tests {
         assert_eq!(c.service, local.service);
         assert_eq!(c.network, local.network);
         assert_eq!(c.time_zone, chrono_tz::Asia::Tokyo);
+    }
+
+    #[test]
+    fn control_plane_credentials_are_the_local_files_own() {
+        let c = parse(
+            "[control_plane]\nurl = \"https://cf.example\"\nruntime_id = \"7a1c9a52-9a0e-4c84-9f44-1f0a8f1e2b3c\"\nclient_secret_env = \"CF_SECRET\"\n",
+        )
+        .unwrap();
+        let settings = c.control_plane.as_ref().unwrap();
+        assert_eq!(settings.url, "https://cf.example");
+        let e = parse("[control_plane]\nurl = \"https://cf\"\nruntime_id = \"x\"\nclient_secret_env = \"S\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("control_plane.runtime_id"), "{e}");
+        let e = parse("[control_plane]\nurl = \"https://cf\"\nsecret = \"inline\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `secret`"), "{e}");
+        // The control plane cannot point the runtime elsewhere; a document
+        // without the section keeps the local one.
+        let doc = serde_json::json!({ "control_plane": { "url": "https://evil.example" } });
+        let e = AgentConfig::from_remote(&doc, &c).unwrap_err().to_string();
+        assert!(e.contains("control_plane: the server"), "{e}");
+        let kept = AgentConfig::from_remote(&serde_json::json!({}), &c).unwrap();
+        assert_eq!(kept.control_plane, c.control_plane);
     }
 
     #[test]

@@ -380,6 +380,11 @@ async fn execute(
             use crate::control_plane::Credentials;
             use crate::control_plane::client::ControlPlaneClient;
             let agent = load(&config, None)?;
+            if agent.control_plane.is_some() {
+                anyhow::bail!(
+                    "this runtime's credentials are given in [control_plane] of its configuration: rotate them where they were created (`assessment-control-plane runtimes create` again, or the Compliance Framework's own tools) and update the secret file or variable"
+                );
+            }
             let timeout = std::time::Duration::from_secs(30);
             let client = ControlPlaneClient::new(
                 Credentials::load(&agent.state_dir)?,

@@ -382,11 +382,19 @@ impl Daemon {
     /// (the last good one is used when the control plane is unreachable).
     pub async fn start(local: AgentConfig) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let credentials = Credentials::load(&local.state_dir)?;
-        let client = Arc::new(
-            ControlPlaneClient::new(credentials, CONTROL_PLANE_TIMEOUT, &local.network)?
-                .reloading_from(&local.state_dir),
-        );
+        let client = Arc::new(match &local.control_plane {
+            // Credentials an administrator created, given in the file.
+            Some(settings) => {
+                ControlPlaneClient::configured(settings, CONTROL_PLANE_TIMEOUT, &local.network)
+                    .context("cannot use the [control_plane] settings of the configuration")?
+            }
+            None => ControlPlaneClient::new(
+                Credentials::load(&local.state_dir)?,
+                CONTROL_PLANE_TIMEOUT,
+                &local.network,
+            )?
+            .reloading_from(&local.state_dir),
+        });
         let outbox = Arc::new(
             Outbox::open(&local.state_dir, local.outbox_max_bytes)
                 .context("cannot open the results outbox")?,
@@ -482,6 +490,10 @@ impl Daemon {
         if new.network != old.network {
             tracing::warn!("[network] changed: it takes effect at the next restart");
             new.network = old.network.clone();
+        }
+        if new.control_plane != old.control_plane {
+            tracing::warn!("[control_plane] changed: it takes effect at the next restart");
+            new.control_plane = old.control_plane.clone();
         }
         self.apply_log_level(new.service.log_level.as_deref());
         self.sync.replace_local(new);

@@ -33,6 +33,10 @@ pub struct RawConfig {
     /// plane (trust roots, proxy; only in the runtime's own file).
     #[serde(default)]
     pub network: Option<RawNetwork>,
+    /// `[control_plane]`: the server and this runtime's credentials, given
+    /// here instead of by enrollment (only in the runtime's own file).
+    #[serde(default)]
+    pub control_plane: Option<RawControlPlane>,
 }
 
 impl RawConfig {
@@ -48,6 +52,9 @@ impl RawConfig {
         }
         if self.network.is_some() {
             present.push("network");
+        }
+        if self.control_plane.is_some() {
+            present.push("control_plane");
         }
         present
     }
@@ -92,6 +99,32 @@ pub struct RawNetwork {
     /// `".example.com"`, `"10.0.0.0/8"`); without it, `NO_PROXY` applies.
     #[serde(default)]
     pub no_proxy: Option<Vec<String>>,
+}
+
+/// `[control_plane]`: a Compliance Framework API (or the reference control
+/// plane) reached with credentials an administrator created, without
+/// enrollment. The secret itself is never in the file: it is read from a
+/// file or an environment variable when the daemon starts.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControlPlane {
+    /// The server's base URL (`https://cf.example`), without `/api`.
+    #[serde(default)]
+    pub url: String,
+    /// This runtime's id (a UUID): the `client_id` at `/api/auth/token`
+    /// and the `uuid` of its heartbeats.
+    #[serde(default)]
+    pub runtime_id: String,
+    /// A file holding the client secret (its first line), readable only
+    /// by the runtime's user.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// An environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Plain HTTP to the server (development only).
+    #[serde(default)]
+    pub dev_plain_http: bool,
 }
 
 /// `[policy]`: what remote configuration may do at most. Its grant keys

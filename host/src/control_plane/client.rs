@@ -1,7 +1,9 @@
 //! The HTTP client of the control plane: enrollment, client-credentials
 //! bearer tokens from the Compliance Framework token endpoint (refreshed
-//! before expiry, one retry on 401), configuration with ETags, heartbeats and
-//! idempotent evidence batches.
+//! before expiry, one retry on 401), configuration with ETags and
+//! heartbeats; evidence delivery is [`super::evidence_delivery`]. The
+//! credentials come from enrollment (`state_dir/credentials.json`) or from
+//! `[control_plane]` ([`ControlPlaneClient::configured`]).
 //!
 //! Over mutual TLS (the default) the client trusts only the control plane's
 //! CA, given at enrollment (and what `[network]` adds: a CA bundle, the
@@ -17,11 +19,10 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use super::evidence_delivery::BatchSupport;
 use super::{ClientTls, Credentials, StateError};
 use crate::agent_config::NetworkSettings;
 use crate::network::{self, Peer};
-use crate::results::evidence::{EvidenceBatch, EvidenceRecord};
-use crate::results::outbox::{DeliveryError, EvidenceSink};
 
 /// What a heartbeat says (the wire type, shared with the control plane).
 pub use capability_model::wire::Heartbeat;
@@ -173,6 +174,12 @@ pub struct ControlPlaneClient {
     /// process when the control plane refuses the ones in memory.
     state_dir: Option<PathBuf>,
     token: Mutex<Option<(String, Instant)>>,
+    /// Credentials from `[control_plane]`, not from enrollment: the URL
+    /// was checked with the settings and the server is trusted through
+    /// `[network]`.
+    configured: bool,
+    /// Whether the server serves `/v1/evidence/batch`, once known.
+    pub(super) batch: BatchSupport,
 }
 
 /// An HTTP client set up for one set of credentials.
@@ -187,8 +194,11 @@ impl Session {
         credentials: Credentials,
         timeout: Duration,
         network: &NetworkSettings,
+        configured: bool,
     ) -> Result<Self, ClientError> {
-        check_url(&credentials.url, credentials.tls.is_some())?;
+        if !configured {
+            check_url(&credentials.url, credentials.tls.is_some())?;
+        }
         let tls = credentials.tls.as_ref();
         let http = http_client(
             timeout,
@@ -336,7 +346,7 @@ async fn json_bounded<T: serde::de::DeserializeOwned>(
 
 /// The `Retry-After` of an answer, in seconds (the HTTP-date form is not
 /// used by the control plane and is ignored).
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+pub(super) fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     response
         .headers()
         .get(reqwest::header::RETRY_AFTER)?
@@ -348,7 +358,7 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-async fn error_text(response: reqwest::Response) -> String {
+pub(super) async fn error_text(response: reqwest::Response) -> String {
     let status = response.status();
     // Only the start of an error body is read, however long it is.
     let mut body = Vec::new();
@@ -444,14 +454,47 @@ impl ControlPlaneClient {
         timeout: Duration,
         network: &NetworkSettings,
     ) -> Result<Self, ClientError> {
+        Self::with(credentials, timeout, network, false)
+    }
+
+    /// A client for the server and credentials of `[control_plane]` (no
+    /// enrollment, no client certificate; the server trusted through
+    /// `network`). The secret is read now.
+    pub fn configured(
+        settings: &super::settings::ControlPlaneSettings,
+        timeout: Duration,
+        network: &NetworkSettings,
+    ) -> Result<Self, ClientError> {
+        let credentials = settings.credentials().map_err(ClientError::Setup)?;
+        Self::with(credentials, timeout, network, true)
+    }
+
+    fn with(
+        credentials: Credentials,
+        timeout: Duration,
+        network: &NetworkSettings,
+        configured: bool,
+    ) -> Result<Self, ClientError> {
         Ok(ControlPlaneClient {
             runtime_id: credentials.runtime_id.clone(),
-            session: RwLock::new(Arc::new(Session::new(credentials, timeout, network)?)),
+            session: RwLock::new(Arc::new(Session::new(
+                credentials,
+                timeout,
+                network,
+                configured,
+            )?)),
             timeout,
             network: network.clone(),
             state_dir: None,
             token: Mutex::new(None),
+            configured,
+            batch: BatchSupport::default(),
         })
+    }
+
+    /// `path` on the server, e.g. `/api/evidence`.
+    pub(super) fn url(&self, path: &str) -> String {
+        self.session().url(path)
     }
 
     /// The same client, picking up credentials that another process (such
@@ -495,7 +538,7 @@ impl ControlPlaneClient {
         if saved == current.credentials || saved.runtime_id != self.runtime_id {
             return None;
         }
-        match Session::new(saved, self.timeout, &self.network) {
+        match Session::new(saved, self.timeout, &self.network, self.configured) {
             Ok(session) => {
                 tracing::info!("using the credentials saved by another process");
                 let session = Arc::new(session);
@@ -558,7 +601,7 @@ impl ControlPlaneClient {
     }
 
     /// Send an authenticated request; on 401, renew the token and retry once.
-    async fn send(
+    pub(super) async fn send(
         &self,
         build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
@@ -585,7 +628,8 @@ impl ControlPlaneClient {
             .map_err(RotationError::Rotate)?;
         rotated.save(state_dir).map_err(RotationError::Save)?;
         let session = Arc::new(
-            Session::new(rotated, self.timeout, &self.network).map_err(RotationError::Confirm)?,
+            Session::new(rotated, self.timeout, &self.network, self.configured)
+                .map_err(RotationError::Confirm)?,
         );
         {
             // Tokens are bound to the old certificate: drop them with it.
@@ -661,7 +705,9 @@ impl ControlPlaneClient {
             .await?;
         match response.status().as_u16() {
             304 => Ok(ConfigFetch::NotModified),
-            404 => Ok(ConfigFetch::NotAssigned),
+            // Not assigned, or no configuration endpoint at all (a
+            // Compliance Framework API).
+            404 | 405 => Ok(ConfigFetch::NotAssigned),
             200 => {
                 let etag = response
                     .headers()
@@ -684,34 +730,6 @@ impl ControlPlaneClient {
         match response.status().as_u16() {
             200 | 201 | 204 => Ok(()),
             _ => Err(ClientError::Protocol(error_text(response).await)),
-        }
-    }
-}
-
-impl EvidenceSink for ControlPlaneClient {
-    async fn deliver(&self, records: &[EvidenceRecord]) -> Result<(), DeliveryError> {
-        let url = self.session().url("/v1/evidence/batch");
-        let body = EvidenceBatch {
-            records: records.into(),
-        };
-        let response = self
-            .send(|http, token| http.post(&url).bearer_auth(token).json(&body))
-            .await
-            .map_err(|e| DeliveryError::Transient(e.to_string()))?;
-        match response.status().as_u16() {
-            200 | 201 => Ok(()),
-            // Refused for what the batch is (malformed, too large, another
-            // runtime's identity, a key reused for another record): set
-            // aside for the operator. 429 and 507 (quota) stay transient.
-            400 | 409 | 413 | 422 => Err(DeliveryError::Rejected(error_text(response).await)),
-            429 | 503 => match retry_after(&response) {
-                Some(after) => Err(DeliveryError::Throttled {
-                    after,
-                    why: error_text(response).await,
-                }),
-                None => Err(DeliveryError::Transient(error_text(response).await)),
-            },
-            _ => Err(DeliveryError::Transient(error_text(response).await)),
         }
     }
 }

@@ -4,6 +4,8 @@
 //! ([`ConfigSync`]).
 
 pub mod client;
+pub mod evidence_delivery;
+pub mod settings;
 
 use std::path::{Path, PathBuf};
 
@@ -137,6 +139,9 @@ pub struct ConfigSync {
     current: Option<LastGood>,
     /// The last error (an invalid document, an unreachable control plane).
     pub last_error: Option<String>,
+    /// The server was heard to serve no configuration (said once in the
+    /// log, until it serves one).
+    without_remote: bool,
 }
 
 /// What a poll changed.
@@ -160,6 +165,7 @@ impl ConfigSync {
             path,
             current,
             last_error: None,
+            without_remote: false,
         }
     }
 
@@ -219,14 +225,34 @@ impl ConfigSync {
             }
         };
         match fetched {
-            ConfigFetch::NotModified | ConfigFetch::NotAssigned => {
+            ConfigFetch::NotModified => {
                 // The control plane serves what is in force: an earlier
                 // refusal no longer applies.
                 self.last_error = None;
                 Ok(SyncOutcome::Unchanged)
             }
+            ConfigFetch::NotAssigned => {
+                // A server without configuration (a Compliance Framework
+                // API has no `/v1/config`, or none is assigned): the
+                // configuration in force stays, asked again at the next
+                // poll; said once, not at every poll.
+                self.last_error = None;
+                if !self.without_remote {
+                    self.without_remote = true;
+                    let running = if self.current.is_some() {
+                        "the last configuration it sent"
+                    } else {
+                        "the local file's plugins"
+                    };
+                    tracing::info!(
+                        "the server serves no configuration for this runtime (GET /v1/config: not found): running {running}; asking again at every configuration poll"
+                    );
+                }
+                Ok(SyncOutcome::Unchanged)
+            }
             ConfigFetch::New { etag, document } => match self.apply(&document) {
                 Ok(config) => {
+                    self.without_remote = false;
                     let good = LastGood { etag, document };
                     let bytes = serde_json::to_vec_pretty(&good).unwrap_or_default();
                     if let Err(e) = write_private(&self.path, &bytes, 0o600) {
