@@ -1,6 +1,6 @@
 //! The admin API under `/v1/admin`, authorized by the admin token:
 //! enrollment tokens, runtimes (list, revoke), configuration per group or
-//! per runtime, evidence.
+//! per runtime, evidence and its OSCAL export.
 
 use std::time::Duration;
 
@@ -36,6 +36,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/admin/config/{group}", put(set_config))
         .route("/v1/admin/evidence", get(list_evidence))
+        .route(
+            "/v1/admin/oscal/assessment-results",
+            get(export_assessment_results),
+        )
 }
 
 /// Body of `POST /v1/admin/enrollment-tokens` (may be empty).
@@ -174,4 +178,29 @@ pub async fn list_evidence(
         .call(move |db| db.list_evidence(&filter))
         .await?;
     Ok(Json(evidence))
+}
+
+/// Which runtime's evidence to export; every runtime's without it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OscalExport {
+    /// Only this runtime.
+    pub runtime: Option<String>,
+}
+
+/// The latest record of each evidence stream as one OSCAL 1.1.3
+/// assessment-results document, one result per runtime: 200; 413 past
+/// [`crate::oscal_export::MAX_EXPORT_RECORDS`] streams or
+/// [`crate::oscal_export::MAX_EXPORT_BYTES`] (export one runtime at a time).
+pub async fn export_assessment_results(
+    _: Admin,
+    State(state): State<AppState>,
+    query: Result<Query<OscalExport>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query?;
+    let document = state
+        .store
+        .call(move |db| crate::oscal_export::assessment_results(db, query.runtime.as_deref()))
+        .await?;
+    Ok(Json(document))
 }

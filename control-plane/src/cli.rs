@@ -363,6 +363,14 @@ pub enum EvidenceCommand {
         #[arg(long)]
         check: Option<String>,
     },
+    /// Print the latest record of each evidence stream as an OSCAL 1.1.3
+    /// assessment-results document, one result per runtime (as
+    /// `GET /v1/admin/oscal/assessment-results`).
+    Oscal {
+        /// Only this runtime's records (default every runtime's).
+        #[arg(long)]
+        runtime: Option<String>,
+    },
 }
 
 /// Runs a command.
@@ -482,6 +490,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     after: None,
                 },
             )
+        }
+        Command::Evidence(EvidenceCommand::Oscal { runtime }) => {
+            let db = open(cli.database)?;
+            print_json(&crate::oscal_export::assessment_results(
+                &db,
+                runtime.as_deref(),
+            )?)
         }
     }
 }

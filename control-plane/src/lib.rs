@@ -30,6 +30,7 @@ pub mod error;
 pub mod guard;
 pub mod metrics;
 pub mod model;
+pub mod oscal_export;
 pub mod runtime_credentials;
 pub mod secrets;
 pub mod server;

@@ -192,6 +192,7 @@ mod tests {
         "/v1/admin/runtimes/{id}/config",
         "/v1/admin/config/{group}",
         "/v1/admin/evidence",
+        "/v1/admin/oscal/assessment-results",
     ];
 
     #[test]

@@ -222,6 +222,41 @@ impl Db {
             next: more.then(|| last_seq.to_string()),
         })
     }
+
+    /// The latest record of each evidence stream (`uuid`) of one runtime, or
+    /// of every runtime, by runtime then in the order they arrived (the
+    /// OSCAL export). Bounded: past `max_records` records or `max_bytes` of
+    /// them, [`StoreError::TooLarge`] says to export less.
+    pub fn latest_evidence(
+        &self,
+        runtime: Option<&str>,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvidence>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "{EVIDENCE_SELECT}
+             WHERE seq IN (SELECT MAX(seq) FROM evidence
+                           WHERE ?1 IS NULL OR runtime_id = ?1
+                           GROUP BY runtime_id, uuid)
+             ORDER BY runtime_id, seq"
+        ))?;
+        let runtime = runtime
+            .map(|id| Uuid::parse_str(id).map_or_else(|_| id.to_string(), |u| u.to_string()));
+        let mut rows = stmt.query(params![runtime])?;
+        let mut latest = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(row) = rows.next()? {
+            let (_, record) = evidence_row(row)?;
+            bytes = bytes.saturating_add(record.7.len());
+            if latest.len() == max_records || bytes > max_bytes {
+                return Err(StoreError::TooLarge(format!(
+                    "more than {max_records} evidence streams or {max_bytes} bytes of their latest records to export: export one runtime at a time (runtime=<id>)"
+                )));
+            }
+            latest.push(into_stored_evidence(record)?);
+        }
+        Ok(latest)
+    }
 }
 
 const EVIDENCE_SELECT: &str = "SELECT idempotency_key, runtime_id, uuid, plugin, check_id, status, received_at, body, seq FROM evidence";
@@ -558,5 +593,77 @@ mod tests {
             Some("q")
         );
         assert_eq!(db.evidence(b, "k2").unwrap(), None);
+    }
+
+    #[test]
+    fn the_latest_record_of_each_stream_of_one_runtime_or_all_and_the_bound() {
+        let mut db = Db::open_in_memory().unwrap();
+        let a = Uuid::parse_str(&enrolled(&mut db, "g").runtime_id).unwrap();
+        let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
+        let b = db
+            .enroll(&token.token, "web-2", t0(), no_certificate)
+            .unwrap();
+        let b = Uuid::parse_str(&b.runtime_id).unwrap();
+        let stream = |runtime: Uuid, key: &str, uuid: &str, host: &str| {
+            evidence_of(
+                runtime,
+                key,
+                json!({
+                    "uuid": uuid,
+                    "labels": {"plugin": "p", "check": "c1", "host": host},
+                    "status": {"state": "satisfied"},
+                    "subjects": [{"type": "InventoryItem", "identifier": runtime.to_string()}]
+                }),
+            )
+        };
+        let (x, y, z) = (
+            Uuid::new_v4().to_string(),
+            Uuid::new_v4().to_string(),
+            Uuid::new_v4().to_string(),
+        );
+        for (runtime, key, uuid, host) in [
+            (a, "k1", &x, "web-1"),
+            (a, "k2", &y, "web-1"),
+            (a, "k3", &x, "web-1"),
+            (b, "k4", &z, "web-2"),
+        ] {
+            let record = stream(runtime, key, uuid, host);
+            db.store_evidence(runtime, &[record], QUOTA, t0()).unwrap();
+        }
+        let keys = |records: Vec<StoredEvidence>| {
+            records
+                .into_iter()
+                .map(|r| r.idempotency_key)
+                .collect::<Vec<_>>()
+        };
+        let all = keys(db.latest_evidence(None, 10, 1 << 20).unwrap());
+        assert_eq!(all.len(), 3);
+        assert!(all.contains(&"k3".to_string()) && !all.contains(&"k1".to_string()));
+        let one = keys(
+            db.latest_evidence(Some(&a.to_string()), 10, 1 << 20)
+                .unwrap(),
+        );
+        assert_eq!(one, ["k2", "k3"], "one runtime's streams, in arrival order");
+        assert_eq!(
+            keys(
+                db.latest_evidence(Some(&b.simple().to_string()), 10, 1 << 20)
+                    .unwrap()
+            ),
+            ["k4"]
+        );
+        assert!(matches!(
+            db.latest_evidence(None, 2, 1 << 20),
+            Err(StoreError::TooLarge(m)) if m.contains("runtime=<id>")
+        ));
+        assert!(matches!(
+            db.latest_evidence(Some(&a.to_string()), 10, 100),
+            Err(StoreError::TooLarge(_))
+        ));
+        assert_eq!(
+            db.latest_evidence(Some(&a.to_string()), 2, 1 << 20)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

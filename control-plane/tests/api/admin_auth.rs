@@ -26,6 +26,10 @@ async fn admin_endpoints_refuse_missing_and_wrong_tokens() {
             format!("/v1/admin/runtimes/{runtime_id}/config"),
         ),
         (Method::GET, "/v1/admin/evidence".to_string()),
+        (
+            Method::GET,
+            "/v1/admin/oscal/assessment-results".to_string(),
+        ),
     ];
     let wrong_tokens = [
         None,

@@ -14,4 +14,5 @@ mod hostile_connections;
 mod hostile_evidence;
 mod metrics;
 mod mutual_tls;
+mod oscal_export;
 mod restart;
