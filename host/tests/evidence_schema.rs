@@ -10,12 +10,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use assessment_runtime::capabilities::provenance::{DatabaseRead, FileFacts, ProvenanceLog};
 use assessment_runtime::capabilities::results::{
     EvidenceItem, Finding, FindingSeverity, FindingStatus, FindingSubjectKind, Reference, Subject,
 };
 use assessment_runtime::plugins::PluginId;
-use assessment_runtime::results::evidence::{RunContext, evidence_records};
+use assessment_runtime::results::evidence::{RunContext, attach_provenance, evidence_records};
+use capability_model::wire::Provenance;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -165,6 +168,54 @@ fn findings() -> Vec<Finding> {
         .collect()
 }
 
+fn provenance() -> Provenance {
+    use assessment_runtime::bindings::latest::assessment::plugin::process::CommandOutput;
+    use assessment_runtime::bindings::latest::assessment::plugin::types::AccessError;
+    let facts = FileFacts {
+        size: 19,
+        mtime_secs: 1_764_064_800,
+        mtime_nanos: 0,
+    };
+    let mut log = ProvenanceLog::default();
+    log.file(
+        "read-file",
+        Path::new("/etc/ssh/sshd_config"),
+        None,
+        Some(facts),
+        Some(b"PermitRootLogin no\n"),
+        None,
+    );
+    log.file(
+        "read-file",
+        Path::new("/etc/nope"),
+        None,
+        None,
+        None,
+        Some(&AccessError::NotFound("gone".into())),
+    );
+    log.directory(Path::new("/etc/ssh"), Ok(&["sshd_config"]));
+    let output = CommandOutput {
+        exit_code: Some(0),
+        stdout: b"0\n".to_vec(),
+        stderr: Vec::new(),
+    };
+    log.command(
+        "/usr/bin/id",
+        &["-u".into()],
+        Duration::from_millis(3),
+        Ok(&output),
+    );
+    log.environment("PATH", true);
+    let database = DatabaseRead {
+        path: "/var/lib/dpkg/status".into(),
+        facts,
+        sha256: "sha256:00".into(),
+    };
+    log.packages("installed", Some(&database), Ok(1));
+    log.denial("read-file", "/etc/shadow is not granted");
+    log.take()
+}
+
 #[test]
 fn evidence_payloads_validate_against_the_api_schema() {
     let validator = validator("handler.EvidenceCreateRequest");
@@ -181,9 +232,13 @@ fn evidence_payloads_validate_against_the_api_schema() {
         start: "2026-11-25T10:00:00Z",
         end: "2026-11-25T10:00:01Z",
     };
-    let records = evidence_records(&ctx, &findings());
+    let mut records = evidence_records(&ctx, &findings());
     assert_eq!(records.len(), 3, "pass and fail only");
     assert!(records.iter().any(|r| !r.evidence.links.is_empty()));
+    // The job's provenance, every kind of entry in it, as a back-matter
+    // resource of each record.
+    attach_provenance(&mut records, "job", &provenance());
+    assert!(records.iter().all(|r| r.evidence.back_matter.is_some()));
     for record in records {
         let payload = serde_json::to_value(&record.evidence).unwrap();
         let errors: Vec<String> = validator

@@ -35,15 +35,20 @@ use crate::plugins::PluginId;
 // The wire types live in the capability model, shared with the control
 // plane; they are re-exported here where the host builds them.
 pub use capability_model::wire::evidence::{
-    EvidenceBatch, EvidenceCreateRequest, EvidenceRecord, Link, ObjectiveStatus, Origin,
-    OriginActor, PROPERTY_NS, Property, Subject,
+    BackMatter, Base64, EvidenceBatch, EvidenceCreateRequest, EvidenceRecord, Link,
+    ObjectiveStatus, Origin, OriginActor, PROPERTY_NS, Property, Resource, Subject,
 };
+use capability_model::wire::provenance::{PROVENANCE_MEDIA_TYPE, PROVENANCE_SCHEMA, Provenance};
 
 /// Namespace of evidence UUIDs (a fixed random UUID: changing it would
 /// change the identity of every stream).
 const EVIDENCE_NAMESPACE: Uuid = Uuid::from_u128(0x6f6b_1e3c_4a0f_4d8e_9b1a_5c2e_7d3f_8a90);
 /// Namespace of idempotency keys.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x2c9d_47a1_83e6_4b5f_a0d4_19e8_6b7c_3f21);
+/// Namespace of the UUIDs of provenance resources (one per job).
+const PROVENANCE_NAMESPACE: Uuid = Uuid::from_u128(0x4f4c_be7c_a6c7_4d8e_89f0_58d7_dbe2_ba7b);
+/// The `rel` of a record's link to its job's provenance.
+pub const PROVENANCE_REL: &str = "provenance";
 
 /// Where a run happened, for the evidence it produces.
 #[derive(Debug, Clone)]
@@ -225,6 +230,71 @@ fn records_of(
         });
     }
     records
+}
+
+/// The job's provenance as an OSCAL back-matter resource: its UUID is
+/// derived from the job (so a redelivered record is identical and every
+/// record of the job names the same resource), its props count what it
+/// holds, and the provenance document itself is its `base64` content.
+pub fn provenance_resource(job_id: &str, provenance: &Provenance) -> Resource {
+    use base64::Engine as _;
+    // Plain data with string keys: serialising cannot fail.
+    let document = serde_json::to_vec(provenance).unwrap_or_default();
+    let prop = |name: &str, value: String| Property {
+        name: name.to_string(),
+        value,
+        ns: Some(PROPERTY_NS.to_string()),
+    };
+    let count = |n: usize| n.to_string();
+    Resource {
+        uuid: Uuid::new_v5(&PROVENANCE_NAMESPACE, job_id.as_bytes()).to_string(),
+        title: Some("Provenance of the job's findings".to_string()),
+        description: Some(
+            "What the runtime's host served the plugin in this job: files read or stat'ed (size, modification time, SHA-256 of the bytes returned), directories listed, commands run (arguments, exit code, duration), environment variable names read, package databases read, and calls denied by policy. It is what the plugin was given, not what it concluded."
+                .to_string(),
+        ),
+        props: vec![
+            prop("schema", PROVENANCE_SCHEMA.to_string()),
+            prop("job", job_id.to_string()),
+            prop("files", count(provenance.files.len())),
+            prop("directories", count(provenance.directories.len())),
+            prop("commands", count(provenance.commands.len())),
+            prop("environment-variables", count(provenance.environment.len())),
+            prop("package-queries", count(provenance.packages.len())),
+            prop("denials", count(provenance.denials.len())),
+            prop("dropped", provenance.dropped.total().to_string()),
+        ],
+        base64: Some(Base64 {
+            filename: Some("provenance.json".to_string()),
+            media_type: Some(PROVENANCE_MEDIA_TYPE.to_string()),
+            value: base64::engine::general_purpose::STANDARD.encode(document),
+        }),
+        remarks: None,
+    }
+}
+
+/// Attach the job's provenance to each of its records: the resource in the
+/// record's back-matter and a link to it (`#<uuid>`, rel
+/// [`PROVENANCE_REL`]).
+pub fn attach_provenance(records: &mut [EvidenceRecord], job_id: &str, provenance: &Provenance) {
+    if records.is_empty() {
+        return;
+    }
+    let resource = provenance_resource(job_id, provenance);
+    let link = Link {
+        href: format!("#{}", resource.uuid),
+        rel: Some(PROVENANCE_REL.to_string()),
+        text: Some("What the host served the plugin in this job".to_string()),
+    };
+    for record in records {
+        record.evidence.links.push(link.clone());
+        record
+            .evidence
+            .back_matter
+            .get_or_insert_with(BackMatter::default)
+            .resources
+            .push(resource.clone());
+    }
 }
 
 #[cfg(test)]
@@ -509,6 +579,116 @@ mod tests {
                 .iter()
                 .any(|p| p.name == "plugin" && p.value == "file-permissions")
         );
+    }
+
+    fn provenance() -> Provenance {
+        let mut log = crate::capabilities::provenance::ProvenanceLog::default();
+        log.environment("PATH", true);
+        log.denial("read-file", "/etc/shadow is not granted");
+        log.take()
+    }
+
+    fn decoded(resource: &Resource) -> Provenance {
+        use base64::Engine as _;
+        let b64 = resource.base64.as_ref().unwrap();
+        assert_eq!(b64.media_type.as_deref(), Some("application/json"));
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&b64.value)
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn every_record_of_a_job_links_the_jobs_provenance_in_its_back_matter() {
+        let fs = [
+            finding("a", FindingStatus::Pass),
+            finding("b", FindingStatus::Fail),
+        ];
+        let p = provenance();
+        let mut first = records("rt-1", "job-1", &fs);
+        attach_provenance(&mut first, "job-1", &p);
+        for record in &first {
+            let e = &record.evidence;
+            let resources = &e.back_matter.as_ref().unwrap().resources;
+            assert_eq!(resources.len(), 1);
+            let link = e.links.last().unwrap();
+            assert_eq!(link.href, format!("#{}", resources[0].uuid));
+            assert_eq!(link.rel.as_deref(), Some(PROVENANCE_REL));
+            assert_eq!(decoded(&resources[0]), p);
+            let props: BTreeMap<_, _> = resources[0]
+                .props
+                .iter()
+                .map(|p| (p.name.as_str(), p.value.as_str()))
+                .collect();
+            assert_eq!(props["environment-variables"], "1");
+            assert_eq!(props["denials"], "1");
+            assert_eq!(props["files"], "0");
+            assert_eq!(props["dropped"], "0");
+            assert_eq!(props["schema"], PROVENANCE_SCHEMA);
+        }
+        // A redelivery is identical; another job is another resource.
+        let mut again = records("rt-1", "job-1", &fs);
+        attach_provenance(&mut again, "job-1", &p);
+        assert_eq!(again, first);
+        let mut other = records("rt-1", "job-2", &fs);
+        attach_provenance(&mut other, "job-2", &p);
+        assert_ne!(
+            other[0].evidence.back_matter.as_ref().unwrap().resources[0].uuid,
+            first[0].evidence.back_matter.as_ref().unwrap().resources[0].uuid
+        );
+    }
+
+    /// The control plane's default record limit
+    /// (`control-plane/src/config.rs`, `DEFAULT_MAX_RECORD_BYTES`, which a
+    /// constant assertion there keeps at 4 MiB).
+    const CONTROL_PLANE_MAX_RECORD_BYTES: usize = 4 << 20;
+
+    #[test]
+    fn the_largest_finding_with_the_fullest_provenance_fits_the_control_planes_record_limit() {
+        use crate::capabilities::provenance::ProvenanceLog;
+        use crate::capabilities::results::bounds;
+        use capability_model::wire::provenance::bounds as provenance_bounds;
+        // Control characters: six bytes of JSON each (`\u0001`).
+        let worst = |n: usize| "\u{1}".repeat(n);
+        let mut f = about("c", &"s".repeat(bounds::SUBJECT_ID), FindingStatus::Fail);
+        f.title = worst(bounds::TITLE);
+        f.message = worst(bounds::TEXT);
+        f.remediation = Some(worst(bounds::TEXT));
+        f.evidence = (0..bounds::EVIDENCE_ITEMS)
+            .map(|_| EvidenceItem {
+                key: worst(bounds::EVIDENCE_KEY),
+                value: worst(bounds::EVIDENCE_VALUE),
+            })
+            .collect();
+        // Provenance filled to its byte budget with entries whose JSON is
+        // as long as it gets.
+        let mut log = ProvenanceLog::default();
+        let path = format!("/{}", "\"".repeat(provenance_bounds::PATH));
+        while log.provenance().dropped.total() == 0 {
+            log.file(
+                "read-range",
+                std::path::Path::new(&path),
+                Some(u64::MAX),
+                None,
+                Some(b"x"),
+                None,
+            );
+        }
+        let p = log.take();
+        let document = serde_json::to_vec(&p).unwrap().len();
+        assert!(
+            document > provenance_bounds::MAX_JSON_BYTES * 9 / 10,
+            "the provenance is nearly full: {document}"
+        );
+        let mut r = records("rt-1", "job-1", &[f]);
+        attach_provenance(&mut r, "job-1", &p);
+        let size = serde_json::to_vec(&r[0].evidence).unwrap().len();
+        assert!(
+            size <= CONTROL_PLANE_MAX_RECORD_BYTES,
+            "{size} bytes of JSON, more than {CONTROL_PLANE_MAX_RECORD_BYTES}"
+        );
+        // Without the finding's worst case it would prove little.
+        assert!(size > 3 << 20, "{size}");
     }
 
     #[test]
