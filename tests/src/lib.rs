@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod http;
+pub mod oscal;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,148 @@
+//! `run --output oscal` and `run --output html` of a real run of example
+//! plugins: the OSCAL document is valid against NIST's published schema by
+//! an independent validator (tests/src/oscal.rs), which does reject a broken
+//! document; the HTML page shows the failing checks first. (The control
+//! plane's export is validated in tests/tests/control_plane.rs.)
+
+use assessment_e2e::oscal::{assert_valid, validate};
+use assessment_e2e::{Agent, example_fixture, guest};
+use serde_json::{Value, json};
+
+/// sshd-hardening on a weak configuration (passes and failures) and
+/// file-permissions without its grant (checks that reach no verdict).
+fn agent() -> Agent {
+    Agent::new()
+        .with_tree(&example_fixture("sshd-hardening", "bad"))
+        .plugin(
+            "sshd-hardening",
+            &guest("sshd_hardening"),
+            "grants = { read = [\"/etc/ssh\"] }",
+        )
+        .plugin(
+            "file-permissions",
+            &guest("file_permissions"),
+            "grants = { read = [\"/etc/passwd\"] }",
+        )
+}
+
+fn props<'a>(o: &'a Value, name: &str) -> Vec<&'a str> {
+    o["props"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .filter(|p| p["name"] == name)
+                .filter_map(|p| p["value"].as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_run_as_oscal_is_valid_against_nists_schema_and_as_html_shows_failures_first() {
+    let agent = agent();
+    let out = agent.command(&["run", "--once", "--output", "oscal"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let doc: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_valid(&text);
+
+    let result = &doc["assessment-results"]["results"][0];
+    let observations = result["observations"].as_array().unwrap();
+    let findings = result["findings"].as_array().unwrap();
+    let statuses: Vec<&str> = observations
+        .iter()
+        .flat_map(|o| props(o, "status"))
+        .collect();
+    assert!(statuses.contains(&"fail") && statuses.contains(&"pass"));
+    assert!(
+        statuses.contains(&"error"),
+        "checks without their grant reach no verdict: {statuses:?}"
+    );
+    let verdicts = statuses
+        .iter()
+        .filter(|s| matches!(**s, "pass" | "fail"))
+        .count();
+    assert_eq!(findings.len(), verdicts, "a finding per verdict only");
+    let root_login = findings
+        .iter()
+        .find(|f| f["target"]["target-id"] == "sshd-permit-root-login")
+        .unwrap();
+    assert_eq!(root_login["target"]["status"]["state"], "not-satisfied");
+    assert!(
+        root_login["remarks"]
+            .as_str()
+            .unwrap()
+            .contains("PermitRootLogin no"),
+        "the remediation"
+    );
+    assert!(!props(root_login, "reference").is_empty(), "the references");
+    let tools = result["local-definitions"]["assessment-assets"]["components"]
+        .as_array()
+        .unwrap();
+    assert_eq!(tools.len(), 2, "each plugin is a tool: {tools:?}");
+
+    let html = agent.command(&["run", "--once", "--output", "html"]);
+    let page = String::from_utf8(html.stdout).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    let first_fail = page.find("badge fail").unwrap();
+    assert!(
+        page.find("badge pass").is_none_or(|pass| first_fail < pass)
+            && page
+                .find("badge error")
+                .is_none_or(|error| first_fail < error),
+        "failing checks first"
+    );
+    assert!(page.contains("PermitRootLogin no"), "remediation shown");
+    assert!(!page.contains("<script"));
+}
+
+/// A minimal valid document, and the validator telling it from broken ones:
+/// a field the model does not have, a token that is none, a wrong type.
+#[test]
+fn the_validator_rejects_what_the_schema_forbids() {
+    let valid = json!({ "assessment-results": {
+        "uuid": "6f6b1e3c-4a0f-4d8e-9b1a-5c2e7d3f8a90",
+        "metadata": {
+            "title": "t", "last-modified": "2026-11-25T10:00:00.000Z",
+            "version": "1", "oscal-version": "1.1.3",
+            // A token of letters outside ASCII: the validator reads \p{L}.
+            "props": [{ "name": "ñandú", "value": "v" }]
+        },
+        "import-ap": { "href": "#6f6b1e3c-4a0f-4d8e-9b1a-5c2e7d3f8a91" },
+        "results": [{
+            "uuid": "6f6b1e3c-4a0f-4d8e-9b1a-5c2e7d3f8a92", "title": "r", "description": "d",
+            "start": "2026-11-25T10:00:00Z",
+            "reviewed-controls": { "control-selections": [{ "include-all": {} }] }
+        }]
+    }});
+    let Some(outcome) = validate(&valid.to_string()) else {
+        return;
+    };
+    assert_eq!(outcome, Ok(()));
+    let broken = |path: &[&str], value: Value| {
+        let mut doc = valid.clone();
+        let mut at = &mut doc["assessment-results"];
+        for key in &path[..path.len() - 1] {
+            at = &mut at[*key];
+        }
+        at[*path.last().unwrap()] = value;
+        validate(&doc.to_string()).unwrap()
+    };
+    for (path, value) in [
+        (&["metadata", "colour"][..], json!("red")),
+        (
+            &["metadata", "props"][..],
+            json!([{ "name": "9 lives", "value": "v" }]),
+        ),
+        (
+            &["metadata", "props"][..],
+            json!([{ "name": "n", "value": " padded" }]),
+        ),
+        (&["uuid"][..], json!("6f6b1e3c-4a0f-1d8e-9b1a-5c2e7d3f8a90")),
+        (&["results"][..], json!([])),
+        (&["metadata", "last-modified"][..], json!("yesterday")),
+    ] {
+        let outcome = broken(path, value.clone());
+        assert!(outcome.is_err(), "{path:?} = {value} passed");
+    }
+}
