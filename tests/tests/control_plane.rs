@@ -342,6 +342,18 @@ fn enroll_assign_run_once_and_results_are_stored_once_with_stable_streams() {
         streams(&first),
         "the same checks on the same machine keep their evidence uuids"
     );
+    // The control plane's OSCAL export (the same as
+    // GET /v1/admin/oscal/assessment-results): the latest record of each
+    // stream, valid against NIST's schema.
+    let export = cp.admin(&["evidence", "oscal"]);
+    assessment_e2e::oscal::assert_valid(&export);
+    let export: Value = serde_json::from_str(&export).unwrap();
+    let results = export["assessment-results"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "one runtime");
+    assert_eq!(
+        results[0]["observations"].as_array().unwrap().len(),
+        FINDINGS_PER_RUN
+    );
 
     let runtimes: Value = serde_json::from_str(&cp.admin(&["runtimes", "list"])).unwrap();
     assert_eq!(runtimes[0]["name"], "test-runtime");
