@@ -22,7 +22,7 @@ use crate::loader::Runtime;
 use crate::loader::{Loader, instance_span};
 use crate::logging::Logging;
 use crate::metrics::{self, FindingLabels, JobLabels, PluginLabels};
-use crate::results::evidence::{RunContext, instance_evidence_records};
+use crate::results::evidence::{RunContext, attach_provenance, instance_evidence_records};
 use crate::results::outbox::Outbox;
 use crate::scheduler::{ScheduledJob, run_schedules};
 use crate::service::{Health, Notifier};
@@ -177,7 +177,8 @@ async fn run_and_record_inner(shared: Arc<Shared>, loader: Arc<Loader>, spec: Pl
             start: &report.started_at,
             end: &end,
         };
-        let records = instance_evidence_records(&ctx, &spec.instance, &report.findings);
+        let mut records = instance_evidence_records(&ctx, &spec.instance, &report.findings);
+        attach_provenance(&mut records, &report.job_id, &report.provenance);
         // Checks without a verdict are no evidence about their control; the
         // operator still hears of those that failed to reach one.
         for f in report
@@ -811,6 +812,7 @@ mod tests {
             denials: Vec::new(),
             denial_count: 0,
             log_dropped_bytes: 0,
+            provenance: Default::default(),
         };
         let mut status = Status::default();
         status.record(&report, Ok(()));
@@ -852,6 +854,7 @@ mod tests {
             denials: Vec::new(),
             denial_count: 0,
             log_dropped_bytes: 0,
+            provenance: Default::default(),
         };
         let mut status = Status::default();
         status.record(&report("sshd-hardening", None), Ok(()));

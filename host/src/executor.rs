@@ -14,6 +14,8 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use crate::abi::PluginPre;
 use crate::agent_config::PluginSpec;
 use crate::bindings::latest::exports::assessment::plugin::plugin::RunError;
+use capability_model::wire::Provenance;
+
 use crate::capabilities::config::ConfigCtx;
 use crate::capabilities::log::LogSink;
 use crate::capabilities::results::{Finding, Reference, ResultsCtx};
@@ -84,6 +86,10 @@ pub struct JobReport {
     pub denial_count: u64,
     /// Log bytes dropped past the log budget.
     pub log_dropped_bytes: u64,
+    /// What the host served the plugin (files, directories, commands,
+    /// environment names, package queries, denials), bounded; carried in
+    /// the job's evidence too.
+    pub provenance: Provenance,
 }
 
 impl JobReport {
@@ -109,6 +115,7 @@ impl JobReport {
             denials: Vec::new(),
             denial_count: 0,
             log_dropped_bytes: 0,
+            provenance: Provenance::new(),
         }
     }
 }
@@ -268,6 +275,7 @@ async fn run_job_inner(
         denials: Vec::new(),
         denial_count: 0,
         log_dropped_bytes: 0,
+        provenance: Provenance::new(),
     };
     let known: BTreeMap<String, Vec<Reference>> = prepared
         .info
@@ -316,6 +324,7 @@ async fn run_job_inner(
     report.denials = denials.to_vec();
     report.denial_count = count;
     report.log_dropped_bytes = state.log.dropped_bytes();
+    report.provenance = state.provenance.take();
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     report.error = if state.results.limit_reached {
         Some(JobError::new(

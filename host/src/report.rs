@@ -155,6 +155,25 @@ impl RunReport {
                     bounded(job.denials.first().map_or("", String::as_str), TABLE_TEXT)
                 );
             }
+            let served = &job.provenance;
+            if !served.is_empty() {
+                let dropped = served.dropped.total();
+                let _ = writeln!(
+                    out,
+                    "   provenance: {} file(s), {} directory(ies), {} command(s), {} environment variable(s), {} package query(ies), {} denial(s){}",
+                    served.files.len(),
+                    served.directories.len(),
+                    served.commands.len(),
+                    served.environment.len(),
+                    served.packages.len(),
+                    served.denials.len(),
+                    if dropped > 0 {
+                        format!("; {dropped} more not recorded")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
             if let Some(note) = &job.note {
                 let _ = writeln!(out, "   note: {}", bounded(note, TABLE_TEXT));
             }
@@ -190,6 +209,7 @@ mod tests {
             denials: Vec::new(),
             denial_count: 0,
             log_dropped_bytes: 0,
+            provenance: Default::default(),
         }
     }
 
@@ -213,5 +233,46 @@ mod tests {
         assert_eq!(json["jobs"][0]["instance"], "sshd-hardening");
         assert_eq!(json["jobs"][1]["instance"], "sshd-jail");
         assert_eq!(json["jobs"][1]["plugin"], "sshd-hardening");
+    }
+
+    #[test]
+    fn the_jobs_provenance_is_in_the_json_and_summed_up_in_the_table() {
+        let mut served = job("sshd-hardening");
+        let mut log = crate::capabilities::provenance::ProvenanceLog::default();
+        log.file(
+            "read-file",
+            Path::new("/etc/ssh/sshd_config"),
+            None,
+            None,
+            Some(b"PermitRootLogin no"),
+            None,
+        );
+        log.environment("PATH", true);
+        served.provenance = log.take();
+        served.provenance.dropped.commands = 2;
+        let report = RunReport::new(
+            SystemTime::now(),
+            Path::new("/"),
+            vec![served, job("quiet")],
+        );
+        let table = report.to_table();
+        assert!(
+            table.contains("   provenance: 1 file(s), 0 directory(ies), 0 command(s), 1 environment variable(s), 0 package query(ies), 0 denial(s); 2 more not recorded\n"),
+            "{table}"
+        );
+        assert_eq!(
+            table.matches("provenance:").count(),
+            1,
+            "none for a job that touched nothing"
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        let p = &json["jobs"][0]["provenance"];
+        assert_eq!(p["files"][0]["path"], "/etc/ssh/sshd_config");
+        assert_eq!(p["environment"][0]["name"], "PATH");
+        assert_eq!(p["dropped"]["commands"], 2);
+        assert_eq!(
+            json["jobs"][1]["provenance"]["files"],
+            serde_json::json!([])
+        );
     }
 }

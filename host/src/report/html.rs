@@ -271,6 +271,7 @@ mod tests {
             denials: Vec::new(),
             denial_count: 0,
             log_dropped_bytes: 0,
+            provenance: Default::default(),
         }
     }
 

@@ -10,7 +10,7 @@ use capability_model::wire::oscal::{self, DocumentInput, ResultInput};
 
 use super::RunReport;
 use crate::executor::JobReport;
-use crate::results::evidence::{RunContext, instance_report_records};
+use crate::results::evidence::{RunContext, attach_provenance, instance_report_records};
 
 /// Whom the document names as the assessor: the runtime and its machine.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +51,9 @@ impl RunReport {
                 start: &job.started_at,
                 end: &end,
             };
-            records.extend(instance_report_records(&ctx, &job.instance, &job.findings));
+            let mut job_records = instance_report_records(&ctx, &job.instance, &job.findings);
+            attach_provenance(&mut job_records, &job.job_id, &job.provenance);
+            records.extend(job_records);
         }
         let failed: Vec<String> = self
             .jobs
@@ -134,6 +136,7 @@ mod tests {
             denials: Vec::new(),
             denial_count: 0,
             log_dropped_bytes: 0,
+            provenance: Default::default(),
         }
     }
 
