@@ -22,6 +22,17 @@ async fn batches_are_idempotent() {
             })
         })
         .collect();
+    // A record with its job's provenance as a back-matter resource, linked
+    // (as the runtime sends it) is stored as sent.
+    let mut records = records;
+    records[0]["evidence"]["links"] =
+        json!([{ "href": "#3e0c1b1a-5f2d-5b7e-9a43-6d1c2b8e4f70", "rel": "provenance" }]);
+    records[0]["evidence"]["back-matter"] = json!({ "resources": [{
+        "uuid": "3e0c1b1a-5f2d-5b7e-9a43-6d1c2b8e4f70",
+        "title": "Provenance of the job's findings",
+        "props": [{ "name": "files", "value": "1", "ns": "https://assessment-runtime.dev/ns/evidence" }],
+        "base64": { "filename": "provenance.json", "media-type": "application/json", "value": "eyJmaWxlcyI6W119" }
+    }] });
     let batch = json!({ "records": records });
 
     let first = send_batch(&server, &token, &batch).await;
@@ -62,6 +73,10 @@ async fn batches_are_idempotent() {
     assert_eq!(first_record["check"], "check-0");
     assert_eq!(first_record["status"], "satisfied");
     assert_eq!(first_record["evidence"], records[0]["evidence"]);
+    assert_eq!(
+        first_record["evidence"]["back-matter"]["resources"][0]["base64"]["media-type"],
+        "application/json"
+    );
     assert!(
         chrono::DateTime::parse_from_rfc3339(first_record["received_at"].as_str().unwrap()).is_ok()
     );
