@@ -111,23 +111,28 @@ impl ProvenanceLog {
         std::mem::replace(&mut self.recorded, Provenance::new())
     }
 
-    /// Keep `entry` if it fits the entry and byte bounds; otherwise count it
-    /// as dropped.
+    /// Keep the entry `make` builds if it fits the entry and byte bounds;
+    /// otherwise count it as dropped (without building it once the log is
+    /// full, so that a flood of calls costs little).
     fn admit<T: Serialize>(
         &mut self,
-        entry: T,
+        make: impl FnOnce() -> T,
         list: impl FnOnce(&mut Provenance) -> (&mut Vec<T>, &mut u64),
     ) {
+        let full = self.recorded.entries() >= bounds::MAX_ENTRIES
+            || self.json_bytes >= bounds::MAX_JSON_BYTES;
+        let entry = (!full).then(make);
         // Its compact JSON plus a separating comma.
-        let size = serde_json::to_vec(&entry).map_or(usize::MAX, |b| b.len() + 1);
-        let fits = self.recorded.entries() < bounds::MAX_ENTRIES
-            && self.json_bytes.saturating_add(size) <= bounds::MAX_JSON_BYTES;
+        let size = entry.as_ref().map_or(usize::MAX, |e| {
+            serde_json::to_vec(e).map_or(usize::MAX, |b| b.len() + 1)
+        });
         let (entries, dropped) = list(&mut self.recorded);
-        if fits {
-            entries.push(entry);
-            self.json_bytes += size;
-        } else {
-            *dropped += 1;
+        match entry {
+            Some(entry) if self.json_bytes.saturating_add(size) <= bounds::MAX_JSON_BYTES => {
+                entries.push(entry);
+                self.json_bytes += size;
+            }
+            _ => *dropped += 1,
         }
     }
 
@@ -143,7 +148,7 @@ impl ProvenanceLog {
         returned: Option<&[u8]>,
         error: Option<&AccessError>,
     ) {
-        let entry = FileAccess {
+        let make = || FileAccess {
             call: call.to_string(),
             path: path_text(path),
             size: facts.map(|f| f.size),
@@ -153,12 +158,12 @@ impl ProvenanceLog {
             sha256: returned.map(sha256),
             error: error.map(|e| error_kind(e).to_string()),
         };
-        self.admit(entry, |p| (&mut p.files, &mut p.dropped.files));
+        self.admit(make, |p| (&mut p.files, &mut p.dropped.files));
     }
 
     /// A directory listed: the names returned, in order, or the error.
     pub fn directory(&mut self, path: &Path, names: Result<&[&str], &AccessError>) {
-        let entry = match names {
+        let make = || match names {
             Ok(names) => {
                 let mut digest = Sha256::new();
                 for name in names {
@@ -178,7 +183,7 @@ impl ProvenanceLog {
                 ..DirectoryListing::default()
             },
         };
-        self.admit(entry, |p| (&mut p.directories, &mut p.dropped.directories));
+        self.admit(make, |p| (&mut p.directories, &mut p.dropped.directories));
     }
 
     /// A command run: its exit code and output (stdout, stderr), or the
@@ -190,35 +195,38 @@ impl ProvenanceLog {
         duration: Duration,
         outcome: Result<&CommandOutput, &AccessError>,
     ) {
-        let kept = args.len().min(bounds::ARGS);
-        let mut entry = CommandRun {
-            program: bounded(program, bounds::PATH),
-            args: args[..kept]
-                .iter()
-                .map(|a| bounded(a, bounds::ARG))
-                .collect(),
-            args_dropped: (args.len() - kept) as u64,
-            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-            ..CommandRun::default()
-        };
-        match outcome {
-            Ok(output) => {
-                entry.exit_code = output.exit_code;
-                entry.stdout_sha256 = Some(sha256(&output.stdout));
-                entry.stderr_sha256 = Some(sha256(&output.stderr));
+        let make = || {
+            let kept = args.len().min(bounds::ARGS);
+            let mut entry = CommandRun {
+                program: bounded(program, bounds::PATH),
+                args: args[..kept]
+                    .iter()
+                    .map(|a| bounded(a, bounds::ARG))
+                    .collect(),
+                args_dropped: (args.len() - kept) as u64,
+                duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                ..CommandRun::default()
+            };
+            match outcome {
+                Ok(output) => {
+                    entry.exit_code = output.exit_code;
+                    entry.stdout_sha256 = Some(sha256(&output.stdout));
+                    entry.stderr_sha256 = Some(sha256(&output.stderr));
+                }
+                Err(e) => entry.error = Some(bounded(&error_text(e), bounds::REASON)),
             }
-            Err(e) => entry.error = Some(bounded(&error_text(e), bounds::REASON)),
-        }
-        self.admit(entry, |p| (&mut p.commands, &mut p.dropped.commands));
+            entry
+        };
+        self.admit(make, |p| (&mut p.commands, &mut p.dropped.commands));
     }
 
     /// An environment variable read: its name and whether it was set.
     pub fn environment(&mut self, name: &str, set: bool) {
-        let entry = EnvironmentRead {
+        let make = || EnvironmentRead {
             name: bounded(name, bounds::ENV_NAME),
             set,
         };
-        self.admit(entry, |p| (&mut p.environment, &mut p.dropped.environment));
+        self.admit(make, |p| (&mut p.environment, &mut p.dropped.environment));
     }
 
     /// A package query: the database read and the packages returned, or
@@ -229,7 +237,7 @@ impl ProvenanceLog {
         database: Option<&DatabaseRead>,
         outcome: Result<usize, &AccessError>,
     ) {
-        let entry = PackageQuery {
+        let make = || PackageQuery {
             call: call.to_string(),
             database: database.map(|d| path_text(&d.path)),
             size: database.map(|d| d.facts.size),
@@ -238,16 +246,16 @@ impl ProvenanceLog {
             packages: outcome.as_ref().ok().map(|n| *n as u64),
             error: outcome.err().map(|e| error_kind(e).to_string()),
         };
-        self.admit(entry, |p| (&mut p.packages, &mut p.dropped.packages));
+        self.admit(make, |p| (&mut p.packages, &mut p.dropped.packages));
     }
 
     /// A call refused by policy.
     pub fn denial(&mut self, call: &str, reason: &str) {
-        let entry = DeniedCall {
+        let make = || DeniedCall {
             call: call.to_string(),
             reason: bounded(reason, bounds::REASON),
         };
-        self.admit(entry, |p| (&mut p.denials, &mut p.dropped.denials));
+        self.admit(make, |p| (&mut p.denials, &mut p.dropped.denials));
     }
 }
 
