@@ -350,10 +350,21 @@ fn enroll_assign_run_once_and_results_are_stored_once_with_stable_streams() {
     let export: Value = serde_json::from_str(&export).unwrap();
     let results = export["assessment-results"]["results"].as_array().unwrap();
     assert_eq!(results.len(), 1, "one runtime");
-    assert_eq!(
-        results[0]["observations"].as_array().unwrap().len(),
-        FINDINGS_PER_RUN
-    );
+    let observations = results[0]["observations"].as_array().unwrap();
+    assert_eq!(observations.len(), FINDINGS_PER_RUN);
+    // The delivered records' provenance, in the export's back-matter.
+    let resources = export["assessment-results"]["back-matter"]["resources"]
+        .as_array()
+        .unwrap();
+    for o in observations {
+        let href = o["relevant-evidence"][0]["href"].as_str().unwrap();
+        assert!(
+            resources
+                .iter()
+                .any(|r| format!("#{}", r["uuid"].as_str().unwrap()) == href),
+            "{href}"
+        );
+    }
 
     let runtimes: Value = serde_json::from_str(&cp.admin(&["runtimes", "list"])).unwrap();
     assert_eq!(runtimes[0]["name"], "test-runtime");

@@ -80,6 +80,26 @@ fn a_run_as_oscal_is_valid_against_nists_schema_and_as_html_shows_failures_first
         .as_array()
         .unwrap();
     assert_eq!(tools.len(), 2, "each plugin is a tool: {tools:?}");
+    // Each job's provenance is one back-matter resource, which each
+    // observation of the job refers to.
+    let resources: Vec<&str> = doc["assessment-results"]["back-matter"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["uuid"].as_str().unwrap())
+        .collect();
+    let provenance: std::collections::BTreeSet<&str> = observations
+        .iter()
+        .map(|o| {
+            let href = o["relevant-evidence"][0]["href"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no provenance: {o}"));
+            let uuid = href.strip_prefix('#').unwrap();
+            assert!(resources.contains(&uuid), "{href} is no resource");
+            uuid
+        })
+        .collect();
+    assert_eq!(provenance.len(), 2, "one per job");
 
     let html = agent.command(&["run", "--once", "--output", "html"]);
     let page = String::from_utf8(html.stdout).unwrap();
