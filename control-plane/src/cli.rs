@@ -17,6 +17,7 @@ use crate::ca::{CA_CERT_FILE, CertificateAuthority};
 use crate::config::{DEFAULT_STALE_AFTER, DEFAULT_TOKEN_TTL, Limits, ServerConfig};
 use crate::db::{Db, Store};
 use crate::model::{DEFAULT_GROUP, EvidenceFilter, MAX_PAGE_SIZE};
+use crate::relay::{RelayQueue, Upstream};
 use crate::server::{
     ConnectionLimits, OPERATIONS_MAX_CONNECTIONS, serve_operations, serve_with, shutdown_signal,
 };
@@ -193,6 +194,27 @@ pub struct ServeArgs {
     /// from `runtimes create`.
     #[arg(long, env = "ACP_COMPLIANCE_FRAMEWORK_ONLY")]
     pub compliance_framework_only: bool,
+    /// Relay the evidence this server accepts to an upstream Compliance
+    /// Framework API (its base URL, `https://cf.example`): at least once,
+    /// in order, from a queue of its own (`--relay-queue`), retried with
+    /// backoff. Needs `--relay-queue`, `--relay-client-id` and
+    /// `--relay-client-secret-file`.
+    #[arg(long, env = "ACP_RELAY_UPSTREAM", value_name = "URL")]
+    pub relay_upstream: Option<String>,
+    /// The relay's queue: an SQLite file of its own (created), not the
+    /// main database.
+    #[arg(long, env = "ACP_RELAY_QUEUE", value_name = "PATH")]
+    pub relay_queue: Option<PathBuf>,
+    /// The relay's `client_id` at the upstream's `/api/auth/token`.
+    #[arg(long, env = "ACP_RELAY_CLIENT_ID", value_name = "ID")]
+    pub relay_client_id: Option<String>,
+    /// A file holding the relay's client secret (its first line).
+    #[arg(long, env = "ACP_RELAY_CLIENT_SECRET_FILE", value_name = "PATH")]
+    pub relay_client_secret_file: Option<PathBuf>,
+    /// A CA certificate (PEM) the upstream's certificate comes from,
+    /// trusted besides the system's roots.
+    #[arg(long, env = "ACP_RELAY_CA", value_name = "PATH")]
+    pub relay_ca: Option<PathBuf>,
     /// The names runtimes reach this server by (DNS names or IP
     /// addresses), put in its certificate.
     #[arg(
@@ -533,6 +555,7 @@ fn load_ca(dir: &Path) -> anyhow::Result<CertificateAuthority> {
 }
 
 fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+    let relay = relay_settings(&args)?;
     let Some(admin_token) = args.admin_token else {
         bail!("an admin token is required: set ACP_ADMIN_TOKEN or pass --admin-token");
     };
@@ -627,6 +650,23 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
                 let _ = stopped.wait_for(|stop| *stop).await;
             }
         };
+        let relay = match relay {
+            Some((queue_path, upstream)) => {
+                let queue = Arc::new(
+                    RelayQueue::open(&queue_path)
+                        .context("cannot open the relay queue (--relay-queue)")?,
+                );
+                let (released, dropped) = queue
+                    .recover(&state.store)
+                    .await
+                    .context("cannot recover the relay queue")?;
+                let (waiting, rejected) = queue.depth()?;
+                tracing::info!(upstream = %upstream.url, queue = %queue_path.display(), waiting, rejected, released, dropped, "relaying accepted evidence upstream");
+                state = state.with_relay(queue.clone());
+                Some(tokio::spawn(crate::relay::run(queue, upstream, stopping())))
+            }
+            None => None,
+        };
         let operations = match operations {
             Some(listener) => {
                 let metrics_address = listener.local_addr().context("no local address")?;
@@ -658,9 +698,74 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
                 .context("the metrics server panicked")?
                 .context("the metrics server failed")?;
         }
+        if let Some(relay) = relay {
+            relay
+                .await
+                .context("the relay panicked")?
+                .context("the relay failed")?;
+        }
         tracing::info!("control plane stopped");
         Ok(())
     })
+}
+
+/// The relay's queue file and upstream, from `serve`'s options (`None`
+/// without `--relay-upstream`); the secret is read from its file now.
+fn relay_settings(args: &ServeArgs) -> anyhow::Result<Option<(PathBuf, Upstream)>> {
+    let Some(url) = &args.relay_upstream else {
+        let given = args.relay_queue.is_some()
+            || args.relay_client_id.is_some()
+            || args.relay_client_secret_file.is_some()
+            || args.relay_ca.is_some();
+        if given {
+            bail!("the --relay-* options need --relay-upstream URL");
+        }
+        return Ok(None);
+    };
+    let url = url.trim_end_matches('/').to_string();
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        bail!("--relay-upstream {url:?}: give the upstream's base URL, such as https://cf.example");
+    }
+    let queue = args
+        .relay_queue
+        .clone()
+        .context("--relay-upstream needs --relay-queue PATH: the relay's own SQLite file")?;
+    let client_id = args
+        .relay_client_id
+        .clone()
+        .context("--relay-upstream needs --relay-client-id: the relay's client id upstream")?;
+    let secret_file = args.relay_client_secret_file.as_ref().context(
+        "--relay-upstream needs --relay-client-secret-file: a file holding the relay's client secret",
+    )?;
+    let text = std::fs::read_to_string(secret_file).with_context(|| {
+        format!(
+            "cannot read the relay's client secret from {}",
+            secret_file.display()
+        )
+    })?;
+    let client_secret = text.lines().next().unwrap_or_default().trim().to_string();
+    if client_secret.is_empty() {
+        bail!(
+            "the relay's client secret file {} is empty",
+            secret_file.display()
+        );
+    }
+    let ca_pem = match &args.relay_ca {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --relay-ca {}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(Some((
+        queue,
+        Upstream {
+            url,
+            client_id,
+            client_secret,
+            ca_pem,
+        },
+    )))
 }
 
 /// Default lifetimes and limits, shown by `--help`, kept equal to the

@@ -11,7 +11,8 @@
 //! `guard`, `metrics`, `ca`, `tls` (types, checks and crypto, no HTTP
 //! state; `metrics` holds the Prometheus registry); `db` (the
 //! store); `runtime_credentials` (runtimes made by the admin, without
-//! enrollment); `state` (what handlers share: [`AppState`], the source address);
+//! enrollment); `relay` (forwarding to an upstream Compliance Framework
+//! API, its own queue); `state` (what handlers share: [`AppState`], the source address);
 //! `auth` (extractors: who is calling); `admin` (the admin routes); `api`
 //! (the runtime handlers and the router, which merges the admin routes);
 //! `server` (listeners, connections); `cli`. A unit test checks it.
@@ -30,6 +31,7 @@ pub mod error;
 pub mod guard;
 pub mod metrics;
 pub mod model;
+pub mod relay;
 pub mod oscal_export;
 pub mod runtime_credentials;
 pub mod secrets;
@@ -61,6 +63,7 @@ mod tests {
         "tls",
         "db",
         "runtime_credentials",
+        "relay",
         "state",
         "auth",
         "admin",

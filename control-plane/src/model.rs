@@ -232,6 +232,10 @@ pub struct RecordRules {
     pub runtime_id: Uuid,
     /// The largest record accepted, as compact JSON.
     pub max_record_bytes: usize,
+    /// Subjects and runtime labels must name the sending runtime; off in
+    /// the Compliance-Framework-only mode, where, as with a Compliance
+    /// Framework API, a gateway or relay posts for many machines.
+    pub subjects_bound: bool,
 }
 
 /// The SHA-256 (hex) of the canonical JSON of an evidence body.
@@ -287,8 +291,10 @@ impl NewEvidence {
         }
         let uuid = canonical_uuid(&evidence.uuid, at)?;
         let runtime = rules.runtime_id.to_string();
-        check_subjects(&evidence.subjects, &runtime, at)?;
-        for name in RUNTIME_LABELS {
+        if rules.subjects_bound {
+            check_subjects(&evidence.subjects, &runtime, at)?;
+        }
+        for name in RUNTIME_LABELS.iter().filter(|_| rules.subjects_bound) {
             if let Some(value) = evidence.labels.get(*name)
                 && *value != runtime
             {
@@ -445,6 +451,7 @@ mod tests {
 
     fn rules() -> RecordRules {
         RecordRules {
+            subjects_bound: true,
             runtime_id: RUNTIME,
             max_record_bytes: 4096,
         }

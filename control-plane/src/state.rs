@@ -13,6 +13,7 @@ use crate::error::ApiError;
 use crate::guard::{AuthFailure, AuthFailureLog, Principal, RateLimiter};
 use crate::metrics::Metrics;
 use crate::model::{RecordRules, RuntimeIdentity};
+use crate::relay::RelayQueue;
 use crate::tls::TlsPeer;
 
 /// The defences every handler shares.
@@ -39,6 +40,9 @@ pub struct AppState {
     pub guards: Arc<Guards>,
     /// The metrics the handlers record into and `/metrics` serves.
     pub metrics: Arc<Metrics>,
+    /// The queue of the relay to an upstream Compliance Framework API,
+    /// when one is configured: accepted evidence enters it.
+    pub relay: Option<Arc<RelayQueue>>,
 }
 
 impl AppState {
@@ -57,6 +61,15 @@ impl AppState {
             ca: None,
             guards: Arc::new(guards),
             metrics: Arc::new(Metrics::new()),
+            relay: None,
+        }
+    }
+
+    /// The same state, relaying accepted evidence through `queue`.
+    pub fn with_relay(self, queue: Arc<RelayQueue>) -> Self {
+        Self {
+            relay: Some(queue),
+            ..self
         }
     }
 
@@ -75,6 +88,7 @@ impl AppState {
     /// What the evidence records of `runtime` are checked against.
     pub fn record_rules(&self, runtime: &RuntimeIdentity) -> RecordRules {
         RecordRules {
+            subjects_bound: !self.config.compliance_framework_only,
             runtime_id: runtime.id,
             max_record_bytes: self.config.limits.max_record_bytes,
         }

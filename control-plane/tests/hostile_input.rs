@@ -39,6 +39,7 @@ fn the_seed_record_is_accepted() {
     use assessment_control_plane::model::{NewEvidence, RecordRules};
     let record: serde_json::Value = serde_json::from_str(RECORD).unwrap();
     let rules = RecordRules {
+        subjects_bound: true,
         runtime_id: entries::RUNTIME,
         max_record_bytes: 4 << 20,
     };

@@ -321,3 +321,189 @@ fn the_whole_loop_runs_against_a_compliance_framework_only_server() {
     let jobs = assert_complete_jobs(&server.evidence());
     assert!(jobs >= 6, "only {jobs} jobs stored");
 }
+
+/// The Compliance Framework API's schema: the file named by
+/// `COMPLIANCE_FRAMEWORK_SWAGGER`, else `target/reference/`, else the
+/// shared reference beside the repository (as `host/tests/evidence_schema.rs`
+/// finds it), checked against its pinned SHA-256.
+fn swagger() -> Value {
+    use sha2::{Digest, Sha256};
+    const SHA256: &str = "ff96c1ab6cad7ada09253a842019529e8d58fc44443548e6c6a4baa01f4fe770";
+    const FILE: &str = "compliance-framework-api.swagger.json";
+    let path = match std::env::var_os("COMPLIANCE_FRAMEWORK_SWAGGER") {
+        Some(path) => PathBuf::from(path),
+        None => [
+            repo().join("target/reference").join(FILE),
+            repo().join("../shared/reference").join(FILE),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
+        .expect("the Compliance Framework API's schema: set COMPLIANCE_FRAMEWORK_SWAGGER or see host/tests/evidence_schema.rs"),
+    };
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        hex::encode(Sha256::digest(&bytes)),
+        SHA256,
+        "{}",
+        path.display()
+    );
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A strict validator of `handler.EvidenceCreateRequest`: object schemas
+/// that list their properties admit no other.
+fn evidence_validator() -> jsonschema::Validator {
+    fn strict(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+                    map.insert("additionalProperties".into(), Value::Bool(false));
+                }
+                map.values_mut().for_each(strict);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strict),
+            _ => {}
+        }
+    }
+    let mut definitions = swagger()["definitions"].clone();
+    strict(&mut definitions);
+    let schema = serde_json::json!({
+        "$ref": "#/definitions/handler.EvidenceCreateRequest",
+        "definitions": definitions,
+    });
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .build(&schema)
+        .unwrap()
+}
+
+/// The key the relay gives a record upstream.
+fn upstream_key(runtime_id: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(runtime_id.as_bytes());
+    hash.update([0]);
+    hash.update(key.as_bytes());
+    hex::encode(hash.finalize())
+}
+
+#[test]
+fn the_relay_forwards_every_record_once_in_order_through_outages_and_restarts() {
+    let state = tempfile::tempdir().unwrap();
+    let upstream_dir = state.path().join("upstream");
+    let middle_dir = state.path().join("middle");
+    std::fs::create_dir_all(&upstream_dir).unwrap();
+    std::fs::create_dir_all(&middle_dir).unwrap();
+    let mut upstream = Server::start(
+        &upstream_dir.join("cp.db"),
+        &["--compliance-framework-only"],
+    );
+    let (relay_id, relay_secret) = upstream.create_runtime(&upstream_dir);
+    let queue = middle_dir.join("relay-queue.db");
+    let mut middle = Server::start(
+        &middle_dir.join("cp.db"),
+        &[
+            "--compliance-framework-only",
+            "--relay-upstream",
+            &upstream.url(),
+            "--relay-queue",
+            queue.to_str().unwrap(),
+            "--relay-client-id",
+            &relay_id,
+            "--relay-client-secret-file",
+            relay_secret.to_str().unwrap(),
+            "--relay-ca",
+            upstream.ca_cert().to_str().unwrap(),
+        ],
+    );
+    let mut runtime = Runtime::new(&middle);
+    let daemon = runtime.spawn_daemon();
+    wait_for("two runs relayed", Duration::from_secs(60), || {
+        upstream.evidence().len() >= 2 * FINDINGS_PER_RUN
+    });
+
+    // The upstream goes away: the relay's queue fills; the relay is killed
+    // with records queued and starts again; then the upstream returns.
+    upstream.stop();
+    let relayed_before = middle.evidence().len();
+    wait_for(
+        "records queued for the upstream",
+        Duration::from_secs(60),
+        || middle.evidence().len() >= relayed_before + 3 * FINDINGS_PER_RUN,
+    );
+    middle.stop();
+    middle.restart();
+    wait_for("more records queued", Duration::from_secs(60), || {
+        middle.evidence().len() >= relayed_before + 4 * FINDINGS_PER_RUN
+    });
+    upstream.restart();
+    sigterm(daemon);
+    let accepted = middle.evidence();
+    wait_for(
+        "the relay's queue to drain",
+        Duration::from_secs(120),
+        || upstream.evidence().len() >= accepted.len(),
+    );
+    assert_eq!(runtime.pending(), 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let relayed = upstream.evidence();
+
+    // Every accepted record arrived once, as accepted, under the key the
+    // relay derives from its runtime and its own key.
+    assert_eq!(relayed.len(), accepted.len(), "each record once");
+    assert_complete_jobs(&accepted);
+    let by_key: BTreeMap<String, &Value> = accepted
+        .iter()
+        .map(|r| {
+            let key = upstream_key(
+                r["runtime_id"].as_str().unwrap(),
+                r["idempotency_key"].as_str().unwrap(),
+            );
+            (key, r)
+        })
+        .collect();
+    for r in &relayed {
+        let original = by_key
+            .get(r["idempotency_key"].as_str().unwrap())
+            .unwrap_or_else(|| panic!("a record the middle did not accept: {r:#}"));
+        assert_eq!(r["evidence"], original["evidence"]);
+        assert_eq!(r["runtime_id"].as_str().unwrap(), relay_id);
+    }
+    // In order per stream: each uuid's records arrive upstream in the
+    // order the middle accepted them.
+    let per_stream = |records: &[Value], key: &dyn Fn(&Value) -> String| {
+        let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in records {
+            streams
+                .entry(r["uuid"].as_str().unwrap().to_string())
+                .or_default()
+                .push(key(r));
+        }
+        streams
+    };
+    let accepted_order = per_stream(&accepted, &|r| {
+        upstream_key(
+            r["runtime_id"].as_str().unwrap(),
+            r["idempotency_key"].as_str().unwrap(),
+        )
+    });
+    let relayed_order = per_stream(&relayed, &|r| {
+        r["idempotency_key"].as_str().unwrap().to_string()
+    });
+    assert_eq!(relayed_order, accepted_order);
+    assert_eq!(
+        accepted_order.len(),
+        FINDINGS_PER_RUN,
+        "one stream per check"
+    );
+
+    // Every forwarded payload is a valid EvidenceCreateRequest.
+    let validator = evidence_validator();
+    for r in &relayed {
+        let errors: Vec<String> = validator
+            .iter_errors(&r["evidence"])
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}\n{:#}", r["evidence"]);
+    }
+}

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::auth::Runtime;
 use crate::error::{ApiError, StoreError};
 use crate::model::{BatchOutcome, MAX_BATCH_RECORDS, NewEvidence, RuntimeIdentity};
+use crate::relay::Held;
 use crate::state::AppState;
 
 /// The request header naming a record's idempotency key on
@@ -59,7 +60,8 @@ async fn store_one(
     let rules = state.record_rules(&runtime);
     let quota = state.config.limits.runtime_storage_quota;
     let record = NewEvidence::from_body(key.clone(), body, "body", rules)?;
-    let (outcome, stored) = state
+    let held = hold(&state, runtime.id, std::slice::from_ref(&record)).await?;
+    let stored = state
         .store
         .call(move |db| {
             let outcome =
@@ -69,7 +71,8 @@ async fn store_one(
             })?;
             Ok((outcome, stored))
         })
-        .await?;
+        .await;
+    let (outcome, stored) = settle(&state, held, stored).await?;
     let status = if outcome.accepted == 1 {
         StatusCode::CREATED
     } else {
@@ -144,10 +147,64 @@ async fn store_batch(
             Ok(NewEvidence::from_body(key, evidence, &at, rules)?)
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
+    let held = hold(&state, runtime.id, &records).await?;
     let outcome = state
         .store
         .call(move |db| db.store_evidence(runtime.id, &records, quota, Utc::now()))
-        .await?;
+        .await;
+    let outcome = settle(&state, held, outcome).await?;
     tracing::debug!(runtime_id = %runtime.id, accepted = outcome.accepted, duplicates = outcome.duplicates, "evidence batch");
     Ok(outcome)
+}
+
+/// With a relay, puts `records` in its queue, held, before the store takes
+/// them (see [`crate::relay`]): a crash after the store answered cannot
+/// lose them for the upstream.
+async fn hold(
+    state: &AppState,
+    runtime: Uuid,
+    records: &[NewEvidence],
+) -> Result<Option<Held>, ApiError> {
+    let Some(queue) = state.relay.clone() else {
+        return Ok(None);
+    };
+    let records = records.to_vec();
+    let held = tokio::task::spawn_blocking(move || queue.hold(runtime, &records))
+        .await
+        .map_err(|e| relay_failure(e.to_string()))?
+        .map_err(|e| relay_failure(e.to_string()))?;
+    Ok(Some(held))
+}
+
+/// Releases the held records to the relay when the store took them, drops
+/// them when it refused them; passes the store's answer on.
+async fn settle<T>(
+    state: &AppState,
+    held: Option<Held>,
+    stored: Result<T, StoreError>,
+) -> Result<T, ApiError> {
+    if let (Some(queue), Some(held)) = (state.relay.clone(), held) {
+        let ok = stored.is_ok();
+        let settled = tokio::task::spawn_blocking(move || {
+            if ok {
+                queue.release(held)
+            } else {
+                queue.drop_held(held)
+            }
+        })
+        .await
+        .map_err(|e| relay_failure(e.to_string()))?;
+        // Stored but not released: the next start's recovery releases it;
+        // the runtime is told to send it again meanwhile (a duplicate).
+        settled.map_err(|e| relay_failure(e.to_string()))?;
+    }
+    Ok(stored?)
+}
+
+fn relay_failure(message: String) -> ApiError {
+    tracing::error!("the relay queue failed: {message}");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the relay queue is unavailable; send the evidence again later",
+    )
 }

@@ -313,6 +313,7 @@ mod tests {
 
     fn evidence_of(runtime: Uuid, key: &str, body: Value) -> NewEvidence {
         let rules = RecordRules {
+            subjects_bound: true,
             runtime_id: runtime,
             max_record_bytes: 1 << 20,
         };

@@ -94,6 +94,15 @@ async fn the_compliance_framework_only_mode_serves_nothing_of_v1() {
         .post_json("/api/evidence", &token, &record("a"))
         .await;
     assert_eq!(answer.status(), StatusCode::CREATED);
+    // As with a Compliance Framework API, a gateway or relay posts for
+    // other machines: subjects are not tied to the caller.
+    let mut relayed = record("b");
+    relayed["subjects"] = json!([{
+        "type": "InventoryItem",
+        "identifier": "0b9e0000-4000-8000-0000-0000000000ff",
+    }]);
+    let answer = server.post_json("/api/evidence", &token, &relayed).await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
 
     let not_served = [
         ("GET", "/v1/config", &token[..]),

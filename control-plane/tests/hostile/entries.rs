@@ -29,6 +29,7 @@ pub fn evidence_body(data: &[u8]) {
     };
     let body = record.get("evidence").cloned().unwrap_or(record);
     let rules = RecordRules {
+        subjects_bound: true,
         runtime_id: RUNTIME,
         max_record_bytes: 4 << 20,
     };
