@@ -166,3 +166,77 @@ fn the_validator_rejects_what_the_schema_forbids() {
         assert!(outcome.is_err(), "{path:?} = {value} passed");
     }
 }
+
+/// Text of any shape (plugin-chosen, or from another agent's evidence in
+/// the control plane) still makes a valid document: the mapping makes it
+/// fit where OSCAL constrains it.
+#[test]
+fn hostile_text_and_foreign_evidence_still_make_a_valid_document() {
+    use capability_model::wire::evidence::{
+        EvidenceCreateRequest, EvidenceRecord, Link, ObjectiveStatus, Origin, OriginActor, Property,
+    };
+    use capability_model::wire::oscal::{DocumentInput, ResultInput, assessment_results};
+    let hostile = " \u{feff}<a>\n\r\u{2028}\"é 9 lives\t";
+    let prop = |name: &str, value: &str| Property {
+        name: name.to_string(),
+        value: value.to_string(),
+        ns: None,
+    };
+    let record = EvidenceRecord {
+        idempotency_key: hostile.to_string(),
+        evidence: EvidenceCreateRequest {
+            uuid: "not a uuid".to_string(),
+            title: hostile.to_string(),
+            description: String::new(),
+            start: "yesterday".to_string(),
+            end: "2026-13-45T99:00:00Z".to_string(),
+            labels: [("check", hostile), ("severity", ""), ("status", hostile)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            status: ObjectiveStatus {
+                state: "not-satisfied".to_string(),
+                reason: hostile.to_string(),
+                remarks: Some(hostile.to_string()),
+            },
+            subjects: Vec::new(),
+            origins: vec![Origin {
+                actors: vec![OriginActor {
+                    kind: "robot".to_string(),
+                    actor_uuid: "00000000-0000-0000-0000-000000000000".to_string(),
+                    props: vec![prop(hostile, ""), prop("", hostile)],
+                }],
+            }],
+            props: vec![prop(hostile, hostile), prop("9", "\n")],
+            links: vec![
+                Link {
+                    href: "#no-such-resource".to_string(),
+                    rel: Some(hostile.to_string()),
+                    text: Some(hostile.to_string()),
+                },
+                Link {
+                    href: format!("https://example.org/{hostile}%zz"),
+                    rel: None,
+                    text: None,
+                },
+            ],
+            remarks: Some(hostile.to_string()),
+            back_matter: None,
+        },
+    };
+    let document = assessment_results(&DocumentInput {
+        title: hostile.to_string(),
+        last_modified: "2026-11-25T10:00:00Z",
+        tool_version: hostile,
+        results: vec![ResultInput {
+            runtime_id: hostile,
+            host: hostile,
+            start: "2026-11-25T10:00:00Z",
+            end: "2026-11-25T10:00:01Z",
+            records: std::slice::from_ref(&record),
+            remarks: Some(hostile.to_string()),
+        }],
+    });
+    let text = serde_json::to_string(&document.to_json()).unwrap();
+    assert_valid(&text);
+}

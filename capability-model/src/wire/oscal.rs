@@ -501,9 +501,28 @@ fn own(name: &str, value: &str) -> Property {
     }
 }
 
+/// `s` as a URI reference: every byte outside RFC 3986's unreserved, reserved
+/// and `%` characters (spaces, non-ASCII, brackets) percent-encoded, and a
+/// `%` that starts no escape encoded itself.
+pub fn uri_reference(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = b == b'%'
+            && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+        if escape || (b.is_ascii_alphanumeric() || b"-._~:/?#@!$&'()*+,;=".contains(&b)) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn link(l: &Link) -> Link {
     Link {
-        href: l.href.clone(),
+        href: uri_reference(&l.href),
         rel: l.rel.as_deref().map(token),
         text: l.text.clone(),
     }
@@ -740,7 +759,7 @@ fn result(r: &ResultInput<'_>, resource_titles: &BTreeMap<String, String>) -> As
             origins: origins.clone(),
             subjects: vec![subject.clone()],
             relevant_evidence,
-            collected: if e.end.is_empty() { r.end } else { &e.end }.to_string(),
+            collected: if is_date_time(&e.end) { &e.end } else { r.end }.to_string(),
             remarks: e.remarks.clone(),
         });
         let Some(state) = verdict(e) else {
@@ -844,23 +863,29 @@ impl AssessmentResultsDocument {
     }
 }
 
-/// The time span of `records`: the earliest `start` and the latest `end`
-/// (RFC 3339 in UTC compare as text), or `None` without records.
-pub fn span_of(records: &[EvidenceRecord]) -> Option<(&str, &str)> {
-    let start = records
-        .iter()
-        .map(|r| r.evidence.start.as_str())
-        .filter(|s| !s.is_empty())
-        .min()?;
-    let end = records
-        .iter()
-        .map(|r| r.evidence.end.as_str())
-        .filter(|s| !s.is_empty())
-        .max()
-        .unwrap_or(start);
-    Some((start, end))
+/// Whether `s` is a date and time with a time zone (RFC 3339), as OSCAL
+/// takes one: evidence from other agents may carry anything.
+pub fn is_date_time(s: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(s).is_ok()
 }
 
+/// The time span of `records`: the earliest `start` and the latest `end`
+/// that are dates and times, or `None` when no record has one.
+pub fn span_of(records: &[EvidenceRecord]) -> Option<(&str, &str)> {
+    let times = |pick: fn(&EvidenceRecord) -> &str| {
+        records.iter().filter_map(move |r| {
+            let text = pick(r);
+            chrono::DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|t| (t, text))
+        })
+    };
+    let start = times(|r| &r.evidence.start).min_by_key(|(t, _)| *t)?.1;
+    let end = times(|r| &r.evidence.end)
+        .max_by_key(|(t, _)| *t)
+        .map_or(start, |(_, text)| text);
+    Some((start, end))
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1126,6 +1151,10 @@ mod tests {
         assert_eq!(token("5.1.20"), "_5.1.20");
         assert_eq!(token("ñ:x"), "__x");
         assert_eq!(token(""), "_");
+        assert_eq!(
+            uri_reference("https://example.org/a b/é?q=%zz%41[1]"),
+            "https://example.org/a%20b/%C3%A9?q=%25zz%41%5B1%5D"
+        );
         assert_eq!(one_line("  yes\n"), "yes");
         assert_eq!(one_line("a\nb\r\nc"), "a b  c");
         assert_eq!(one_line(" \u{feff}\t"), "(empty)");
@@ -1154,12 +1183,24 @@ mod tests {
     fn the_span_of_records() {
         let mut a = record("k1", "a", "satisfied", "pass");
         let mut b = record("k2", "b", "satisfied", "pass");
-        a.evidence.start = "2026-11-25T09:00:00.000Z".to_string();
+        a.evidence.start = "2026-11-25T10:00:00.000+01:00".to_string();
         b.evidence.end = "2026-11-25T11:00:00.000Z".to_string();
+        let mut c = record("k3", "c", "satisfied", "pass");
+        c.evidence.start = "yesterday".to_string();
+        c.evidence.end = "tomorrow".to_string();
         assert_eq!(
-            span_of(&[a, b]),
-            Some(("2026-11-25T09:00:00.000Z", "2026-11-25T11:00:00.000Z"))
+            span_of(&[a, b, c.clone()]),
+            Some(("2026-11-25T10:00:00.000+01:00", "2026-11-25T11:00:00.000Z")),
+            "compared as times, whatever the zone; what is no time is left out"
         );
         assert_eq!(span_of(&[]), None);
+        assert_eq!(span_of(&[c.clone()]), None);
+        // An observation of a record without a time is collected at the
+        // result's end.
+        let doc = document(vec![one(std::slice::from_ref(&c))]);
+        assert_eq!(
+            doc["assessment-results"]["results"][0]["observations"][0]["collected"],
+            "2026-11-25T10:00:01.000Z"
+        );
     }
 }
