@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use assessment_e2e::{Agent, RunOutcome, evidence_value, guest};
-use serde_json::Value;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 /// Run the probe with `actions` and `grants` against a small tree.
 fn probe(actions: &[&str], grants: &str) -> RunOutcome {
@@ -87,6 +88,54 @@ fn files_are_readable_only_inside_read_grants() {
     assert_eq!(got[5], pass("abs-escape,rel-escape,sshd_config"));
     assert_eq!(got[6], refused("not-found"));
     assert_eq!(out.job("probe")["denial_count"], 4);
+    // The provenance matches what the plugin did: the file read (the digest
+    // of its bytes), the one not found, the listing, and the four denials.
+    let provenance = &out.job("probe")["provenance"];
+    let files: Vec<_> = provenance["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["call"].clone(), f["path"].clone(), f["error"].clone()))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            (
+                json!("read-file"),
+                json!("/etc/ssh/sshd_config"),
+                Value::Null
+            ),
+            (
+                json!("read-file"),
+                json!("/etc/ssh/nope"),
+                json!("not-found")
+            ),
+        ]
+    );
+    assert_eq!(
+        provenance["files"][0]["sha256"],
+        format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(b"PermitRootLogin no\n"))
+        )
+    );
+    assert_eq!(provenance["files"][0]["bytes"], 19);
+    assert_eq!(provenance["directories"][0]["path"], "/etc/ssh");
+    assert_eq!(provenance["directories"][0]["entries"], 3);
+    let denied: Vec<_> = provenance["denials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["call"].as_str().unwrap())
+        .collect();
+    assert_eq!(denied, ["read-file", "read-file", "stat", "list-dir"]);
+    assert!(
+        provenance["denials"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/secret/key"),
+        "{provenance:#}"
+    );
     assert!(
         out.stderr
             .contains("denied: /secret/key is outside the plugin's read grants"),
@@ -153,6 +202,18 @@ fn environment_variables_need_their_grant() {
     assert!(!got[0].1.is_empty());
     assert_eq!(got[1], refused("denied"));
     assert_eq!(got[2], pass("<unset>"));
+    // The provenance names the variables read and whether they were set,
+    // never their values.
+    let provenance = &out.job("probe")["provenance"];
+    assert_eq!(
+        provenance["environment"],
+        json!([{ "name": "PATH", "set": true }, { "name": "NOT_SET_ANYWHERE", "set": false }])
+    );
+    assert_eq!(provenance["denials"][0]["call"], "env-var");
+    assert!(
+        !provenance.to_string().contains(&got[0].1),
+        "the value of PATH is not recorded: {provenance}"
+    );
 }
 
 #[test]
@@ -171,6 +232,37 @@ fn commands_need_their_grant() {
     assert_eq!(got[1], refused("denied"));
     assert_eq!(got[2], refused("invalid"));
     assert_eq!(got[3], refused("not-found"));
+    // The provenance: the commands started (program, arguments, exit code)
+    // and the one denied.
+    let provenance = &out.job("probe")["provenance"];
+    let commands = provenance["commands"].as_array().unwrap();
+    assert_eq!(commands.len(), 2, "{provenance:#}");
+    assert_eq!(commands[0]["program"], "/bin/echo");
+    assert_eq!(commands[0]["args"], json!(["granted"]));
+    assert_eq!(commands[0]["exit_code"], 0);
+    assert!(commands[0]["duration_ms"].is_u64());
+    assert_eq!(
+        commands[0]["stdout_sha256"],
+        format!("sha256:{}", hex::encode(Sha256::digest(b"granted\n")))
+    );
+    assert_eq!(commands[1]["program"], "/nonexistent/tool");
+    assert!(commands[1].get("exit_code").is_none());
+    assert!(
+        commands[1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not-found"),
+        "{provenance:#}"
+    );
+    assert_eq!(provenance["denials"][0]["call"], "run-command");
+    assert!(
+        provenance["denials"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/bin/cat"),
+        "{provenance:#}"
+    );
+    assert_eq!(provenance["denials"].as_array().unwrap().len(), 1);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 use assessment_e2e::{Agent, apply_modes, current_ids, evidence_value, guest, repo};
 
 use assessment_e2e::example_fixture as fixture;
+use sha2::{Digest, Sha256};
 
 fn statuses(out: &assessment_e2e::RunOutcome, plugin: &str) -> Vec<(String, String)> {
     out.verdicts(plugin)
@@ -100,6 +101,38 @@ fn sshd_hardening_fails_a_weak_config_with_evidence() {
         x11["evidence"].to_string().contains("50-cloud-init.conf:1"),
         "{x11}"
     );
+    // The provenance: the files the host served (their size, mtime and the
+    // digest of the bytes returned) and the drop-in directory listed.
+    let provenance = &out.job("sshd-hardening")["provenance"];
+    let tree = fixture("sshd-hardening", "bad");
+    for rel in [
+        "etc/ssh/sshd_config",
+        "etc/ssh/sshd_config.d/50-cloud-init.conf",
+    ] {
+        let bytes = std::fs::read(tree.join(rel)).unwrap();
+        let read = provenance["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["call"] == "read-file" && f["path"] == format!("/{rel}"))
+            .unwrap_or_else(|| panic!("/{rel} is not in {provenance:#}"));
+        assert_eq!(
+            read["sha256"],
+            format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+        );
+        assert_eq!(read["size"], bytes.len());
+        assert_eq!(read["bytes"], bytes.len());
+        assert!(read["mtime"].as_str().unwrap().ends_with('Z'), "{read}");
+    }
+    let listed = provenance["directories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["path"] == "/etc/ssh/sshd_config.d")
+        .unwrap_or_else(|| panic!("{provenance:#}"));
+    assert_eq!(listed["entries"], 1);
+    assert_eq!(provenance["denials"], serde_json::json!([]));
+    assert_eq!(provenance["commands"], serde_json::json!([]));
     assert_eq!(
         agent.run_with(&["--fail-on-findings"]).code,
         2,

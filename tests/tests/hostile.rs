@@ -72,6 +72,25 @@ fn a_flood_of_denied_calls_with_megabyte_paths_and_forged_lines_stays_bounded() 
             "{d}"
         );
     }
+    // The provenance stays within its bounds: at most 256 entries, at most
+    // 64 KiB of them, every path cut, and every call past them counted.
+    let provenance = &job["provenance"];
+    let listed = |kind: &str| provenance[kind].as_array().unwrap().len() as u64;
+    let dropped = |kind: &str| provenance["dropped"][kind].as_u64().unwrap();
+    assert_eq!(
+        listed("files") + dropped("files"),
+        1000,
+        "the invalid reads"
+    );
+    assert_eq!(listed("denials") + dropped("denials"), 20_000);
+    assert!(listed("files") + listed("denials") <= 256);
+    assert!(dropped("denials") > 0, "the byte budget was reached");
+    assert!(provenance.to_string().len() <= (64 << 10) + 1024);
+    for f in provenance["files"].as_array().unwrap() {
+        let path = f["path"].as_str().unwrap();
+        assert!(path.len() <= 1100 && path.contains("truncated"), "{path}");
+        assert_eq!(f["error"], "invalid");
+    }
     // The denial log lines spend the run's log budget (64 KiB).
     assert!(
         out.stderr.len() < 256 << 10,
