@@ -277,10 +277,14 @@ async fn execute(
                 Output::Json => println!("{}", report.to_json()),
                 Output::Oscal => {
                     let host = crate::daemon::host_name();
-                    // The enrolled id, so that the document's streams are
-                    // the evidence's; a runtime never enrolled is its host.
-                    let runtime_id = crate::control_plane::Credentials::load(&agent.state_dir)
-                        .map_or_else(|_| host.clone(), |c| c.runtime_id);
+                    // The runtime's id (given in [control_plane], else
+                    // enrolled), so that the document's streams are the
+                    // evidence's; a runtime with neither is its host.
+                    let runtime_id = match &agent.control_plane {
+                        Some(settings) => settings.runtime_id.clone(),
+                        None => crate::control_plane::Credentials::load(&agent.state_dir)
+                            .map_or_else(|_| host.clone(), |c| c.runtime_id),
+                    };
                     let assessor = crate::report::oscal::Assessor {
                         runtime_id: &runtime_id,
                         host: &host,

@@ -5,7 +5,7 @@
 //! plane's export is validated in tests/tests/control_plane.rs.)
 
 use assessment_e2e::oscal::{assert_valid, validate};
-use assessment_e2e::{Agent, example_fixture, guest};
+use assessment_e2e::{Agent, example_fixture, guest, runtime_bin};
 use serde_json::{Value, json};
 
 /// sshd-hardening on a weak configuration (passes and failures) and
@@ -25,6 +25,8 @@ fn agent() -> Agent {
         )
 }
 
+const RUNTIME_ID: &str = "7a1c9a52-9a0e-4c84-9f44-1f0a8f1e2b3c";
+
 fn props<'a>(o: &'a Value, name: &str) -> Vec<&'a str> {
     o["props"]
         .as_array()
@@ -40,13 +42,26 @@ fn props<'a>(o: &'a Value, name: &str) -> Vec<&'a str> {
 #[test]
 fn a_run_as_oscal_is_valid_against_nists_schema_and_as_html_shows_failures_first() {
     let agent = agent();
-    let out = agent.command(&["run", "--once", "--output", "oscal"]);
+    // A runtime given its id in [control_plane] is the assessor by that id
+    // (its evidence's streams); `run` reads no secret and reaches no server.
+    let config = agent.write();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[control_plane]\nurl = \"https://cf.invalid\"\nruntime_id = \"{RUNTIME_ID}\"\nclient_secret_env = \"UNUSED_SECRET\"\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(runtime_bin())
+        .args(["run", "--once", "--output", "oscal", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let doc: Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
     assert_valid(&text);
 
     let result = &doc["assessment-results"]["results"][0];
+    assert_eq!(props(result, "runtime-id"), [RUNTIME_ID]);
     let observations = result["observations"].as_array().unwrap();
     let findings = result["findings"].as_array().unwrap();
     let statuses: Vec<&str> = observations
