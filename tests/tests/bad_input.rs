@@ -297,6 +297,10 @@ fn the_table_output_is_readable() {
     );
     assert!(table.contains("1 call(s) denied by policy"), "{table}");
     assert!(
+        table.contains("   provenance: 0 file(s), 0 directory(ies), 0 command(s), 0 environment variable(s), 0 package query(ies), 1 denial(s)\n"),
+        "{table}"
+    );
+    assert!(
         table.contains(
             "1 plugin(s), 0 failed to run; 1 finding(s): 0 pass, 0 fail, 1 error, 0 not applicable, 0 skipped"
         ),

@@ -14,6 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use assessment_e2e::{free_port, guest, http_get, repo, runtime_bin, wait_for};
+use base64::Engine as _;
 use serde_json::{Value, json};
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -323,6 +324,43 @@ fn enroll_assign_run_once_and_results_are_stored_once_with_stable_streams() {
         "{first:#?}"
     );
     assert_eq!(runtime.pending(), 0);
+    // Every record carries its job's provenance, stored as sent: one
+    // back-matter resource, linked, whose document names the files of
+    // /proc/sys the host served, each with the digest of what it returned.
+    let resource = &first[0]["evidence"]["back-matter"]["resources"][0];
+    let uuid = resource["uuid"].as_str().unwrap();
+    for r in &first {
+        let links = r["evidence"]["links"].as_array().unwrap();
+        assert!(
+            links
+                .iter()
+                .any(|l| l["href"] == format!("#{uuid}") && l["rel"] == "provenance"),
+            "{links:?}"
+        );
+        assert_eq!(r["evidence"]["back-matter"]["resources"][0]["uuid"], uuid);
+    }
+    assert_eq!(resource["base64"]["media-type"], "application/json");
+    let document = base64::engine::general_purpose::STANDARD
+        .decode(resource["base64"]["value"].as_str().unwrap())
+        .unwrap();
+    let provenance: Value = serde_json::from_slice(&document).unwrap();
+    assert_eq!(provenance["schema"], "assessment-runtime/provenance@1");
+    let files = provenance["files"].as_array().unwrap();
+    assert!(!files.is_empty(), "{provenance:#}");
+    for f in files {
+        assert!(f["path"].as_str().unwrap().starts_with("/proc/sys/"), "{f}");
+        assert!(
+            f["sha256"].as_str().is_some() || f["error"].is_string(),
+            "{f}"
+        );
+    }
+    let files_prop = resource["props"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "files")
+        .unwrap();
+    assert_eq!(files_prop["value"], files.len().to_string());
 
     let out = runtime.once();
     assert!(out.status.success());
@@ -365,6 +403,12 @@ fn enroll_assign_run_once_and_results_are_stored_once_with_stable_streams() {
             "{href}"
         );
     }
+    // The provenance resources travel into the export's back-matter.
+    let exported = export["assessment-results"]["back-matter"]["resources"].to_string();
+    assert!(
+        exported.contains("assessment-runtime/provenance@1"),
+        "{exported}"
+    );
 
     let runtimes: Value = serde_json::from_str(&cp.admin(&["runtimes", "list"])).unwrap();
     assert_eq!(runtimes[0]["name"], "test-runtime");

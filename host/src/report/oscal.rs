@@ -153,11 +153,13 @@ mod tests {
             finding("b", FindingStatus::Fail),
             finding("c", FindingStatus::NotApplicable),
         ];
-        let report = RunReport::new(
-            SystemTime::now(),
-            Path::new("/"),
-            vec![job("sshd-hardening", findings.clone()), failed],
-        );
+        let mut served = job("sshd-hardening", findings.clone());
+        let mut log = crate::capabilities::provenance::ProvenanceLog::default();
+        log.environment("PATH", true);
+        served.provenance = log.take();
+        let provenance =
+            crate::results::evidence::provenance_resource("job-sshd-hardening", &served.provenance);
+        let report = RunReport::new(SystemTime::now(), Path::new("/"), vec![served, failed]);
         let assessor = Assessor {
             runtime_id: "rt-1",
             host: "web-1",
@@ -206,5 +208,27 @@ mod tests {
             doc["assessment-results"]["metadata"]["parties"][0]["name"],
             "Assessment Runtime rt-1 on web-1"
         );
+        // The job's provenance: once in the back-matter, referred to by each
+        // observation of the job.
+        let resources = doc["assessment-results"]["back-matter"]["resources"]
+            .as_array()
+            .unwrap();
+        let exported: Vec<_> = resources
+            .iter()
+            .filter(|r| r["uuid"] == provenance.uuid)
+            .collect();
+        assert_eq!(exported.len(), 1, "{resources:#?}");
+        assert_eq!(
+            exported[0]["base64"]["value"],
+            provenance.base64.as_ref().unwrap().value
+        );
+        for o in observations {
+            assert!(
+                o["relevant-evidence"]
+                    .to_string()
+                    .contains(&format!("#{}", provenance.uuid)),
+                "{o}"
+            );
+        }
     }
 }
