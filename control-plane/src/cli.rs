@@ -197,8 +197,8 @@ pub struct ServeArgs {
     /// Relay the evidence this server accepts to an upstream Compliance
     /// Framework API (its base URL, `https://cf.example`): at least once,
     /// in order, from a queue of its own (`--relay-queue`), retried with
-    /// backoff. Needs `--relay-queue`, `--relay-client-id` and
-    /// `--relay-client-secret-file`.
+    /// backoff. Needs `--relay-queue`, `--relay-client-id` and a secret
+    /// (`--relay-client-secret-file`, or `ACP_RELAY_CLIENT_SECRET`).
     #[arg(long, env = "ACP_RELAY_UPSTREAM", value_name = "URL")]
     pub relay_upstream: Option<String>,
     /// The relay's queue: an SQLite file of its own (created), not the
@@ -208,7 +208,8 @@ pub struct ServeArgs {
     /// The relay's `client_id` at the upstream's `/api/auth/token`.
     #[arg(long, env = "ACP_RELAY_CLIENT_ID", value_name = "ID")]
     pub relay_client_id: Option<String>,
-    /// A file holding the relay's client secret (its first line).
+    /// A file holding the relay's client secret (its first line); without
+    /// it, the `ACP_RELAY_CLIENT_SECRET` environment variable.
     #[arg(long, env = "ACP_RELAY_CLIENT_SECRET_FILE", value_name = "PATH")]
     pub relay_client_secret_file: Option<PathBuf>,
     /// A CA certificate (PEM) the upstream's certificate comes from,
@@ -709,8 +710,14 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
+/// The environment variable holding the relay's client secret when no
+/// `--relay-client-secret-file` is given (never a command-line value, which
+/// other users see in `ps`).
+const RELAY_SECRET_ENV: &str = "ACP_RELAY_CLIENT_SECRET";
+
 /// The relay's queue file and upstream, from `serve`'s options (`None`
-/// without `--relay-upstream`); the secret is read from its file now.
+/// without `--relay-upstream`); the secret is read from its file (or the
+/// environment) now.
 fn relay_settings(args: &ServeArgs) -> anyhow::Result<Option<(PathBuf, Upstream)>> {
     let Some(url) = &args.relay_upstream else {
         let given = args.relay_queue.is_some()
@@ -734,22 +741,26 @@ fn relay_settings(args: &ServeArgs) -> anyhow::Result<Option<(PathBuf, Upstream)
         .relay_client_id
         .clone()
         .context("--relay-upstream needs --relay-client-id: the relay's client id upstream")?;
-    let secret_file = args.relay_client_secret_file.as_ref().context(
-        "--relay-upstream needs --relay-client-secret-file: a file holding the relay's client secret",
-    )?;
-    let text = std::fs::read_to_string(secret_file).with_context(|| {
-        format!(
-            "cannot read the relay's client secret from {}",
-            secret_file.display()
-        )
-    })?;
-    let client_secret = text.lines().next().unwrap_or_default().trim().to_string();
-    if client_secret.is_empty() {
-        bail!(
-            "the relay's client secret file {} is empty",
-            secret_file.display()
-        );
+    let client_secret = match &args.relay_client_secret_file {
+        Some(secret_file) => {
+            let text = std::fs::read_to_string(secret_file).with_context(|| {
+                format!(
+                    "cannot read the relay's client secret from {}",
+                    secret_file.display()
+                )
+            })?;
+            text.lines().next().unwrap_or_default().trim().to_string()
+        }
+        None => std::env::var(RELAY_SECRET_ENV).with_context(|| {
+            format!(
+                "--relay-upstream needs the relay's client secret: --relay-client-secret-file FILE, or {RELAY_SECRET_ENV} in the environment"
+            )
+        })?,
+    };
+    if client_secret.trim().is_empty() {
+        bail!("the relay's client secret is empty");
     }
+    let client_secret = client_secret.trim().to_string();
     let ca_pem = match &args.relay_ca {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -818,6 +829,49 @@ fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `serve`'s options from `args`.
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(
+            ["assessment-control-plane", "serve"]
+                .iter()
+                .chain(args)
+                .copied(),
+        )
+        .unwrap();
+        match cli.command {
+            Command::Serve(args) => *args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn relay_options_are_checked_and_the_secret_read_from_its_file() {
+        assert!(relay_settings(&serve_args(&[])).unwrap().is_none());
+        let refused =
+            |args: &[&str]| format!("{:#}", relay_settings(&serve_args(args)).unwrap_err());
+        assert!(refused(&["--relay-queue", "/q"]).contains("need --relay-upstream"));
+        assert!(refused(&["--relay-upstream", "cf.example"]).contains("base URL"));
+        assert!(refused(&["--relay-upstream", "https://cf"]).contains("--relay-queue"));
+        let upstream = ["--relay-upstream", "https://cf/", "--relay-queue", "/q"];
+        assert!(refused(&upstream).contains("--relay-client-id"));
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\nignored\n").unwrap();
+        let mut full = upstream.to_vec();
+        full.extend(["--relay-client-id", "relay", "--relay-client-secret-file"]);
+        full.push(secret.to_str().unwrap());
+        let (queue, upstream) = relay_settings(&serve_args(&full)).unwrap().unwrap();
+        assert_eq!(queue, PathBuf::from("/q"));
+        assert_eq!(upstream.url, "https://cf");
+        assert_eq!(upstream.client_secret, "s3cret");
+        assert!(!format!("{upstream:?}").contains("s3cret"));
+        std::fs::write(&secret, "\n").unwrap();
+        assert!(refused(&full).contains("empty"));
+        full.extend(["--relay-ca", "/nonexistent/ca.pem"]);
+        std::fs::write(&secret, "s").unwrap();
+        assert!(refused(&full).contains("--relay-ca"));
+    }
 
     #[test]
     fn sizes_are_parsed() {
