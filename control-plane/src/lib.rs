@@ -10,7 +10,8 @@
 //! from the bottom: `error`, `secrets`, `canonical`, `config`, `model`,
 //! `guard`, `metrics`, `ca`, `tls` (types, checks and crypto, no HTTP
 //! state; `metrics` holds the Prometheus registry); `db` (the
-//! store); `runtime_credentials` (runtimes made by the admin, without
+//! store); `oscal_export` (the stored evidence as OSCAL);
+//! `runtime_credentials` (runtimes made by the admin, without
 //! enrollment); `relay` (forwarding to an upstream Compliance Framework
 //! API, its own queue); `state` (what handlers share: [`AppState`], the source address);
 //! `auth` (extractors: who is calling); `admin` (the admin routes); `api`
@@ -62,6 +63,7 @@ mod tests {
         "ca",
         "tls",
         "db",
+        "oscal_export",
         "runtime_credentials",
         "relay",
         "state",
