@@ -94,6 +94,13 @@ fn plugins_of_0_1_0_and_0_2_0_run_side_by_side_in_one_cycle() {
     assert_eq!(probe[1]["status"], "error");
     assert!(probe[1]["evidence"].to_string().contains("denied"));
     assert!(probe[2]["evidence"].to_string().contains("hello"));
+    // A 0.1.0 plugin's calls reach the same capabilities, so they are in
+    // its provenance too: the stat (with the file's size) and the denial.
+    let provenance = &out.job("probe")["provenance"];
+    assert_eq!(provenance["files"][0]["call"], "stat");
+    assert_eq!(provenance["files"][0]["path"], "/etc/ssh/sshd_config");
+    assert!(provenance["files"][0]["size"].is_u64(), "{provenance}");
+    assert_eq!(provenance["denials"][0]["call"], "read-file");
     // 0.1.0 findings have no subject; one `reference` string became one
     // reference.
     let root_login = out
