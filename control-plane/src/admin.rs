@@ -1,6 +1,8 @@
 //! The admin API under `/v1/admin`, authorized by the admin token:
 //! enrollment tokens, runtimes (list, revoke), configuration per group or
 //! per runtime, evidence and its OSCAL export.
+//! per runtime, evidence, results (the latest record per stream, a
+//! stream's history, the per-check summary).
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::Admin;
+use crate::db::{CheckSummary, ResultFilter, ResultsPage, StreamPage};
 use crate::error::ApiError;
 use crate::model::{
     ConfigVersion, DEFAULT_GROUP, EvidenceFilter, EvidencePage, NewEnrollmentToken, RuntimeSummary,
@@ -40,6 +43,9 @@ pub fn router() -> Router<AppState> {
             "/v1/admin/oscal/assessment-results",
             get(export_assessment_results),
         )
+        .route("/v1/admin/results", get(latest_results))
+        .route("/v1/admin/results/summary", get(check_summary))
+        .route("/v1/admin/streams/{uuid}", get(stream_history))
 }
 
 /// Body of `POST /v1/admin/enrollment-tokens` (may be empty).
@@ -203,4 +209,56 @@ pub async fn export_assessment_results(
         .call(move |db| crate::oscal_export::assessment_results(db, query.runtime.as_deref()))
         .await?;
     Ok(Json(document))
+}
+
+/// Lists the latest record of each stream, failing first, a page at a
+/// time, filtered by status, severity, plugin, runtime and reference: 200
+/// `{"results": [...], "next": cursor or null}`.
+pub async fn latest_results(
+    _: Admin,
+    State(state): State<AppState>,
+    filter: Result<Query<ResultFilter>, QueryRejection>,
+) -> Result<Json<ResultsPage>, ApiError> {
+    let Query(filter) = filter?;
+    let page = state
+        .store
+        .call(move |db| db.latest_results(&filter))
+        .await?;
+    Ok(Json(page))
+}
+
+/// How each check fares across the fleet: 200 with the checks failing on
+/// most machines first.
+pub async fn check_summary(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<CheckSummary>>, ApiError> {
+    Ok(Json(state.store.call(|db| db.check_summary()).await?))
+}
+
+/// Query of `GET /v1/admin/streams/{uuid}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// Records per page.
+    pub limit: Option<usize>,
+    /// The `next` of the previous page.
+    pub before: Option<String>,
+}
+
+/// One stream's records, newest first, a page at a time: 200
+/// `{"evidence": [...], "next": cursor or null}`.
+pub async fn stream_history(
+    _: Admin,
+    State(state): State<AppState>,
+    uuid: Result<Path<String>, PathRejection>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+) -> Result<Json<StreamPage>, ApiError> {
+    let Path(uuid) = uuid?;
+    let Query(query) = query?;
+    let page = state
+        .store
+        .call(move |db| db.stream_history(&uuid, query.limit, query.before.as_deref()))
+        .await?;
+    Ok(Json(page))
 }

@@ -78,6 +78,8 @@ pub struct IssuedCertificate {
     /// The SHA-256 of its DER encoding, hex: how the database binds it to
     /// the runtime.
     pub sha256: String,
+    /// When it expires, Unix milliseconds.
+    pub not_after_millis: i64,
 }
 
 /// The hex SHA-256 of a DER certificate.
@@ -239,6 +241,8 @@ impl CertificateAuthority {
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial().map_err(|e| CsrError(e.to_string()))?);
         set_validity(&mut params, self.client_validity);
+        let not_after_millis =
+            i64::try_from(params.not_after.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
         let cert = CertificateSigningRequestParams {
             params,
             public_key: request.public_key,
@@ -248,6 +252,7 @@ impl CertificateAuthority {
         Ok(IssuedCertificate {
             pem: cert.pem(),
             sha256: certificate_sha256(cert.der()),
+            not_after_millis,
         })
     }
 }

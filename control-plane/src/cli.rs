@@ -15,7 +15,8 @@ use serde::Serialize;
 use crate::admin::DEFAULT_ENROLLMENT_TTL;
 use crate::ca::{CA_CERT_FILE, CertificateAuthority};
 use crate::config::{DEFAULT_STALE_AFTER, DEFAULT_TOKEN_TTL, Limits, ServerConfig};
-use crate::db::{Db, Store};
+use crate::db::{Db, MAX_RESULTS_PAGE, ResultFilter, RetentionPolicy, Store};
+use crate::housekeeping::run_retention;
 use crate::model::{DEFAULT_GROUP, EvidenceFilter, MAX_PAGE_SIZE};
 use crate::relay::{RelayQueue, Upstream};
 use crate::server::{
@@ -271,6 +272,33 @@ pub struct ServeArgs {
     /// on it.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+    /// How long evidence records are kept (e.g. `90d`), or `forever`.
+    /// Older records are deleted by a background pass and their bytes
+    /// given back to the runtime's quota; the latest record of each stream
+    /// is always kept.
+    #[arg(
+        long,
+        env = "ACP_EVIDENCE_RETENTION",
+        default_value = "forever",
+        value_parser = crate::housekeeping::parse_retention_flag
+    )]
+    pub evidence_retention: crate::housekeeping::RetentionAge,
+    /// One runtime's own retention, instead of --evidence-retention:
+    /// `RUNTIME_ID=AGE` (e.g. `<uuid>=30d` or `<uuid>=forever`); repeat for
+    /// more runtimes.
+    #[arg(
+        long = "evidence-retention-for",
+        value_name = "RUNTIME_ID=AGE",
+        value_parser = crate::housekeeping::parse_runtime_retention
+    )]
+    pub evidence_retention_for: Vec<(uuid::Uuid, Option<Duration>)>,
+    /// The longest life of a web view session (`/ui/`), however active
+    /// (one unused for 30 minutes ends before).
+    #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
+    pub ui_session_ttl: Duration,
+    /// Time between two retention passes (the first runs at start).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub retention_interval: Duration,
 }
 
 /// A size in bytes: a number, optionally followed by `B`, `KiB`, `MiB` or
@@ -393,6 +421,25 @@ pub enum EvidenceCommand {
         /// Only this runtime's records (default every runtime's).
         #[arg(long)]
         runtime: Option<String>,
+    },
+    /// Print the latest record of each stream (one check about one subject
+    /// on one machine) as JSON, failing first.
+    Latest {
+        /// Only this status (`satisfied`, `not-satisfied`).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this severity.
+        #[arg(long)]
+        severity: Option<String>,
+        /// Only this plugin.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Only this runtime (its id).
+        #[arg(long)]
+        runtime: Option<String>,
+        /// Only records carrying this reference, e.g. `CIS 5.2.8`.
+        #[arg(long)]
+        reference: Option<String>,
     },
 }
 
@@ -521,6 +568,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 runtime.as_deref(),
             )?)
         }
+        Command::Evidence(EvidenceCommand::Latest {
+            status,
+            severity,
+            plugin,
+            runtime,
+            reference,
+        }) => {
+            let db = open(cli.database)?;
+            print_latest(
+                &db,
+                ResultFilter {
+                    status,
+                    severity,
+                    plugin,
+                    runtime,
+                    reference,
+                    limit: Some(MAX_RESULTS_PAGE),
+                    after: None,
+                },
+            )
+        }
     }
 }
 
@@ -571,7 +639,7 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             auth_per_minute: args.auth_per_minute,
         })?;
     let compliance_framework_only = args.compliance_framework_only;
-    let config = config.with_compliance_framework_only(compliance_framework_only);
+    let mut config = config.with_compliance_framework_only(compliance_framework_only);
     let connection_limits = ConnectionLimits {
         max_connections: args.max_connections,
         handshake_timeout: args.handshake_timeout,
@@ -583,6 +651,19 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     if args.client_cert_validity < Duration::from_secs(60) {
         bail!("--client-cert-validity must be at least 1m");
     }
+    if args.ui_session_ttl < Duration::from_secs(60)
+        || args.ui_session_ttl > Duration::from_secs(7 * 24 * 3600)
+    {
+        bail!("--ui-session-ttl must be between 1m and 7d");
+    }
+    config.session_ttl = args.ui_session_ttl;
+    if args.retention_interval < Duration::from_secs(1) {
+        bail!("--retention-interval must be at least 1s");
+    }
+    let retention = RetentionPolicy {
+        max_age: args.evidence_retention.0,
+        per_runtime: args.evidence_retention_for.iter().copied().collect(),
+    };
     let tls = if args.dev_plain_http {
         None
     } else {
@@ -668,6 +749,12 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             }
             None => None,
         };
+        let retention_task = tokio::spawn(run_retention(
+            state.store.clone(),
+            retention,
+            args.retention_interval,
+            stopping(),
+        ));
         let operations = match operations {
             Some(listener) => {
                 let metrics_address = listener.local_addr().context("no local address")?;
@@ -705,6 +792,7 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
                 .context("the relay panicked")?
                 .context("the relay failed")?;
         }
+        retention_task.abort();
         tracing::info!("control plane stopped");
         Ok(())
     })
@@ -793,6 +881,8 @@ const _: () = {
     assert!(crate::server::DEFAULT_HEADER_READ_TIMEOUT.as_secs() == 10);
     assert!(crate::server::DEFAULT_REQUEST_TIMEOUT.as_secs() == 60);
     assert!(crate::server::DEFAULT_IDLE_TIMEOUT.as_secs() == 60);
+    assert!(crate::housekeeping::DEFAULT_RETENTION_INTERVAL.as_secs() == 3600);
+    assert!(crate::session::DEFAULT_SESSION_TTL.as_secs() == 8 * 3600);
 };
 
 fn print_line(line: &str) -> anyhow::Result<()> {
@@ -811,6 +901,28 @@ fn print_evidence(db: &Db, mut filter: EvidenceFilter) -> anyhow::Result<()> {
         for record in &page.evidence {
             out.write_all(if first { b"\n" } else { b",\n" })?;
             serde_json::to_writer_pretty(&mut out, record)?;
+            first = false;
+        }
+        match page.next {
+            Some(next) => filter.after = Some(next),
+            None => break,
+        }
+    }
+    writeln!(out, "{}]", if first { "" } else { "\n" })?;
+    out.flush().context("cannot write to stdout")
+}
+
+/// Prints every latest result matching `filter` as one JSON array, a page
+/// at a time (memory stays bounded).
+fn print_latest(db: &Db, mut filter: ResultFilter) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    write!(out, "[")?;
+    let mut first = true;
+    loop {
+        let page = db.latest_results(&filter)?;
+        for result in &page.results {
+            out.write_all(if first { b"\n" } else { b",\n" })?;
+            serde_json::to_writer_pretty(&mut out, result)?;
             first = false;
         }
         match page.next {

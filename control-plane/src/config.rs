@@ -125,6 +125,8 @@ pub struct ServerConfig {
     /// Serve only the Compliance Framework routes a runtime uses (token,
     /// heartbeat, evidence) and health, nothing of `/v1`.
     pub compliance_framework_only: bool,
+    /// The longest life of a web view session.
+    pub session_ttl: Duration,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -135,6 +137,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("stale_after", &self.stale_after)
             .field("limits", &self.limits)
             .field("compliance_framework_only", &self.compliance_framework_only)
+            .field("session_ttl", &self.session_ttl)
             .finish()
     }
 }
@@ -161,6 +164,7 @@ impl ServerConfig {
             stale_after,
             limits: Limits::default(),
             compliance_framework_only: false,
+            session_ttl: crate::session::DEFAULT_SESSION_TTL,
         })
     }
 

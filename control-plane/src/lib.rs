@@ -7,14 +7,16 @@
 //! The HTTP handlers and the admin commands share one store, [`db::Db`].
 //!
 //! Layering (a module uses only modules below it, so there are no cycles),
-//! from the bottom: `error`, `secrets`, `canonical`, `config`, `model`,
-//! `guard`, `metrics`, `ca`, `tls` (types, checks and crypto, no HTTP
+//! from the bottom: `error`, `secrets`, `canonical`, `session`, `config`,
+//! `model`, `guard`, `metrics`, `ca`, `tls` (types, checks and crypto, no HTTP
 //! state; `metrics` holds the Prometheus registry); `db` (the
 //! store); `oscal_export` (the stored evidence as OSCAL);
 //! `runtime_credentials` (runtimes made by the admin, without
 //! enrollment); `relay` (forwarding to an upstream Compliance Framework
-//! API, its own queue); `state` (what handlers share: [`AppState`], the source address);
-//! `auth` (extractors: who is calling); `admin` (the admin routes); `api`
+//! API, its own queue); `housekeeping` (background work on the store:
+//! retention); `state` (what handlers share: [`AppState`], the source
+//! address); `auth` (extractors: who is calling); `admin` (the admin
+//! routes); `web` (the web view's pages); `api`
 //! (the runtime handlers and the router, which merges the admin routes);
 //! `server` (listeners, connections); `cli`. A unit test checks it.
 
@@ -30,6 +32,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod guard;
+pub mod housekeeping;
 pub mod metrics;
 pub mod model;
 pub mod oscal_export;
@@ -37,8 +40,10 @@ pub mod relay;
 pub mod runtime_credentials;
 pub mod secrets;
 pub mod server;
+pub mod session;
 pub mod state;
 pub mod tls;
+pub mod web;
 
 pub use api::router;
 pub use config::ServerConfig;
@@ -56,6 +61,7 @@ mod tests {
         "error",
         "secrets",
         "canonical",
+        "session",
         "config",
         "model",
         "guard",
@@ -66,9 +72,11 @@ mod tests {
         "oscal_export",
         "runtime_credentials",
         "relay",
+        "housekeeping",
         "state",
         "auth",
         "admin",
+        "web",
         "api",
         "server",
         "cli",

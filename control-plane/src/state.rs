@@ -14,6 +14,7 @@ use crate::guard::{AuthFailure, AuthFailureLog, Principal, RateLimiter};
 use crate::metrics::Metrics;
 use crate::model::{RecordRules, RuntimeIdentity};
 use crate::relay::RelayQueue;
+use crate::session::{SESSION_IDLE_TIMEOUT, SessionStore};
 use crate::tls::TlsPeer;
 
 /// The defences every handler shares.
@@ -23,6 +24,8 @@ pub struct Guards {
     pub unauthenticated: RateLimiter,
     /// The log of failed authentications.
     pub auth_failures: AuthFailureLog,
+    /// The web view's sessions.
+    pub sessions: SessionStore,
 }
 
 /// What every handler can reach.
@@ -54,6 +57,7 @@ impl AppState {
                 config.limits.auth_per_minute,
             ),
             auth_failures: AuthFailureLog::default(),
+            sessions: SessionStore::new(config.session_ttl, SESSION_IDLE_TIMEOUT),
         };
         Self {
             store,

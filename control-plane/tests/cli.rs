@@ -317,6 +317,11 @@ async fn admin_commands_and_serve_share_the_database() {
     )
     .unwrap();
     assert_eq!(none, json!([]));
+    let latest: Value =
+        serde_json::from_str(&run_ok(&db, &["evidence", "latest", "--plugin", "sshd"]).await)
+            .unwrap();
+    assert_eq!(latest[0]["check"], "c1");
+    assert_eq!(latest[0]["runtime_id"], id.as_str());
 
     // ...and the server sees theirs: a revocation from the CLI takes effect.
     run_ok(&db, &["runtimes", "revoke", &id]).await;

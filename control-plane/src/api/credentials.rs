@@ -51,10 +51,20 @@ pub async fn rotate(
         .map(|(ca, csr)| ca.issue_client_certificate(&runtime.id.to_string(), &csr))
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let sha256 = certificate.as_ref().map(|c| c.sha256.clone());
+    let issued = certificate
+        .as_ref()
+        .map(|c| (c.sha256.clone(), c.not_after_millis));
     let client_secret = state
         .store
-        .call(move |db| db.rotate_secret(runtime.id, sha256.as_deref()))
+        .call(move |db| {
+            let sha256 = issued.as_ref().map(|(sha256, _)| sha256.as_str());
+            let secret = db.rotate_secret(runtime.id, sha256)?;
+            // Its expiry, for the fleet view (shown once it is in use).
+            if let Some((sha256, not_after)) = &issued {
+                db.record_certificate(sha256, *not_after)?;
+            }
+            Ok(secret)
+        })
         .await?;
     Ok(Json(RotatedCredentials {
         client_secret,

@@ -61,7 +61,7 @@ pub fn router(state: AppState) -> Router {
             post(evidence::create).layer(DefaultBodyLimit::max(single_record)),
         );
     // This control plane's extension: enrollment, rotation, configuration,
-    // batches and the admin API; absent (404) in the
+    // batches, the admin API and the web view; absent (404) in the
     // Compliance-Framework-only mode.
     let extension = Router::new()
         .route(
@@ -74,7 +74,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/evidence/batch",
             post(evidence::batch).layer(DefaultBodyLimit::max(limits.max_batch_bytes)),
         )
-        .merge(crate::admin::router());
+        .merge(crate::admin::router())
+        .merge(crate::web::router());
     let routes = if state.config.compliance_framework_only {
         compliance_framework
     } else {
@@ -151,7 +152,13 @@ async fn json_errors(response: Response) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/json"));
-    if is_json {
+    // The web view's pages are HTML, errors included.
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/html"));
+    if is_json || is_page {
         return response;
     }
     let (mut parts, body) = response.into_parts();
@@ -193,6 +200,9 @@ mod tests {
         "/v1/admin/config/{group}",
         "/v1/admin/evidence",
         "/v1/admin/oscal/assessment-results",
+        "/v1/admin/results",
+        "/v1/admin/results/summary",
+        "/v1/admin/streams/{uuid}",
     ];
 
     #[test]

@@ -187,6 +187,7 @@ mod tests {
         IssuedCertificate {
             pem: format!("PEM of {sha256}"),
             sha256: sha256.to_string(),
+            not_after_millis: 0,
         }
     }
 

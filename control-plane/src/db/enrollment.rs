@@ -91,6 +91,14 @@ impl Db {
                 certificate.as_ref().map(|c| &c.sha256)
             ],
         )?;
+        if let Some(certificate) = &certificate {
+            // Its expiry, for the fleet view.
+            tx.execute(
+                "INSERT INTO issued_certificates (sha256, not_after) VALUES (?1, ?2)
+                 ON CONFLICT (sha256) DO UPDATE SET not_after = excluded.not_after",
+                params![certificate.sha256, certificate.not_after_millis],
+            )?;
+        }
         tx.commit()?;
         Ok(Enrollment {
             runtime_id,

@@ -99,6 +99,8 @@ impl Db {
                     record.body_sha256,
                 ])?;
                 if inserted == 1 {
+                    let seq = tx.last_insert_rowid();
+                    super::results::record_latest(&tx, &runtime_id, record, seq, now)?;
                     outcome.accepted += 1;
                     added = added.saturating_add(record.text.len() as u64);
                     continue;
@@ -259,9 +261,9 @@ impl Db {
     }
 }
 
-const EVIDENCE_SELECT: &str = "SELECT idempotency_key, runtime_id, uuid, plugin, check_id, status, received_at, body, seq FROM evidence";
+pub(super) const EVIDENCE_SELECT: &str = "SELECT idempotency_key, runtime_id, uuid, plugin, check_id, status, received_at, body, seq FROM evidence";
 
-type EvidenceRow = (
+pub(super) type EvidenceRow = (
     String,
     String,
     String,
@@ -272,7 +274,7 @@ type EvidenceRow = (
     String,
 );
 
-fn evidence_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, EvidenceRow)> {
+pub(super) fn evidence_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, EvidenceRow)> {
     Ok((
         row.get(8)?,
         (
@@ -288,7 +290,7 @@ fn evidence_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, EvidenceRow)>
     ))
 }
 
-fn into_stored_evidence(row: EvidenceRow) -> Result<StoredEvidence, StoreError> {
+pub(super) fn into_stored_evidence(row: EvidenceRow) -> Result<StoredEvidence, StoreError> {
     let (idempotency_key, runtime_id, uuid, plugin, check, status, received_at, body) = row;
     Ok(StoredEvidence {
         idempotency_key,

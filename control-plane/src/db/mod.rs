@@ -10,7 +10,9 @@
 //! reads and writes are `impl Db` blocks, one file per aggregate:
 //! `enrollment.rs` (enrollment tokens), `credentials.rs` (client secrets,
 //! certificates, access tokens), `runtimes.rs` (the runtime list,
-//! revocation), `configuration.rs`, `heartbeats.rs` and `evidence.rs`.
+//! revocation), `configuration.rs`, `heartbeats.rs`, `evidence.rs`, `results.rs` (the
+//! latest record per stream, results views, a stream's history) and
+//! `retention.rs` (deleting old records by age).
 //!
 //! Secrets (enrollment tokens, client secrets, access tokens) are stored only
 //! as SHA-256 hashes.
@@ -19,7 +21,10 @@ mod configuration;
 mod credentials;
 mod enrollment;
 mod evidence;
+mod fleet;
 mod heartbeats;
+mod results;
+mod retention;
 mod runtimes;
 #[cfg(test)]
 mod test_support;
@@ -34,6 +39,14 @@ use crate::error::StoreError;
 use crate::model::StoreStats;
 
 pub use enrollment::MAX_ENROLLMENT_TTL;
+pub use fleet::{
+    ConfigInForce, EnrollmentTokenSummary, FleetDetails, MAX_LISTED_ENROLLMENT_TOKENS,
+};
+pub use results::{
+    CheckSummary, DEFAULT_RESULTS_PAGE, LatestResult, MAX_RESULTS_PAGE, ResultFilter, ResultsPage,
+    StreamPage,
+};
+pub use retention::{RETENTION_BATCH, RetentionOutcome, RetentionPolicy};
 
 /// How long a connection waits for another writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -120,6 +133,57 @@ UPDATE runtimes SET stored_bytes = (
 );
 CREATE INDEX evidence_uuid ON evidence(uuid, seq);
 CREATE INDEX evidence_runtime_seq ON evidence(runtime_id, seq);
+"#,
+    // 6: results — the latest record of each stream (maintained as records
+    // are stored; see results.rs for why a table), the references it
+    // carries for the reference filter, the retention scan per runtime by
+    // age, and the expiry of issued client certificates (the fleet view).
+    // Filled from the records already stored.
+    r#"
+CREATE TABLE evidence_latest (
+    runtime_id       TEXT NOT NULL REFERENCES runtimes(id),
+    uuid             TEXT NOT NULL,
+    seq              INTEGER NOT NULL,
+    idempotency_key  TEXT NOT NULL,
+    plugin           TEXT,
+    check_id         TEXT,
+    status           TEXT,
+    severity         TEXT,
+    subject          TEXT,
+    title            TEXT,
+    failing          INTEGER NOT NULL,
+    received_at      INTEGER NOT NULL,
+    PRIMARY KEY (runtime_id, uuid)
+);
+CREATE INDEX evidence_latest_order ON evidence_latest(failing, runtime_id, uuid);
+CREATE INDEX evidence_latest_uuid ON evidence_latest(uuid);
+CREATE TABLE evidence_latest_refs (
+    runtime_id  TEXT NOT NULL,
+    uuid        TEXT NOT NULL,
+    reference   TEXT NOT NULL,
+    PRIMARY KEY (runtime_id, uuid, reference)
+);
+CREATE INDEX evidence_latest_refs_reference ON evidence_latest_refs(reference);
+CREATE INDEX evidence_runtime_received ON evidence(runtime_id, received_at);
+CREATE TABLE issued_certificates (
+    sha256     TEXT PRIMARY KEY,
+    not_after  INTEGER NOT NULL
+);
+INSERT INTO evidence_latest
+    (runtime_id, uuid, seq, idempotency_key, plugin, check_id, status, severity, subject,
+     title, failing, received_at)
+SELECT e.runtime_id, e.uuid, e.seq, e.idempotency_key, e.plugin, e.check_id, e.status,
+       json_extract(e.body, '$.labels.severity'), json_extract(e.body, '$.labels.subject'),
+       json_extract(e.body, '$.title'),
+       CASE WHEN e.status = 'not-satisfied' THEN 1 ELSE 0 END, e.received_at
+FROM evidence e
+WHERE e.seq = (SELECT MAX(o.seq) FROM evidence o
+               WHERE o.runtime_id = e.runtime_id AND o.uuid = e.uuid);
+INSERT OR IGNORE INTO evidence_latest_refs (runtime_id, uuid, reference)
+SELECT l.runtime_id, l.uuid, json_extract(p.value, '$.value')
+FROM evidence_latest l JOIN evidence e ON e.seq = l.seq, json_each(e.body, '$.props') p
+WHERE json_extract(p.value, '$.name') = 'reference'
+  AND json_type(p.value, '$.value') = 'text';
 "#,
 ];
 

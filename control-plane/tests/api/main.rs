@@ -16,3 +16,5 @@ mod metrics;
 mod mutual_tls;
 mod oscal_export;
 mod restart;
+mod results;
+mod web;
