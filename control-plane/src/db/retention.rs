@@ -133,7 +133,9 @@ impl Db {
         }
         // Never below zero, even if the counter was off before.
         tx.execute(
-            "UPDATE runtimes SET stored_bytes = MAX(stored_bytes - ?2, 0) WHERE id = ?1",
+            "UPDATE runtimes
+             SET stored_bytes = CASE WHEN stored_bytes > ?2 THEN stored_bytes - ?2 ELSE 0 END
+             WHERE id = ?1",
             params![runtime, freed],
         )?;
         tx.commit()?;
@@ -214,9 +216,20 @@ mod tests {
         let freed = (day0[0].text.len() + record(a, "s1-5", &s1).text.len()) as u64;
         assert_eq!(outcome.freed_bytes, freed);
         assert_eq!(db.stored_bytes(a).unwrap(), before - freed);
+        // A counter that was off before never goes below zero.
+        db.store_evidence(a, &[record(a, "s2-21", &s2)], QUOTA, later(21 * DAY))
+            .unwrap();
+        db.conn
+            .execute("UPDATE runtimes SET stored_bytes = 1", [])
+            .unwrap();
+        let outcome = db
+            .apply_retention(&policy, later(40 * DAY), RETENTION_BATCH)
+            .unwrap();
+        assert_eq!(outcome.deleted, 1, "s2-0 is no longer the latest");
+        assert_eq!(db.stored_bytes(a).unwrap(), 0);
         // A second pass finds nothing.
         assert_eq!(
-            db.apply_retention(&policy, later(21 * DAY), RETENTION_BATCH)
+            db.apply_retention(&policy, later(40 * DAY), RETENTION_BATCH)
                 .unwrap(),
             RetentionOutcome::default()
         );
