@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
 use super::Db;
+use super::results::{decode_cursor, encode_cursor};
 use crate::error::StoreError;
 use crate::model::{
     BatchOutcome, DEFAULT_PAGE_SIZE, EvidenceFilter, EvidencePage, MAX_PAGE_BYTES, MAX_PAGE_SIZE,
@@ -182,13 +183,20 @@ impl Db {
                 )));
             }
         };
+        // The cursor is the last record's `seq`, opaque to clients; a
+        // record arriving while they page gets a later `seq`, so it never
+        // shifts the pages still to come.
         let after: i64 = match filter.after.as_deref() {
             None => 0,
-            Some(cursor) => cursor.parse().ok().filter(|c| *c >= 0).ok_or_else(|| {
-                StoreError::Invalid(format!(
-                    "after {cursor:?} is not a cursor: pass the `next` of the previous page"
-                ))
-            })?,
+            Some(cursor) => decode_cursor(cursor, 1)?[0]
+                .parse()
+                .ok()
+                .filter(|c| *c >= 0)
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "after {cursor:?} is not a cursor: pass the `next` of the previous page"
+                    ))
+                })?,
         };
         let mut stmt = self.conn.prepare(&format!(
             "{EVIDENCE_SELECT}
@@ -221,7 +229,7 @@ impl Db {
         }
         Ok(EvidencePage {
             evidence,
-            next: more.then(|| last_seq.to_string()),
+            next: more.then(|| encode_cursor(&[&last_seq.to_string()])),
         })
     }
 
@@ -490,14 +498,19 @@ mod tests {
                 .unwrap();
             assert!(page.evidence.len() <= 2);
             seen.extend(page.evidence.into_iter().map(|e| e.idempotency_key));
+            if seen.len() == 2 {
+                // Records arriving while a client pages come after it.
+                db.store_evidence(a, &[evidence(a, "k7", "even")], QUOTA, t0())
+                    .unwrap();
+            }
             match page.next {
                 Some(next) => after = Some(next),
                 None => break,
             }
         }
-        assert_eq!(seen, ["k0", "k2", "k4", "k6"]);
+        assert_eq!(seen, ["k0", "k2", "k4", "k6", "k7"]);
         let default = db.list_evidence(&EvidenceFilter::default()).unwrap();
-        assert_eq!((default.evidence.len(), default.next), (7, None));
+        assert_eq!((default.evidence.len(), default.next), (8, None));
         for bad in [
             EvidenceFilter {
                 limit: Some(0),
@@ -509,6 +522,15 @@ mod tests {
             },
             EvidenceFilter {
                 after: Some("x".to_string()),
+                ..EvidenceFilter::default()
+            },
+            // A bare sequence number, as cursors were before they were opaque.
+            EvidenceFilter {
+                after: Some("5".to_string()),
+                ..EvidenceFilter::default()
+            },
+            EvidenceFilter {
+                after: Some(hex::encode("-1")),
                 ..EvidenceFilter::default()
             },
         ] {

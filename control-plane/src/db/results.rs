@@ -220,11 +220,11 @@ pub(super) fn page_size(limit: Option<usize>, default: usize) -> Result<usize, S
 }
 
 /// An opaque cursor: the hex of the keyset position's fields.
-fn encode_cursor(fields: &[&str]) -> String {
+pub(super) fn encode_cursor(fields: &[&str]) -> String {
     hex::encode(fields.join("\n"))
 }
 
-fn decode_cursor(cursor: &str, fields: usize) -> Result<Vec<String>, StoreError> {
+pub(super) fn decode_cursor(cursor: &str, fields: usize) -> Result<Vec<String>, StoreError> {
     let invalid = || {
         StoreError::Invalid(format!(
             "{cursor:?} is not a cursor of this listing: pass the `next` of the previous page"
