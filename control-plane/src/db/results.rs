@@ -805,4 +805,30 @@ mod tests {
         };
         assert_eq!((by_reference("CIS 2"), by_reference("CIS 1")), (1, 0));
     }
+
+    #[test]
+    fn the_summary_and_the_facets_are_bounded() {
+        let mut db = Db::open_in_memory().unwrap();
+        let a = runtime(&mut db, "a");
+        let records: Vec<_> = (0..=MAX_SUMMARY_CHECKS)
+            .map(|i| {
+                let mut r = record(
+                    a,
+                    &i.to_string(),
+                    &stream(),
+                    &format!("c{i:04}"),
+                    i == 7,
+                    &[],
+                );
+                r.plugin = Some(format!("p{i:04}"));
+                r
+            })
+            .collect();
+        db.store_evidence(a, &records, QUOTA, t0()).unwrap();
+        let summary = db.check_summary().unwrap();
+        assert_eq!(summary.len(), MAX_SUMMARY_CHECKS);
+        assert_eq!(summary[0].check.as_deref(), Some("c0007"), "failing first");
+        let (plugins, _) = db.result_facets().unwrap();
+        assert_eq!(plugins.len(), MAX_SUMMARY_CHECKS);
+    }
 }

@@ -40,7 +40,11 @@ async fn sign_in(server: &Server, http: &Client, token: &str) -> Response {
         .send()
         .await
         .unwrap();
-    let (cookie, _) = set_cookie(&form, "acp_sign_in");
+    let (cookie, header) = set_cookie(&form, "acp_sign_in");
+    assert!(
+        header.contains("Max-Age=600"),
+        "a sign-in form lasts 10 minutes: {header}"
+    );
     let csrf = csrf_field(&form.text().await.unwrap());
     http.post(format!("{}/ui/sign-in", server.url))
         .header(COOKIE, cookie)
@@ -317,4 +321,63 @@ async fn over_tls_the_cookie_is_secure_and_certificate_expiry_is_known() {
     let not_after = chrono::DateTime::parse_from_rfc3339(&not_after).unwrap();
     let days = (not_after.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days();
     assert!((364..=365).contains(&days), "{not_after}");
+}
+
+/// The `href` of the link with `id` on `page` (HTML-unescaped `&amp;`).
+fn link(page: &str, id: &str) -> Option<String> {
+    let start = page.find(&format!("id=\"{id}\" href=\""))? + format!("id=\"{id}\" href=\"").len();
+    let end = start + page[start..].find('"')?;
+    Some(page[start..end].replace("&amp;", "&"))
+}
+
+#[tokio::test]
+async fn result_pages_and_histories_link_to_the_next_page() {
+    let server = Server::start().await;
+    let (id, token) = server.runtime("default").await;
+    // 51 failing streams: one page of 50 and one of 1, the filter kept.
+    let records: Vec<_> = (0..51)
+        .map(|i| {
+            json!({"idempotency_key": format!("k{i}"),
+                   "evidence": evidence_of(&id, "sshd", &format!("c{i}"), "not-satisfied")})
+        })
+        .collect();
+    let sent = server
+        .post_json("/v1/evidence/batch", &token, &json!({ "records": records }))
+        .await;
+    assert_eq!(sent.status(), StatusCode::OK);
+    // One stream with 21 records: 20 and 1.
+    let stream = evidence_of(&id, "kernel", "ip-forward", "satisfied");
+    for i in 0..21 {
+        let mut record = stream.clone();
+        record["description"] = json!(format!("run {i}"));
+        let sent = server
+            .post_json(
+                "/v1/evidence/batch",
+                &token,
+                &json!({"records": [{"idempotency_key": format!("s{i}"), "evidence": record}]}),
+            )
+            .await;
+        assert_eq!(sent.status(), StatusCode::OK);
+    }
+    let http = browser();
+    let cookie = session(&server, &http).await;
+    let count_rows = |page: &str| page.matches("<td><a href=\"/ui/streams/").count();
+    let (_, first) = get_page(&server, &http, &cookie, "/ui/results?status=not-satisfied").await;
+    assert_eq!(count_rows(&first), 50);
+    let next = link(&first, "next").expect("a next page");
+    assert!(next.contains("status=not-satisfied"), "{next}");
+    let (status, second) = get_page(&server, &http, &cookie, &next).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(count_rows(&second), 1);
+    assert_eq!(link(&second, "next"), None);
+
+    let uuid = stream["uuid"].as_str().unwrap();
+    let (_, newest) = get_page(&server, &http, &cookie, &format!("/ui/streams/{uuid}")).await;
+    assert_eq!(newest.matches("run ").count(), 20);
+    assert!(newest.contains("run 20") && !newest.contains("run 0<"));
+    let older = link(&newest, "older").expect("an older page");
+    let (_, oldest) = get_page(&server, &http, &cookie, &older).await;
+    assert_eq!(oldest.matches("run ").count(), 1);
+    assert!(oldest.contains("run 0<"));
+    assert_eq!(link(&oldest, "older"), None);
 }
