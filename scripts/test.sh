@@ -24,11 +24,14 @@ if command -v minisign >/dev/null 2>&1; then export REQUIRE_MINISIGN=1; fi
 
 # Headless Chromium and its WebDriver for the web view's browser test
 # (control-plane/tests/web_view.rs), from Debian's packages: installed in
-# the background while the build runs, awaited before the tests. The test
-# requires them (REQUIRE_CHROMIUM), so a failed install fails it.
+# the background while the build runs, awaited before the tests (an image
+# that ships Chrome and chromedriver, as GitHub's Ubuntu runners do with
+# CHROMEWEBDRIVER, needs none). The test requires them (REQUIRE_CHROMIUM),
+# so a failed install fails it.
 chromium_log=target/chromium-install.log
 mkdir -p target
-if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+if ! command -v chromedriver >/dev/null 2>&1 && [ -z "${CHROMEWEBDRIVER:-}" ] &&
+    command -v apt-get >/dev/null 2>&1; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo -n"; fi
     { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >"$chromium_log" 2>&1 &

@@ -18,13 +18,25 @@ use tokio::process::{Child, Command};
 const BIN: &str = env!("CARGO_BIN_EXE_assessment-control-plane");
 const ADMIN_TOKEN: &str = "web-admin-token-0123456789";
 
-/// chromedriver, or why the test cannot run. Where the suite installed it
-/// (REQUIRE_CHROMIUM) or on CI, a missing browser fails the test.
+/// The first of `names` found on the PATH.
+fn on_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+/// chromedriver, or why the test cannot run: Debian's (`chromium-driver`,
+/// which scripts/test.sh installs), or the one a CI image provides
+/// (`CHROMEWEBDRIVER`, as GitHub's Ubuntu runners set). Where the suite
+/// installed it (REQUIRE_CHROMIUM) or on CI, a missing driver fails the
+/// test.
 fn chromedriver() -> Option<PathBuf> {
-    let found = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|path| path.exists());
+    let found = std::env::var_os("CHROMEWEBDRIVER")
+        .map(|dir| PathBuf::from(dir).join("chromedriver"))
+        .filter(|path| path.is_file())
+        .or_else(|| on_path(&["chromedriver"]))
+        .or_else(|| Some(PathBuf::from("/usr/lib/chromium/chromedriver")).filter(|p| p.is_file()));
     let required = std::env::var_os("REQUIRE_CHROMIUM").is_some()
         || std::env::var("CI").is_ok_and(|v| v == "true");
     match found {
@@ -39,6 +51,14 @@ fn chromedriver() -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// The browser chromedriver is to start: Debian's Chromium, else a Chrome
+/// on the PATH (a CI image's), else chromedriver's own default.
+fn browser_binary() -> Option<PathBuf> {
+    Some(PathBuf::from("/usr/bin/chromium"))
+        .filter(|p| p.is_file())
+        .or_else(|| on_path(&["chromium", "google-chrome", "google-chrome-stable"]))
 }
 
 fn free_port() -> u16 {
@@ -138,14 +158,14 @@ async fn start_browser(driver: &PathBuf) -> (Driver, Client) {
         profile,
     };
     let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".to_string(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": [user_data_dir, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,900", "--no-first-run", "--disable-extensions"]
-        }),
-    );
+    let mut options = json!({
+        "args": [user_data_dir, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1400,900", "--no-first-run", "--disable-extensions"]
+    });
+    if let Some(binary) = browser_binary() {
+        options["binary"] = json!(binary);
+    }
+    capabilities.insert("goog:chromeOptions".to_string(), options);
     let url = format!("http://127.0.0.1:{port}");
     let mut last_error = None;
     for _ in 0..100 {
