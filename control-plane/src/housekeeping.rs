@@ -11,14 +11,32 @@ use crate::error::StoreError;
 /// Default time between two retention passes.
 pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// One retention pass now, on the blocking pool.
+/// One retention pass now, on the blocking pool: one store call per
+/// transaction of at most `batch` deletions, so the API's requests, which
+/// share the store's one connection, get it between them.
 pub async fn retention_pass(
     store: &Store,
     policy: RetentionPolicy,
+    batch: usize,
 ) -> Result<RetentionOutcome, StoreError> {
-    store
-        .call(move |db| db.apply_retention(&policy, Utc::now(), RETENTION_BATCH))
-        .await
+    let targets = store
+        .call(move |db| db.retention_targets(&policy, Utc::now()))
+        .await?;
+    let mut outcome = RetentionOutcome::default();
+    for target in targets {
+        loop {
+            let target = target.clone();
+            let step = store
+                .call(move |db| db.delete_expired(&target, batch))
+                .await?;
+            outcome.deleted += step.deleted;
+            outcome.freed_bytes += step.freed_bytes;
+            if step.deleted < u64::try_from(batch.max(1)).unwrap_or(u64::MAX) {
+                break;
+            }
+        }
+    }
+    Ok(outcome)
 }
 
 /// Runs a retention pass every `interval` (the first at once) until
@@ -40,7 +58,7 @@ pub async fn run_retention(
             () = &mut stop => return,
             _ = ticks.tick() => {}
         }
-        match retention_pass(&store, policy.clone()).await {
+        match retention_pass(&store, policy.clone(), RETENTION_BATCH).await {
             Ok(outcome) if outcome.deleted > 0 => tracing::info!(
                 deleted = outcome.deleted,
                 freed_bytes = outcome.freed_bytes,
@@ -171,5 +189,23 @@ mod tests {
         assert_eq!(count().await, 1, "the first pass runs at start");
         stop.send(()).unwrap();
         task.await.unwrap();
+
+        // A pass goes through the store a transaction at a time.
+        let old = Utc::now() - chrono::TimeDelta::days(10);
+        let records: Vec<_> = (0..5)
+            .map(|i| record(&format!("old-{i}"), &stream))
+            .collect();
+        store
+            .call(move |db| db.store_evidence(runtime, &records, 1 << 30, old))
+            .await
+            .unwrap();
+        let policy = RetentionPolicy {
+            max_age: Some(Duration::from_secs(86400)),
+            ..RetentionPolicy::default()
+        };
+        let outcome = retention_pass(&store, policy, 2).await.unwrap();
+        // The last to arrive is now the stream's latest, and stays.
+        assert_eq!(outcome.deleted, 4);
+        assert_eq!(count().await, 2);
     }
 }

@@ -46,7 +46,7 @@ pub use results::{
     CheckSummary, DEFAULT_RESULTS_PAGE, LatestResult, MAX_RESULTS_PAGE, ResultFilter, ResultsPage,
     StreamPage,
 };
-pub use retention::{RETENTION_BATCH, RetentionOutcome, RetentionPolicy};
+pub use retention::{RETENTION_BATCH, RetentionOutcome, RetentionPolicy, RetentionTarget};
 
 /// How long a connection waits for another writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

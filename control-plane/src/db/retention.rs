@@ -58,6 +58,16 @@ pub struct RetentionOutcome {
     pub freed_bytes: u64,
 }
 
+/// One runtime's share of a retention pass: records of `runtime` that
+/// arrived before `cutoff` (Unix milliseconds) may go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionTarget {
+    /// The runtime's id.
+    pub runtime: String,
+    /// Records that arrived before this may go.
+    pub cutoff: i64,
+}
+
 impl Db {
     /// Deletes, at `now`, every record older than its runtime's retention
     /// age that is not the latest of its stream, in transactions of at most
@@ -69,25 +79,12 @@ impl Db {
         batch: usize,
     ) -> Result<RetentionOutcome, StoreError> {
         let mut outcome = RetentionOutcome::default();
-        if !policy.deletes_anything() {
-            return Ok(outcome);
-        }
-        let runtimes: Vec<String> = {
-            let mut stmt = self.conn.prepare("SELECT id FROM runtimes ORDER BY id")?;
-            let rows = stmt.query_map([], |row| row.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
-        for runtime in runtimes {
-            let Some(age) = policy.age_of(&runtime) else {
-                continue;
-            };
-            let cutoff = to_millis(now).saturating_sub(duration_millis(age));
+        for target in self.retention_targets(policy, now)? {
             loop {
-                let (deleted, freed) = self.delete_expired(&runtime, cutoff, batch)?;
-                outcome.deleted += deleted;
-                outcome.freed_bytes += freed;
-                if deleted < u64::try_from(batch).unwrap_or(u64::MAX) {
+                let step = self.delete_expired(&target, batch)?;
+                outcome.deleted += step.deleted;
+                outcome.freed_bytes += step.freed_bytes;
+                if step.deleted < u64::try_from(batch.max(1)).unwrap_or(u64::MAX) {
                     break;
                 }
             }
@@ -95,13 +92,39 @@ impl Db {
         Ok(outcome)
     }
 
-    /// One transaction of retention for one runtime.
-    fn delete_expired(
+    /// The runtimes a retention pass at `now` looks at, with their cutoffs
+    /// (none whose retention is forever).
+    pub fn retention_targets(
+        &self,
+        policy: &RetentionPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RetentionTarget>, StoreError> {
+        if !policy.deletes_anything() {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare("SELECT id FROM runtimes ORDER BY id")?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        let mut targets = Vec::new();
+        for runtime in rows {
+            let runtime = runtime?;
+            if let Some(age) = policy.age_of(&runtime) {
+                let cutoff = to_millis(now).saturating_sub(duration_millis(age));
+                targets.push(RetentionTarget { runtime, cutoff });
+            }
+        }
+        Ok(targets)
+    }
+
+    /// One transaction of retention: at most `batch` of `target`'s expired
+    /// records deleted, their bytes given back to its quota. Fewer than
+    /// `batch` deleted means the runtime is done.
+    pub fn delete_expired(
         &mut self,
-        runtime: &str,
-        cutoff: i64,
-        batch: i64,
-    ) -> Result<(u64, u64), StoreError> {
+        target: &RetentionTarget,
+        batch: usize,
+    ) -> Result<RetentionOutcome, StoreError> {
+        let (runtime, cutoff) = (target.runtime.as_str(), target.cutoff);
+        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -121,7 +144,7 @@ impl Db {
             rows.collect::<Result<_, _>>()?
         };
         if expired.is_empty() {
-            return Ok((0, 0));
+            return Ok(RetentionOutcome::default());
         }
         let mut freed: i64 = 0;
         {
@@ -139,10 +162,10 @@ impl Db {
             params![runtime, freed],
         )?;
         tx.commit()?;
-        Ok((
-            u64::try_from(expired.len()).unwrap_or(0),
-            u64::try_from(freed).unwrap_or(0),
-        ))
+        Ok(RetentionOutcome {
+            deleted: u64::try_from(expired.len()).unwrap_or(0),
+            freed_bytes: u64::try_from(freed).unwrap_or(0),
+        })
     }
 }
 
