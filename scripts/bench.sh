@@ -21,6 +21,8 @@ cargo build --locked --release --target wasm32-wasip2 \
 scripts/build-foreign-plugins.sh
 
 echo "== benchmarks"
+# The fleet section is written by scripts/fleet-bench.sh: kept as it is.
+fleet_section="$(sed -n '/^<!-- fleet-load:begin/,/^<!-- fleet-load:end -->/p' BENCHMARKS.md 2>/dev/null || true)"
 target/release/assessment-bench \
     --guests target/guests/wasm32-wasip2/release \
     --python target/guests-foreign/login_defs.wasm \
@@ -59,4 +61,7 @@ if command -v valgrind >/dev/null 2>&1 && command -v callgrind_annotate >/dev/nu
     } >>BENCHMARKS.md
 else
     echo "valgrind is not installed: no profile (apt-get install valgrind)" >&2
+fi
+if [ -n "$fleet_section" ]; then
+    printf '\n%s\n' "$fleet_section" >>BENCHMARKS.md
 fi
