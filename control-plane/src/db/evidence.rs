@@ -235,7 +235,8 @@ impl Db {
 
     /// The latest record of each evidence stream (`uuid`) of one runtime, or
     /// of every runtime, by runtime then in the order they arrived (the
-    /// OSCAL export). Bounded: past `max_records` records or `max_bytes` of
+    /// OSCAL export), read through `evidence_latest` (one row per stream)
+    /// rather than grouping every record ever kept. Bounded: past `max_records` records or `max_bytes` of
     /// them, [`StoreError::TooLarge`] says to export less.
     pub fn latest_evidence(
         &self,
@@ -245,9 +246,8 @@ impl Db {
     ) -> Result<Vec<StoredEvidence>, StoreError> {
         let mut stmt = self.conn.prepare(&format!(
             "{EVIDENCE_SELECT}
-             WHERE seq IN (SELECT MAX(seq) FROM evidence
-                           WHERE ?1 IS NULL OR runtime_id = ?1
-                           GROUP BY runtime_id, uuid)
+             WHERE seq IN (SELECT seq FROM evidence_latest
+                           WHERE ?1 IS NULL OR runtime_id = ?1)
              ORDER BY runtime_id, seq"
         ))?;
         let runtime = runtime
