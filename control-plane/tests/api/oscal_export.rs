@@ -105,3 +105,40 @@ async fn the_export_holds_the_latest_record_of_each_stream_per_runtime_with_its_
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_export_past_its_bound_is_refused_with_413() {
+    use assessment_control_plane::oscal_export::MAX_EXPORT_RECORDS;
+    let server = Server::start().await;
+    let (id, token) = server.runtime("default").await;
+    let mut sent = 0;
+    while sent <= MAX_EXPORT_RECORDS {
+        let records: Vec<Value> = (sent..(sent + 1000).min(MAX_EXPORT_RECORDS + 1))
+            .map(|i| {
+                record(
+                    &format!("k{i}"),
+                    json!({ "uuid": uuid::Uuid::new_v4().to_string() }),
+                )
+            })
+            .collect();
+        sent += records.len();
+        let response = server
+            .post_json("/v1/evidence/batch", &token, &json!({ "records": records }))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    for path in [
+        "/v1/admin/oscal/assessment-results".to_string(),
+        format!("/v1/admin/oscal/assessment-results?runtime={id}"),
+    ] {
+        let response = server
+            .get(&path)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let message = crate::harness::expect_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+        assert!(message.contains("one runtime at a time"), "{message}");
+    }
+    server.stop().await;
+}
