@@ -489,7 +489,9 @@ fn backoff() -> backon::ExponentialBackoff {
 }
 
 /// Forwards released records in order until `stop` completes; a failure
-/// waits (with backoff) and the same record is tried again.
+/// waits (with backoff) and the same record is tried again. The queue
+/// failing (its disk, say) is logged and retried the same way: the relay
+/// does not stop while the server runs.
 pub async fn run(
     queue: Arc<RelayQueue>,
     upstream: Upstream,
@@ -497,48 +499,74 @@ pub async fn run(
 ) -> Result<(), RelayError> {
     let mut client = UpstreamClient::new(upstream)?;
     let mut stop = std::pin::pin!(stop);
-    let mut delays = backoff();
-    let mut failing = false;
+    let mut relay = Forwarding {
+        delays: backoff(),
+        failing: false,
+    };
     loop {
-        let page = queue.next(PAGE)?;
-        let mut wait = if page.is_empty() {
-            IDLE_POLL
-        } else {
-            Duration::ZERO
+        let wait = match relay.pass(&queue, &mut client).await {
+            Ok(wait) => wait,
+            Err(e) => {
+                tracing::error!("the relay queue failed; retrying: {e}");
+                relay.failing = true;
+                relay.delays.next().unwrap_or(Duration::from_secs(30))
+            }
         };
+        tokio::select! {
+            () = &mut stop => return Ok(()),
+            () = queue.ready.notified(), if !relay.failing => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The forwarder's state between passes.
+struct Forwarding {
+    delays: backon::ExponentialBackoff,
+    /// The last attempt failed (said once in the log until one succeeds).
+    failing: bool,
+}
+
+impl Forwarding {
+    /// Forwards one page of released records in order, stopping at the
+    /// first failure; returns how long to wait before the next pass.
+    async fn pass(
+        &mut self,
+        queue: &RelayQueue,
+        client: &mut UpstreamClient,
+    ) -> Result<Duration, RelayError> {
+        let page = queue.next(PAGE)?;
+        if page.is_empty() {
+            return Ok(IDLE_POLL);
+        }
         for record in &page {
             match client.forward(record).await {
                 Attempt::Stored => {
                     queue.forwarded(record)?;
-                    if failing {
+                    if self.failing {
                         tracing::info!("the upstream takes evidence again");
-                        failing = false;
+                        self.failing = false;
                     }
-                    delays = backoff();
+                    self.delays = backoff();
                 }
                 Attempt::Refused(why) => {
                     tracing::error!(runtime_id = %record.runtime_id, key = %record.idempotency_key, "the upstream refused a record; it is kept in the relay queue's rejected table: {why}");
                     queue.reject(record, &why)?;
                 }
                 Attempt::Failed(why) => {
-                    wait = delays.next().unwrap_or(Duration::from_secs(30));
-                    if !failing {
+                    if self.failing {
+                        tracing::debug!("forwarding upstream failed again: {why}");
+                    } else {
                         tracing::warn!(
                             "cannot forward evidence upstream, retrying with backoff: {why}"
                         );
-                        failing = true;
-                    } else {
-                        tracing::debug!("forwarding upstream failed again: {why}");
+                        self.failing = true;
                     }
-                    break;
+                    return Ok(self.delays.next().unwrap_or(Duration::from_secs(30)));
                 }
             }
         }
-        tokio::select! {
-            () = &mut stop => return Ok(()),
-            () = queue.ready.notified(), if !failing => {}
-            () = tokio::time::sleep(wait) => {}
-        }
+        Ok(Duration::ZERO)
     }
 }
 
