@@ -116,6 +116,8 @@ pub struct Metrics {
     database_bytes: Gauge,
     database_up: Gauge,
     ca_expiry: Family<CaLabels, Gauge>,
+    relay_waiting: Gauge,
+    relay_rejected: Gauge,
 }
 
 impl Default for Metrics {
@@ -214,6 +216,18 @@ impl Metrics {
             Unit::Seconds,
             ca_expiry.clone(),
         );
+        let relay_waiting = Gauge::default();
+        registry.register(
+            "relay_queue_records",
+            "Records in the relay's queue, not yet taken by the upstream (0 without a relay)",
+            relay_waiting.clone(),
+        );
+        let relay_rejected = Gauge::default();
+        registry.register(
+            "relay_rejected_records",
+            "Records the upstream refused as invalid, kept in the relay queue's rejected table",
+            relay_rejected.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -240,6 +254,8 @@ impl Metrics {
             database_bytes,
             database_up,
             ca_expiry,
+            relay_waiting,
+            relay_rejected,
         }
     }
 
@@ -339,6 +355,13 @@ impl Metrics {
         self.database_up.set(1);
     }
 
+    /// Sets the relay's gauges, read from its queue at a scrape.
+    pub fn relay_depth(&self, waiting: usize, rejected: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.relay_waiting.set(gauge(waiting));
+        self.relay_rejected.set(gauge(rejected));
+    }
+
     /// Every metric in the OpenMetrics text format (`openmetrics`) or the
     /// Prometheus text format.
     pub fn encode(&self, openmetrics: bool) -> Result<String, fmt::Error> {
@@ -383,6 +406,26 @@ fn rejection_reason(status: StatusCode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_relay_queue_depth_is_exposed() {
+        let metrics = Metrics::new();
+        let text = metrics.encode(false).unwrap();
+        assert!(
+            text.contains("assessment_control_plane_relay_queue_records 0"),
+            "{text}"
+        );
+        metrics.relay_depth(3, 1);
+        let text = metrics.encode(false).unwrap();
+        assert!(
+            text.contains("assessment_control_plane_relay_queue_records 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("assessment_control_plane_relay_rejected_records 1"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn families_are_named_with_the_prefix_and_labelled_by_template() {

@@ -81,6 +81,13 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         }
     };
     state.metrics.store_stats(stats);
+    if let Some(queue) = state.relay.clone() {
+        match tokio::task::spawn_blocking(move || queue.depth()).await {
+            Ok(Ok((waiting, rejected))) => state.metrics.relay_depth(waiting, rejected),
+            Ok(Err(error)) => tracing::warn!(%error, "metrics: the relay queue failed"),
+            Err(error) => tracing::warn!(%error, "metrics: the relay queue task failed"),
+        }
+    }
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
