@@ -14,11 +14,15 @@ scripts/prerequisites.sh
 apt_missing=()
 command -v minisign >/dev/null 2>&1 || apt_missing+=(minisign)
 command -v rpm >/dev/null 2>&1 || apt_missing+=(rpm)
+# PostgreSQL's server for the control plane's PostgreSQL backend: its tests
+# start a throwaway cluster of their own (control-plane/test-postgres) and
+# fail, never skip, without it.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_missing+=(postgresql)
 if [ ${#apt_missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo -n"; fi
     { $sudo apt-get update -qq && $sudo apt-get install -y -qq "${apt_missing[@]}" >/dev/null; } ||
-        echo "warning: could not install ${apt_missing[*]}; the minisign interoperability test will say SKIPPED and the packages test will fail" >&2
+        echo "warning: could not install ${apt_missing[*]}; the minisign interoperability test will say SKIPPED, the packages and PostgreSQL tests will fail" >&2
 fi
 if command -v minisign >/dev/null 2>&1; then export REQUIRE_MINISIGN=1; fi
 
@@ -84,7 +88,23 @@ component_pid=$!
 packaging_log=target/packaging-tools-install.log
 scripts/install-packaging-tools.sh >"$packaging_log" 2>&1 &
 packaging_pid=$!
-trap 'kill "$foreign_pid" "$component_pid" "$packaging_pid" 2>/dev/null || true' EXIT
+# The PostgreSQL tests share one cluster per run, started by the first of
+# them in this directory and stopped here at the end.
+ACP_TEST_POSTGRES_DIR="$(mktemp -d "${TMPDIR:-/tmp}/assessment-test-postgres.XXXXXX")"
+export ACP_TEST_POSTGRES_DIR
+stop_test_postgres() {
+    local data="$ACP_TEST_POSTGRES_DIR/cluster" pg_ctl
+    pg_ctl="$(compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' | sort -V | tail -n 1 || true)"
+    if [ -n "$pg_ctl" ] && [ -f "$data/postmaster.pid" ]; then
+        if [ "$(id -u)" -eq 0 ]; then
+            runuser -u postgres -- "$pg_ctl" stop -D "$data" -m immediate >/dev/null 2>&1 || true
+        else
+            "$pg_ctl" stop -D "$data" -m immediate >/dev/null 2>&1 || true
+        fi
+    fi
+    rm -rf "$ACP_TEST_POSTGRES_DIR"
+}
+trap 'kill "$foreign_pid" "$component_pid" "$packaging_pid" 2>/dev/null || true; stop_test_postgres' EXIT
 log=target/test-output.log
 : >"$log"
 
@@ -118,7 +138,7 @@ if ! wait "$foreign_pid"; then
     exit 1
 fi
 cat "$foreign_log"
-trap 'kill "$component_pid" "$packaging_pid" 2>/dev/null || true' EXIT
+trap 'kill "$component_pid" "$packaging_pid" 2>/dev/null || true; stop_test_postgres' EXIT
 
 if [ -n "$chromium_pid" ] && ! wait "$chromium_pid"; then
     cat "$chromium_log"

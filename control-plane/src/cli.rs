@@ -1,5 +1,5 @@
 //! The command line: `serve`, and admin commands that work directly on the
-//! database file (for operators and scripts).
+//! database (for operators and scripts).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,7 +15,10 @@ use serde::Serialize;
 use crate::admin::DEFAULT_ENROLLMENT_TTL;
 use crate::ca::{CA_CERT_FILE, CertificateAuthority};
 use crate::config::{DEFAULT_STALE_AFTER, DEFAULT_TOKEN_TTL, Limits, ServerConfig};
-use crate::db::{Db, MAX_RESULTS_PAGE, ResultFilter, RetentionPolicy, Store};
+use crate::db::postgres::DEFAULT_POOL_SIZE;
+use crate::db::{
+    Backend, Database, Db, MAX_RESULTS_PAGE, PgDb, ResultFilter, RetentionPolicy, Store,
+};
 use crate::housekeeping::run_retention;
 use crate::model::{DEFAULT_GROUP, EvidenceFilter, MAX_PAGE_SIZE};
 use crate::relay::{RelayQueue, Upstream};
@@ -29,9 +32,19 @@ use crate::tls::{server_config, server_config_without_client_certificates};
 #[derive(Debug, Parser)]
 #[command(name = "assessment-control-plane", version, about)]
 pub struct Cli {
-    /// The SQLite database file (created, with its schema, if missing).
-    #[arg(long, global = true, env = "ACP_DATABASE", value_name = "PATH")]
-    pub database: Option<PathBuf>,
+    /// The database: an SQLite file (a path, or `sqlite:PATH`; created,
+    /// with its schema, if missing), or a PostgreSQL URL
+    /// (`postgres://USER@HOST/DB`, `postgresql:///DB?host=/run/postgresql`)
+    /// whose schema is migrated on start. Replicas share a PostgreSQL
+    /// database; prefer the environment variable for a URL with a password.
+    #[arg(
+        long,
+        global = true,
+        env = "ACP_DATABASE",
+        value_name = "PATH|URL",
+        hide_env_values = true
+    )]
+    pub database: Option<Database>,
     /// What is logged: a level (error, warn, info, debug, trace) or
     /// directives such as `info,assessment_control_plane=debug`. `RUST_LOG`,
     /// when set, takes precedence (as before this option existed).
@@ -168,6 +181,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
+    /// The most PostgreSQL connections this process keeps open (requests
+    /// beyond it wait for one); unused with SQLite, which has one.
+    #[arg(long, env = "ACP_DATABASE_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE)]
+    pub database_pool_size: u32,
     /// Also serve `/metrics` (Prometheus), `/healthz` and `/readyz` over
     /// plain HTTP on this address, e.g. `127.0.0.1:9465`; off by default.
     /// It shows counts, never evidence or secrets, but keep it off public
@@ -464,25 +481,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => run_serve(cli.database, *args),
         Command::EnrollmentToken(EnrollmentTokenCommand::Create { group, ttl }) => {
-            let mut db = open(cli.database)?;
-            let token = db.create_enrollment_token(&group, ttl, Utc::now())?;
-            eprintln!(
-                "enrollment token for group {:?}, single use, valid until {}:",
-                token.group, token.expires_at
-            );
-            print_line(&token.token)
+            with_backend(cli.database, |db| {
+                let token = db.create_enrollment_token(&group, ttl, Utc::now())?;
+                eprintln!(
+                    "enrollment token for group {:?}, single use, valid until {}:",
+                    token.group, token.expires_at
+                );
+                print_line(&token.token)
+            })
         }
         Command::Runtimes(RuntimesCommand::List { stale_after }) => {
-            let db = open(cli.database)?;
-            print_json(&db.list_runtimes(Utc::now(), stale_after)?)
+            with_backend(cli.database, |db| {
+                print_json(&db.list_runtimes(Utc::now(), stale_after)?)
+            })
         }
         Command::Runtimes(RuntimesCommand::Create {
             name,
             group,
             secret_file,
         }) => {
-            let mut db = open(cli.database)?;
-            let created = crate::runtime_credentials::create(&mut db, &name, &group, Utc::now())?;
+            let created = with_backend(cli.database, |db| {
+                Ok(crate::runtime_credentials::create(
+                    db,
+                    &name,
+                    &group,
+                    Utc::now(),
+                )?)
+            })?;
             let mut shown = serde_json::json!({
                 "runtime_id": created.runtime_id,
                 "name": name,
@@ -501,12 +526,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             print_json(&shown)
         }
-        Command::Runtimes(RuntimesCommand::Revoke { id }) => {
-            let mut db = open(cli.database)?;
+        Command::Runtimes(RuntimesCommand::Revoke { id }) => with_backend(cli.database, |db| {
             db.revoke_runtime(&id, Utc::now())?;
             eprintln!("runtime {id} revoked");
             Ok(())
-        }
+        }),
         Command::Config(ConfigCommand::Set {
             group,
             runtime,
@@ -516,25 +540,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let document: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not valid JSON", file.display()))?;
-            let mut db = open(cli.database)?;
-            let version = match (group, runtime) {
-                (_, Some(runtime)) => db.set_runtime_config(&runtime, &document, Utc::now())?,
-                (Some(group), None) => db.set_config(&group, &document, Utc::now())?,
-                (None, None) => bail!("--group or --runtime is required"),
-            };
-            print_json(&version)
+            with_backend(cli.database, |db| {
+                let version = match (group, runtime) {
+                    (_, Some(runtime)) => db.set_runtime_config(&runtime, &document, Utc::now())?,
+                    (Some(group), None) => db.set_config(&group, &document, Utc::now())?,
+                    (None, None) => bail!("--group or --runtime is required"),
+                };
+                print_json(&version)
+            })
         }
-        Command::Config(ConfigCommand::Unset { runtime }) => {
-            let mut db = open(cli.database)?;
+        Command::Config(ConfigCommand::Unset { runtime }) => with_backend(cli.database, |db| {
             if db.clear_runtime_config(&runtime)? {
                 eprintln!("runtime {runtime} now uses its group's configuration");
                 Ok(())
             } else {
                 bail!("the runtime {runtime} has no configuration of its own")
             }
-        }
+        }),
         Command::Ca(CaCommand::Certificate(args)) => {
-            let dir = ca_dir(cli.database.as_deref(), args)?;
+            let dir = ca_dir(cli.database.as_ref(), args)?;
             let ca = load_ca(&dir)?;
             eprintln!(
                 "CA certificate {} (SHA-256 {})",
@@ -549,25 +573,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             plugin,
             check,
         }) => {
-            let db = open(cli.database)?;
-            print_evidence(
-                &db,
-                EvidenceFilter {
-                    runtime,
-                    plugin,
-                    check,
-                    limit: Some(MAX_PAGE_SIZE),
-                    after: None,
-                },
-            )
+            let filter = EvidenceFilter {
+                runtime,
+                plugin,
+                check,
+                limit: Some(MAX_PAGE_SIZE),
+                after: None,
+            };
+            with_backend(cli.database, |db| print_evidence(db, filter))
         }
-        Command::Evidence(EvidenceCommand::Oscal { runtime }) => {
-            let db = open(cli.database)?;
+        Command::Evidence(EvidenceCommand::Oscal { runtime }) => with_backend(cli.database, |db| {
             print_json(&crate::oscal_export::assessment_results(
-                &db,
+                db,
                 runtime.as_deref(),
             )?)
-        }
+        }),
         Command::Evidence(EvidenceCommand::Latest {
             status,
             severity,
@@ -575,43 +595,60 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime,
             reference,
         }) => {
-            let db = open(cli.database)?;
-            print_latest(
-                &db,
-                ResultFilter {
-                    status,
-                    severity,
-                    plugin,
-                    runtime,
-                    reference,
-                    limit: Some(MAX_RESULTS_PAGE),
-                    after: None,
-                },
-            )
+            let filter = ResultFilter {
+                status,
+                severity,
+                plugin,
+                runtime,
+                reference,
+                limit: Some(MAX_RESULTS_PAGE),
+                after: None,
+            };
+            with_backend(cli.database, |db| print_latest(db, filter))
         }
     }
 }
 
-fn database_path(database: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    database.context("--database PATH (or ACP_DATABASE) is required: the SQLite file to use")
+fn required(database: Option<Database>) -> anyhow::Result<Database> {
+    database.context(
+        "--database PATH|URL (or ACP_DATABASE) is required: the SQLite file or the postgres:// URL to use",
+    )
 }
 
-fn open(database: Option<PathBuf>) -> anyhow::Result<Db> {
-    let path = database_path(database)?;
-    open_path(&path)
-}
-
-fn open_path(path: &Path) -> anyhow::Result<Db> {
-    Db::open(path).with_context(|| format!("cannot open the database {}", path.display()))
+/// Runs an admin command on the database: one SQLite connection, or one
+/// PostgreSQL connection (the schema migrated first, as `serve` does).
+fn with_backend<T>(
+    database: Option<Database>,
+    command: impl FnOnce(&mut dyn Backend) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let database = required(database)?;
+    match &database {
+        Database::Sqlite(path) => {
+            let mut db = Db::open(path)
+                .with_context(|| format!("cannot open the database {}", path.display()))?;
+            command(&mut db)
+        }
+        Database::Postgres(config) => {
+            let mut client = config
+                .connect(postgres::NoTls)
+                .map_err(crate::error::StoreError::from)
+                .and_then(|mut client| {
+                    crate::db::postgres::migrate(&mut client)?;
+                    Ok(client)
+                })
+                .with_context(|| format!("cannot open the database {database}"))?;
+            command(&mut PgDb::new(&mut client))
+        }
+    }
 }
 
 /// The CA directory: `--ca-dir`, or `ca/` beside the database.
-fn ca_dir(database: Option<&Path>, args: CaDirArgs) -> anyhow::Result<PathBuf> {
+fn ca_dir(database: Option<&Database>, args: CaDirArgs) -> anyhow::Result<PathBuf> {
     if let Some(dir) = args.ca_dir {
         return Ok(dir);
     }
-    let database = database.context(
-        "--ca-dir DIR or --database PATH is required: the CA lives beside the database by default",
+    let database = database.and_then(Database::sqlite_path).context(
+        "--ca-dir DIR is required (or an SQLite --database PATH: the CA lives beside the database file by default); replicas share one CA directory",
     )?;
     Ok(database
         .parent()
@@ -623,7 +660,7 @@ fn load_ca(dir: &Path) -> anyhow::Result<CertificateAuthority> {
         .with_context(|| format!("cannot use the certificate authority in {}", dir.display()))
 }
 
-fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+fn run_serve(database: Option<Database>, args: ServeArgs) -> anyhow::Result<()> {
     let relay = relay_settings(&args)?;
     let Some(admin_token) = args.admin_token else {
         bail!("an admin token is required: set ACP_ADMIN_TOKEN or pass --admin-token");
@@ -670,7 +707,7 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         if args.tls_names.iter().all(|name| name.trim().is_empty()) {
             bail!("--tls-name needs at least one name or address runtimes reach this server by");
         }
-        let dir = ca_dir(database.as_deref(), args.ca)?;
+        let dir = ca_dir(database.as_ref(), args.ca)?;
         let ca = Arc::new(load_ca(&dir)?.with_client_validity(args.client_cert_validity));
         let server_config = if args.compliance_framework_only {
             server_config_without_client_certificates(ca.clone(), &args.tls_names)
@@ -686,15 +723,16 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         );
         Some((ca, server_config))
     };
-    let path = database_path(database)?;
+    let database = required(database)?;
+    let pool_size = args.database_pool_size;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let store = Store::open(&path)
+        let store = Store::open_database(&database, pool_size)
             .await
-            .with_context(|| format!("cannot open the database {}", path.display()))?;
+            .with_context(|| format!("cannot open the database {database}"))?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -776,7 +814,7 @@ fn run_serve(database: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!("serving only the Compliance Framework routes (/api/auth/token, /api/agent/heartbeat, /api/evidence) and health; /v1 is not served");
         }
         let kind = if scheme.is_some() { "https" } else { "http" };
-        tracing::info!(%address, database = %path.display(), "control plane listening ({kind})");
+        tracing::info!(%address, %database, "control plane listening ({kind})");
         serve_with(listener, scheme, state, connection_limits, stopping())
             .await
             .with_context(|| format!("the {} server failed", kind.to_uppercase()))?;
@@ -892,7 +930,7 @@ fn print_line(line: &str) -> anyhow::Result<()> {
 
 /// Prints every record matching `filter` as one JSON array, a page at a
 /// time, so that memory stays bounded however many records there are.
-fn print_evidence(db: &Db, mut filter: EvidenceFilter) -> anyhow::Result<()> {
+fn print_evidence(db: &mut dyn Backend, mut filter: EvidenceFilter) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     write!(out, "[")?;
     let mut first = true;
@@ -914,7 +952,7 @@ fn print_evidence(db: &Db, mut filter: EvidenceFilter) -> anyhow::Result<()> {
 
 /// Prints every latest result matching `filter` as one JSON array, a page
 /// at a time (memory stays bounded).
-fn print_latest(db: &Db, mut filter: ResultFilter) -> anyhow::Result<()> {
+fn print_latest(db: &mut dyn Backend, mut filter: ResultFilter) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     write!(out, "[")?;
     let mut first = true;

@@ -12,6 +12,18 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed.
+    #[error("database error: {0}")]
+    Postgres(String),
+    /// No PostgreSQL connection could be had from the pool.
+    #[error("no database connection is available: {0}")]
+    Pool(String),
+    /// The PostgreSQL schema could not be migrated.
+    #[error("the database schema could not be migrated: {0}")]
+    Migration(String),
+    /// The backend in use does not offer this yet.
+    #[error("{0}")]
+    Unsupported(String),
     /// A JSON column could not be read or written.
     #[error("stored JSON is unreadable: {0}")]
     Json(#[from] serde_json::Error),
@@ -152,7 +164,17 @@ impl From<StoreError> for ApiError {
             StoreError::QuotaExceeded(message) => {
                 Self::new(StatusCode::INSUFFICIENT_STORAGE, message)
             }
+            StoreError::Unsupported(message) => Self::new(StatusCode::NOT_IMPLEMENTED, message),
+            StoreError::Pool(_) => {
+                tracing::error!(error = %error, "no database connection");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database is unavailable; try again",
+                )
+            }
             StoreError::Sqlite(_)
+            | StoreError::Postgres(_)
+            | StoreError::Migration(_)
             | StoreError::Json(_)
             | StoreError::SchemaTooNew { .. }
             | StoreError::Random(_)

@@ -2,9 +2,12 @@
 //! credentials (a client certificate from the control plane's own CA for
 //! mutual TLS, and the Compliance Framework client-credentials token
 //! endpoint), configuration per group or per runtime with ETags, heartbeats
-//! and idempotent evidence batches, on one SQLite file.
+//! and idempotent evidence batches, on one SQLite file or on a PostgreSQL
+//! database that several replicas share.
 //!
-//! The HTTP handlers and the admin commands share one store, [`db::Db`].
+//! The HTTP handlers and the admin commands share one store interface,
+//! [`db::Backend`], implemented by [`db::Db`] (SQLite) and [`db::PgDb`]
+//! (PostgreSQL); [`Store`] runs its calls on the blocking pool.
 //!
 //! Layering (a module uses only modules below it, so there are no cycles),
 //! from the bottom: `error`, `secrets`, `canonical`, `session`, `config`,

@@ -199,7 +199,7 @@ impl Metrics {
         let database_bytes = Gauge::default();
         registry.register_with_unit(
             "database_size",
-            "Size of the SQLite database (its pages)",
+            "Size of the database (SQLite: its pages; PostgreSQL: pg_database_size)",
             Unit::Bytes,
             database_bytes.clone(),
         );

@@ -13,7 +13,7 @@ use serde_json::Value;
 use capability_model::wire::EvidenceRecord;
 use capability_model::wire::oscal::{self, DocumentInput, ResultInput, span_of};
 
-use crate::db::Db;
+use crate::db::Backend;
 use crate::error::StoreError;
 
 /// The most streams one export holds.
@@ -31,7 +31,10 @@ struct RuntimeRecords {
 
 /// The document of the latest record of each stream of `runtime`, or of
 /// every runtime.
-pub fn assessment_results(db: &Db, runtime: Option<&str>) -> Result<Value, StoreError> {
+pub fn assessment_results(
+    db: &mut dyn Backend,
+    runtime: Option<&str>,
+) -> Result<Value, StoreError> {
     let stored = db.latest_evidence(runtime, MAX_EXPORT_RECORDS, MAX_EXPORT_BYTES)?;
     let mut runtimes: Vec<RuntimeRecords> = Vec::new();
     for record in stored {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::db::Db;
+use crate::db::Backend;
 use crate::error::StoreError;
 use crate::model::Enrollment;
 
@@ -35,7 +35,7 @@ pub struct SecretFileError {
 /// Creates a runtime named `name` in `group` with a new client secret and
 /// no client certificate.
 pub fn create(
-    db: &mut Db,
+    db: &mut dyn Backend,
     name: &str,
     group: &str,
     now: DateTime<Utc>,
@@ -64,6 +64,7 @@ pub fn write_secret(path: &Path, secret: &str) -> Result<(), SecretFileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::Db;
 
     #[test]
     fn a_created_runtime_gets_a_token_with_its_secret_alone() {

@@ -16,7 +16,7 @@ use capability_model::wire::from_json;
 /// A configuration document's canonical text and strong ETag; it must be a
 /// JSON object of the agent configuration's shape (the runtime checks the
 /// values against its own policy when it applies it).
-fn canonical_document(document: &Value) -> Result<(String, String), StoreError> {
+pub(super) fn canonical_document(document: &Value) -> Result<(String, String), StoreError> {
     if !document.is_object() {
         return Err(StoreError::Invalid(
             "the configuration document must be a JSON object".to_string(),
@@ -206,118 +206,114 @@ mod tests {
         json!({ "runtime": { "max_concurrent_jobs": n } })
     }
 
-    #[test]
-    fn a_runtime_config_replaces_its_groups_until_cleared() {
-        let mut db = Db::open_in_memory().unwrap();
-        let a = enrolled(&mut db, "prod");
-        let b = enrolled(&mut db, "prod");
-        let identity = |e: &Enrollment| RuntimeIdentity {
-            id: Uuid::parse_str(&e.runtime_id).unwrap(),
-            group: e.group.clone(),
-        };
-        assert_eq!(db.config_for_runtime(&identity(&a)).unwrap(), None);
-        let group = db.set_config("prod", &jobs(1), t0()).unwrap();
-        let own = db
-            .set_runtime_config(&a.runtime_id, &jobs(2), t0())
-            .unwrap();
-        assert_eq!(own.runtime.as_deref(), Some(a.runtime_id.as_str()));
-        assert_eq!(own.group, "prod");
-        assert_ne!(own.etag, group.etag);
-        let served = db.config_for_runtime(&identity(&a)).unwrap().unwrap();
-        assert_eq!(
-            (served.document.as_str(), served.version),
-            (r#"{"runtime":{"max_concurrent_jobs":2}}"#, own)
-        );
-        let other = db.config_for_runtime(&identity(&b)).unwrap().unwrap();
-        assert_eq!(other.version, group, "the other runtime keeps the group's");
-        let listed = db.list_runtimes(t0(), MINUTE).unwrap();
-        let own_config = |id: &str| listed.iter().find(|r| r.id == id).unwrap().own_config;
-        assert!(own_config(&a.runtime_id) && !own_config(&b.runtime_id));
-        let again = db
-            .set_runtime_config(&a.runtime_id, &jobs(3), t0())
-            .unwrap();
-        assert_eq!(again.version, 2);
+    backend_tests! {
+        fn a_runtime_config_replaces_its_groups_until_cleared(db: &mut dyn Backend) {
+            let a = enrolled(db, "prod");
+            let b = enrolled(db, "prod");
+            let identity = |e: &Enrollment| RuntimeIdentity {
+                id: Uuid::parse_str(&e.runtime_id).unwrap(),
+                group: e.group.clone(),
+            };
+            assert_eq!(db.config_for_runtime(&identity(&a)).unwrap(), None);
+            let group = db.set_config("prod", &jobs(1), t0()).unwrap();
+            let own = db
+                .set_runtime_config(&a.runtime_id, &jobs(2), t0())
+                .unwrap();
+            assert_eq!(own.runtime.as_deref(), Some(a.runtime_id.as_str()));
+            assert_eq!(own.group, "prod");
+            assert_ne!(own.etag, group.etag);
+            let served = db.config_for_runtime(&identity(&a)).unwrap().unwrap();
+            assert_eq!(
+                (served.document.as_str(), served.version),
+                (r#"{"runtime":{"max_concurrent_jobs":2}}"#, own)
+            );
+            let other = db.config_for_runtime(&identity(&b)).unwrap().unwrap();
+            assert_eq!(other.version, group, "the other runtime keeps the group's");
+            let listed = db.list_runtimes(t0(), MINUTE).unwrap();
+            let own_config = |id: &str| listed.iter().find(|r| r.id == id).unwrap().own_config;
+            assert!(own_config(&a.runtime_id) && !own_config(&b.runtime_id));
+            let again = db
+                .set_runtime_config(&a.runtime_id, &jobs(3), t0())
+                .unwrap();
+            assert_eq!(again.version, 2);
 
-        assert!(db.clear_runtime_config(&a.runtime_id).unwrap());
-        assert!(!db.clear_runtime_config(&a.runtime_id).unwrap());
-        let served = db.config_for_runtime(&identity(&a)).unwrap().unwrap();
-        assert_eq!(served.version, group);
+            assert!(db.clear_runtime_config(&a.runtime_id).unwrap());
+            assert!(!db.clear_runtime_config(&a.runtime_id).unwrap());
+            let served = db.config_for_runtime(&identity(&a)).unwrap().unwrap();
+            assert_eq!(served.version, group);
 
-        let unknown = Uuid::new_v4().to_string();
-        for result in [
-            db.set_runtime_config(&unknown, &json!({}), t0())
-                .map(|_| ()),
-            db.set_runtime_config("nope", &json!({}), t0()).map(|_| ()),
-            db.clear_runtime_config(&unknown).map(|_| ()),
-        ] {
-            assert!(matches!(result, Err(StoreError::RuntimeNotFound(_))));
-        }
-        assert!(matches!(
-            db.set_runtime_config(&a.runtime_id, &json!([1]), t0()),
-            Err(StoreError::Invalid(_))
-        ));
-    }
-
-    #[test]
-    fn configs_are_versioned_with_content_etags() {
-        let mut db = Db::open_in_memory().unwrap();
-        assert_eq!(db.config_for_group("g").unwrap(), None);
-        let v1 = db
-            .set_config("g", &json!({"runtime": {}, "plugin": []}), t0())
-            .unwrap();
-        assert_eq!(v1.version, 1);
-        let stored = db.config_for_group("g").unwrap().unwrap();
-        assert_eq!(stored.document, r#"{"plugin":[],"runtime":{}}"#);
-        assert_eq!(stored.version, v1);
-        // Same content, new version, same ETag.
-        let v2 = db
-            .set_config("g", &json!({"plugin": [], "runtime": {}}), t0())
-            .unwrap();
-        assert_eq!((v2.version, &v2.etag), (2, &v1.etag));
-        let v3 = db.set_config("g", &jobs(3), t0()).unwrap();
-        assert_eq!(v3.version, 3);
-        assert_ne!(v3.etag, v1.etag);
-        // Groups are independent.
-        assert_eq!(db.set_config("h", &json!({}), t0()).unwrap().version, 1);
-        assert!(matches!(
-            db.set_config("g", &json!([1]), t0()),
-            Err(StoreError::Invalid(_))
-        ));
-        assert_eq!(
-            db.config_for_group("g").unwrap().unwrap().version.version,
-            3
-        );
-    }
-
-    #[test]
-    fn documents_of_another_shape_are_refused_naming_the_field() {
-        let mut db = Db::open_in_memory().unwrap();
-        let a = enrolled(&mut db, "prod");
-        for (document, field) in [
-            (json!({ "interval": "1h" }), "interval"),
-            (
-                json!({ "plugin": [{ "name": "p", "grants": { "network": true } }] }),
-                "plugin[0].grants.network",
-            ),
-            (
-                json!({ "plugin": [{ "name": "p", "limits": { "memory_mib": "lots" } }] }),
-                "plugin[0].limits.memory_mib",
-            ),
-            (json!({ "policy": { "read": ["/"] } }), "policy"),
-        ] {
-            for refused in [
-                db.set_config("prod", &document, t0()),
-                db.set_runtime_config(&a.runtime_id, &document, t0()),
+            let unknown = Uuid::new_v4().to_string();
+            for result in [
+                db.set_runtime_config(&unknown, &json!({}), t0())
+                    .map(|_| ()),
+                db.set_runtime_config("nope", &json!({}), t0()).map(|_| ()),
+                db.clear_runtime_config(&unknown).map(|_| ()),
             ] {
-                let Err(StoreError::Invalid(message)) = refused else {
-                    panic!("{document} was not refused: {refused:?}");
-                };
-                assert!(
-                    message.starts_with(&format!("invalid configuration document: {field}: ")),
-                    "{message}"
-                );
+                assert!(matches!(result, Err(StoreError::RuntimeNotFound(_))));
             }
+            assert!(matches!(
+                db.set_runtime_config(&a.runtime_id, &json!([1]), t0()),
+                Err(StoreError::Invalid(_))
+            ));
         }
-        assert_eq!(db.config_for_group("prod").unwrap(), None, "nothing stored");
+
+        fn configs_are_versioned_with_content_etags(db: &mut dyn Backend) {
+            assert_eq!(db.config_for_group("g").unwrap(), None);
+            let v1 = db
+                .set_config("g", &json!({"runtime": {}, "plugin": []}), t0())
+                .unwrap();
+            assert_eq!(v1.version, 1);
+            let stored = db.config_for_group("g").unwrap().unwrap();
+            assert_eq!(stored.document, r#"{"plugin":[],"runtime":{}}"#);
+            assert_eq!(stored.version, v1);
+            // Same content, new version, same ETag.
+            let v2 = db
+                .set_config("g", &json!({"plugin": [], "runtime": {}}), t0())
+                .unwrap();
+            assert_eq!((v2.version, &v2.etag), (2, &v1.etag));
+            let v3 = db.set_config("g", &jobs(3), t0()).unwrap();
+            assert_eq!(v3.version, 3);
+            assert_ne!(v3.etag, v1.etag);
+            // Groups are independent.
+            assert_eq!(db.set_config("h", &json!({}), t0()).unwrap().version, 1);
+            assert!(matches!(
+                db.set_config("g", &json!([1]), t0()),
+                Err(StoreError::Invalid(_))
+            ));
+            assert_eq!(
+                db.config_for_group("g").unwrap().unwrap().version.version,
+                3
+            );
+        }
+
+        fn documents_of_another_shape_are_refused_naming_the_field(db: &mut dyn Backend) {
+            let a = enrolled(db, "prod");
+            for (document, field) in [
+                (json!({ "interval": "1h" }), "interval"),
+                (
+                    json!({ "plugin": [{ "name": "p", "grants": { "network": true } }] }),
+                    "plugin[0].grants.network",
+                ),
+                (
+                    json!({ "plugin": [{ "name": "p", "limits": { "memory_mib": "lots" } }] }),
+                    "plugin[0].limits.memory_mib",
+                ),
+                (json!({ "policy": { "read": ["/"] } }), "policy"),
+            ] {
+                for refused in [
+                    db.set_config("prod", &document, t0()),
+                    db.set_runtime_config(&a.runtime_id, &document, t0()),
+                ] {
+                    let Err(StoreError::Invalid(message)) = refused else {
+                        panic!("{document} was not refused: {refused:?}");
+                    };
+                    assert!(
+                        message.starts_with(&format!("invalid configuration document: {field}: ")),
+                        "{message}"
+                    );
+                }
+            }
+            assert_eq!(db.config_for_group("prod").unwrap(), None, "nothing stored");
+        }
     }
 }

@@ -13,12 +13,49 @@ use crate::model::{IssuedToken, RuntimeIdentity, TokenType, to_millis};
 use crate::secrets::{constant_time_eq, hash_secret, random_token};
 
 /// What the token endpoint checks of a runtime.
-struct RuntimeCredentials {
-    secret_hash: String,
-    next_secret_hash: Option<String>,
-    cert_sha256: Option<String>,
-    next_cert_sha256: Option<String>,
-    revoked: bool,
+pub(super) struct RuntimeCredentials {
+    pub(super) secret_hash: String,
+    pub(super) next_secret_hash: Option<String>,
+    pub(super) cert_sha256: Option<String>,
+    pub(super) next_cert_sha256: Option<String>,
+    pub(super) revoked: bool,
+}
+
+impl RuntimeCredentials {
+    /// Checks a client secret (and, over mutual TLS, the SHA-256 of the
+    /// connection's certificate) against these credentials: `Ok(true)` when
+    /// they are the rotated ones, used for the first time (they must then
+    /// replace the current ones), `Ok(false)` for the current ones.
+    pub(super) fn check(
+        &self,
+        client_secret: &str,
+        certificate: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let presented = hash_secret(client_secret);
+        // Over mutual TLS the certificate must be the one issued with the
+        // secret; over plain HTTP there is none to check.
+        let certificate_matches = |bound: Option<&str>| match certificate {
+            None => true,
+            Some(presented) => bound == Some(presented),
+        };
+        let current = constant_time_eq(self.secret_hash.as_bytes(), presented.as_bytes())
+            && certificate_matches(self.cert_sha256.as_deref());
+        // The first use of a rotated secret (with its certificate, if the
+        // rotation issued one) makes them the only valid ones.
+        let rotated = self
+            .next_secret_hash
+            .as_deref()
+            .is_some_and(|next| constant_time_eq(next.as_bytes(), presented.as_bytes()))
+            && certificate_matches(
+                self.next_cert_sha256
+                    .as_deref()
+                    .or(self.cert_sha256.as_deref()),
+            );
+        if !(current || rotated) || self.revoked {
+            return Err(StoreError::InvalidClient);
+        }
+        Ok(rotated)
+    }
 }
 
 impl Db {
@@ -62,30 +99,7 @@ impl Db {
         let Some(stored) = row else {
             return Err(StoreError::InvalidClient);
         };
-        let presented = hash_secret(client_secret);
-        // Over mutual TLS the certificate must be the one issued with the
-        // secret; over plain HTTP there is none to check.
-        let certificate_matches = |bound: Option<&str>| match certificate {
-            None => true,
-            Some(presented) => bound == Some(presented),
-        };
-        let current = constant_time_eq(stored.secret_hash.as_bytes(), presented.as_bytes())
-            && certificate_matches(stored.cert_sha256.as_deref());
-        // The first use of a rotated secret (with its certificate, if the
-        // rotation issued one) makes them the only valid ones.
-        let rotated = stored
-            .next_secret_hash
-            .as_deref()
-            .is_some_and(|next| constant_time_eq(next.as_bytes(), presented.as_bytes()))
-            && certificate_matches(
-                stored
-                    .next_cert_sha256
-                    .as_deref()
-                    .or(stored.cert_sha256.as_deref()),
-            );
-        if !(current || rotated) || stored.revoked {
-            return Err(StoreError::InvalidClient);
-        }
+        let rotated = stored.check(client_secret, certificate)?;
         if rotated {
             tx.execute(
                 "UPDATE runtimes SET secret_hash = next_secret_hash, next_secret_hash = NULL,
@@ -191,218 +205,206 @@ mod tests {
         }
     }
 
-    #[test]
-    fn secrets_are_stored_only_as_hashes() {
-        let mut db = Db::open_in_memory().unwrap();
-        let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
-        let enrollment = db.enroll(&token.token, "n", t0(), no_certificate).unwrap();
-        let access = db
-            .issue_access_token(
-                &enrollment.runtime_id,
-                &enrollment.client_secret,
-                None,
-                MINUTE,
-                t0(),
-            )
-            .unwrap();
-        let dump: String = db
-            .conn
-            .query_row(
-                "SELECT group_concat(v, '|') FROM (
-                     SELECT token_hash AS v FROM enrollment_tokens
+    backend_tests! {
+        fn secrets_are_stored_only_as_hashes(db: &mut dyn Backend) {
+            let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
+            let enrollment = db.enroll(&token.token, "n", t0(), no_certificate).unwrap();
+            let access = db
+                .issue_access_token(
+                    &enrollment.runtime_id,
+                    &enrollment.client_secret,
+                    None,
+                    MINUTE,
+                    t0(),
+                )
+                .unwrap();
+            let dump = db
+                .query_texts(
+                    "SELECT token_hash FROM enrollment_tokens
                      UNION ALL SELECT secret_hash FROM runtimes
-                     UNION ALL SELECT token_hash FROM access_tokens)",
-                [],
-                |row| row.get(0),
-            )
-            .unwrap();
-        for secret in [
-            &token.token,
-            &enrollment.client_secret,
-            &access.access_token,
-        ] {
-            assert!(!dump.contains(secret.as_str()));
-            assert!(dump.contains(&hash_secret(secret)));
-        }
-    }
-
-    #[test]
-    fn rotated_secrets_replace_the_old_one_on_first_use() {
-        let mut db = Db::open_in_memory().unwrap();
-        let e = enrolled(&mut db, "default");
-        let id = e.runtime_id.clone();
-        let runtime = Uuid::parse_str(&id).unwrap();
-        let new = db.rotate_secret(runtime, None).unwrap();
-        // Until the new secret is used, the old one still works.
-        let old_token = db
-            .issue_access_token(&id, &e.client_secret, None, HOUR, t0())
-            .unwrap();
-        let new_token = db.issue_access_token(&id, &new, None, HOUR, t0()).unwrap();
-        // Its first use retires the old secret and its tokens.
-        assert_eq!(
-            db.authenticate(&old_token.access_token, None, t0())
-                .unwrap(),
-            None
-        );
-        assert!(
-            db.authenticate(&new_token.access_token, None, t0())
+                     UNION ALL SELECT token_hash FROM access_tokens",
+                )
                 .unwrap()
-                .is_some()
-        );
-        assert!(matches!(
-            db.issue_access_token(&id, &e.client_secret, None, HOUR, t0()),
-            Err(StoreError::InvalidClient)
-        ));
-        db.issue_access_token(&id, &new, None, HOUR, t0()).unwrap();
-        db.revoke_runtime(&id, t0()).unwrap();
-        assert!(matches!(
-            db.rotate_secret(runtime, None),
-            Err(StoreError::InvalidClient)
-        ));
-    }
-
-    #[test]
-    fn tokens_are_bound_to_the_client_certificate() {
-        let mut db = Db::open_in_memory().unwrap();
-        let token = db.create_enrollment_token("default", HOUR, t0()).unwrap();
-        let e = db
-            .enroll(&token.token, "web-1", t0(), |_| {
-                Ok(Some(certificate("aaa")))
-            })
-            .unwrap();
-        assert_eq!(e.certificate.as_deref(), Some("PEM of aaa"));
-        let listed = db.list_runtimes(t0(), MINUTE).unwrap();
-        assert_eq!(listed[0].certificate_sha256.as_deref(), Some("aaa"));
-        let (id, secret) = (e.runtime_id.clone(), e.client_secret.clone());
-        // The secret alone is not enough: it must come with the certificate.
-        for wrong in ["bbb", ""] {
-            assert!(matches!(
-                db.issue_access_token(&id, &secret, Some(wrong), HOUR, t0()),
-                Err(StoreError::InvalidClient)
-            ));
+                .join("|");
+            for secret in [
+                &token.token,
+                &enrollment.client_secret,
+                &access.access_token,
+            ] {
+                assert!(!dump.contains(secret.as_str()));
+                assert!(dump.contains(&hash_secret(secret)));
+            }
         }
-        let issued = db
-            .issue_access_token(&id, &secret, Some("aaa"), HOUR, t0())
-            .unwrap();
-        assert!(
-            db.authenticate(&issued.access_token, Some("aaa"), t0())
-                .unwrap()
-                .is_some()
-        );
-        // A token used over another certificate is refused.
-        assert_eq!(
-            db.authenticate(&issued.access_token, Some("bbb"), t0())
-                .unwrap(),
-            None
-        );
 
-        // Rotation: the old pair works until the new pair is first used;
-        // the new secret does not work with the old certificate.
-        let runtime = Uuid::parse_str(&id).unwrap();
-        let new = db.rotate_secret(runtime, Some("ccc")).unwrap();
-        db.issue_access_token(&id, &secret, Some("aaa"), HOUR, t0())
-            .unwrap();
-        assert!(
-            db.issue_access_token(&id, &new, Some("aaa"), HOUR, t0())
-                .is_err()
-        );
-        db.issue_access_token(&id, &new, Some("ccc"), HOUR, t0())
-            .unwrap();
-        assert!(
-            db.issue_access_token(&id, &secret, Some("aaa"), HOUR, t0())
-                .is_err()
-        );
-        // Tokens of the old credentials stop working, over any certificate.
-        for certificate in ["aaa", "ccc"] {
+        fn rotated_secrets_replace_the_old_one_on_first_use(db: &mut dyn Backend) {
+            let e = enrolled(db, "default");
+            let id = e.runtime_id.clone();
+            let runtime = Uuid::parse_str(&id).unwrap();
+            let new = db.rotate_secret(runtime, None).unwrap();
+            // Until the new secret is used, the old one still works.
+            let old_token = db
+                .issue_access_token(&id, &e.client_secret, None, HOUR, t0())
+                .unwrap();
+            let new_token = db.issue_access_token(&id, &new, None, HOUR, t0()).unwrap();
+            // Its first use retires the old secret and its tokens.
             assert_eq!(
-                db.authenticate(&issued.access_token, Some(certificate), t0())
+                db.authenticate(&old_token.access_token, None, t0())
                     .unwrap(),
                 None
             );
+            assert!(
+                db.authenticate(&new_token.access_token, None, t0())
+                    .unwrap()
+                    .is_some()
+            );
+            assert!(matches!(
+                db.issue_access_token(&id, &e.client_secret, None, HOUR, t0()),
+                Err(StoreError::InvalidClient)
+            ));
+            db.issue_access_token(&id, &new, None, HOUR, t0()).unwrap();
+            db.revoke_runtime(&id, t0()).unwrap();
+            assert!(matches!(
+                db.rotate_secret(runtime, None),
+                Err(StoreError::InvalidClient)
+            ));
         }
-    }
 
-    #[test]
-    fn access_tokens_authenticate_until_expiry_or_revocation() {
-        let mut db = Db::open_in_memory().unwrap();
-        let e = enrolled(&mut db, "g");
-        assert!(matches!(
-            db.issue_access_token(&e.runtime_id, "wrong", None, MINUTE, t0()),
-            Err(StoreError::InvalidClient)
-        ));
-        assert!(matches!(
-            db.issue_access_token("not-a-uuid", &e.client_secret, None, MINUTE, t0()),
-            Err(StoreError::InvalidClient)
-        ));
-        assert!(matches!(
-            db.issue_access_token(
-                &Uuid::new_v4().to_string(),
-                &e.client_secret,
-                None,
-                MINUTE,
-                t0()
-            ),
-            Err(StoreError::InvalidClient)
-        ));
-        let token = db
-            .issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, t0())
-            .unwrap();
-        assert_eq!(token.expires_in, 60);
-        assert_eq!(token.token_type, TokenType::Bearer);
-        let who = db
-            .authenticate(&token.access_token, None, later(59))
-            .unwrap()
-            .unwrap();
-        assert_eq!(who.id.to_string(), e.runtime_id);
-        assert_eq!(who.group, "g");
-        assert_eq!(
-            db.authenticate(&token.access_token, None, later(60))
-                .unwrap(),
-            None
-        );
-        assert_eq!(db.authenticate("unknown", None, t0()).unwrap(), None);
-
-        let token = db
-            .issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, t0())
-            .unwrap();
-        db.revoke_runtime(&e.runtime_id, later(1)).unwrap();
-        assert_eq!(
-            db.authenticate(&token.access_token, None, later(2))
-                .unwrap(),
-            None
-        );
-        assert!(matches!(
-            db.issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, later(3)),
-            Err(StoreError::InvalidClient)
-        ));
-        let runtimes = db.list_runtimes(later(4), MINUTE).unwrap();
-        assert!(runtimes[0].revoked);
-        // Revoking again keeps the first time; unknown ids are reported.
-        db.revoke_runtime(&e.runtime_id, later(100)).unwrap();
-        assert_eq!(
-            db.list_runtimes(later(4), MINUTE).unwrap()[0].revoked_at,
-            runtimes[0].revoked_at
-        );
-        assert!(matches!(
-            db.revoke_runtime(&Uuid::new_v4().to_string(), t0()),
-            Err(StoreError::RuntimeNotFound(_))
-        ));
-    }
-
-    #[test]
-    fn expired_access_tokens_are_pruned_on_issue() {
-        let mut db = Db::open_in_memory().unwrap();
-        let e = enrolled(&mut db, "g");
-        for _ in 0..3 {
-            db.issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, t0())
+        fn tokens_are_bound_to_the_client_certificate(db: &mut dyn Backend) {
+            let token = db.create_enrollment_token("default", HOUR, t0()).unwrap();
+            let e = db
+                .enroll(&token.token, "web-1", t0(), |_| {
+                    Ok(Some(certificate("aaa")))
+                })
                 .unwrap();
+            assert_eq!(e.certificate.as_deref(), Some("PEM of aaa"));
+            let listed = db.list_runtimes(t0(), MINUTE).unwrap();
+            assert_eq!(listed[0].certificate_sha256.as_deref(), Some("aaa"));
+            let (id, secret) = (e.runtime_id.clone(), e.client_secret.clone());
+            // The secret alone is not enough: it must come with the certificate.
+            for wrong in ["bbb", ""] {
+                assert!(matches!(
+                    db.issue_access_token(&id, &secret, Some(wrong), HOUR, t0()),
+                    Err(StoreError::InvalidClient)
+                ));
+            }
+            let issued = db
+                .issue_access_token(&id, &secret, Some("aaa"), HOUR, t0())
+                .unwrap();
+            assert!(
+                db.authenticate(&issued.access_token, Some("aaa"), t0())
+                    .unwrap()
+                    .is_some()
+            );
+            // A token used over another certificate is refused.
+            assert_eq!(
+                db.authenticate(&issued.access_token, Some("bbb"), t0())
+                    .unwrap(),
+                None
+            );
+
+            // Rotation: the old pair works until the new pair is first used;
+            // the new secret does not work with the old certificate.
+            let runtime = Uuid::parse_str(&id).unwrap();
+            let new = db.rotate_secret(runtime, Some("ccc")).unwrap();
+            db.issue_access_token(&id, &secret, Some("aaa"), HOUR, t0())
+                .unwrap();
+            assert!(
+                db.issue_access_token(&id, &new, Some("aaa"), HOUR, t0())
+                    .is_err()
+            );
+            db.issue_access_token(&id, &new, Some("ccc"), HOUR, t0())
+                .unwrap();
+            assert!(
+                db.issue_access_token(&id, &secret, Some("aaa"), HOUR, t0())
+                    .is_err()
+            );
+            // Tokens of the old credentials stop working, over any certificate.
+            for certificate in ["aaa", "ccc"] {
+                assert_eq!(
+                    db.authenticate(&issued.access_token, Some(certificate), t0())
+                        .unwrap(),
+                    None
+                );
+            }
         }
-        db.issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, later(120))
-            .unwrap();
-        let count: i64 = db
-            .conn
-            .query_row("SELECT count(*) FROM access_tokens", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(count, 1);
+
+        fn access_tokens_authenticate_until_expiry_or_revocation(db: &mut dyn Backend) {
+            let e = enrolled(db, "g");
+            assert!(matches!(
+                db.issue_access_token(&e.runtime_id, "wrong", None, MINUTE, t0()),
+                Err(StoreError::InvalidClient)
+            ));
+            assert!(matches!(
+                db.issue_access_token("not-a-uuid", &e.client_secret, None, MINUTE, t0()),
+                Err(StoreError::InvalidClient)
+            ));
+            assert!(matches!(
+                db.issue_access_token(
+                    &Uuid::new_v4().to_string(),
+                    &e.client_secret,
+                    None,
+                    MINUTE,
+                    t0()
+                ),
+                Err(StoreError::InvalidClient)
+            ));
+            let token = db
+                .issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, t0())
+                .unwrap();
+            assert_eq!(token.expires_in, 60);
+            assert_eq!(token.token_type, TokenType::Bearer);
+            let who = db
+                .authenticate(&token.access_token, None, later(59))
+                .unwrap()
+                .unwrap();
+            assert_eq!(who.id.to_string(), e.runtime_id);
+            assert_eq!(who.group, "g");
+            assert_eq!(
+                db.authenticate(&token.access_token, None, later(60))
+                    .unwrap(),
+                None
+            );
+            assert_eq!(db.authenticate("unknown", None, t0()).unwrap(), None);
+
+            let token = db
+                .issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, t0())
+                .unwrap();
+            db.revoke_runtime(&e.runtime_id, later(1)).unwrap();
+            assert_eq!(
+                db.authenticate(&token.access_token, None, later(2))
+                    .unwrap(),
+                None
+            );
+            assert!(matches!(
+                db.issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, later(3)),
+                Err(StoreError::InvalidClient)
+            ));
+            let runtimes = db.list_runtimes(later(4), MINUTE).unwrap();
+            assert!(runtimes[0].revoked);
+            // Revoking again keeps the first time; unknown ids are reported.
+            db.revoke_runtime(&e.runtime_id, later(100)).unwrap();
+            assert_eq!(
+                db.list_runtimes(later(4), MINUTE).unwrap()[0].revoked_at,
+                runtimes[0].revoked_at
+            );
+            assert!(matches!(
+                db.revoke_runtime(&Uuid::new_v4().to_string(), t0()),
+                Err(StoreError::RuntimeNotFound(_))
+            ));
+        }
+
+        fn expired_access_tokens_are_pruned_on_issue(db: &mut dyn Backend) {
+            let e = enrolled(db, "g");
+            for _ in 0..3 {
+                db.issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, t0())
+                    .unwrap();
+            }
+            db.issue_access_token(&e.runtime_id, &e.client_secret, None, MINUTE, later(120))
+                .unwrap();
+            let count = db
+                .query_texts("SELECT CAST(count(*) AS TEXT) FROM access_tokens")
+                .unwrap();
+            assert_eq!(count, ["1"]);
+        }
     }
 }

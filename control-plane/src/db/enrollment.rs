@@ -18,6 +18,28 @@ use crate::secrets::{hash_secret, random_token};
 /// The longest lifetime of an enrollment token.
 pub const MAX_ENROLLMENT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// A new enrollment token for `group` valid for `ttl` (checked), with its
+/// creation and expiry times in milliseconds.
+pub(super) fn new_enrollment_token(
+    group: &str,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<(String, i64, i64), StoreError> {
+    validate_group(group)?;
+    if ttl < Duration::from_secs(1) || ttl > MAX_ENROLLMENT_TTL {
+        return Err(StoreError::Invalid(format!(
+            "invalid enrollment token lifetime {}: use 1 second to 30 days",
+            humantime::format_duration(ttl)
+        )));
+    }
+    let created = to_millis(now);
+    Ok((
+        random_token()?,
+        created,
+        created.saturating_add(duration_millis(ttl)),
+    ))
+}
+
 impl Db {
     /// Creates a single-use enrollment token for `group`, valid for `ttl`.
     pub fn create_enrollment_token(
@@ -26,16 +48,7 @@ impl Db {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<NewEnrollmentToken, StoreError> {
-        validate_group(group)?;
-        if ttl < Duration::from_secs(1) || ttl > MAX_ENROLLMENT_TTL {
-            return Err(StoreError::Invalid(format!(
-                "invalid enrollment token lifetime {}: use 1 second to 30 days",
-                humantime::format_duration(ttl)
-            )));
-        }
-        let token = random_token()?;
-        let created = to_millis(now);
-        let expires = created.saturating_add(duration_millis(ttl));
+        let (token, created, expires) = new_enrollment_token(group, ttl, now)?;
         self.conn.execute(
             "INSERT INTO enrollment_tokens (token_hash, group_name, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4)",
@@ -115,64 +128,60 @@ mod tests {
     use super::*;
     use crate::db::test_support::*;
 
-    #[test]
-    fn a_failed_certificate_spends_no_enrollment_token() {
-        let mut db = Db::open_in_memory().unwrap();
-        let token = db.create_enrollment_token("default", HOUR, t0()).unwrap();
-        let refused = db.enroll(&token.token, "web-1", t0(), |_| {
-            Err(StoreError::Invalid("bad CSR".to_string()))
-        });
-        assert!(matches!(refused, Err(StoreError::Invalid(_))));
-        db.enroll(&token.token, "web-1", t0(), no_certificate)
-            .unwrap();
-    }
+    backend_tests! {
+        fn a_failed_certificate_spends_no_enrollment_token(db: &mut dyn Backend) {
+            let token = db.create_enrollment_token("default", HOUR, t0()).unwrap();
+            let refused = db.enroll(&token.token, "web-1", t0(), |_| {
+                Err(StoreError::Invalid("bad CSR".to_string()))
+            });
+            assert!(matches!(refused, Err(StoreError::Invalid(_))));
+            db.enroll(&token.token, "web-1", t0(), no_certificate)
+                .unwrap();
+        }
 
-    #[test]
-    fn enrollment_tokens_are_single_use_and_expire() {
-        let mut db = Db::open_in_memory().unwrap();
-        let token = db.create_enrollment_token("prod", HOUR, t0()).unwrap();
-        assert_eq!(token.group, "prod");
-        let enrollment = db
-            .enroll(&token.token, "web-1", later(10), no_certificate)
-            .unwrap();
-        assert_eq!(enrollment.group, "prod");
-        assert!(matches!(
-            db.enroll(&token.token, "web-2", later(20), no_certificate),
-            Err(StoreError::InvalidEnrollmentToken)
-        ));
-        let expiring = db.create_enrollment_token("prod", MINUTE, t0()).unwrap();
-        assert!(matches!(
-            db.enroll(&expiring.token, "web-3", later(60), no_certificate),
-            Err(StoreError::InvalidEnrollmentToken)
-        ));
-        assert!(matches!(
-            db.enroll("unknown", "web-4", t0(), no_certificate),
-            Err(StoreError::InvalidEnrollmentToken)
-        ));
-        assert_eq!(db.list_runtimes(t0(), MINUTE).unwrap().len(), 1);
-    }
+        fn enrollment_tokens_are_single_use_and_expire(db: &mut dyn Backend) {
+            let token = db.create_enrollment_token("prod", HOUR, t0()).unwrap();
+            assert_eq!(token.group, "prod");
+            let enrollment = db
+                .enroll(&token.token, "web-1", later(10), no_certificate)
+                .unwrap();
+            assert_eq!(enrollment.group, "prod");
+            assert!(matches!(
+                db.enroll(&token.token, "web-2", later(20), no_certificate),
+                Err(StoreError::InvalidEnrollmentToken)
+            ));
+            let expiring = db.create_enrollment_token("prod", MINUTE, t0()).unwrap();
+            assert!(matches!(
+                db.enroll(&expiring.token, "web-3", later(60), no_certificate),
+                Err(StoreError::InvalidEnrollmentToken)
+            ));
+            assert!(matches!(
+                db.enroll("unknown", "web-4", t0(), no_certificate),
+                Err(StoreError::InvalidEnrollmentToken)
+            ));
+            assert_eq!(db.list_runtimes(t0(), MINUTE).unwrap().len(), 1);
+        }
 
-    #[test]
-    fn enrollment_input_is_validated() {
-        let mut db = Db::open_in_memory().unwrap();
-        assert!(matches!(
-            db.create_enrollment_token("bad group", HOUR, t0()),
-            Err(StoreError::Invalid(_))
-        ));
-        assert!(matches!(
-            db.create_enrollment_token("g", Duration::ZERO, t0()),
-            Err(StoreError::Invalid(_))
-        ));
-        assert!(matches!(
-            db.create_enrollment_token("g", MAX_ENROLLMENT_TTL + MINUTE, t0()),
-            Err(StoreError::Invalid(_))
-        ));
-        let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
-        assert!(matches!(
-            db.enroll(&token.token, "", t0(), no_certificate),
-            Err(StoreError::Invalid(_))
-        ));
-        // A refused name does not spend the token.
-        db.enroll(&token.token, "ok", t0(), no_certificate).unwrap();
+        fn enrollment_input_is_validated(db: &mut dyn Backend) {
+            assert!(matches!(
+                db.create_enrollment_token("bad group", HOUR, t0()),
+                Err(StoreError::Invalid(_))
+            ));
+            assert!(matches!(
+                db.create_enrollment_token("g", Duration::ZERO, t0()),
+                Err(StoreError::Invalid(_))
+            ));
+            assert!(matches!(
+                db.create_enrollment_token("g", MAX_ENROLLMENT_TTL + MINUTE, t0()),
+                Err(StoreError::Invalid(_))
+            ));
+            let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
+            assert!(matches!(
+                db.enroll(&token.token, "", t0(), no_certificate),
+                Err(StoreError::Invalid(_))
+            ));
+            // A refused name does not spend the token.
+            db.enroll(&token.token, "ok", t0(), no_certificate).unwrap();
+        }
     }
 }

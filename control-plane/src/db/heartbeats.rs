@@ -38,27 +38,27 @@ mod tests {
     use crate::db::test_support::*;
     use serde_json::json;
 
-    #[test]
-    fn heartbeats_and_staleness() {
-        let mut db = Db::open_in_memory().unwrap();
-        let e = enrolled(&mut db, "g");
-        let id = Uuid::parse_str(&e.runtime_id).unwrap();
-        let runtime = &db.list_runtimes(t0(), MINUTE).unwrap()[0];
-        assert!(runtime.stale, "never sent a heartbeat");
-        assert_eq!(runtime.heartbeat, None);
-        let body = json!({"uuid": e.runtime_id, "created_at": "2027-01-15T08:00:00Z", "jobs": [1]});
-        db.record_heartbeat(id, &body, later(10)).unwrap();
-        let runtime = &db.list_runtimes(later(70), MINUTE).unwrap()[0];
-        assert!(!runtime.stale);
-        assert_eq!(runtime.heartbeat.as_ref(), Some(&body));
-        assert_eq!(
-            runtime.last_heartbeat_at.as_deref(),
-            Some("2027-01-15T08:00:10.000Z")
-        );
-        assert!(db.list_runtimes(later(71), MINUTE).unwrap()[0].stale);
-        assert!(matches!(
-            db.record_heartbeat(Uuid::new_v4(), &body, t0()),
-            Err(StoreError::RuntimeNotFound(_))
-        ));
+    backend_tests! {
+        fn heartbeats_and_staleness(db: &mut dyn Backend) {
+            let e = enrolled(db, "g");
+            let id = Uuid::parse_str(&e.runtime_id).unwrap();
+            let runtime = &db.list_runtimes(t0(), MINUTE).unwrap()[0];
+            assert!(runtime.stale, "never sent a heartbeat");
+            assert_eq!(runtime.heartbeat, None);
+            let body = json!({"uuid": e.runtime_id, "created_at": "2027-01-15T08:00:00Z", "jobs": [1]});
+            db.record_heartbeat(id, &body, later(10)).unwrap();
+            let runtime = &db.list_runtimes(later(70), MINUTE).unwrap()[0];
+            assert!(!runtime.stale);
+            assert_eq!(runtime.heartbeat.as_ref(), Some(&body));
+            assert_eq!(
+                runtime.last_heartbeat_at.as_deref(),
+                Some("2027-01-15T08:00:10.000Z")
+            );
+            assert!(db.list_runtimes(later(71), MINUTE).unwrap()[0].stale);
+            assert!(matches!(
+                db.record_heartbeat(Uuid::new_v4(), &body, t0()),
+                Err(StoreError::RuntimeNotFound(_))
+            ));
+        }
     }
 }

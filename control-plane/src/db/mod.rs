@@ -1,13 +1,18 @@
-//! The SQLite store: schema migrations and every read and write the HTTP API
-//! and the admin commands share.
+//! The store: every read and write the HTTP API and the admin commands
+//! share, behind one trait ([`Backend`], `backend.rs`) with two
+//! implementations: SQLite, the embedded default, and PostgreSQL
+//! (`postgres/`), which several replicas can share. `location.rs` reads the
+//! `--database` argument that chooses between them.
 //!
-//! [`Db`] is one synchronous connection (WAL mode, busy timeout) whose
-//! methods take the current time as an argument, so tests can move the
-//! clock. [`Store`] shares one `Db` between async tasks and runs each call on
-//! tokio's blocking pool, never on the async runtime.
+//! [`Store`] shares the backend between async tasks and runs each call on
+//! tokio's blocking pool, never on the async runtime: with the one SQLite
+//! connection locked, or with a PostgreSQL connection checked out of the
+//! pool.
 //!
-//! This file holds the connection, the schema and its migrations; the
-//! reads and writes are `impl Db` blocks, one file per aggregate:
+//! [`Db`] is one synchronous SQLite connection (WAL mode, busy timeout).
+//! This file holds it, its schema and its migrations (counted by `PRAGMA
+//! user_version`); the reads and writes are `impl Db` blocks, one file per
+//! aggregate:
 //! `enrollment.rs` (enrollment tokens), `credentials.rs` (client secrets,
 //! certificates, access tokens), `runtimes.rs` (the runtime list,
 //! revocation), `configuration.rs`, `heartbeats.rs`, `evidence.rs`, `results.rs` (the
@@ -17,12 +22,15 @@
 //! Secrets (enrollment tokens, client secrets, access tokens) are stored only
 //! as SHA-256 hashes.
 
+mod backend;
 mod configuration;
 mod credentials;
 mod enrollment;
 mod evidence;
 mod fleet;
 mod heartbeats;
+mod location;
+pub mod postgres;
 mod results;
 mod retention;
 mod runtimes;
@@ -34,6 +42,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
+
+pub use backend::{Backend, Certify};
+pub use location::Database;
+pub use postgres::PgDb;
 
 use crate::error::StoreError;
 use crate::model::StoreStats;
@@ -283,6 +295,30 @@ impl Db {
     }
 }
 
+#[cfg(test)]
+impl Db {
+    fn execute_sql(&mut self, sql: &str) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch(sql)?)
+    }
+
+    fn query_texts(&mut self, sql: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let mut rows = stmt.query([])?;
+        let mut texts = Vec::new();
+        while let Some(row) = rows.next()? {
+            texts.push(match row.get_ref(0)? {
+                rusqlite::types::ValueRef::Null => String::new(),
+                rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                rusqlite::types::ValueRef::Real(x) => x.to_string(),
+                rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                    String::from_utf8_lossy(t).into_owned()
+                }
+            });
+        }
+        Ok(texts)
+    }
+}
+
 /// `duration` in the stored unit, milliseconds; saturating, so a huge TTL
 /// means "never" rather than an overflow.
 fn duration_millis(duration: Duration) -> i64 {
@@ -308,39 +344,96 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// One [`Db`] shared by async tasks; every call runs on the blocking pool.
-#[derive(Debug, Clone)]
+/// The store shared by async tasks; every call runs on the blocking pool.
+#[derive(Clone)]
 pub struct Store {
-    db: Arc<Mutex<Db>>,
+    shared: Shared,
+}
+
+#[derive(Clone)]
+enum Shared {
+    /// The one SQLite connection, taken in turn.
+    Sqlite(Arc<Mutex<Db>>),
+    /// PostgreSQL connections, one checked out per call.
+    Postgres(Arc<PoolOffRuntime>),
+}
+
+/// The pool, dropped on a thread of its own: closing a synchronous
+/// connection blocks, which the async runtime's threads must not do (the
+/// last handle may go with a task on one of them).
+struct PoolOffRuntime(Option<postgres::PgPool>);
+
+impl Drop for PoolOffRuntime {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.shared {
+            Shared::Sqlite(_) => "Store(SQLite)",
+            Shared::Postgres(_) => "Store(PostgreSQL)",
+        })
+    }
 }
 
 impl Store {
-    /// Shares `db`.
+    /// Shares one SQLite connection.
     pub fn new(db: Db) -> Self {
         Self {
-            db: Arc::new(Mutex::new(db)),
+            shared: Shared::Sqlite(Arc::new(Mutex::new(db))),
         }
     }
 
-    /// Opens the database file on the blocking pool.
-    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        let db = tokio::task::spawn_blocking(move || Db::open(&path))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
-        Ok(Self::new(db))
+    /// Shares a pool of PostgreSQL connections (see [`postgres::open_pool`]).
+    pub fn postgres(pool: postgres::PgPool) -> Self {
+        Self {
+            shared: Shared::Postgres(Arc::new(PoolOffRuntime(Some(pool)))),
+        }
     }
 
-    /// Runs `f` with the connection on tokio's blocking pool.
+    /// Opens the SQLite database file on the blocking pool.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_database(&Database::Sqlite(path.as_ref().to_path_buf()), 1).await
+    }
+
+    /// Opens the database on the blocking pool, its schema brought up to
+    /// date; a PostgreSQL pool keeps at most `pool_size` connections.
+    pub async fn open_database(database: &Database, pool_size: u32) -> Result<Self, StoreError> {
+        let database = database.clone();
+        tokio::task::spawn_blocking(move || match database {
+            Database::Sqlite(path) => Db::open(&path).map(Self::new),
+            Database::Postgres(config) => {
+                postgres::open_pool(&config, pool_size).map(Self::postgres)
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs `f` with the backend on tokio's blocking pool.
     pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || {
-            let mut db = db.lock().map_err(|_| StoreError::Poisoned)?;
-            f(&mut db)
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || match shared {
+            Shared::Sqlite(db) => {
+                let mut db = db.lock().map_err(|_| StoreError::Poisoned)?;
+                f(&mut *db)
+            }
+            Shared::Postgres(pool) => {
+                let pool = pool
+                    .0
+                    .as_ref()
+                    .ok_or_else(|| StoreError::Pool("the connection pool is closed".to_string()))?;
+                let mut client = pool.get().map_err(|e| StoreError::Pool(e.to_string()))?;
+                f(&mut postgres::PgDb::new(&mut client))
+            }
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
@@ -351,6 +444,7 @@ impl Store {
 mod tests {
     use super::test_support::*;
     use super::*;
+    use crate::db::postgres::PgDb;
     use chrono::Utc;
     use uuid::Uuid;
 
@@ -433,33 +527,114 @@ mod tests {
     }
 
     #[test]
-    fn stats_count_runtimes_as_the_list_does() {
-        let mut db = Db::open_in_memory().unwrap();
-        let fresh = enrolled(&mut db, "g");
-        let fresh = Uuid::parse_str(&fresh.runtime_id).unwrap();
-        let _never = enrolled(&mut db, "g");
-        let revoked = enrolled(&mut db, "g");
-        db.record_heartbeat(fresh, &serde_json::json!({}), later(10))
+    fn postgres_readiness_needs_the_known_schema() {
+        let (_database, mut client) = postgres_database();
+        let mut db = PgDb::new(&mut client);
+        db.check_ready().unwrap();
+        assert_eq!(db.schema_version().unwrap(), 1);
+        db.execute_sql("UPDATE refinery_schema_history SET version = 99")
             .unwrap();
-        db.revoke_runtime(&revoked.runtime_id, later(20)).unwrap();
-        let stats = db.stats(later(30), MINUTE).unwrap();
-        assert_eq!(
-            (stats.runtimes, stats.stale_runtimes, stats.revoked_runtimes),
-            (2, 1, 1)
-        );
-        assert!(stats.database_bytes >= 4096, "{stats:?}");
-        let listed = db.list_runtimes(later(30), MINUTE).unwrap();
-        let stale = listed.iter().filter(|r| r.stale && !r.revoked).count();
-        assert_eq!(stale as u64, stats.stale_runtimes);
-        // Past the threshold the fresh one is stale too, as in the list.
-        let stats = db.stats(later(71), MINUTE).unwrap();
-        assert_eq!(stats.stale_runtimes, 2);
-        assert!(db.list_runtimes(later(71), MINUTE).unwrap()[0].stale);
+        assert!(matches!(
+            db.check_ready().unwrap_err(),
+            StoreError::SchemaTooNew { found: 99, .. }
+        ));
+        db.execute_sql("DELETE FROM refinery_schema_history")
+            .unwrap();
+        assert!(matches!(
+            db.check_ready().unwrap_err(),
+            StoreError::Inconsistent(_)
+        ));
+    }
+
+    #[test]
+    fn postgres_is_migrated_once_by_racing_replicas_and_newer_schemas_are_refused() {
+        let database = test_postgres::TestDatabase::create();
+        // Four processes starting at once: one migrates, the others wait
+        // for it and find nothing left to do.
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                let config = database.config();
+                std::thread::spawn(move || crate::db::postgres::open_pool(&config, 2).map(|_| ()))
+            })
+            .collect();
+        for racer in racers {
+            racer.join().unwrap().unwrap();
+        }
+        let mut client = database.connect();
+        let applied = PgDb::new(&mut client)
+            .query_texts("SELECT CAST(count(*) AS TEXT) FROM refinery_schema_history")
+            .unwrap();
+        assert_eq!(applied, ["1"]);
+        // A store written by a newer program is not touched.
+        client
+            .batch_execute(
+                "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+                 VALUES (99, 'future', 'now', '0')",
+            )
+            .unwrap();
+        assert!(matches!(
+            crate::db::postgres::open_pool(&database.config(), 1).unwrap_err(),
+            StoreError::SchemaTooNew {
+                found: 99,
+                supported: 1
+            }
+        ));
+    }
+
+    backend_tests! {
+        fn stats_count_runtimes_as_the_list_does(db: &mut dyn Backend) {
+            let fresh = enrolled(db, "g");
+            let fresh = Uuid::parse_str(&fresh.runtime_id).unwrap();
+            let _never = enrolled(db, "g");
+            let revoked = enrolled(db, "g");
+            db.record_heartbeat(fresh, &serde_json::json!({}), later(10))
+                .unwrap();
+            db.revoke_runtime(&revoked.runtime_id, later(20)).unwrap();
+            let stats = db.stats(later(30), MINUTE).unwrap();
+            assert_eq!(
+                (stats.runtimes, stats.stale_runtimes, stats.revoked_runtimes),
+                (2, 1, 1)
+            );
+            assert!(stats.database_bytes >= 4096, "{stats:?}");
+            let listed = db.list_runtimes(later(30), MINUTE).unwrap();
+            let stale = listed.iter().filter(|r| r.stale && !r.revoked).count();
+            assert_eq!(stale as u64, stats.stale_runtimes);
+            // Past the threshold the fresh one is stale too, as in the list.
+            let stats = db.stats(later(71), MINUTE).unwrap();
+            assert_eq!(stats.stale_runtimes, 2);
+            assert!(db.list_runtimes(later(71), MINUTE).unwrap()[0].stale);
+        }
     }
 
     #[tokio::test]
     async fn store_runs_calls_on_the_blocking_pool() {
-        let store = Store::new(Db::open_in_memory().unwrap());
+        store_serves_calls(Store::new(Db::open_in_memory().unwrap())).await;
+    }
+
+    #[tokio::test]
+    async fn a_postgres_store_serves_calls_from_its_pool() {
+        let database = test_postgres::TestDatabase::create();
+        let store = Store::open_database(&Database::Postgres(Box::new(database.config())), 2)
+            .await
+            .unwrap();
+        store_serves_calls(store.clone()).await;
+        // More calls at once than connections: they wait their turn.
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .call(|db| db.create_enrollment_token("g", HOUR, Utc::now()))
+                        .await
+                })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+    }
+
+    async fn store_serves_calls(store: Store) {
         let token = store
             .call(|db| db.create_enrollment_token("g", HOUR, Utc::now()))
             .await

@@ -11,6 +11,47 @@ use super::{Db, duration_millis};
 use crate::error::StoreError;
 use crate::model::{RuntimeSummary, rfc3339, to_millis};
 
+/// A row of the runtime list, as both backends select it.
+pub(super) struct RuntimeRow {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) group: String,
+    pub(super) enrolled_at: i64,
+    pub(super) revoked_at: Option<i64>,
+    pub(super) heartbeat_at: Option<i64>,
+    pub(super) heartbeat: Option<String>,
+    pub(super) certificate_sha256: Option<String>,
+    pub(super) own_config: bool,
+}
+
+/// The columns of [`RuntimeRow`], in order.
+pub(super) const RUNTIME_COLUMNS: &str = "id, name, group_name, enrolled_at, revoked_at, last_heartbeat_at, last_heartbeat,
+                    cert_sha256, EXISTS (SELECT 1 FROM runtime_configs c WHERE c.runtime_id = r.id)";
+
+impl RuntimeRow {
+    /// The runtime as administrators see it at `now` (milliseconds).
+    pub(super) fn summary(self, now: i64, stale_after: i64) -> Result<RuntimeSummary, StoreError> {
+        Ok(RuntimeSummary {
+            id: self.id,
+            name: self.name,
+            group: self.group,
+            enrolled_at: rfc3339(self.enrolled_at),
+            revoked: self.revoked_at.is_some(),
+            revoked_at: self.revoked_at.map(rfc3339),
+            last_heartbeat_at: self.heartbeat_at.map(rfc3339),
+            stale: self
+                .heartbeat_at
+                .is_none_or(|at| now.saturating_sub(at) > stale_after),
+            heartbeat: self
+                .heartbeat
+                .map(|text| serde_json::from_str::<Value>(&text))
+                .transpose()?,
+            certificate_sha256: self.certificate_sha256,
+            own_config: self.own_config,
+        })
+    }
+}
+
 impl Db {
     /// Every runtime, oldest enrollment first; a runtime is stale when it
     /// never sent a heartbeat or its last one is older than `stale_after`.
@@ -21,52 +62,25 @@ impl Db {
     ) -> Result<Vec<RuntimeSummary>, StoreError> {
         let now = to_millis(now);
         let stale_after = duration_millis(stale_after);
-        let mut stmt = self.conn.prepare(
-            "SELECT id, name, group_name, enrolled_at, revoked_at, last_heartbeat_at, last_heartbeat,
-                    cert_sha256, EXISTS (SELECT 1 FROM runtime_configs c WHERE c.runtime_id = r.id)
-             FROM runtimes r ORDER BY enrolled_at, id",
-        )?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {RUNTIME_COLUMNS} FROM runtimes r ORDER BY enrolled_at, id"
+        ))?;
         let rows = stmt.query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, i64>(3)?,
-                row.get::<_, Option<i64>>(4)?,
-                row.get::<_, Option<i64>>(5)?,
-                row.get::<_, Option<String>>(6)?,
-                row.get::<_, Option<String>>(7)?,
-                row.get::<_, bool>(8)?,
-            ))
+            Ok(RuntimeRow {
+                id: row.get(0)?,
+                name: row.get(1)?,
+                group: row.get(2)?,
+                enrolled_at: row.get(3)?,
+                revoked_at: row.get(4)?,
+                heartbeat_at: row.get(5)?,
+                heartbeat: row.get(6)?,
+                certificate_sha256: row.get(7)?,
+                own_config: row.get(8)?,
+            })
         })?;
         let mut runtimes = Vec::new();
         for row in rows {
-            let (
-                id,
-                name,
-                group,
-                enrolled_at,
-                revoked_at,
-                heartbeat_at,
-                heartbeat,
-                certificate_sha256,
-                own_config,
-            ) = row?;
-            runtimes.push(RuntimeSummary {
-                id,
-                name,
-                group,
-                enrolled_at: rfc3339(enrolled_at),
-                revoked: revoked_at.is_some(),
-                revoked_at: revoked_at.map(rfc3339),
-                last_heartbeat_at: heartbeat_at.map(rfc3339),
-                stale: heartbeat_at.is_none_or(|at| now.saturating_sub(at) > stale_after),
-                heartbeat: heartbeat
-                    .map(|text| serde_json::from_str::<Value>(&text))
-                    .transpose()?,
-                certificate_sha256,
-                own_config,
-            });
+            runtimes.push(row?.summary(now, stale_after)?);
         }
         Ok(runtimes)
     }
