@@ -398,3 +398,19 @@ async fn a_replica_killed_mid_batch_loses_nothing() {
     .unwrap();
     assert_eq!(bytes, 0, "the quota counts each record once");
 }
+
+#[tokio::test]
+async fn retention_is_refused_on_postgres_until_it_is_there() {
+    let database = TestDatabase::create();
+    let output = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--dev-plain-http"])
+        .args(["--evidence-retention", "30d"])
+        .env("ACP_DATABASE", database.url())
+        .env("ACP_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("need an SQLite database"), "{stderr}");
+}
