@@ -170,6 +170,13 @@ impl Report {
             self.steady.per_second(),
             self.steady.errors,
         );
+        if self.unfinished_runtimes > 0 {
+            let _ = writeln!(
+                out,
+                "| cut short | {} runtimes were still busy a request timeout after the end and were stopped; a batch they had in flight may be stored without the generator counting it |",
+                self.unfinished_runtimes,
+            );
+        }
         let server = self
             .server_records_accepted()
             .map_or_else(|| "not read".to_string(), |n| format!("{n:.0}"));
