@@ -701,13 +701,6 @@ fn run_serve(database: Option<Database>, args: ServeArgs) -> anyhow::Result<()> 
         max_age: args.evidence_retention.0,
         per_runtime: args.evidence_retention_for.iter().copied().collect(),
     };
-    // Retention is not on PostgreSQL yet: refused now rather than failing
-    // at every pass.
-    if retention.deletes_anything() && matches!(database, Some(Database::Postgres(_))) {
-        bail!(
-            "--evidence-retention and --evidence-retention-for need an SQLite database for now: the PostgreSQL store does not delete old records yet; leave them at forever"
-        );
-    }
     let tls = if args.dev_plain_http {
         None
     } else {

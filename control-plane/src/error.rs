@@ -21,9 +21,6 @@ pub enum StoreError {
     /// The PostgreSQL schema could not be migrated.
     #[error("the database schema could not be migrated: {0}")]
     Migration(String),
-    /// The backend in use does not offer this yet.
-    #[error("{0}")]
-    Unsupported(String),
     /// A JSON column could not be read or written.
     #[error("stored JSON is unreadable: {0}")]
     Json(#[from] serde_json::Error),
@@ -164,7 +161,6 @@ impl From<StoreError> for ApiError {
             StoreError::QuotaExceeded(message) => {
                 Self::new(StatusCode::INSUFFICIENT_STORAGE, message)
             }
-            StoreError::Unsupported(message) => Self::new(StatusCode::NOT_IMPLEMENTED, message),
             StoreError::Pool(_) => {
                 tracing::error!(error = %error, "no database connection");
                 Self::new(

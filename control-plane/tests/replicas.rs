@@ -3,7 +3,8 @@
 //! spent once however the replicas race, evidence stays idempotent when
 //! the same batch reaches both, both serve the same configuration ETags,
 //! and a replica killed in the middle of a batch loses nothing (the client
-//! sends the batch again to the other one).
+//! sends the batch again to the other one). Retention and the results
+//! views run on PostgreSQL as on SQLite.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,9 +29,15 @@ struct Replica {
 
 impl Replica {
     async fn start(database: &TestDatabase) -> Self {
+        Self::start_with(database, &[]).await
+    }
+
+    /// A replica with more `serve` arguments.
+    async fn start_with(database: &TestDatabase, args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--dev-plain-http"])
             .args(["--database-pool-size", "4"])
+            .args(args)
             .env("ACP_DATABASE", database.url())
             .env("ACP_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "info")
@@ -399,18 +406,67 @@ async fn a_replica_killed_mid_batch_loses_nothing() {
     assert_eq!(bytes, 0, "the quota counts each record once");
 }
 
-#[tokio::test]
-async fn retention_is_refused_on_postgres_until_it_is_there() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_and_the_results_views_run_on_postgres() {
     let database = TestDatabase::create();
-    let output = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--dev-plain-http"])
-        .args(["--evidence-retention", "30d"])
-        .env("ACP_DATABASE", database.url())
-        .env("ACP_ADMIN_TOKEN", ADMIN_TOKEN)
-        .output()
+    let replica = Replica::start_with(
+        &database,
+        &["--evidence-retention", "1h", "--retention-interval", "1s"],
+    )
+    .await;
+    let http = Client::new();
+    let (id, access) = replica.runtime(&http).await;
+    // Two runs of one stream, the first failing.
+    let mut first = batch(&id, "run1", 1);
+    first["records"][0]["evidence"]["status"]["state"] = json!("not-satisfied");
+    let mut second = batch(&id, "run2", 1);
+    second["records"][0]["evidence"]["uuid"] = first["records"][0]["evidence"]["uuid"].clone();
+    for records in [&first, &second] {
+        let response = replica.send_batch(&http, &access, records).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let admin = |path: &str| {
+        http.get(format!("{}{path}", replica.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    let results: Value = admin("/v1/admin/results")
+        .await
+        .unwrap()
+        .json()
         .await
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("need an SQLite database"), "{stderr}");
+    let latest = &results["results"][0];
+    assert_eq!(latest["idempotency_key"], "run2-0", "{results}");
+    assert_eq!(latest["status"], "satisfied");
+    let summary = admin("/v1/admin/results/summary").await.unwrap();
+    assert_eq!(summary.status(), StatusCode::OK);
+
+    // Both records two days old: the next pass deletes the first, keeps
+    // the stream's latest, and gives the first's bytes back.
+    let sql = |statement: &'static str| {
+        let config = database.config();
+        tokio::task::spawn_blocking(move || {
+            let mut client = config.connect(postgres::NoTls).unwrap();
+            let rows = client.query(statement, &[]).unwrap();
+            rows.first().map(|row| row.get::<_, i64>(0))
+        })
+    };
+    sql("UPDATE evidence SET received_at = received_at - 172800000")
+        .await
+        .unwrap();
+    let stored_bytes = "SELECT stored_bytes FROM runtimes";
+    let before = sql(stored_bytes).await.unwrap().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let keys = replica.stored_keys(&http).await;
+        if keys.len() == 1 {
+            assert_eq!(keys[0], (id.clone(), "run2-0".to_string()));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{keys:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = sql(stored_bytes).await.unwrap().unwrap();
+    assert!(after > 0 && after < before, "{before} -> {after}");
 }

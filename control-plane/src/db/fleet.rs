@@ -139,61 +139,77 @@ mod tests {
     use crate::db::test_support::*;
     use serde_json::json;
 
-    #[test]
-    fn fleet_details_show_the_configuration_in_force_and_certificate_expiry() {
-        let mut db = Db::open_in_memory().unwrap();
-        let a = enrolled(&mut db, "g");
-        let b = enrolled(&mut db, "other");
-        db.set_config("g", &json!({}), t0()).unwrap();
-        db.set_runtime_config(&b.runtime_id, &json!({}), t0())
-            .unwrap();
-        db.set_runtime_config(&b.runtime_id, &json!({"runtime": {}}), t0())
-            .unwrap();
-        db.conn
-            .execute(
-                "UPDATE runtimes SET cert_sha256 = 'abc' WHERE id = ?1",
-                params![a.runtime_id],
-            )
-            .unwrap();
-        db.record_certificate("abc", to_millis(later(3600)))
-            .unwrap();
-        let details = db.fleet_details().unwrap();
-        let of_a = &details[&a.runtime_id];
-        assert_eq!(
-            of_a.config.as_ref().map(|c| (c.own, c.version)),
-            Some((false, 1))
-        );
-        assert_eq!(
-            of_a.certificate_not_after.as_deref(),
-            Some(rfc3339(to_millis(later(3600))).as_str())
-        );
-        let of_b = &details[&b.runtime_id];
-        assert_eq!(
-            of_b.config.as_ref().map(|c| (c.own, c.version)),
-            Some((true, 2))
-        );
-        assert_eq!(of_b.certificate_not_after, None);
-    }
-
-    #[test]
-    fn enrollment_tokens_are_listed_without_the_token_newest_first_and_bounded() {
-        let mut db = Db::open_in_memory().unwrap();
-        let spent = db.create_enrollment_token("g", HOUR, t0()).unwrap();
-        db.enroll(&spent.token, "n", t0(), no_certificate).unwrap();
-        let fresh = db.create_enrollment_token("h", HOUR, later(1)).unwrap();
-        let listed = db.list_enrollment_tokens(later(2)).unwrap();
-        assert_eq!(listed.len(), 2);
-        assert_eq!(listed[0].group, "h");
-        assert!(listed[1].used_at.is_some() && !listed[1].expired);
-        assert!(!format!("{listed:?}").contains(&fresh.token));
-        assert!(db.list_enrollment_tokens(later(3601)).unwrap()[0].expired);
-        for i in 0..MAX_LISTED_ENROLLMENT_TOKENS {
-            db.create_enrollment_token("g", HOUR, later(10 + i as i64))
+    backend_tests! {
+        fn an_enrolled_runtimes_certificate_expiry_is_recorded(db: &mut dyn Backend) {
+            let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
+            let not_after = to_millis(later(7200));
+            let enrolled = db
+                .enroll(&token.token, "n", t0(), |_| {
+                    Ok(Some(crate::ca::IssuedCertificate {
+                        pem: String::new(),
+                        sha256: "def".to_string(),
+                        not_after_millis: not_after,
+                    }))
+                })
                 .unwrap();
+            let details = db.fleet_details().unwrap();
+            assert_eq!(
+                details[&enrolled.runtime_id].certificate_not_after,
+                Some(rfc3339(not_after))
+            );
         }
-        assert_eq!(
-            db.list_enrollment_tokens(later(10)).unwrap().len(),
-            MAX_LISTED_ENROLLMENT_TOKENS
-        );
+
+        fn fleet_details_show_the_configuration_in_force_and_certificate_expiry(db: &mut dyn Backend) {
+            let a = enrolled(db, "g");
+            let b = enrolled(db, "other");
+            db.set_config("g", &json!({}), t0()).unwrap();
+            db.set_runtime_config(&b.runtime_id, &json!({}), t0())
+                .unwrap();
+            db.set_runtime_config(&b.runtime_id, &json!({"runtime": {}}), t0())
+                .unwrap();
+            db.execute_sql(&format!(
+                "UPDATE runtimes SET cert_sha256 = 'abc' WHERE id = '{}'",
+                a.runtime_id
+            ))
+            .unwrap();
+            db.record_certificate("abc", to_millis(later(3600)))
+                .unwrap();
+            let details = db.fleet_details().unwrap();
+            let of_a = &details[&a.runtime_id];
+            assert_eq!(
+                of_a.config.as_ref().map(|c| (c.own, c.version)),
+                Some((false, 1))
+            );
+            assert_eq!(
+                of_a.certificate_not_after.as_deref(),
+                Some(rfc3339(to_millis(later(3600))).as_str())
+            );
+            let of_b = &details[&b.runtime_id];
+            assert_eq!(
+                of_b.config.as_ref().map(|c| (c.own, c.version)),
+                Some((true, 2))
+            );
+            assert_eq!(of_b.certificate_not_after, None);
+        }
+
+        fn enrollment_tokens_are_listed_without_the_token_newest_first_and_bounded(db: &mut dyn Backend) {
+            let spent = db.create_enrollment_token("g", HOUR, t0()).unwrap();
+            db.enroll(&spent.token, "n", t0(), no_certificate).unwrap();
+            let fresh = db.create_enrollment_token("h", HOUR, later(1)).unwrap();
+            let listed = db.list_enrollment_tokens(later(2)).unwrap();
+            assert_eq!(listed.len(), 2);
+            assert_eq!(listed[0].group, "h");
+            assert!(listed[1].used_at.is_some() && !listed[1].expired);
+            assert!(!format!("{listed:?}").contains(&fresh.token));
+            assert!(db.list_enrollment_tokens(later(3601)).unwrap()[0].expired);
+            for i in 0..MAX_LISTED_ENROLLMENT_TOKENS {
+                db.create_enrollment_token("g", HOUR, later(10 + i as i64))
+                    .unwrap();
+            }
+            assert_eq!(
+                db.list_enrollment_tokens(later(10)).unwrap().len(),
+                MAX_LISTED_ENROLLMENT_TOKENS
+            );
+        }
     }
 }

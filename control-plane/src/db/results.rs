@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Db;
-use super::evidence::{EVIDENCE_SELECT, evidence_row, into_stored_evidence};
+use super::evidence::{EVIDENCE_SELECT, EvidenceRow, evidence_row, into_stored_evidence};
 use crate::error::StoreError;
 use crate::model::{NewEvidence, StoredEvidence, rfc3339};
 
@@ -35,7 +35,7 @@ pub const MAX_SUMMARY_CHECKS: usize = 1000;
 pub const MAX_INDEXED_REFERENCES: usize = 64;
 
 /// The state of a record that fails its check.
-const FAILING_STATE: &str = "not-satisfied";
+pub(super) const FAILING_STATE: &str = "not-satisfied";
 
 /// Which latest results to list; every filter is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,14 +119,14 @@ pub struct CheckSummary {
 }
 
 /// What a latest record is filtered and shown by, read from its body.
-struct Shown {
-    severity: Option<String>,
-    subject: Option<String>,
-    title: Option<String>,
-    references: Vec<String>,
+pub(super) struct Shown {
+    pub(super) severity: Option<String>,
+    pub(super) subject: Option<String>,
+    pub(super) title: Option<String>,
+    pub(super) references: Vec<String>,
 }
 
-fn shown(body: &Value) -> Shown {
+pub(super) fn shown(body: &Value) -> Shown {
     let label = |name: &str| {
         body.pointer(&format!("/labels/{name}"))
             .and_then(Value::as_str)
@@ -242,28 +242,113 @@ pub(super) fn decode_cursor(cursor: &str, fields: usize) -> Result<Vec<String>, 
     }
 }
 
+/// The keyset position of a results cursor: (failing, runtime, uuid).
+pub(super) fn results_cursor(
+    filter: &ResultFilter,
+) -> Result<Option<(i64, String, String)>, StoreError> {
+    let Some(cursor) = filter.after.as_deref() else {
+        return Ok(None);
+    };
+    let mut parts = decode_cursor(cursor, 3)?.into_iter();
+    let failing = parts.next().unwrap_or_default();
+    let failing: i64 = failing
+        .parse()
+        .ok()
+        .filter(|f| matches!(f, 0 | 1))
+        .ok_or_else(|| StoreError::Invalid(format!("{cursor:?} is not a cursor")))?;
+    Ok(Some((
+        failing,
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    )))
+}
+
+/// A page of at most `limit` results out of `rows` (each with its
+/// `failing`; fetched with one more than `limit`, to tell whether another
+/// page follows).
+pub(super) fn assemble_results<E>(
+    rows: impl Iterator<Item = Result<(i64, LatestResult), E>>,
+    limit: usize,
+) -> Result<ResultsPage, StoreError>
+where
+    StoreError: From<E>,
+{
+    let mut results = Vec::new();
+    let mut last_failing = 0i64;
+    let mut more = false;
+    for row in rows {
+        if results.len() == limit {
+            more = true;
+            break;
+        }
+        let (failing, result) = row?;
+        last_failing = failing;
+        results.push(result);
+    }
+    let next = match (more, results.last()) {
+        (true, Some(last)) => Some(encode_cursor(&[
+            &last_failing.to_string(),
+            &last.runtime_id,
+            &last.uuid,
+        ])),
+        _ => None,
+    };
+    Ok(ResultsPage { results, next })
+}
+
+/// The `seq` a history page starts below (every record without a cursor).
+pub(super) fn history_cursor(before: Option<&str>) -> Result<i64, StoreError> {
+    match before {
+        None => Ok(i64::MAX),
+        Some(cursor) => decode_cursor(cursor, 1)?[0]
+            .parse()
+            .ok()
+            .filter(|seq| *seq > 0)
+            .ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "{cursor:?} is not a cursor of this listing: pass the `next` of the previous page"
+                ))
+            }),
+    }
+}
+
+/// A page of a stream's history out of `rows`, newest first (fetched with
+/// one more than `limit`).
+pub(super) fn assemble_history<E>(
+    rows: impl Iterator<Item = Result<(i64, EvidenceRow), E>>,
+    limit: usize,
+    before: i64,
+) -> Result<StreamPage, StoreError>
+where
+    StoreError: From<E>,
+{
+    let mut evidence = Vec::new();
+    let mut last_seq = before;
+    let mut more = false;
+    for row in rows {
+        if evidence.len() == limit {
+            more = true;
+            break;
+        }
+        let (seq, record) = row?;
+        last_seq = seq;
+        evidence.push(into_stored_evidence(record)?);
+    }
+    Ok(StreamPage {
+        evidence,
+        next: more.then(|| encode_cursor(&[&last_seq.to_string()])),
+    })
+}
+
 impl Db {
     /// One page of the latest record of each stream of runtimes that are
     /// not revoked, matching `filter`: failing first, then by runtime and
     /// stream.
     pub fn latest_results(&self, filter: &ResultFilter) -> Result<ResultsPage, StoreError> {
         let limit = page_size(filter.limit, DEFAULT_RESULTS_PAGE)?;
-        let (after_failing, after_runtime, after_uuid) = match filter.after.as_deref() {
+        let (after_failing, after_runtime, after_uuid) = match results_cursor(filter)? {
             None => (None, String::new(), String::new()),
-            Some(cursor) => {
-                let mut parts = decode_cursor(cursor, 3)?.into_iter();
-                let failing = parts.next().unwrap_or_default();
-                let failing: i64 = failing
-                    .parse()
-                    .ok()
-                    .filter(|f| matches!(f, 0 | 1))
-                    .ok_or_else(|| StoreError::Invalid(format!("{cursor:?} is not a cursor")))?;
-                (
-                    Some(failing),
-                    parts.next().unwrap_or_default(),
-                    parts.next().unwrap_or_default(),
-                )
-            }
+            Some((failing, runtime, uuid)) => (Some(failing), runtime, uuid),
         };
         // Failing rows (failing = 1) come first: the keyset runs over
         // (1 - failing, runtime_id, uuid) ascending.
@@ -287,7 +372,7 @@ impl Db {
              LIMIT ?9",
         )?;
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        let mut rows = stmt.query(params![
+        let rows = stmt.query(params![
             filter.status,
             filter.severity,
             filter.plugin,
@@ -298,38 +383,25 @@ impl Db {
             after_uuid,
             fetch
         ])?;
-        let mut results = Vec::new();
-        let mut last_failing = 0i64;
-        let mut more = false;
-        while let Some(row) = rows.next()? {
-            if results.len() == limit {
-                more = true;
-                break;
-            }
-            last_failing = row.get(11)?;
-            results.push(LatestResult {
-                uuid: row.get(0)?,
-                runtime_id: row.get(1)?,
-                runtime_name: row.get(2)?,
-                plugin: row.get(3)?,
-                check: row.get(4)?,
-                status: row.get(5)?,
-                severity: row.get(6)?,
-                subject: row.get(7)?,
-                title: row.get(8)?,
-                received_at: rfc3339(row.get(9)?),
-                idempotency_key: row.get(10)?,
-            });
-        }
-        let next = match (more, results.last()) {
-            (true, Some(last)) => Some(encode_cursor(&[
-                &last_failing.to_string(),
-                &last.runtime_id,
-                &last.uuid,
-            ])),
-            _ => None,
-        };
-        Ok(ResultsPage { results, next })
+        let rows = rows.mapped(|row| {
+            Ok((
+                row.get(11)?,
+                LatestResult {
+                    uuid: row.get(0)?,
+                    runtime_id: row.get(1)?,
+                    runtime_name: row.get(2)?,
+                    plugin: row.get(3)?,
+                    check: row.get(4)?,
+                    status: row.get(5)?,
+                    severity: row.get(6)?,
+                    subject: row.get(7)?,
+                    title: row.get(8)?,
+                    received_at: rfc3339(row.get(9)?),
+                    idempotency_key: row.get(10)?,
+                },
+            ))
+        });
+        assemble_results(rows, limit)
     }
 
     /// One page of the records of stream `uuid`, newest first: at most
@@ -342,39 +414,13 @@ impl Db {
         before: Option<&str>,
     ) -> Result<StreamPage, StoreError> {
         let limit = page_size(limit, DEFAULT_RESULTS_PAGE)?;
-        let before: i64 = match before {
-            None => i64::MAX,
-            Some(cursor) => decode_cursor(cursor, 1)?[0]
-                .parse()
-                .ok()
-                .filter(|seq| *seq > 0)
-                .ok_or_else(|| {
-                    StoreError::Invalid(format!(
-                        "{cursor:?} is not a cursor of this listing: pass the `next` of the previous page"
-                    ))
-                })?,
-        };
+        let before = history_cursor(before)?;
         let mut stmt = self.conn.prepare_cached(&format!(
             "{EVIDENCE_SELECT} WHERE uuid = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
         ))?;
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        let mut rows = stmt.query(params![uuid, before, fetch])?;
-        let mut evidence = Vec::new();
-        let mut last_seq = before;
-        let mut more = false;
-        while let Some(row) = rows.next()? {
-            if evidence.len() == limit {
-                more = true;
-                break;
-            }
-            let (seq, record) = evidence_row(row)?;
-            last_seq = seq;
-            evidence.push(into_stored_evidence(record)?);
-        }
-        Ok(StreamPage {
-            evidence,
-            next: more.then(|| encode_cursor(&[&last_seq.to_string()])),
-        })
+        let rows = stmt.query(params![uuid, before, fetch])?;
+        assemble_history(rows.mapped(evidence_row), limit, before)
     }
 
     /// How each check fares across the runtimes that are not revoked: the
@@ -455,6 +501,7 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::Backend;
     use crate::db::test_support::*;
     use crate::model::RecordRules;
     use serde_json::json;
@@ -490,7 +537,7 @@ mod tests {
         NewEvidence::from_body(key.to_string(), body, "test", rules).unwrap()
     }
 
-    fn runtime(db: &mut Db, name: &str) -> Uuid {
+    fn runtime(db: &mut dyn Backend, name: &str) -> Uuid {
         let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
         let e = db.enroll(&token.token, name, t0(), no_certificate).unwrap();
         Uuid::parse_str(&e.runtime_id).unwrap()
@@ -507,254 +554,64 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn the_latest_record_of_each_stream_is_kept_failing_first() {
-        let mut db = Db::open_in_memory().unwrap();
-        let a = runtime(&mut db, "a");
-        let b = runtime(&mut db, "b");
-        let (sa, sb) = (stream(), stream());
-        db.store_evidence(a, &[record(a, "1", &sa, "c1", true, &[])], QUOTA, t0())
-            .unwrap();
-        db.store_evidence(b, &[record(b, "1", &sb, "c1", true, &[])], QUOTA, t0())
-            .unwrap();
-        // A's stream passes on its next run; B's still fails.
-        db.store_evidence(
-            a,
-            &[record(a, "2", &sa, "c1", false, &[])],
-            QUOTA,
-            later(60),
-        )
-        .unwrap();
-        let page = db.latest_results(&ResultFilter::default()).unwrap();
-        assert_eq!(
-            keys(&page),
-            [
-                ("b".to_string(), Some("not-satisfied".to_string())),
-                ("a".to_string(), Some("satisfied".to_string()))
-            ]
-        );
-        assert_eq!(page.results[1].idempotency_key, "2");
-        assert_eq!(page.results[1].title.as_deref(), Some("c1 title"));
-        // A duplicate of the older record changes nothing.
-        db.store_evidence(a, &[record(a, "1", &sa, "c1", true, &[])], QUOTA, later(90))
-            .unwrap();
-        let again = db.latest_results(&ResultFilter::default()).unwrap();
-        assert_eq!(again, page);
-        let summary = db.check_summary().unwrap();
-        assert_eq!(
-            (summary[0].failing_runtimes, summary[0].runtimes),
-            (1, 2),
-            "{summary:?}"
-        );
-        // A revoked runtime leaves the view and the summary.
-        db.revoke_runtime(&b.to_string(), later(100)).unwrap();
-        let page = db.latest_results(&ResultFilter::default()).unwrap();
-        assert_eq!(
-            keys(&page),
-            [("a".to_string(), Some("satisfied".to_string()))]
-        );
-        assert_eq!(db.check_summary().unwrap()[0].failing_runtimes, 0);
-    }
-
-    #[test]
-    fn results_are_filtered() {
-        let mut db = Db::open_in_memory().unwrap();
-        let a = runtime(&mut db, "a");
-        let b = runtime(&mut db, "b");
-        db.store_evidence(
-            a,
-            &[
-                record(a, "1", &stream(), "c1", true, &["CIS 5.2.8"]),
-                record(a, "2", &stream(), "c2", false, &["CIS 5.2.9", "NIST AC-2"]),
-            ],
-            QUOTA,
-            t0(),
-        )
-        .unwrap();
-        db.store_evidence(
-            b,
-            &[record(b, "1", &stream(), "c1", false, &[])],
-            QUOTA,
-            t0(),
-        )
-        .unwrap();
-        let count = |filter: ResultFilter| db.latest_results(&filter).unwrap().results.len();
-        assert_eq!(count(ResultFilter::default()), 3);
-        let by = |f: fn(&mut ResultFilter, String), value: &str| {
-            let mut filter = ResultFilter::default();
-            f(&mut filter, value.to_string());
-            count(filter)
-        };
-        assert_eq!(by(|f, v| f.status = Some(v), "not-satisfied"), 1);
-        assert_eq!(by(|f, v| f.severity = Some(v), "low"), 2);
-        assert_eq!(by(|f, v| f.plugin = Some(v), "sshd"), 3);
-        assert_eq!(by(|f, v| f.plugin = Some(v), "other"), 0);
-        assert_eq!(by(|f, v| f.runtime = Some(v), &b.to_string()), 1);
-        assert_eq!(by(|f, v| f.reference = Some(v), "NIST AC-2"), 1);
-        assert_eq!(
-            by(|f, v| f.reference = Some(v), "CIS 5.2"),
-            0,
-            "exact match"
-        );
-        let (plugins, severities) = db.result_facets().unwrap();
-        assert_eq!(
-            (plugins, severities),
-            (vec!["sshd".into()], vec!["high".into(), "low".into()])
-        );
-    }
-
-    #[test]
-    fn result_pages_are_stable_under_concurrent_inserts() {
-        let mut db = Db::open_in_memory().unwrap();
-        let a = runtime(&mut db, "a");
-        let records: Vec<_> = (0..7)
-            .map(|i| record(a, &i.to_string(), &stream(), "c", i % 3 == 0, &[]))
-            .collect();
-        db.store_evidence(a, &records, QUOTA, t0()).unwrap();
-        let mut seen = Vec::new();
-        let mut after = None;
-        let mut pages = 0;
-        loop {
-            let page = db
-                .latest_results(&ResultFilter {
-                    limit: Some(2),
-                    after: after.clone(),
-                    ..ResultFilter::default()
-                })
-                .unwrap();
-            assert!(page.results.len() <= 2);
-            seen.extend(page.results.iter().map(|r| r.uuid.clone()));
-            pages += 1;
-            if pages == 2 {
-                // A new failing stream arrives while paging: it sorts before
-                // the cursor, so later pages neither repeat nor skip rows.
-                db.store_evidence(
-                    a,
-                    &[record(a, "new", &stream(), "c", true, &[])],
-                    QUOTA,
-                    later(1),
-                )
-                .unwrap();
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
-        let mut unique = seen.clone();
-        unique.sort();
-        unique.dedup();
-        assert_eq!((seen.len(), unique.len()), (7, 7), "{seen:?}");
-        assert_eq!(pages, 4);
-    }
-
-    #[test]
-    fn page_bounds_and_bad_cursors_are_refused() {
-        let mut db = Db::open_in_memory().unwrap();
-        let a = runtime(&mut db, "a");
-        let records: Vec<_> = (0..MAX_RESULTS_PAGE + 1)
-            .map(|i| record(a, &i.to_string(), &stream(), "c", false, &[]))
-            .collect();
-        db.store_evidence(a, &records, QUOTA, t0()).unwrap();
-        let page = |limit: Option<usize>| {
-            db.latest_results(&ResultFilter {
-                limit,
-                ..ResultFilter::default()
-            })
-        };
-        assert_eq!(page(None).unwrap().results.len(), DEFAULT_RESULTS_PAGE);
-        let full = page(Some(MAX_RESULTS_PAGE)).unwrap();
-        assert_eq!(full.results.len(), MAX_RESULTS_PAGE);
-        assert!(full.next.is_some());
-        for limit in [0, MAX_RESULTS_PAGE + 1] {
-            assert!(matches!(page(Some(limit)), Err(StoreError::Invalid(_))));
-        }
-        for cursor in ["zz", "31", &hex::encode("2\nx\ny"), &hex::encode("1\nx")] {
-            let result = db.latest_results(&ResultFilter {
-                after: Some(cursor.to_string()),
-                ..ResultFilter::default()
-            });
-            assert!(matches!(result, Err(StoreError::Invalid(_))), "{cursor}");
-        }
-        for cursor in [
-            "zz",
-            &hex::encode("0"),
-            &hex::encode("x"),
-            &hex::encode("1\n2"),
-        ] {
-            assert!(
-                matches!(
-                    db.stream_history("x", None, Some(cursor)),
-                    Err(StoreError::Invalid(_))
-                ),
-                "{cursor}"
-            );
-        }
-        assert!(matches!(
-            db.stream_history("x", Some(MAX_RESULTS_PAGE + 1), None),
-            Err(StoreError::Invalid(_))
-        ));
-    }
-
-    #[test]
-    fn a_streams_history_is_paged_newest_first() {
-        let mut db = Db::open_in_memory().unwrap();
-        let a = runtime(&mut db, "a");
+    /// Stores two records of one stream (and one with more references
+    /// than are indexed) before the results tables existed.
+    fn older_records(db: &mut dyn Backend) -> (Uuid, String) {
+        let a = runtime(db, "a");
         let s = stream();
-        for i in 0..5 {
-            db.store_evidence(
-                a,
-                &[record(a, &i.to_string(), &s, "c", i % 2 == 0, &[])],
-                QUOTA,
-                later(i64::from(i)),
-            )
+        db.store_evidence(a, &[record(a, "1", &s, "c", true, &["CIS 1"])], QUOTA, t0())
             .unwrap();
-        }
         db.store_evidence(
             a,
-            &[record(a, "other", &stream(), "c", true, &[])],
+            &[record(a, "2", &s, "c", false, &["CIS 2"])],
             QUOTA,
-            t0(),
+            later(1),
         )
         .unwrap();
-        let mut seen = Vec::new();
-        let mut before: Option<String> = None;
-        loop {
-            let page = db.stream_history(&s, Some(2), before.as_deref()).unwrap();
-            seen.extend(page.evidence.iter().map(|e| e.idempotency_key.clone()));
-            match page.next {
-                Some(next) => before = Some(next),
-                None => break,
-            }
-        }
-        assert_eq!(seen, ["4", "3", "2", "1", "0"]);
-        let latest = db.latest_of_stream(&s).unwrap().unwrap();
-        assert_eq!(latest.idempotency_key, "4");
-        assert_eq!(db.latest_of_stream(&stream()).unwrap(), None);
-    }
-
-    #[test]
-    fn references_past_the_bound_are_not_indexed() {
-        let mut db = Db::open_in_memory().unwrap();
-        let a = runtime(&mut db, "a");
-        let references: Vec<String> = (0..MAX_INDEXED_REFERENCES + 1)
+        let many: Vec<String> = (0..MAX_INDEXED_REFERENCES + 1)
             .map(|i| format!("R{i:03}"))
             .collect();
-        let refs: Vec<&str> = references.iter().map(String::as_str).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
         db.store_evidence(
             a,
-            &[record(a, "1", &stream(), "c", true, &refs)],
+            &[record(a, "3", &stream(), "d", true, &many)],
             QUOTA,
             t0(),
         )
         .unwrap();
-        let indexed: i64 = db
-            .conn
-            .query_row("SELECT COUNT(*) FROM evidence_latest_refs", [], |r| {
-                r.get(0)
+        (a, s)
+    }
+
+    /// What the migration must have filled from [`older_records`].
+    fn check_filled(db: &mut dyn Backend, a: Uuid, s: &str) {
+        let page = db
+            .latest_results(&ResultFilter {
+                plugin: Some("sshd".to_string()),
+                status: Some("satisfied".to_string()),
+                ..ResultFilter::default()
             })
             .unwrap();
-        assert_eq!(indexed, MAX_INDEXED_REFERENCES as i64);
+        assert_eq!(page.results.len(), 1);
+        let latest = &page.results[0];
+        assert_eq!(
+            (latest.uuid.as_str(), latest.idempotency_key.as_str()),
+            (s, "2")
+        );
+        assert_eq!(latest.severity.as_deref(), Some("low"));
+        assert_eq!(latest.title.as_deref(), Some("c title"));
+        assert_eq!(latest.runtime_id, a.to_string());
+        let mut by_reference = |reference: &str| {
+            db.latest_results(&ResultFilter {
+                reference: Some(reference.to_string()),
+                ..ResultFilter::default()
+            })
+            .unwrap()
+            .results
+            .len()
+        };
+        assert_eq!((by_reference("CIS 2"), by_reference("CIS 1")), (1, 0));
+        let failing = db.latest_results(&ResultFilter::default()).unwrap();
+        assert_eq!(failing.results[0].severity.as_deref(), Some("high"));
     }
 
     #[test]
@@ -763,17 +620,7 @@ mod tests {
         let path = dir.path().join("cp.db");
         let (a, s) = {
             let mut db = Db::open(&path).unwrap();
-            let a = runtime(&mut db, "a");
-            let s = stream();
-            db.store_evidence(a, &[record(a, "1", &s, "c", true, &["CIS 1"])], QUOTA, t0())
-                .unwrap();
-            db.store_evidence(
-                a,
-                &[record(a, "2", &s, "c", false, &["CIS 2"])],
-                QUOTA,
-                later(1),
-            )
-            .unwrap();
+            let (a, s) = older_records(&mut db);
             // Back to schema 5, as a control plane before this one left it.
             db.conn
                 .execute_batch(
@@ -784,51 +631,291 @@ mod tests {
                 .unwrap();
             (a, s)
         };
-        let db = Db::open(&path).unwrap();
-        let page = db.latest_results(&ResultFilter::default()).unwrap();
-        assert_eq!(page.results.len(), 1);
-        let latest = &page.results[0];
-        assert_eq!(
-            (latest.uuid.as_str(), latest.idempotency_key.as_str()),
-            (s.as_str(), "2")
-        );
-        assert_eq!(latest.severity.as_deref(), Some("low"));
-        assert_eq!(latest.runtime_id, a.to_string());
-        let by_reference = |reference: &str| {
-            db.latest_results(&ResultFilter {
-                reference: Some(reference.to_string()),
-                ..ResultFilter::default()
-            })
-            .unwrap()
-            .results
-            .len()
-        };
-        assert_eq!((by_reference("CIS 2"), by_reference("CIS 1")), (1, 0));
+        check_filled(&mut Db::open(&path).unwrap(), a, &s);
     }
 
     #[test]
-    fn the_summary_and_the_facets_are_bounded() {
-        let mut db = Db::open_in_memory().unwrap();
-        let a = runtime(&mut db, "a");
-        let records: Vec<_> = (0..=MAX_SUMMARY_CHECKS)
-            .map(|i| {
-                let mut r = record(
-                    a,
-                    &i.to_string(),
-                    &stream(),
-                    &format!("c{i:04}"),
-                    i == 7,
-                    &[],
+    fn the_postgres_migration_fills_the_latest_records_of_an_older_database() {
+        let (_database, mut client) = postgres_database();
+        let (a, s) = older_records(&mut crate::db::PgDb::new(&mut client));
+        // Back to schema 1, as a control plane before this one left it.
+        client
+            .batch_execute(
+                "DROP TABLE evidence_latest; DROP TABLE evidence_latest_refs;
+                 DROP TABLE issued_certificates; DROP INDEX evidence_runtime_received;
+                 DELETE FROM refinery_schema_history WHERE version = 2;",
+            )
+            .unwrap();
+        crate::db::postgres::migrate(&mut client).unwrap();
+        let mut db = crate::db::PgDb::new(&mut client);
+        check_filled(&mut db, a, &s);
+        // As records stored since are, references past the bound are not
+        // indexed (SQLite's migration 6 indexed them all).
+        let indexed = db
+            .query_texts("SELECT reference FROM evidence_latest_refs WHERE reference LIKE 'R%'")
+            .unwrap();
+        assert_eq!(indexed.len(), MAX_INDEXED_REFERENCES);
+        assert!(!indexed.contains(&"R064".to_string()), "{indexed:?}");
+    }
+
+    backend_tests! {
+        fn the_latest_record_of_each_stream_is_kept_failing_first(db: &mut dyn Backend) {
+            let a = runtime(db, "a");
+            let b = runtime(db, "b");
+            let (sa, sb) = (stream(), stream());
+            db.store_evidence(a, &[record(a, "1", &sa, "c1", true, &[])], QUOTA, t0())
+                .unwrap();
+            db.store_evidence(b, &[record(b, "1", &sb, "c1", true, &[])], QUOTA, t0())
+                .unwrap();
+            // A's stream passes on its next run; B's still fails.
+            db.store_evidence(
+                a,
+                &[record(a, "2", &sa, "c1", false, &[])],
+                QUOTA,
+                later(60),
+            )
+            .unwrap();
+            let page = db.latest_results(&ResultFilter::default()).unwrap();
+            assert_eq!(
+                keys(&page),
+                [
+                    ("b".to_string(), Some("not-satisfied".to_string())),
+                    ("a".to_string(), Some("satisfied".to_string()))
+                ]
+            );
+            assert_eq!(page.results[1].idempotency_key, "2");
+            assert_eq!(page.results[1].title.as_deref(), Some("c1 title"));
+            // A duplicate of the older record changes nothing.
+            db.store_evidence(a, &[record(a, "1", &sa, "c1", true, &[])], QUOTA, later(90))
+                .unwrap();
+            let again = db.latest_results(&ResultFilter::default()).unwrap();
+            assert_eq!(again, page);
+            let summary = db.check_summary().unwrap();
+            assert_eq!(
+                (summary[0].failing_runtimes, summary[0].runtimes),
+                (1, 2),
+                "{summary:?}"
+            );
+            // A revoked runtime leaves the view and the summary.
+            db.revoke_runtime(&b.to_string(), later(100)).unwrap();
+            let page = db.latest_results(&ResultFilter::default()).unwrap();
+            assert_eq!(
+                keys(&page),
+                [("a".to_string(), Some("satisfied".to_string()))]
+            );
+            assert_eq!(db.check_summary().unwrap()[0].failing_runtimes, 0);
+        }
+
+        fn results_are_filtered(db: &mut dyn Backend) {
+            let a = runtime(db, "a");
+            let b = runtime(db, "b");
+            db.store_evidence(
+                a,
+                &[
+                    record(a, "1", &stream(), "c1", true, &["CIS 5.2.8"]),
+                    record(a, "2", &stream(), "c2", false, &["CIS 5.2.9", "NIST AC-2"]),
+                ],
+                QUOTA,
+                t0(),
+            )
+            .unwrap();
+            db.store_evidence(
+                b,
+                &[record(b, "1", &stream(), "c1", false, &[])],
+                QUOTA,
+                t0(),
+            )
+            .unwrap();
+            let mut count = |filter: ResultFilter| db.latest_results(&filter).unwrap().results.len();
+            assert_eq!(count(ResultFilter::default()), 3);
+            let mut by = |f: fn(&mut ResultFilter, String), value: &str| {
+                let mut filter = ResultFilter::default();
+                f(&mut filter, value.to_string());
+                count(filter)
+            };
+            assert_eq!(by(|f, v| f.status = Some(v), "not-satisfied"), 1);
+            assert_eq!(by(|f, v| f.severity = Some(v), "low"), 2);
+            assert_eq!(by(|f, v| f.plugin = Some(v), "sshd"), 3);
+            assert_eq!(by(|f, v| f.plugin = Some(v), "other"), 0);
+            assert_eq!(by(|f, v| f.runtime = Some(v), &b.to_string()), 1);
+            assert_eq!(by(|f, v| f.reference = Some(v), "NIST AC-2"), 1);
+            assert_eq!(
+                by(|f, v| f.reference = Some(v), "CIS 5.2"),
+                0,
+                "exact match"
+            );
+            let (plugins, severities) = db.result_facets().unwrap();
+            assert_eq!(
+                (plugins, severities),
+                (vec!["sshd".into()], vec!["high".into(), "low".into()])
+            );
+        }
+
+        fn result_pages_are_stable_under_concurrent_inserts(db: &mut dyn Backend) {
+            let a = runtime(db, "a");
+            let records: Vec<_> = (0..7)
+                .map(|i| record(a, &i.to_string(), &stream(), "c", i % 3 == 0, &[]))
+                .collect();
+            db.store_evidence(a, &records, QUOTA, t0()).unwrap();
+            let mut seen = Vec::new();
+            let mut after = None;
+            let mut pages = 0;
+            loop {
+                let page = db
+                    .latest_results(&ResultFilter {
+                        limit: Some(2),
+                        after: after.clone(),
+                        ..ResultFilter::default()
+                    })
+                    .unwrap();
+                assert!(page.results.len() <= 2);
+                seen.extend(page.results.iter().map(|r| r.uuid.clone()));
+                pages += 1;
+                if pages == 2 {
+                    // A new failing stream arrives while paging: it sorts before
+                    // the cursor, so later pages neither repeat nor skip rows.
+                    db.store_evidence(
+                        a,
+                        &[record(a, "new", &stream(), "c", true, &[])],
+                        QUOTA,
+                        later(1),
+                    )
+                    .unwrap();
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            let mut unique = seen.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!((seen.len(), unique.len()), (7, 7), "{seen:?}");
+            assert_eq!(pages, 4);
+        }
+
+        fn page_bounds_and_bad_cursors_are_refused(db: &mut dyn Backend) {
+            let a = runtime(db, "a");
+            let records: Vec<_> = (0..MAX_RESULTS_PAGE + 1)
+                .map(|i| record(a, &i.to_string(), &stream(), "c", false, &[]))
+                .collect();
+            db.store_evidence(a, &records, QUOTA, t0()).unwrap();
+            let mut page = |limit: Option<usize>| {
+                db.latest_results(&ResultFilter {
+                    limit,
+                    ..ResultFilter::default()
+                })
+            };
+            assert_eq!(page(None).unwrap().results.len(), DEFAULT_RESULTS_PAGE);
+            let full = page(Some(MAX_RESULTS_PAGE)).unwrap();
+            assert_eq!(full.results.len(), MAX_RESULTS_PAGE);
+            assert!(full.next.is_some());
+            for limit in [0, MAX_RESULTS_PAGE + 1] {
+                assert!(matches!(page(Some(limit)), Err(StoreError::Invalid(_))));
+            }
+            for cursor in ["zz", "31", &hex::encode("2\nx\ny"), &hex::encode("1\nx")] {
+                let result = db.latest_results(&ResultFilter {
+                    after: Some(cursor.to_string()),
+                    ..ResultFilter::default()
+                });
+                assert!(matches!(result, Err(StoreError::Invalid(_))), "{cursor}");
+            }
+            for cursor in [
+                "zz",
+                &hex::encode("0"),
+                &hex::encode("x"),
+                &hex::encode("1\n2"),
+            ] {
+                assert!(
+                    matches!(
+                        db.stream_history("x", None, Some(cursor)),
+                        Err(StoreError::Invalid(_))
+                    ),
+                    "{cursor}"
                 );
-                r.plugin = Some(format!("p{i:04}"));
-                r
-            })
-            .collect();
-        db.store_evidence(a, &records, QUOTA, t0()).unwrap();
-        let summary = db.check_summary().unwrap();
-        assert_eq!(summary.len(), MAX_SUMMARY_CHECKS);
-        assert_eq!(summary[0].check.as_deref(), Some("c0007"), "failing first");
-        let (plugins, _) = db.result_facets().unwrap();
-        assert_eq!(plugins.len(), MAX_SUMMARY_CHECKS);
+            }
+            assert!(matches!(
+                db.stream_history("x", Some(MAX_RESULTS_PAGE + 1), None),
+                Err(StoreError::Invalid(_))
+            ));
+        }
+
+        fn a_streams_history_is_paged_newest_first(db: &mut dyn Backend) {
+            let a = runtime(db, "a");
+            let s = stream();
+            for i in 0..5 {
+                db.store_evidence(
+                    a,
+                    &[record(a, &i.to_string(), &s, "c", i % 2 == 0, &[])],
+                    QUOTA,
+                    later(i64::from(i)),
+                )
+                .unwrap();
+            }
+            db.store_evidence(
+                a,
+                &[record(a, "other", &stream(), "c", true, &[])],
+                QUOTA,
+                t0(),
+            )
+            .unwrap();
+            let mut seen = Vec::new();
+            let mut before: Option<String> = None;
+            loop {
+                let page = db.stream_history(&s, Some(2), before.as_deref()).unwrap();
+                seen.extend(page.evidence.iter().map(|e| e.idempotency_key.clone()));
+                match page.next {
+                    Some(next) => before = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, ["4", "3", "2", "1", "0"]);
+            let latest = db.latest_of_stream(&s).unwrap().unwrap();
+            assert_eq!(latest.idempotency_key, "4");
+            assert_eq!(db.latest_of_stream(&stream()).unwrap(), None);
+        }
+
+        fn references_past_the_bound_are_not_indexed(db: &mut dyn Backend) {
+            let a = runtime(db, "a");
+            let references: Vec<String> = (0..MAX_INDEXED_REFERENCES + 1)
+                .map(|i| format!("R{i:03}"))
+                .collect();
+            let refs: Vec<&str> = references.iter().map(String::as_str).collect();
+            db.store_evidence(
+                a,
+                &[record(a, "1", &stream(), "c", true, &refs)],
+                QUOTA,
+                t0(),
+            )
+            .unwrap();
+            let indexed = db
+                .query_texts("SELECT COUNT(*) FROM evidence_latest_refs")
+                .unwrap();
+            assert_eq!(indexed, [MAX_INDEXED_REFERENCES.to_string()]);
+        }
+
+        fn the_summary_and_the_facets_are_bounded(db: &mut dyn Backend) {
+            let a = runtime(db, "a");
+            let records: Vec<_> = (0..=MAX_SUMMARY_CHECKS)
+                .map(|i| {
+                    let mut r = record(
+                        a,
+                        &i.to_string(),
+                        &stream(),
+                        &format!("c{i:04}"),
+                        i == 7,
+                        &[],
+                    );
+                    r.plugin = Some(format!("p{i:04}"));
+                    r
+                })
+                .collect();
+            db.store_evidence(a, &records, QUOTA, t0()).unwrap();
+            let summary = db.check_summary().unwrap();
+            assert_eq!(summary.len(), MAX_SUMMARY_CHECKS);
+            assert_eq!(summary[0].check.as_deref(), Some("c0007"), "failing first");
+            let (plugins, _) = db.result_facets().unwrap();
+            assert_eq!(plugins.len(), MAX_SUMMARY_CHECKS);
+        }
     }
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{TransactionBehavior, params};
 use uuid::Uuid;
 
-use super::{Db, duration_millis};
+use super::{Backend, Db, duration_millis};
 use crate::error::StoreError;
 use crate::model::to_millis;
 
@@ -38,7 +38,7 @@ impl RetentionPolicy {
         self.max_age.is_some() || self.per_runtime.values().any(Option::is_some)
     }
 
-    fn age_of(&self, runtime: &str) -> Option<Duration> {
+    pub(super) fn age_of(&self, runtime: &str) -> Option<Duration> {
         match Uuid::parse_str(runtime)
             .ok()
             .and_then(|id| self.per_runtime.get(&id))
@@ -68,7 +68,7 @@ pub struct RetentionTarget {
     pub cutoff: i64,
 }
 
-impl Db {
+impl dyn Backend + '_ {
     /// Deletes, at `now`, every record older than its runtime's retention
     /// age that is not the latest of its stream, in transactions of at most
     /// `batch` records; returns what went.
@@ -91,7 +91,9 @@ impl Db {
         }
         Ok(outcome)
     }
+}
 
+impl Db {
     /// The runtimes a retention pass at `now` looks at, with their cutoffs
     /// (none whose retention is forever).
     pub fn retention_targets(
@@ -194,13 +196,13 @@ mod tests {
         NewEvidence::from_body(key.to_string(), body, "test", rules).unwrap()
     }
 
-    fn runtime(db: &mut Db, name: &str) -> Uuid {
+    fn runtime(db: &mut dyn Backend, name: &str) -> Uuid {
         let token = db.create_enrollment_token("g", HOUR, t0()).unwrap();
         let e = db.enroll(&token.token, name, t0(), no_certificate).unwrap();
         Uuid::parse_str(&e.runtime_id).unwrap()
     }
 
-    fn keys(db: &Db, runtime: Uuid) -> Vec<String> {
+    fn keys(db: &mut dyn Backend, runtime: Uuid) -> Vec<String> {
         db.list_evidence(&EvidenceFilter {
             runtime: Some(runtime.to_string()),
             ..EvidenceFilter::default()
@@ -212,85 +214,82 @@ mod tests {
         .collect()
     }
 
-    #[test]
-    fn old_records_go_but_the_latest_of_each_stream_stays_and_quota_comes_back() {
-        let mut db = Db::open_in_memory().unwrap();
-        let a = runtime(&mut db, "a");
-        let (s1, s2) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
-        // Day 0: s1 and s2; day 5: s1 again; day 20: s1 again.
-        let day0 = [record(a, "s1-0", &s1), record(a, "s2-0", &s2)];
-        db.store_evidence(a, &day0, QUOTA, t0()).unwrap();
-        db.store_evidence(a, &[record(a, "s1-5", &s1)], QUOTA, later(5 * DAY))
-            .unwrap();
-        db.store_evidence(a, &[record(a, "s1-20", &s1)], QUOTA, later(20 * DAY))
-            .unwrap();
-        let before = db.stored_bytes(a).unwrap();
-        let policy = RetentionPolicy {
-            max_age: Some(Duration::from_secs(10 * DAY as u64)),
-            ..RetentionPolicy::default()
-        };
-        let outcome = db
-            .apply_retention(&policy, later(21 * DAY), RETENTION_BATCH)
-            .unwrap();
-        // s1-0 and s1-5 are older than 10 days and not latest; s2-0 is old
-        // but the latest of s2.
-        assert_eq!(keys(&db, a), ["s2-0", "s1-20"]);
-        assert_eq!(outcome.deleted, 2);
-        let freed = (day0[0].text.len() + record(a, "s1-5", &s1).text.len()) as u64;
-        assert_eq!(outcome.freed_bytes, freed);
-        assert_eq!(db.stored_bytes(a).unwrap(), before - freed);
-        // A counter that was off before never goes below zero.
-        db.store_evidence(a, &[record(a, "s2-21", &s2)], QUOTA, later(21 * DAY))
-            .unwrap();
-        db.conn
-            .execute("UPDATE runtimes SET stored_bytes = 1", [])
-            .unwrap();
-        let outcome = db
-            .apply_retention(&policy, later(40 * DAY), RETENTION_BATCH)
-            .unwrap();
-        assert_eq!(outcome.deleted, 1, "s2-0 is no longer the latest");
-        assert_eq!(db.stored_bytes(a).unwrap(), 0);
-        // A second pass finds nothing.
-        assert_eq!(
-            db.apply_retention(&policy, later(40 * DAY), RETENTION_BATCH)
-                .unwrap(),
-            RetentionOutcome::default()
-        );
-    }
-
-    #[test]
-    fn per_runtime_overrides_win_and_batches_are_bounded() {
-        let mut db = Db::open_in_memory().unwrap();
-        let a = runtime(&mut db, "a");
-        let b = runtime(&mut db, "b");
-        let c = runtime(&mut db, "c");
-        for runtime in [a, b, c] {
-            let s = Uuid::new_v4().to_string();
-            for day in 0..5i64 {
-                db.store_evidence(
-                    runtime,
-                    &[record(runtime, &day.to_string(), &s)],
-                    QUOTA,
-                    later(day * DAY),
-                )
+    backend_tests! {
+        fn old_records_go_but_the_latest_of_each_stream_stays_and_quota_comes_back(db: &mut dyn Backend) {
+            let a = runtime(db, "a");
+            let (s1, s2) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+            // Day 0: s1 and s2; day 5: s1 again; day 20: s1 again.
+            let day0 = [record(a, "s1-0", &s1), record(a, "s2-0", &s2)];
+            db.store_evidence(a, &day0, QUOTA, t0()).unwrap();
+            db.store_evidence(a, &[record(a, "s1-5", &s1)], QUOTA, later(5 * DAY))
                 .unwrap();
-            }
+            db.store_evidence(a, &[record(a, "s1-20", &s1)], QUOTA, later(20 * DAY))
+                .unwrap();
+            let before = db.stored_bytes(a).unwrap();
+            let policy = RetentionPolicy {
+                max_age: Some(Duration::from_secs(10 * DAY as u64)),
+                ..RetentionPolicy::default()
+            };
+            let outcome = db
+                .apply_retention(&policy, later(21 * DAY), RETENTION_BATCH)
+                .unwrap();
+            // s1-0 and s1-5 are older than 10 days and not latest; s2-0 is old
+            // but the latest of s2.
+            assert_eq!(keys(db, a), ["s2-0", "s1-20"]);
+            assert_eq!(outcome.deleted, 2);
+            let freed = (day0[0].text.len() + record(a, "s1-5", &s1).text.len()) as u64;
+            assert_eq!(outcome.freed_bytes, freed);
+            assert_eq!(db.stored_bytes(a).unwrap(), before - freed);
+            // A counter that was off before never goes below zero.
+            db.store_evidence(a, &[record(a, "s2-21", &s2)], QUOTA, later(21 * DAY))
+                .unwrap();
+            db.execute_sql("UPDATE runtimes SET stored_bytes = 1")
+                .unwrap();
+            let outcome = db
+                .apply_retention(&policy, later(40 * DAY), RETENTION_BATCH)
+                .unwrap();
+            assert_eq!(outcome.deleted, 1, "s2-0 is no longer the latest");
+            assert_eq!(db.stored_bytes(a).unwrap(), 0);
+            // A second pass finds nothing.
+            assert_eq!(
+                db.apply_retention(&policy, later(40 * DAY), RETENTION_BATCH)
+                    .unwrap(),
+                RetentionOutcome::default()
+            );
         }
-        let policy = RetentionPolicy {
-            max_age: Some(Duration::from_secs(DAY as u64)),
-            per_runtime: HashMap::from([(b, None), (c, Some(Duration::from_secs(3 * DAY as u64)))]),
-        };
-        assert!(policy.deletes_anything());
-        // A batch of 1 takes a transaction per record and still finishes.
-        let outcome = db.apply_retention(&policy, later(5 * DAY), 1).unwrap();
-        assert_eq!(keys(&db, a), ["4"], "default: older than a day goes");
-        assert_eq!(keys(&db, b), ["0", "1", "2", "3", "4"], "forever");
-        assert_eq!(keys(&db, c), ["2", "3", "4"], "its own three days");
-        assert_eq!(outcome.deleted, 4 + 2);
-        let keep_all = RetentionPolicy {
-            per_runtime: HashMap::from([(a, None)]),
-            ..RetentionPolicy::default()
-        };
-        assert!(!keep_all.deletes_anything());
+
+        fn per_runtime_overrides_win_and_batches_are_bounded(db: &mut dyn Backend) {
+            let a = runtime(db, "a");
+            let b = runtime(db, "b");
+            let c = runtime(db, "c");
+            for runtime in [a, b, c] {
+                let s = Uuid::new_v4().to_string();
+                for day in 0..5i64 {
+                    db.store_evidence(
+                        runtime,
+                        &[record(runtime, &day.to_string(), &s)],
+                        QUOTA,
+                        later(day * DAY),
+                    )
+                    .unwrap();
+                }
+            }
+            let policy = RetentionPolicy {
+                max_age: Some(Duration::from_secs(DAY as u64)),
+                per_runtime: HashMap::from([(b, None), (c, Some(Duration::from_secs(3 * DAY as u64)))]),
+            };
+            assert!(policy.deletes_anything());
+            // A batch of 1 takes a transaction per record and still finishes.
+            let outcome = db.apply_retention(&policy, later(5 * DAY), 1).unwrap();
+            assert_eq!(keys(db, a), ["4"], "default: older than a day goes");
+            assert_eq!(keys(db, b), ["0", "1", "2", "3", "4"], "forever");
+            assert_eq!(keys(db, c), ["2", "3", "4"], "its own three days");
+            assert_eq!(outcome.deleted, 4 + 2);
+            let keep_all = RetentionPolicy {
+                per_runtime: HashMap::from([(a, None)]),
+                ..RetentionPolicy::default()
+            };
+            assert!(!keep_all.deletes_anything());
+        }
     }
 }

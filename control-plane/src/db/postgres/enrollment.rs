@@ -70,6 +70,13 @@ impl PgDb<'_> {
                 &certificate.as_ref().map(|c| c.sha256.as_str()),
             ],
         )?;
+        if let Some(certificate) = &certificate {
+            // Its expiry, for the fleet view.
+            tx.execute(
+                super::fleet::RECORD_CERTIFICATE,
+                &[&certificate.sha256, &certificate.not_after_millis],
+            )?;
+        }
         tx.commit()?;
         Ok(Enrollment {
             runtime_id,

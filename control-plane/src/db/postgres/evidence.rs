@@ -2,7 +2,8 @@
 //! runtime's batches (the same batch sent to two replicas, say) run one
 //! after another: the second finds the first's records as duplicates and
 //! its quota counted. The stream uuids a batch carries are locked (advisory,
-//! in one order) while their first owner is decided.
+//! in one order) while their first owner is decided. Each record stored
+//! becomes its stream's latest in the same transaction (`results.rs`).
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -18,7 +19,7 @@ use crate::model::{
     BatchOutcome, EvidenceFilter, EvidencePage, NewEvidence, StoredEvidence, to_millis,
 };
 
-fn evidence_row(row: &postgres::Row) -> Result<(i64, EvidenceRow), StoreError> {
+pub(super) fn evidence_row(row: &postgres::Row) -> Result<(i64, EvidenceRow), StoreError> {
     Ok((
         row.try_get(8)?,
         (
@@ -71,7 +72,8 @@ impl PgDb<'_> {
                  (idempotency_key, runtime_id, uuid, plugin, check_id, status, body,
                   received_at, body_sha256)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (runtime_id, idempotency_key) DO NOTHING",
+             ON CONFLICT (runtime_id, idempotency_key) DO NOTHING
+             RETURNING seq",
         )?;
         let stored = tx.prepare(
             "SELECT body_sha256, body FROM evidence
@@ -98,7 +100,7 @@ impl PgDb<'_> {
             if owner.is_some_and(|owner| owner != runtime_id) {
                 return Err(uuid_conflict(record));
             }
-            let inserted = tx.execute(
+            let inserted = tx.query_opt(
                 &insert,
                 &[
                     &record.idempotency_key,
@@ -112,7 +114,9 @@ impl PgDb<'_> {
                     &record.body_sha256,
                 ],
             )?;
-            if inserted == 1 {
+            if let Some(inserted) = inserted {
+                let seq: i64 = inserted.try_get(0)?;
+                super::results::record_latest(&mut tx, &runtime_id, record, seq, now)?;
                 outcome.accepted += 1;
                 added = added.saturating_add(record.text.len() as u64);
                 continue;
@@ -191,9 +195,8 @@ impl PgDb<'_> {
         let rows = self.client.query(
             &format!(
                 "{EVIDENCE_SELECT}
-                 WHERE seq IN (SELECT MAX(seq) FROM evidence
-                               WHERE $1::text IS NULL OR runtime_id = $1
-                               GROUP BY runtime_id, uuid)
+                 WHERE seq IN (SELECT seq FROM evidence_latest
+                               WHERE $1::text IS NULL OR runtime_id = $1)
                  ORDER BY runtime_id, seq"
             ),
             &[&canonical_runtime(runtime)],

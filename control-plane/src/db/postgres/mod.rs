@@ -7,7 +7,10 @@
 //! and then finds it spent); a runtime's evidence batches, token grants and
 //! rotations lock that runtime's row, so they run one after another
 //! (idempotency, the same-record check and the quota see each other's
-//! writes); a stream uuid is locked while its first owner is decided.
+//! writes); a stream uuid is locked while its first owner is decided; a
+//! stream's latest record is an upsert only a higher `seq` overwrites
+//! (`results.rs`); retention locks the runtime's row before deleting its
+//! records (`retention.rs`).
 //!
 //! Migrations are refinery's (`migrations/`, its history table), run by
 //! the first process to start under an advisory lock. [`PgDb`] is one
@@ -18,9 +21,11 @@ mod configuration;
 mod credentials;
 mod enrollment;
 mod evidence;
+mod fleet;
 mod heartbeats;
+mod results;
+mod retention;
 mod runtimes;
-mod unported;
 
 use std::time::Duration;
 
@@ -35,7 +40,10 @@ use crate::model::{NewEvidence, StoreStats};
 
 /// The schema's migrations, oldest first: refinery's names (`V<n>__<what>`)
 /// and their SQL.
-const MIGRATIONS: &[(&str, &str)] = &[("V1__schema", include_str!("migrations/V1__schema.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("V1__schema", include_str!("migrations/V1__schema.sql")),
+    ("V2__results", include_str!("migrations/V2__results.sql")),
+];
 
 /// The table refinery records applied migrations in.
 const HISTORY_TABLE: &str = "refinery_schema_history";
