@@ -168,7 +168,8 @@ pub trait Backend: Send {
         runtime_id: Uuid,
         idempotency_key: &str,
     ) -> Result<Option<StoredEvidence>, StoreError>;
-    /// One page of the stored evidence matching `filter`.
+    /// One page of the stored evidence matching `filter`; a record that
+    /// commits after a page was read never sorts before that page's cursor.
     fn list_evidence(&mut self, filter: &EvidenceFilter) -> Result<EvidencePage, StoreError>;
     /// The latest record of each evidence stream (`uuid`) of one runtime,
     /// or of every runtime, by runtime then in the order they arrived;

@@ -167,8 +167,11 @@ impl Db {
         let runtime = runtime_filter(filter);
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
         let rows = stmt.query(params![runtime, filter.plugin, filter.check, after, fetch])?;
-        let rows = rows.mapped(evidence_row);
-        assemble_page(rows, limit, after)
+        let rows = rows.mapped(|row| {
+            let (seq, record) = evidence_row(row)?;
+            Ok((encode_cursor(&[&seq.to_string()]), record))
+        });
+        assemble_page(rows, limit)
     }
 
     /// The latest record of each evidence stream (`uuid`) of one runtime, or
@@ -195,31 +198,35 @@ impl Db {
 
 /// The size of a page and its cursor, checked.
 pub(super) fn page_bounds(filter: &EvidenceFilter) -> Result<(usize, i64), StoreError> {
-    let limit = match filter.limit {
-        None => DEFAULT_PAGE_SIZE,
-        Some(limit) if (1..=MAX_PAGE_SIZE).contains(&limit) => limit,
-        Some(limit) => {
-            return Err(StoreError::Invalid(format!(
-                "limit {limit} is out of range: ask for 1 to {MAX_PAGE_SIZE} records per page"
-            )));
-        }
-    };
+    let limit = page_limit(filter)?;
     // The cursor is the last record's `seq`, opaque to clients; a record
     // arriving while they page gets a later `seq`, so it never shifts the
     // pages still to come.
-    let after: i64 = match filter.after.as_deref() {
+    let after = match filter.after.as_deref() {
         None => 0,
-        Some(cursor) => decode_cursor(cursor, 1)?[0]
-            .parse()
-            .ok()
-            .filter(|c| *c >= 0)
-            .ok_or_else(|| {
-                StoreError::Invalid(format!(
-                    "after {cursor:?} is not a cursor: pass the `next` of the previous page"
-                ))
-            })?,
+        Some(cursor) => cursor_number(cursor, &decode_cursor(cursor, 1)?[0])?,
     };
     Ok((limit, after))
+}
+
+/// The size of a page, checked.
+pub(super) fn page_limit(filter: &EvidenceFilter) -> Result<usize, StoreError> {
+    match filter.limit {
+        None => Ok(DEFAULT_PAGE_SIZE),
+        Some(limit) if (1..=MAX_PAGE_SIZE).contains(&limit) => Ok(limit),
+        Some(limit) => Err(StoreError::Invalid(format!(
+            "limit {limit} is out of range: ask for 1 to {MAX_PAGE_SIZE} records per page"
+        ))),
+    }
+}
+
+/// One number of an evidence cursor (`cursor` whole, for the error).
+pub(super) fn cursor_number(cursor: &str, field: &str) -> Result<i64, StoreError> {
+    field.parse().ok().filter(|c| *c >= 0).ok_or_else(|| {
+        StoreError::Invalid(format!(
+            "after {cursor:?} is not a cursor: pass the `next` of the previous page"
+        ))
+    })
 }
 
 /// The runtime filter as ids are stored (a UUID's canonical text).
@@ -258,34 +265,34 @@ where
     Ok(latest)
 }
 
-/// A page of at most `limit` records out of `rows` (fetched with one more
-/// than `limit`, to tell whether another page follows), ending early past
+/// A page of at most `limit` records out of `rows`, each with the cursor
+/// of the page that would follow it (fetched with one more than `limit`,
+/// to tell whether another page follows), ending early past
 /// [`MAX_PAGE_BYTES`].
 pub(super) fn assemble_page<E>(
-    rows: impl Iterator<Item = Result<(i64, EvidenceRow), E>>,
+    rows: impl Iterator<Item = Result<(String, EvidenceRow), E>>,
     limit: usize,
-    after: i64,
 ) -> Result<EvidencePage, StoreError>
 where
     StoreError: From<E>,
 {
     let mut evidence = Vec::new();
     let mut bytes = 0usize;
-    let mut last_seq = after;
+    let mut last_cursor = None;
     let mut more = false;
     for row in rows {
         if evidence.len() == limit || bytes >= MAX_PAGE_BYTES {
             more = true;
             break;
         }
-        let (seq, record) = row?;
+        let (cursor, record) = row?;
         bytes = bytes.saturating_add(record.7.len());
-        last_seq = seq;
+        last_cursor = Some(cursor);
         evidence.push(into_stored_evidence(record)?);
     }
     Ok(EvidencePage {
         evidence,
-        next: more.then(|| encode_cursor(&[&last_seq.to_string()])),
+        next: last_cursor.filter(|_| more),
     })
 }
 

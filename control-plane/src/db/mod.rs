@@ -531,8 +531,8 @@ mod tests {
         let (_database, mut client) = postgres_database();
         let mut db = PgDb::new(&mut client);
         db.check_ready().unwrap();
-        assert_eq!(db.schema_version().unwrap(), 2);
-        db.execute_sql("UPDATE refinery_schema_history SET version = 99 WHERE version = 2")
+        assert_eq!(db.schema_version().unwrap(), 3);
+        db.execute_sql("UPDATE refinery_schema_history SET version = 99 WHERE version = 3")
             .unwrap();
         assert!(matches!(
             db.check_ready().unwrap_err(),
@@ -564,7 +564,7 @@ mod tests {
         let applied = PgDb::new(&mut client)
             .query_texts("SELECT CAST(count(*) AS TEXT) FROM refinery_schema_history")
             .unwrap();
-        assert_eq!(applied, ["2"]);
+        assert_eq!(applied, ["3"]);
         // A store written by a newer program is not touched.
         client
             .batch_execute(
@@ -576,7 +576,7 @@ mod tests {
             crate::db::postgres::open_pool(&database.config(), 1).unwrap_err(),
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 2
+                supported: 3
             }
         ));
     }

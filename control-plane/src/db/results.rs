@@ -643,7 +643,8 @@ mod tests {
             .batch_execute(
                 "DROP TABLE evidence_latest; DROP TABLE evidence_latest_refs;
                  DROP TABLE issued_certificates; DROP INDEX evidence_runtime_received;
-                 DELETE FROM refinery_schema_history WHERE version = 2;",
+                 ALTER TABLE evidence DROP COLUMN txid;
+                 DELETE FROM refinery_schema_history WHERE version >= 2;",
             )
             .unwrap();
         crate::db::postgres::migrate(&mut client).unwrap();

@@ -43,6 +43,10 @@ use crate::model::{NewEvidence, StoreStats};
 const MIGRATIONS: &[(&str, &str)] = &[
     ("V1__schema", include_str!("migrations/V1__schema.sql")),
     ("V2__results", include_str!("migrations/V2__results.sql")),
+    (
+        "V3__evidence_commit_order",
+        include_str!("migrations/V3__evidence_commit_order.sql"),
+    ),
 ];
 
 /// The table refinery records applied migrations in.
