@@ -6,6 +6,8 @@
 //! - [`capability`]: what a plugin may be granted, one [`Capability`] per WIT
 //!   interface, and the interface each one is reached through;
 //! - [`declared`]: the capabilities a plugin declares in its signed manifest;
+//! - [`diff`]: what one release declares beyond another (widenings and
+//!   narrowings), for the review of a release and the host's upgrade log;
 //! - [`wire`]: the messages between the runtime and the control plane
 //!   (evidence, heartbeat, configuration document).
 //!
@@ -15,6 +17,7 @@
 pub mod abi;
 pub mod capability;
 pub mod declared;
+pub mod diff;
 pub mod wire;
 
 pub use abi::{ABI_PACKAGE, AbiVersion};
