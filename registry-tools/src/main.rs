@@ -2,6 +2,7 @@
 //! publish Assessment Runtime plugins. Every step the GitHub workflows run is
 //! one of these commands.
 
+mod capability_diff;
 mod template;
 
 use std::io::Write as _;
@@ -163,6 +164,11 @@ enum Command {
         #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
         api_url: String,
     },
+    /// Compare what a release declares (capabilities, imports, size class)
+    /// with the latest published release of the plugin, verified with the
+    /// registry key; exits 3 when it widens anything or is the first
+    /// release (flag it for review), 0 when nothing widened.
+    CapabilityDiff(capability_diff::Args),
 }
 
 fn main() -> ExitCode {
@@ -428,5 +434,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("published {} asset(s) to {url}", assets.len());
             Ok(ExitCode::SUCCESS)
         }
+        Command::CapabilityDiff(args) => capability_diff::run(args),
     }
 }
