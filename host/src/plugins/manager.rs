@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use assessment_registry::manifest::{Manifest, asset_names, release_tag, sha256_hex};
 use assessment_registry::minisign::{PublicKey, SignatureBox};
+use capability_model::diff::Declaration;
 
 use super::ComponentFile;
 use super::fetch::{Downloader, FetchError};
@@ -170,10 +171,71 @@ impl PluginManager {
             signature,
         })?;
         tracing::info!(plugin = name, version, digest = %file.digest, "plugin verified and stored");
+        self.log_upgrade(store, &manifest, &file);
         Ok(ResolvedPlugin {
             file: ComponentFile { path, ..file },
             manifest,
         })
+    }
+
+    /// When `new` replaces an older stored version of its plugin (the
+    /// highest one below it), log what it declares beyond that version
+    /// (warn) and what it no longer declares (info): the capability diff a
+    /// release is reviewed by, so that an operator sees on upgrade what the
+    /// plugin may now ask for. The older release is verified again first;
+    /// one that does not verify is not compared with.
+    fn log_upgrade(&self, store: &PluginStore, new: &Manifest, file: &ComponentFile) {
+        let Some((old, stored)) = previous_stored(store, &new.name, &new.version) else {
+            return;
+        };
+        let declared = self
+            .verify_manifest(
+                &stored.name,
+                &stored.version,
+                &stored.manifest,
+                &stored.signature,
+            )
+            .and_then(|manifest| stored_declaration(store, manifest));
+        let old_declaration = match declared {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(
+                    plugin = %new.name,
+                    old_version = %old,
+                    new_version = %new.version,
+                    "cannot tell what the new version declares beyond the stored one: {e}"
+                );
+                return;
+            }
+        };
+        let new_declaration = Declaration {
+            capabilities: new.capabilities.clone(),
+            imports: file.imports.iter().cloned().collect(),
+            component_size: Some(new.component.size),
+        };
+        let diff = capability_model::diff::diff(&old_declaration, &new_declaration);
+        for change in &diff.widenings {
+            tracing::warn!(
+                plugin = %new.name,
+                old_version = %old,
+                new_version = %new.version,
+                kind = %change.kind,
+                old = change.old.as_deref(),
+                new = change.new.as_deref(),
+                "upgrade declares more than the version it replaces: {change} (in force only where the operator grants it)"
+            );
+        }
+        for change in &diff.narrowings {
+            tracing::info!(
+                plugin = %new.name,
+                old_version = %old,
+                new_version = %new.version,
+                kind = %change.kind,
+                old = change.old.as_deref(),
+                new = change.new.as_deref(),
+                "upgrade declares less than the version it replaces: {change}"
+            );
+        }
     }
 
     fn verify_manifest(
@@ -205,6 +267,59 @@ impl PluginManager {
         tracing::debug!(plugin = name, version, key = %key.key_id_hex(), "manifest signature verified");
         Ok(manifest)
     }
+}
+
+/// The highest stored version of `name` below `version`, with its release.
+fn previous_stored(
+    store: &PluginStore,
+    name: &str,
+    version: &str,
+) -> Option<(semver::Version, StoredRelease)> {
+    let new = semver::Version::parse(version).ok()?;
+    let releases = match store.releases() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(plugin = name, "cannot list the stored releases: {e}");
+            return None;
+        }
+    };
+    releases
+        .into_iter()
+        .filter(|r| r.name == name)
+        .filter_map(|r| Some((semver::Version::parse(&r.version).ok()?, r)))
+        .filter(|(v, _)| *v < new)
+        .max_by(|a, b| a.0.cmp(&b.0))
+}
+
+/// What a stored release (its manifest verified) declares, with the
+/// imports of its stored component. The component was audited in full
+/// when it was stored, and its digest is checked here, so only its
+/// structure is read again.
+fn stored_declaration(
+    store: &PluginStore,
+    manifest: Manifest,
+) -> Result<Declaration, ResolveError> {
+    let path = store.blob_path(&manifest.component.sha256);
+    let bytes = std::fs::read(&path)
+        .map_err(|e| ResolveError::Verify(format!("{}: {e}", path.display())))?;
+    let digest = sha256_hex(&bytes);
+    if digest != manifest.component.sha256 {
+        return Err(ResolveError::Verify(format!(
+            "{}: sha256 {digest} does not match the signed manifest's {}",
+            path.display(),
+            manifest.component.sha256
+        )));
+    }
+    let known = assessment_registry::audit::Known {
+        sha256: Some(&digest),
+        validated: true,
+    };
+    let report = assessment_registry::audit::audit_known(&bytes, None, u64::MAX, known);
+    Ok(Declaration {
+        capabilities: manifest.capabilities,
+        imports: report.imports.into_iter().collect(),
+        component_size: Some(manifest.component.size),
+    })
 }
 
 /// Size, digest, then the full audit against the manifest.

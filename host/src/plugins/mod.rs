@@ -88,6 +88,8 @@ pub struct ComponentFile {
     pub bytes: Vec<u8>,
     /// `sha256:` + hex digest of the bytes.
     pub digest: String,
+    /// Its top-level imports, as the audit read them.
+    pub imports: Vec<String>,
 }
 
 impl ComponentFile {
@@ -177,6 +179,7 @@ impl ComponentFile {
             path: path.to_path_buf(),
             bytes,
             digest: format!("sha256:{}", report.sha256),
+            imports: report.imports,
         })
     }
 }
