@@ -7,6 +7,7 @@
 pub mod http;
 pub mod oscal;
 pub mod proxy;
+pub mod release_server;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
