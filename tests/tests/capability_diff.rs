@@ -363,6 +363,51 @@ fn a_registry_without_a_release_of_the_plugin_is_a_first_release() {
             .contains("First release of `kernel-params`"),
         "markdown"
     );
+
+    // After packaging, the manifest `package` wrote says the same.
+    let out = publisher.dist("0.1.0");
+    ok(tool(&[
+        "package",
+        guest("kernel_params").to_str().unwrap(),
+        "--plugin-dir",
+        kernel_params_dir().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--secret-key",
+        publisher.dir.path().join("publisher.key").to_str().unwrap(),
+    ]));
+    let manifest = out.join("kernel-params-0.1.0.manifest.json");
+    let with_manifest = |component: &Path| {
+        Command::new(registry_bin())
+            .arg("capability-diff")
+            .arg(component)
+            .arg("--manifest")
+            .arg(&manifest)
+            .args(["--repo", REPO, "--api-url", &server.url()])
+            .args(["--server-url", &server.url()])
+            .arg("--public-key")
+            .arg(publisher.public_key_file())
+            .env_remove("GITHUB_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let by_manifest = with_manifest(&guest("kernel_params"));
+    assert_eq!(
+        by_manifest.status.code(),
+        Some(3),
+        "{}",
+        output_text(&by_manifest)
+    );
+    assert_eq!(String::from_utf8_lossy(&by_manifest.stdout), d.stdout);
+    // Another component than the manifest's: refused.
+    let work = tempfile::tempdir().unwrap();
+    let other = with_manifest(&kernel_params_component(work.path(), "0.2.0"));
+    assert_eq!(other.status.code(), Some(2), "{}", output_text(&other));
+    assert!(
+        output_text(&other).contains("pass the component it was written for"),
+        "{}",
+        output_text(&other)
+    );
 }
 
 #[test]
