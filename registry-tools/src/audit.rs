@@ -1,9 +1,11 @@
 //! The audit of a plugin component: the sandboxing rules a component must
 //! meet before it is signed (in CI) and before it is stored or compiled (in
 //! the host). Rejections are findings with `level: reject`; anything worth a
-//! reviewer's look is `level: warn`.
+//! reviewer's look is `level: warn`. The verdict is one of three outcomes:
+//! `accepted` (nothing found), `flagged` (warnings only: released after a
+//! person approves) or `rejected`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wasmparser::{Parser, Payload, Validator};
 
 use capability_model::abi::split_interface;
@@ -31,13 +33,55 @@ pub const WASI_PREFIXES: &[&str] = &[
 ];
 
 /// How serious an audit finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// The component is refused.
     Reject,
     /// Worth a reviewer's look; not a refusal.
     Warn,
+}
+
+/// The outcome of an audit, in increasing severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Nothing found: signed and published.
+    Accepted,
+    /// Warnings only: published after a person approves.
+    Flagged,
+    /// Refused: never signed.
+    Rejected,
+}
+
+impl Verdict {
+    /// `accepted`, `flagged` or `rejected`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Accepted => "accepted",
+            Verdict::Flagged => "flagged",
+            Verdict::Rejected => "rejected",
+        }
+    }
+
+    /// The verdict of these findings: rejected on any rejection, flagged on
+    /// any warning, accepted otherwise.
+    pub fn of(findings: &[AuditFinding]) -> Verdict {
+        findings
+            .iter()
+            .map(|f| match f.level {
+                Level::Reject => Verdict::Rejected,
+                Level::Warn => Verdict::Flagged,
+            })
+            .max()
+            .unwrap_or(Verdict::Accepted)
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One rule outcome.
@@ -54,8 +98,8 @@ pub struct AuditFinding {
 /// The audit of one component.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditReport {
-    /// `accepted` or `rejected`.
-    pub verdict: &'static str,
+    /// Accepted, flagged (warnings only) or rejected.
+    pub verdict: Verdict,
     /// Lowercase hex SHA-256 of the component.
     pub sha256: String,
     /// Size in bytes.
@@ -71,7 +115,8 @@ pub struct AuditReport {
 }
 
 impl AuditReport {
-    /// Whether the component was accepted.
+    /// Whether the component was not rejected (its verdict is accepted or
+    /// flagged): what the host requires before it stores or runs one.
     pub fn accepted(&self) -> bool {
         self.findings.iter().all(|f| f.level != Level::Reject)
     }
@@ -113,6 +158,71 @@ impl AuditReport {
             ));
         }
         out
+    }
+}
+
+impl AuditReport {
+    /// Add a finding made outside the component's audit (a capability
+    /// widening found by the capability diff), and update the verdict.
+    pub fn add_finding(&mut self, finding: AuditFinding) {
+        self.findings.push(finding);
+        self.verdict = Verdict::of(&self.findings);
+    }
+}
+
+/// An audit report as read back from its JSON (`audit --json-report`):
+/// what `package --audit-report` checks before it signs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RecordedReport {
+    /// The verdict recorded.
+    pub verdict: Verdict,
+    /// The audited component's SHA-256 (lowercase hex).
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The findings.
+    #[serde(default)]
+    pub findings: Vec<RecordedFinding>,
+}
+
+/// One finding of a [`RecordedReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RecordedFinding {
+    /// Rule id.
+    pub rule: String,
+    /// Reject or warn.
+    pub level: Level,
+    /// The message.
+    pub message: String,
+}
+
+/// Why an audit report could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("not an audit report (plugin-registry audit --json-report): {0}")]
+pub struct ReportError(String);
+
+impl RecordedReport {
+    /// Parse a report. The verdict must be the one its findings give, so
+    /// that a report edited to say `accepted` over a rejection is refused.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ReportError> {
+        let report: RecordedReport =
+            serde_json::from_slice(bytes).map_err(|e| ReportError(e.to_string()))?;
+        let from_findings = report
+            .findings
+            .iter()
+            .map(|f| match f.level {
+                Level::Reject => Verdict::Rejected,
+                Level::Warn => Verdict::Flagged,
+            })
+            .max()
+            .unwrap_or(Verdict::Accepted);
+        if from_findings != report.verdict {
+            return Err(ReportError(format!(
+                "its verdict is {} but its findings make it {from_findings}",
+                report.verdict
+            )));
+        }
+        Ok(report)
     }
 }
 
@@ -172,7 +282,7 @@ pub fn audit_known(
     };
     let size = bytes.len() as u64;
     let mut report = AuditReport {
-        verdict: "rejected",
+        verdict: Verdict::Rejected,
         sha256,
         size,
         abi_version: None,
@@ -296,10 +406,8 @@ pub fn audit_known(
         }
     }
 
+    report.verdict = Verdict::of(&findings);
     report.findings = findings;
-    if report.accepted() {
-        report.verdict = "accepted";
-    }
     report
 }
 
@@ -512,7 +620,7 @@ mod tests {
         );
         let big = audit(b"\0asm\x01\0\0\0", None, 4);
         assert_eq!(big.first_rejection().unwrap().rule, "size");
-        assert_eq!(big.verdict, "rejected");
+        assert_eq!(big.verdict, Verdict::Rejected);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! and by hand) and by the host, which verifies with the same code.
 
 pub mod audit;
+pub mod github;
 pub mod manifest;
 pub mod minisign;
 #[cfg(feature = "cli")]

@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use assessment_registry::audit::{DEFAULT_MAX_BYTES, audit};
-use assessment_registry::manifest::{Manifest, Source};
+use assessment_registry::audit::{
+    AuditFinding, DEFAULT_MAX_BYTES, Level, RecordedReport, Verdict, audit,
+};
+use assessment_registry::github;
+use assessment_registry::manifest::{Manifest, Source, sha256_hex};
 use assessment_registry::minisign::{KdfCost, PublicKey, SecretKey, SignatureBox};
 use assessment_registry::release;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -96,13 +99,34 @@ enum Command {
         #[arg(long)]
         signature: Option<PathBuf>,
     },
-    /// Audit a component; exits 1 when it is rejected.
+    /// Audit a component. Exits 0 when accepted, 3 when flagged (warnings
+    /// only: to be released after a person approves), 1 when rejected, 2 on
+    /// an error (an unreadable file).
     Audit {
         /// The component.
         component: PathBuf,
         /// Also check it against this manifest.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "plugin_dir")]
         manifest: Option<PathBuf>,
+        /// Also check it against the manifest `package` would sign from
+        /// this plugin directory (its declared capabilities); annotations
+        /// point into its plugin.toml and source.
+        #[arg(long)]
+        plugin_dir: Option<PathBuf>,
+        /// The capability diff's JSON report (`capability-diff
+        /// --json-report`): a widening (or a first release) adds a
+        /// `capability-widening` warning, which flags the release.
+        #[arg(long)]
+        capability_diff: Option<PathBuf>,
+        /// Print a GitHub Actions workflow command per finding (`::error`
+        /// for a rejection, `::warning` for a flag), which GitHub shows as
+        /// annotations on the run and the pull request.
+        #[arg(long)]
+        github_annotations: bool,
+        /// Append the report as a Markdown job summary to this file (in a
+        /// workflow: $GITHUB_STEP_SUMMARY).
+        #[arg(long)]
+        summary: Option<PathBuf>,
         /// Write the machine-readable report here.
         #[arg(long)]
         json_report: Option<PathBuf>,
@@ -112,6 +136,16 @@ enum Command {
         /// Size limit in bytes.
         #[arg(long, default_value_t = DEFAULT_MAX_BYTES)]
         max_size: u64,
+    },
+    /// Check that a component is the one an audit report describes (the
+    /// same SHA-256): exits 0 when it is, 1 when not.
+    CheckDigest {
+        /// The component (e.g. a reproducible rebuild, or the artifact to
+        /// sign).
+        component: PathBuf,
+        /// The audit report (`audit --json-report`).
+        #[arg(long)]
+        audit_report: PathBuf,
     },
     /// Audit, describe and sign a plugin: the component's `describe` must
     /// report the plugin's name and version (and those of --version and
@@ -146,6 +180,20 @@ enum Command {
         /// Source commit recorded in the manifest.
         #[arg(long, default_value = "")]
         commit: String,
+        /// The audit job's report (`audit --json-report`): the component
+        /// must be the one it audited (same SHA-256) and not rejected; it
+        /// becomes a signed release asset, NAME-VERSION.audit.json, and its
+        /// digest and verdict are recorded in the manifest.
+        #[arg(long)]
+        audit_report: Option<PathBuf>,
+        /// A person approved this release: required when the verdict is
+        /// flagged. Set only in the job that runs after the review.
+        #[arg(long)]
+        reviewed: bool,
+        /// A tool that built the component and its version, recorded in the
+        /// manifest, e.g. `rustc="$(rustc -V)"` (repeatable).
+        #[arg(long, value_name = "NAME=VERSION")]
+        toolchain: Vec<String>,
         /// Size limit in bytes.
         #[arg(long, default_value_t = DEFAULT_MAX_BYTES)]
         max_size: u64,
@@ -163,6 +211,9 @@ enum Command {
         /// GitHub API base URL.
         #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
         api_url: String,
+        /// The release's description (Markdown), e.g. the capability diff.
+        #[arg(long)]
+        notes: Option<PathBuf>,
     },
     /// Compare what a release declares (capabilities, imports, size class)
     /// with the latest published release of the plugin, verified with the
@@ -208,6 +259,93 @@ fn read_public_key(arg: &str) -> anyhow::Result<PublicKey> {
         arg.to_string()
     };
     PublicKey::from_text(&text).context("invalid public key")
+}
+
+/// The exit code of a flagged audit (and of a release refused for want of a
+/// review): "needs review", as `capability-diff` exits on a widening.
+const FLAGGED: u8 = 3;
+
+/// 0 accepted, 3 flagged, 1 rejected.
+fn verdict_code(verdict: Verdict) -> ExitCode {
+    match verdict {
+        Verdict::Accepted => ExitCode::SUCCESS,
+        Verdict::Flagged => ExitCode::from(FLAGGED),
+        Verdict::Rejected => ExitCode::from(1),
+    }
+}
+
+/// Append to a file (a job summary), creating it if needed.
+fn append(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .with_context(|| format!("cannot append to {}", path.display()))
+}
+
+/// The audit finding of a capability diff's JSON report (see
+/// `capability-diff --json-report`): a `capability-widening` warning when it
+/// is flagged (a widening, or a first release), none otherwise.
+fn widening_finding(report: &[u8]) -> anyhow::Result<Option<AuditFinding>> {
+    #[derive(serde::Deserialize)]
+    struct Change {
+        kind: String,
+        old: Option<String>,
+        new: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Diff {
+        verdict: String,
+        flagged: bool,
+        previous_tag: Option<String>,
+        #[serde(default)]
+        widenings: Vec<Change>,
+    }
+    let diff: Diff = serde_json::from_slice(report)?;
+    if !diff.flagged {
+        return Ok(None);
+    }
+    let changes = diff
+        .widenings
+        .iter()
+        .map(|c| match (&c.old, &c.new) {
+            (None, Some(new)) => format!("{} + {new}", c.kind),
+            (Some(old), Some(new)) => format!("{} {old} → {new}", c.kind),
+            (Some(old), None) => format!("{} - {old}", c.kind),
+            (None, None) => c.kind.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let message = match (diff.verdict.as_str(), &diff.previous_tag) {
+        ("first-release", _) | (_, None) => format!(
+            "the plugin's first release: everything it declares is new and needs a review ({})",
+            if changes.is_empty() { "nothing declared" } else { &changes }
+        ),
+        (_, Some(tag)) => format!("declares more than {tag}: {changes}"),
+    };
+    Ok(Some(AuditFinding {
+        rule: "capability-widening",
+        level: Level::Warn,
+        message,
+    }))
+}
+
+/// The plugin's main source file, which annotations about what it imports
+/// point to: `src/lib.rs` for a crate, else the one `.py` or `.js` file at
+/// the top of its directory.
+fn plugin_source(dir: &Path) -> Option<PathBuf> {
+    let lib = dir.join("src/lib.rs");
+    if lib.is_file() {
+        return Some(lib);
+    }
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "py" || e == "js"))
+        .collect();
+    sources.sort();
+    (sources.len() == 1).then(|| sources.remove(0))
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
@@ -342,21 +480,52 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit {
             component,
             manifest,
+            plugin_dir,
+            capability_diff,
+            github_annotations,
+            summary,
             json_report,
             text_report,
             max_size,
         } => {
             let bytes = std::fs::read(&component)
                 .with_context(|| format!("cannot read {}", component.display()))?;
-            let manifest = manifest
-                .map(|m| -> anyhow::Result<Manifest> {
-                    let bytes = std::fs::read(&m)
+            let manifest = match (manifest, &plugin_dir) {
+                (Some(m), _) => {
+                    let text = std::fs::read(&m)
                         .with_context(|| format!("cannot read {}", m.display()))?;
-                    Ok(Manifest::from_bytes(&bytes)?)
-                })
-                .transpose()?;
-            let report = audit(&bytes, manifest.as_ref(), max_size);
-            let text = format!("component: {}\n{}", component.display(), report.to_text());
+                    Some(Manifest::from_bytes(&text)?)
+                }
+                (None, Some(dir)) => {
+                    let plugin = release::read_plugin_dir(dir, None)?;
+                    Some(release::manifest_for(&bytes, &plugin, max_size)?)
+                }
+                (None, None) => None,
+            };
+            let mut report = audit(&bytes, manifest.as_ref(), max_size);
+            if let Some(path) = capability_diff {
+                let text = std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                if let Some(finding) = widening_finding(&text)
+                    .with_context(|| format!("{}: not a capability-diff report", path.display()))?
+                {
+                    report.add_finding(finding);
+                }
+            }
+            let name = component.display().to_string();
+            let text = format!("component: {name}\n{}", report.to_text());
+            if github_annotations {
+                let plugin_toml = plugin_dir.as_ref().map(|d| d.join("plugin.toml"));
+                let source = plugin_dir.as_deref().and_then(plugin_source);
+                print!(
+                    "{}",
+                    github::annotations(&report, &name, |rule| github::file_for_rule(
+                        rule,
+                        plugin_toml.as_deref(),
+                        source.as_deref()
+                    ))
+                );
+            }
             print!("{text}");
             if let Some(path) = json_report {
                 std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
@@ -366,11 +535,34 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 std::fs::write(&path, &text)
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
-            Ok(if report.accepted() {
-                ExitCode::SUCCESS
+            if let Some(path) = summary {
+                append(&path, github::summary(&report, &name).as_bytes())?;
+            }
+            Ok(verdict_code(report.verdict))
+        }
+        Command::CheckDigest {
+            component,
+            audit_report,
+        } => {
+            let bytes = std::fs::read(&component)
+                .with_context(|| format!("cannot read {}", component.display()))?;
+            let text = std::fs::read(&audit_report)
+                .with_context(|| format!("cannot read {}", audit_report.display()))?;
+            let report = RecordedReport::from_bytes(&text)
+                .with_context(|| audit_report.display().to_string())?;
+            let digest = sha256_hex(&bytes);
+            if digest == report.sha256 {
+                println!("{}: sha256 {digest}, the audited component", component.display());
+                Ok(ExitCode::SUCCESS)
             } else {
-                ExitCode::from(1)
-            })
+                eprintln!(
+                    "error: {}: sha256 {digest}, but {} audited {}: not the audited component",
+                    component.display(),
+                    audit_report.display(),
+                    report.sha256
+                );
+                Ok(ExitCode::from(1))
+            }
         }
         Command::Package {
             component,
@@ -381,8 +573,35 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             tag,
             repository,
             commit,
+            audit_report,
+            reviewed,
+            toolchain,
             max_size,
         } => {
+            let audit_report = audit_report
+                .map(|path| -> anyhow::Result<(PathBuf, Vec<u8>)> {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    Ok((path, bytes))
+                })
+                .transpose()?;
+            let toolchain = toolchain
+                .iter()
+                .map(|entry| {
+                    entry
+                        .split_once('=')
+                        .filter(|(name, version)| !name.is_empty() && !version.trim().is_empty())
+                        .map(|(name, version)| (name.to_string(), version.trim().to_string()))
+                        .with_context(|| {
+                            format!("--toolchain {entry:?}: expected NAME=VERSION")
+                        })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let provenance = release::Provenance {
+                audit_report,
+                reviewed,
+                toolchain,
+            };
             let sk = load_secret_key(secret_key.as_deref())?;
             let bytes = std::fs::read(&component)
                 .with_context(|| format!("cannot read {}", component.display()))?;
@@ -391,7 +610,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 release::check_tag(tag, &plugin)?;
             }
             plugin.source = Source { repository, commit };
-            match release::package(&bytes, &plugin, &sk, &out, max_size) {
+            match release::package(&bytes, &plugin, &sk, &out, max_size, &provenance) {
                 Ok(packaged) => {
                     let from = if plugin.name_from == plugin.version_from {
                         plugin.name_from.display().to_string()
@@ -416,6 +635,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     eprintln!("error: the audit rejected {}", component.display());
                     Ok(ExitCode::from(1))
                 }
+                Err(
+                    e @ (release::ReleaseError::NotAudited { .. }
+                    | release::ReleaseError::ReportRejected(_)),
+                ) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(1))
+                }
+                Err(e @ release::ReleaseError::NeedsReview(_)) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(FLAGGED))
+                }
                 Err(e) => Err(e.into()),
             }
         }
@@ -424,13 +654,27 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             repo,
             tag,
             api_url,
+            notes,
         } => {
             let token = std::env::var("GITHUB_TOKEN")
                 .context("set GITHUB_TOKEN to a token that may write releases")?;
+            let notes = notes
+                .map(|path| {
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))
+                })
+                .transpose()?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let url = runtime.block_on(release::publish(&api_url, &repo, &token, &tag, &assets))?;
+            let url = runtime.block_on(release::publish(
+                &api_url,
+                &repo,
+                &token,
+                &tag,
+                &assets,
+                notes.as_deref(),
+            ))?;
             println!("published {} asset(s) to {url}", assets.len());
             Ok(ExitCode::SUCCESS)
         }

@@ -3,8 +3,12 @@
 //! declares. The minisign signature covers the manifest's exact bytes, and
 //! through the digest the component.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::audit::Verdict;
 
 /// The manifest schema identifier.
 pub const MANIFEST_SCHEMA: &str = "assessment-runtime/plugin-manifest@1";
@@ -47,6 +51,25 @@ pub struct Source {
     pub commit: String,
 }
 
+/// The audit a release passed, as its manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    /// `accepted`, or `flagged` when a person approved it (`reviewed`);
+    /// never `rejected`.
+    pub verdict: Verdict,
+    /// A person approved the flagged release (the `plugin-review`
+    /// environment of the release workflow).
+    #[serde(default)]
+    pub reviewed: bool,
+    /// The release asset holding the audit report (`NAME-VERSION.audit.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
+    /// That report's SHA-256 (lowercase hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_sha256: Option<String>,
+}
+
 /// A plugin manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +93,22 @@ pub struct Manifest {
     /// Provenance.
     #[serde(default)]
     pub source: Source,
+    /// The audit's verdict and report. Absent from manifests made before
+    /// it was recorded; such manifests stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditRecord>,
+    /// The tools that built the component and their versions (`rustc` →
+    /// `rustc -V`'s output, `componentize-py`, `componentize-js`…). Absent
+    /// from older manifests.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub toolchain: BTreeMap<String, String>,
+}
+
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
 /// Lowercase hex SHA-256.
@@ -129,13 +168,7 @@ impl Manifest {
                 self.version
             ));
         }
-        if self.component.sha256.len() != 64
-            || !self
-                .component
-                .sha256
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        {
+        if !is_sha256_hex(&self.component.sha256) {
             return invalid(format!(
                 "component.sha256 {:?} is not a lowercase hex SHA-256",
                 self.component.sha256
@@ -157,6 +190,33 @@ impl Manifest {
             if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
                 return invalid(format!(
                     "capability path {path:?} must be absolute without `..`"
+                ));
+            }
+        }
+        if let Some(audit) = &self.audit {
+            match audit.verdict {
+                Verdict::Accepted => {}
+                Verdict::Flagged if audit.reviewed => {}
+                Verdict::Flagged => {
+                    return invalid(
+                        "audit.verdict is flagged but not reviewed: a flagged release is signed only after review".to_string(),
+                    );
+                }
+                Verdict::Rejected => {
+                    return invalid(
+                        "audit.verdict is rejected: a rejected component is never signed"
+                            .to_string(),
+                    );
+                }
+            }
+            if audit
+                .report_sha256
+                .as_deref()
+                .is_some_and(|d| !is_sha256_hex(d))
+            {
+                return invalid(format!(
+                    "audit.report_sha256 {:?} is not a lowercase hex SHA-256",
+                    audit.report_sha256
                 ));
             }
         }
@@ -196,6 +256,8 @@ mod tests {
                 ..Capabilities::default()
             },
             source: Source::default(),
+            audit: None,
+            toolchain: BTreeMap::new(),
         }
     }
 
@@ -203,6 +265,58 @@ mod tests {
     fn manifests_round_trip() {
         let m = sample();
         assert_eq!(Manifest::from_bytes(&m.to_bytes()).unwrap(), m);
+    }
+
+    /// A manifest written before the audit and the toolchain were recorded
+    /// (the bytes `package` wrote then) still parses and stays byte-for-byte
+    /// the same when written again: its signature still verifies.
+    #[test]
+    fn manifests_without_the_audit_record_still_parse() {
+        let old = sample().to_bytes();
+        let text = String::from_utf8(old.clone()).unwrap();
+        assert!(!text.contains("\"audit\"") && !text.contains("\"toolchain\""));
+        let parsed = Manifest::from_bytes(&old).unwrap();
+        assert_eq!(parsed.audit, None);
+        assert!(parsed.toolchain.is_empty());
+        assert_eq!(parsed.to_bytes(), old);
+    }
+
+    #[test]
+    fn the_audit_record_and_toolchain_round_trip_and_are_checked() {
+        let mut m = sample();
+        m.audit = Some(AuditRecord {
+            verdict: Verdict::Flagged,
+            reviewed: true,
+            report: Some("sshd-hardening-1.2.3.audit.json".into()),
+            report_sha256: Some(sha256_hex(b"report")),
+        });
+        m.toolchain
+            .insert("rustc".into(), "rustc 1.95.0 (59807616e 2026-04-14)".into());
+        let bytes = m.to_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("\"verdict\": \"flagged\""), "{text}");
+        assert_eq!(Manifest::from_bytes(&bytes).unwrap(), m);
+
+        type Mutation = fn(&mut AuditRecord);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (|a| a.reviewed = false, "not reviewed"),
+            (|a| a.verdict = Verdict::Rejected, "never signed"),
+            (|a| a.report_sha256 = Some("XYZ".into()), "report_sha256"),
+        ];
+        for (mutate, needle) in cases {
+            let mut bad = m.clone();
+            mutate(bad.audit.as_mut().unwrap());
+            let e = Manifest::from_bytes(&bad.to_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        // Unknown fields are still refused, in the record too.
+        let forged = text.replace("\"reviewed\": true", "\"reviewed\": true, \"by\": \"x\"");
+        assert!(matches!(
+            Manifest::from_bytes(forged.as_bytes()),
+            Err(ManifestError::Malformed(_))
+        ));
     }
 
     #[test]

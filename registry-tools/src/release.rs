@@ -28,14 +28,15 @@ mod describe;
 
 pub use describe::{DescribeError, Described, describe};
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::audit::{ABI_PACKAGE, AuditReport, audit};
+use crate::audit::{ABI_PACKAGE, AuditReport, RecordedReport, ReportError, Verdict, audit};
 use crate::manifest::{
-    Capabilities, ComponentRef, MANIFEST_SCHEMA, Manifest, Source, asset_names, sha256_hex,
-    valid_plugin_name,
+    AuditRecord, Capabilities, ComponentRef, MANIFEST_SCHEMA, Manifest, Source, asset_names,
+    sha256_hex, valid_plugin_name,
 };
 use crate::minisign::SecretKey;
 
@@ -92,6 +93,33 @@ pub enum ReleaseError {
     /// The audit rejected the component.
     #[error("the audit rejected the component: {}", .0.first_rejection().map_or(String::new(), |f| format!("{}: {}", f.rule, f.message)))]
     Rejected(Box<AuditReport>),
+    /// The audit report given is not one.
+    #[error("{path}: {source}")]
+    Report {
+        /// The report file.
+        path: PathBuf,
+        /// Why it was refused.
+        source: ReportError,
+    },
+    /// The component is not the one the audit report describes: it was not
+    /// audited, and is not signed.
+    #[error(
+        "the component's sha256 is {component}, but the audit report records {audited}: only the audited component is signed (use the audit job's artifact, or rebuild reproducibly)"
+    )]
+    NotAudited {
+        /// The component's digest.
+        component: String,
+        /// The digest in the audit report.
+        audited: String,
+    },
+    /// The audit report rejects the component.
+    #[error("the audit report's verdict is rejected: {0}")]
+    ReportRejected(String),
+    /// The verdict is flagged and no person approved the release.
+    #[error(
+        "the audit flagged this release ({0}); it is signed only after a person approves it: pass --reviewed in the job that runs after the review (the `plugin-review` environment)"
+    )]
+    NeedsReview(String),
     /// The GitHub API refused a request.
     #[error("GitHub API: {0}")]
     Api(String),
@@ -423,13 +451,47 @@ pub fn check_described(
     Ok(())
 }
 
+/// What a release records besides the plugin: the audit it passed and the
+/// tools that built it.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// The audit report (`audit --json-report`) of the audit job, as its
+    /// bytes: the component must be the one it describes, its verdict must
+    /// not be rejected; it becomes a signed release asset.
+    pub audit_report: Option<(PathBuf, Vec<u8>)>,
+    /// A person approved the release (set only by the job that runs after
+    /// the review). Required when the verdict is flagged.
+    pub reviewed: bool,
+    /// Tool → version, recorded in the manifest.
+    pub toolchain: BTreeMap<String, String>,
+}
+
+/// The release asset names of a plugin version's audit report and its
+/// signature.
+pub fn audit_asset_names(name: &str, version: &str) -> (String, String) {
+    let base = format!("{name}-{version}.audit.json");
+    (base.clone(), format!("{base}.minisig"))
+}
+
+/// The findings of a recorded report at `level`, for messages.
+fn findings_text(report: &RecordedReport, level: crate::audit::Level) -> String {
+    report
+        .findings
+        .iter()
+        .filter(|f| f.level == level)
+        .map(|f| format!("{}: {}", f.rule, f.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The release assets written by [`package`].
 #[derive(Debug, Clone)]
 pub struct Packaged {
     /// The manifest.
     pub manifest: Manifest,
-    /// Component, manifest and signature files.
-    pub files: [PathBuf; 3],
+    /// Component, manifest and signature files, then the audit report and
+    /// its signature when one was given.
+    pub files: Vec<PathBuf>,
     /// The audit of the component.
     pub report: AuditReport,
     /// What the component's `describe` reported (the plugin's name and
@@ -437,45 +499,134 @@ pub struct Packaged {
     pub described: Described,
 }
 
-/// Build the manifest of `component`, audit the component against it, check
-/// that its `describe` reports the plugin's name and version, sign the
-/// manifest and write the three release assets into `out_dir`.
+/// The manifest `package` signs for `component` of `plugin` (without the
+/// audit record), validated; `audit --plugin-dir` audits against it too.
+pub fn manifest_for(
+    component: &[u8],
+    plugin: &PluginDescription,
+    max_bytes: u64,
+) -> Result<Manifest, ReleaseError> {
+    let (name, version) = (plugin.name.as_str(), plugin.version.as_str());
+    let (component_file, manifest_file, _) = asset_names(name, version);
+    let probe = audit(component, None, max_bytes);
+    let manifest = Manifest {
+        schema: MANIFEST_SCHEMA.to_string(),
+        name: name.to_string(),
+        version: version.to_string(),
+        abi: format!(
+            "{ABI_PACKAGE}@{}",
+            probe.abi_version.clone().unwrap_or_default()
+        ),
+        description: plugin.description.clone(),
+        component: ComponentRef {
+            file: component_file,
+            sha256: sha256_hex(component),
+            size: component.len() as u64,
+        },
+        capabilities: plugin.capabilities.clone(),
+        source: plugin.source.clone(),
+        audit: None,
+        toolchain: BTreeMap::new(),
+    };
+    manifest.validate().map_err(|e| ReleaseError::PluginFiles {
+        path: PathBuf::from(&manifest_file),
+        message: e.to_string(),
+    })?;
+    Ok(manifest)
+}
+
+/// Check `component` against the audit report of the audit job: the same
+/// digest, not rejected, and, when flagged, `reviewed`. Returns the report.
+pub fn check_audit_report(
+    component: &[u8],
+    path: &Path,
+    bytes: &[u8],
+    reviewed: bool,
+) -> Result<RecordedReport, ReleaseError> {
+    let report = RecordedReport::from_bytes(bytes).map_err(|source| ReleaseError::Report {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let digest = sha256_hex(component);
+    if report.sha256 != digest {
+        return Err(ReleaseError::NotAudited {
+            component: digest,
+            audited: report.sha256,
+        });
+    }
+    match report.verdict {
+        Verdict::Rejected => Err(ReleaseError::ReportRejected(findings_text(
+            &report,
+            crate::audit::Level::Reject,
+        ))),
+        Verdict::Flagged if !reviewed => Err(ReleaseError::NeedsReview(findings_text(
+            &report,
+            crate::audit::Level::Warn,
+        ))),
+        _ => Ok(report),
+    }
+}
+
+/// Build the manifest of `component`, audit the component against it (and
+/// check it against the audit job's report, when given), check that its
+/// `describe` reports the plugin's name and version, sign the manifest (and
+/// the report) and write the release assets into `out_dir`. A flagged
+/// verdict (this audit's or the report's) needs `provenance.reviewed`.
 pub fn package(
     component: &[u8],
     plugin: &PluginDescription,
     key: &SecretKey,
     out_dir: &Path,
     max_bytes: u64,
+    provenance: &Provenance,
 ) -> Result<Packaged, ReleaseError> {
     let (name, version) = (plugin.name.as_str(), plugin.version.as_str());
     let (component_file, manifest_file, signature_file) = asset_names(name, version);
-    let probe = audit(component, None, max_bytes);
-    let abi = format!(
-        "{ABI_PACKAGE}@{}",
-        probe.abi_version.clone().unwrap_or_default()
-    );
-    let manifest = Manifest {
-        schema: MANIFEST_SCHEMA.to_string(),
-        name: name.to_string(),
-        version: version.to_string(),
-        abi,
-        description: plugin.description.clone(),
-        component: ComponentRef {
-            file: component_file.clone(),
-            sha256: sha256_hex(component),
-            size: component.len() as u64,
-        },
-        capabilities: plugin.capabilities.clone(),
-        source: plugin.source.clone(),
-    };
-    manifest.validate().map_err(|e| ReleaseError::PluginFiles {
-        path: PathBuf::from(&manifest_file),
-        message: e.to_string(),
-    })?;
+    let (report_file, report_signature_file) = audit_asset_names(name, version);
+    // The audit job's report first: a component that is not the audited
+    // one is refused whatever else it is.
+    let recorded = provenance
+        .audit_report
+        .as_ref()
+        .map(|(path, bytes)| check_audit_report(component, path, bytes, provenance.reviewed))
+        .transpose()?;
+    let mut manifest = manifest_for(component, plugin, max_bytes)?;
     let report = audit(component, Some(&manifest), max_bytes);
     if !report.accepted() {
         return Err(ReleaseError::Rejected(Box::new(report)));
     }
+    // The verdict recorded is the worse of this audit and the audit job's
+    // (which also holds the capability diff's findings).
+    let verdict = recorded
+        .as_ref()
+        .map_or(report.verdict, |r| r.verdict.max(report.verdict));
+    if verdict == Verdict::Flagged && !provenance.reviewed {
+        return Err(ReleaseError::NeedsReview(
+            report
+                .findings
+                .iter()
+                .map(|f| format!("{}: {}", f.rule, f.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ));
+    }
+    manifest.audit = Some(AuditRecord {
+        verdict,
+        reviewed: provenance.reviewed,
+        report: provenance
+            .audit_report
+            .as_ref()
+            .map(|_| report_file.clone()),
+        report_sha256: provenance
+            .audit_report
+            .as_ref()
+            .map(|(_, bytes)| sha256_hex(bytes)),
+    });
+    manifest.toolchain = provenance.toolchain.clone();
+    manifest.validate().map_err(|e| ReleaseError::PluginFiles {
+        path: PathBuf::from(&manifest_file),
+        message: e.to_string(),
+    })?;
     let described = describe(component)?;
     check_described(&described, plugin)?;
     let manifest_bytes = manifest.to_bytes();
@@ -496,14 +647,32 @@ pub fn package(
         path: out_dir.to_path_buf(),
         source,
     })?;
-    let files = [
+    let mut files = vec![
         out_dir.join(component_file),
-        out_dir.join(manifest_file),
+        out_dir.join(&manifest_file),
         out_dir.join(signature_file),
     ];
     write(&files[0], component)?;
     write(&files[1], &manifest_bytes)?;
     write(&files[2], signature.to_text().as_bytes())?;
+    if let Some((_, bytes)) = &provenance.audit_report {
+        // The report exactly as the audit job wrote it: its digest is in
+        // the signed manifest, and it is signed itself.
+        let comment = format!(
+            "file:{report_file}\tplugin:{name}@{version}\tverdict:{verdict}\tsha256:{}",
+            manifest.component.sha256
+        );
+        let report_signature =
+            key.sign(bytes, &comment)
+                .map_err(|e| ReleaseError::PluginFiles {
+                    path: PathBuf::from(&report_file),
+                    message: e.to_string(),
+                })?;
+        files.push(out_dir.join(&report_file));
+        files.push(out_dir.join(report_signature_file));
+        write(&files[3], bytes)?;
+        write(&files[4], report_signature.to_text().as_bytes())?;
+    }
     Ok(Packaged {
         manifest,
         files,
@@ -513,14 +682,16 @@ pub fn package(
 }
 
 /// Upload `assets` to the GitHub release `tag` of `repo` (`owner/name`),
-/// creating the release if needed. Existing assets are never replaced: a
-/// published version is immutable.
+/// creating the release if needed, with `notes` (Markdown) as its
+/// description; a release that exists gets `notes` as its description.
+/// Existing assets are never replaced: a published version is immutable.
 pub async fn publish(
     api_url: &str,
     repo: &str,
     token: &str,
     tag: &str,
     assets: &[PathBuf],
+    notes: Option<&str>,
 ) -> Result<String, ReleaseError> {
     let api = |e: reqwest::Error| ReleaseError::Api(e.to_string());
     let client = reqwest::Client::builder()
@@ -545,10 +716,26 @@ pub async fn publish(
     .await
     .map_err(api)?;
     let release: serde_json::Value = match existing.status().as_u16() {
-        200 => existing.json().await.map_err(api)?,
+        200 => {
+            let release: serde_json::Value = existing.json().await.map_err(api)?;
+            if let (Some(notes), Some(url)) = (notes, release["url"].as_str()) {
+                let edited = request(reqwest::Method::PATCH, url)
+                    .json(&serde_json::json!({ "body": notes }))
+                    .send()
+                    .await
+                    .map_err(api)?;
+                if !edited.status().is_success() {
+                    return Err(ReleaseError::Api(format!(
+                        "setting the notes of release {tag}: HTTP {}",
+                        edited.status()
+                    )));
+                }
+            }
+            release
+        }
         404 => {
             let created = request(reqwest::Method::POST, &format!("{api_url}/repos/{repo}/releases"))
-                .json(&serde_json::json!({ "tag_name": tag, "name": tag, "draft": false, "prerelease": false }))
+                .json(&serde_json::json!({ "tag_name": tag, "name": tag, "body": notes.unwrap_or_default(), "draft": false, "prerelease": false }))
                 .send()
                 .await
                 .map_err(api)?;

@@ -4,8 +4,9 @@
 //! The crate has one real check (with a subject and a benchmark reference),
 //! its declared capability in `plugin.toml`, `fixtures/good` and
 //! `fixtures/bad`, unit tests that run the plugin through the SDK's mock
-//! host, a README and a GitHub workflow that tests, builds, audits,
-//! packages and publishes it. Inside this repository it depends on the SDK
+//! host, a README and a GitHub workflow that tests it and calls the
+//! repository's reusable release workflow (`plugin-release.yml`: build,
+//! capability diff, audit, review when flagged, sign, publish). Inside this repository it depends on the SDK
 //! by path; elsewhere by version (or by `--sdk-path`).
 
 use std::path::{Component, Path, PathBuf};
@@ -293,7 +294,11 @@ mod tests {
         );
         assert!(text("README.md").contains("release/my_first_plugin.wasm"));
         assert!(text(".github/workflows/plugin.yml").contains("tags: [\"my-first-plugin/v*\"]"));
-        assert!(text(".github/workflows/plugin.yml").contains("${{ github.ref_name }}"));
+        // The release steps are the reusable workflow's, not a copy.
+        let workflow = text(".github/workflows/plugin.yml");
+        assert!(workflow.contains("/.github/workflows/plugin-release.yml@"));
+        assert!(workflow.contains("github.ref_name"));
+        assert!(!workflow.contains("plugin-registry package"));
         let manifest: toml::Table = text("Cargo.toml").parse().unwrap();
         assert_eq!(manifest["lib"]["crate-type"][0].as_str(), Some("cdylib"));
         let declared: toml::Table = text("plugin.toml").parse().unwrap();

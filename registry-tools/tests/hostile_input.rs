@@ -659,6 +659,8 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                     description,
                     capabilities,
                     source: Source { repository, commit },
+                    audit: None,
+                    toolchain: Default::default(),
                 }
             },
         )

@@ -122,19 +122,42 @@ fn actionlint_catches_a_broken_workflow() {
 
 #[test]
 fn the_plugin_workflow_runs_the_tested_registry_commands() {
-    let text = std::fs::read_to_string(repo().join(".github/workflows/plugins.yml")).unwrap();
+    // plugins.yml discovers the plugins and calls the reusable workflow,
+    // which holds the steps (no second copy).
+    let plugins = workflow("plugins.yml");
     for needle in [
-        "--target wasm32-wasip2",
-        "plugin-registry -- audit",
-        "plugin-registry -- package",
-        // The release tag is checked against the plugin's name and version.
-        "--tag \"$TAG\" --out dist",
-        "plugin-registry -- publish",
+        "git ls-files 'plugins-examples/*plugin.toml'",
+        "uses: ./.github/workflows/plugin-release.yml",
+        "matrix.toolchain",
         "secrets.PLUGIN_SIGNING_KEY",
         "\"*/v*\"",
-        "actions/upload-artifact",
     ] {
-        assert!(text.contains(needle), "plugins.yml lacks {needle:?}");
+        assert!(plugins.contains(needle), "plugins.yml lacks {needle:?}");
+    }
+    for command in ["plugin-registry audit", "plugin-registry package", "cargo build"] {
+        assert!(
+            !plugins.contains(command),
+            "{command}: steps belong in plugin-release.yml"
+        );
+    }
+    let text = workflow("plugin-release.yml");
+    for needle in [
+        "scripts/build-plugin.sh --toolchain \"$TOOLCHAIN\"",
+        "plugin-registry capability-diff audited/component.wasm --plugin-dir \"$PLUGIN_DIR\"",
+        "plugin-registry audit audited/component.wasm --plugin-dir \"$PLUGIN_DIR\"",
+        "--github-annotations --summary \"$GITHUB_STEP_SUMMARY\"",
+        "plugin-registry check-digest",
+        "plugin-registry package audited/component.wasm",
+        "--audit-report audited/audit.json",
+        // The release tag is checked against the plugin's name and version.
+        "--tag \"$TAG\" --out dist",
+        "plugin-registry publish dist/*",
+        "--notes audited/capability-diff.md",
+        "environment: plugin-review",
+        "actions/upload-artifact",
+        "actions/download-artifact",
+    ] {
+        assert!(text.contains(needle), "plugin-release.yml lacks {needle:?}");
     }
 }
 
@@ -600,4 +623,840 @@ fn minisign_verify(file: &Path, public_key: &Path) -> Option<Output> {
             .output()
             .unwrap(),
     )
+}
+
+// ----------------------------------------------------------------------
+// The plugin release: the reusable workflow, its callers, its gates.
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn yaml(text: &str) -> Yaml {
+    YamlLoader::load_from_str(text).unwrap().remove(0)
+}
+
+fn keys(map: &Yaml) -> BTreeSet<String> {
+    map.as_hash()
+        .map(|h| h.keys().map(|k| k.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// A value of GitHub's expression language, as far as the workflows use it.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Str(String),
+    Bool(bool),
+}
+
+impl Value {
+    fn truthy(&self) -> bool {
+        match self {
+            Value::Str(s) => !s.is_empty(),
+            Value::Bool(b) => *b,
+        }
+    }
+}
+
+/// Evaluates a job's `if:` as GitHub does, for the operators the workflows
+/// use (`!`, `&&`, `||`, `==`, `!=`, parentheses, 'strings', context paths
+/// and the status functions). Without a status function the condition is
+/// `success() && (…)`: a job whose needs did not all succeed is skipped.
+struct Condition<'a> {
+    tokens: Vec<String>,
+    at: usize,
+    context: &'a dyn Fn(&str) -> Value,
+    all_succeeded: bool,
+}
+
+fn tokens(expression: &str) -> Vec<String> {
+    let chars: Vec<char> = expression.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '\'' {
+            let mut text = String::from("'");
+            i += 1;
+            loop {
+                assert!(i < chars.len(), "unterminated string in {expression}");
+                if chars[i] == '\'' {
+                    if chars.get(i + 1) == Some(&'\'') {
+                        text.push('\'');
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    break;
+                }
+                text.push(chars[i]);
+                i += 1;
+            }
+            out.push(text);
+        } else if "()".contains(c) {
+            out.push(c.to_string());
+            i += 1;
+        } else if let Some(op) = ["&&", "||", "==", "!="]
+            .iter()
+            .find(|op| expression[expression.char_indices().nth(i).unwrap().0..].starts_with(*op))
+        {
+            out.push(op.to_string());
+            i += 2;
+        } else if c == '!' {
+            out.push("!".into());
+            i += 1;
+        } else {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || "._-*".contains(chars[i])) {
+                i += 1;
+            }
+            assert!(i > start, "unexpected {c:?} in {expression}");
+            out.push(chars[start..i].iter().collect());
+        }
+    }
+    out
+}
+
+impl Condition<'_> {
+    fn evaluate(expression: &str, context: &dyn Fn(&str) -> Value, all_succeeded: bool) -> bool {
+        let expression = expression
+            .trim()
+            .strip_prefix("${{")
+            .and_then(|e| e.strip_suffix("}}"))
+            .unwrap_or(expression.trim());
+        let has_status = ["success()", "failure()", "always()", "cancelled()"]
+            .iter()
+            .any(|f| expression.contains(f));
+        let mut parser = Condition {
+            tokens: tokens(expression),
+            at: 0,
+            context,
+            all_succeeded,
+        };
+        let value = parser.or().truthy();
+        assert_eq!(
+            parser.at,
+            parser.tokens.len(),
+            "trailing tokens in {expression}"
+        );
+        if has_status {
+            value
+        } else {
+            all_succeeded && value
+        }
+    }
+
+    fn next(&mut self) -> String {
+        self.at += 1;
+        self.tokens[self.at - 1].clone()
+    }
+
+    fn peek(&self) -> Option<&str> {
+        self.tokens.get(self.at).map(String::as_str)
+    }
+
+    fn or(&mut self) -> Value {
+        let mut value = self.and();
+        while self.peek() == Some("||") {
+            self.next();
+            let right = self.and();
+            value = if value.truthy() { value } else { right };
+        }
+        value
+    }
+
+    fn and(&mut self) -> Value {
+        let mut value = self.unary();
+        while self.peek() == Some("&&") {
+            self.next();
+            let right = self.unary();
+            value = if value.truthy() { right } else { value };
+        }
+        value
+    }
+
+    fn unary(&mut self) -> Value {
+        if self.peek() == Some("!") {
+            self.next();
+            return Value::Bool(!self.unary().truthy());
+        }
+        let left = self.primary();
+        match self.peek() {
+            Some("==") => {
+                self.next();
+                Value::Bool(left == self.primary())
+            }
+            Some("!=") => {
+                self.next();
+                Value::Bool(left != self.primary())
+            }
+            _ => left,
+        }
+    }
+
+    fn primary(&mut self) -> Value {
+        let token = self.next();
+        if token == "(" {
+            let value = self.or();
+            assert_eq!(self.next(), ")");
+            return value;
+        }
+        if let Some(text) = token.strip_prefix('\'') {
+            return Value::Str(text.to_string());
+        }
+        if self.peek() == Some("(") {
+            self.next();
+            assert_eq!(
+                self.next(),
+                ")",
+                "functions with arguments are not modelled"
+            );
+            return Value::Bool(match token.as_str() {
+                "always" => true,
+                "cancelled" => false,
+                "success" => self.all_succeeded,
+                "failure" => !self.all_succeeded,
+                other => panic!("function {other}() is not modelled"),
+            });
+        }
+        match token.as_str() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            path => (self.context)(path),
+        }
+    }
+}
+
+#[test]
+fn the_condition_model_follows_github() {
+    let context = |path: &str| match path {
+        "needs.a.result" => Value::Str("skipped".into()),
+        "inputs.tag" => Value::Str(String::new()),
+        other => panic!("{other}"),
+    };
+    // A skipped need skips a job without a status function.
+    assert!(!Condition::evaluate(
+        "needs.a.result == 'skipped'",
+        &context,
+        false
+    ));
+    assert!(Condition::evaluate(
+        "!cancelled() && needs.a.result == 'skipped'",
+        &context,
+        false
+    ));
+    assert!(Condition::evaluate(
+        "${{ inputs.tag == '' || false }}",
+        &context,
+        true
+    ));
+    assert!(!Condition::evaluate(
+        "inputs.tag != '' && true",
+        &context,
+        true
+    ));
+    assert!(Condition::evaluate(
+        "!(inputs.tag != '') && 'it''s'",
+        &context,
+        true
+    ));
+}
+
+/// The outcome of each job of plugin-release.yml for one combination of
+/// the tag, the audit job's result and verdict and the review's result.
+#[test]
+fn a_release_runs_only_when_accepted_or_approved_and_never_when_rejected() {
+    let release = yaml(&workflow("plugin-release.yml"));
+    let jobs = &release["jobs"];
+    assert_eq!(
+        keys(jobs),
+        BTreeSet::from(["audit", "release", "review"].map(String::from))
+    );
+    let needs = |job: &str| -> BTreeSet<String> {
+        match &jobs[job]["needs"] {
+            Yaml::String(s) => BTreeSet::from([s.clone()]),
+            Yaml::Array(a) => a.iter().map(|n| n.as_str().unwrap().to_string()).collect(),
+            _ => BTreeSet::new(),
+        }
+    };
+    assert_eq!(needs("review"), BTreeSet::from(["audit".to_string()]));
+    assert_eq!(
+        needs("release"),
+        BTreeSet::from(["audit".to_string(), "review".to_string()])
+    );
+    // The gate: a protected environment, nothing else.
+    assert_eq!(
+        jobs["review"]["environment"].as_str(),
+        Some("plugin-review")
+    );
+    assert!(jobs["audit"]["environment"].is_badvalue());
+    assert!(jobs["release"]["environment"].is_badvalue());
+
+    let review_if = jobs["review"]["if"].as_str().unwrap();
+    let release_if = jobs["release"]["if"].as_str().unwrap();
+    let mut release_ran_when = BTreeSet::new();
+    for tag in ["", "kernel-params/v0.2.0"] {
+        for audit in ["success", "failure", "cancelled"] {
+            for verdict in ["accepted", "flagged", "rejected", ""] {
+                let context = |review: &'static str| {
+                    move |path: &str| {
+                        Value::Str(
+                            match path {
+                                "inputs.tag" => tag,
+                                "needs.audit.result" => audit,
+                                "needs.audit.outputs.verdict" => verdict,
+                                "needs.review.result" => review,
+                                other => panic!("{other} is not modelled"),
+                            }
+                            .to_string(),
+                        )
+                    }
+                };
+                let review_runs =
+                    Condition::evaluate(review_if, &context("skipped"), audit == "success");
+                assert_eq!(
+                    review_runs,
+                    !tag.is_empty() && audit == "success" && verdict == "flagged",
+                    "review with tag {tag:?}, audit {audit}, verdict {verdict:?}"
+                );
+                // A review that did not run is skipped; one that ran was
+                // approved (success) or rejected by the reviewer (failure).
+                let reviews: &[&'static str] = if review_runs {
+                    &["success", "failure"]
+                } else {
+                    &["skipped"]
+                };
+                for &review in reviews {
+                    let runs = Condition::evaluate(
+                        release_if,
+                        &context(review),
+                        audit == "success" && review == "success",
+                    );
+                    let expected = !tag.is_empty()
+                        && audit == "success"
+                        && (verdict == "accepted" || (verdict == "flagged" && review == "success"));
+                    assert_eq!(
+                        runs, expected,
+                        "release with tag {tag:?}, audit {audit}, verdict {verdict:?}, review {review}"
+                    );
+                    if runs {
+                        release_ran_when.insert((verdict, review));
+                    }
+                }
+            }
+        }
+    }
+    // Never rejected; flagged only after the review; accepted without one.
+    assert_eq!(
+        release_ran_when,
+        BTreeSet::from([("accepted", "skipped"), ("flagged", "success")])
+    );
+
+    // Least privilege: reading by default; writing, the signing key and the
+    // token only where the release is signed and published.
+    assert_eq!(
+        release["permissions"]["contents"].as_str(),
+        Some("read"),
+        "read-only by default"
+    );
+    let text = workflow("plugin-release.yml");
+    let bodies = self::jobs(&text);
+    for (name, job) in jobs.as_hash().unwrap() {
+        let name = name.as_str().unwrap();
+        assert!(
+            !job["permissions"].is_badvalue(),
+            "job {name} states its permissions"
+        );
+        assert!(
+            !job["timeout-minutes"].is_badvalue(),
+            "{name} has no timeout"
+        );
+        assert_eq!(
+            job["permissions"]["contents"].as_str() == Some("write"),
+            name == "release",
+            "contents: write in {name}"
+        );
+        for secret in [
+            "secrets.signing-key",
+            "secrets.signing-password",
+            "secrets.GITHUB_TOKEN",
+        ] {
+            assert_eq!(
+                bodies[name].contains(secret),
+                name == "release",
+                "{secret} in {name}"
+            );
+        }
+    }
+    assert_eq!(keys(&jobs["review"]["permissions"]), BTreeSet::new());
+}
+
+/// What plugins.yml and the template's workflow pass is what the reusable
+/// workflow declares: every input they give exists, every required one is
+/// given, the secrets are its secrets.
+#[test]
+fn the_callers_pass_the_reusable_workflows_inputs() {
+    let reusable = yaml(&workflow("plugin-release.yml"));
+    let call = &reusable["on"]["workflow_call"];
+    let inputs = keys(&call["inputs"]);
+    let required: BTreeSet<String> = call["inputs"]
+        .as_hash()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v["required"].as_bool() == Some(true))
+        .map(|(k, _)| k.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        required,
+        BTreeSet::from(["plugin-dir".to_string(), "toolchain".to_string()])
+    );
+    for input in [
+        "tag",
+        "rust-version",
+        "componentize-py-version",
+        "registry-public-key",
+        "registry-public-key-file",
+        "registry-tools-repository",
+        "registry-tools-ref",
+    ] {
+        assert!(inputs.contains(input), "{input} in {inputs:?}");
+    }
+    let secrets = keys(&call["secrets"]);
+    // The pinned versions are those scripts/build-foreign-plugins.sh uses.
+    let foreign = std::fs::read_to_string(repo().join("scripts/build-foreign-plugins.sh")).unwrap();
+    let py = call["inputs"]["componentize-py-version"]["default"]
+        .as_str()
+        .unwrap();
+    assert!(
+        foreign.contains(&format!("COMPONENTIZE_PY_VERSION={py}\n")),
+        "componentize-py {py}"
+    );
+    let rust = call["inputs"]["rust-version"]["default"].as_str().unwrap();
+    let toolchain =
+        String::from_utf8(Command::new("rustc").arg("-V").output().unwrap().stdout).unwrap();
+    assert!(
+        toolchain.starts_with(&format!("rustc {rust} ")),
+        "the pinned Rust ({rust}) is the one the suite builds with ({toolchain})"
+    );
+
+    let check = |caller: &Yaml, who: &str, expected_uses: &dyn Fn(&str) -> bool| {
+        let uses = caller["uses"].as_str().unwrap();
+        assert!(expected_uses(uses), "{who} calls {uses}");
+        let with = keys(&caller["with"]);
+        assert!(
+            with.is_subset(&inputs),
+            "{who} passes {with:?}, declared {inputs:?}"
+        );
+        assert!(
+            required.is_subset(&with),
+            "{who} passes {with:?}, required {required:?}"
+        );
+        let passed = keys(&caller["secrets"]);
+        assert_eq!(passed, secrets, "{who}'s secrets");
+        assert_eq!(
+            caller["permissions"]["contents"].as_str(),
+            Some("write"),
+            "{who} lets the release job publish"
+        );
+        with
+    };
+
+    let plugins = yaml(&workflow("plugins.yml"));
+    let with = check(&plugins["jobs"]["plugin"], "plugins.yml", &|u| {
+        u == "./.github/workflows/plugin-release.yml"
+    });
+    assert!(with.contains("registry-tools-ref"));
+    let caller = &plugins["jobs"]["plugin"];
+    assert_eq!(
+        caller["with"]["registry-tools-ref"].as_str(),
+        Some("${{ github.sha }}")
+    );
+    assert_eq!(
+        caller["with"]["toolchain"].as_str(),
+        Some("${{ matrix.toolchain }}")
+    );
+    assert_eq!(
+        caller["strategy"]["matrix"]["include"].as_str(),
+        Some("${{ fromJSON(needs.discover.outputs.plugins) }}")
+    );
+
+    // The template's workflow, as `plugin-registry new` writes it.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(registry_bin())
+        .args(["new", "banner-check", "--dir"])
+        .arg(dir.path().join("banner-check"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let template =
+        std::fs::read_to_string(dir.path().join("banner-check/.github/workflows/plugin.yml"))
+            .unwrap();
+    let template = yaml(&template);
+    let caller = &template["jobs"]["release"];
+    check(caller, "the template", &|u| {
+        u.ends_with("/.github/workflows/plugin-release.yml@main")
+    });
+    assert_eq!(caller["with"]["toolchain"].as_str(), Some("rust"));
+    assert_eq!(caller["with"]["plugin-dir"].as_str(), Some("."));
+    assert_eq!(
+        caller["with"]["registry-tools-ref"].as_str(),
+        caller["uses"]
+            .as_str()
+            .unwrap()
+            .rsplit_once('@')
+            .map(|(_, r)| r),
+        "the tools come from the ref the workflow is called at"
+    );
+}
+
+/// plugins.yml's discover job, as written, in this repository: every
+/// example (Rust, Python, JavaScript) with its toolchain; on a plugin's tag,
+/// that plugin only; a tag naming no plugin fails.
+#[test]
+fn the_plugins_are_discovered_with_their_toolchains() {
+    let script = step_script(&workflow("plugins.yml"), "Plugins and their toolchains");
+    let discover = |ref_type: &str, ref_name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("output");
+        let out = run_step(
+            &script,
+            &repo(),
+            &[
+                ("REF_TYPE", ref_type),
+                ("REF_NAME", ref_name),
+                ("GITHUB_OUTPUT", output.to_str().unwrap()),
+            ],
+        );
+        let written = std::fs::read_to_string(&output).unwrap_or_default();
+        let plugins = written
+            .strip_prefix("plugins=")
+            .map(|json| serde_json::from_str::<serde_json::Value>(json.trim()).unwrap());
+        (out, plugins)
+    };
+    let (out, plugins) = discover("branch", "main");
+    assert!(out.status.success(), "{}", output_text(&out));
+    let plugins = plugins.unwrap();
+    let found: BTreeSet<(String, String, String)> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["tag"], "", "{p}");
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["toolchain"].as_str().unwrap().to_string(),
+                p["dir"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (name, toolchain, dir) in [
+        ("sshd-hardening", "rust", "plugins-examples/sshd-hardening"),
+        (
+            "file-permissions",
+            "rust",
+            "plugins-examples/file-permissions",
+        ),
+        ("kernel-params", "rust", "plugins-examples/kernel-params"),
+        (
+            "package-hygiene",
+            "rust",
+            "plugins-examples/package-hygiene",
+        ),
+        ("login-defs", "python", "plugins-examples/python/login-defs"),
+        (
+            "passwd-accounts",
+            "javascript",
+            "plugins-examples/js/passwd-accounts",
+        ),
+    ] {
+        assert!(
+            found.contains(&(name.to_string(), toolchain.to_string(), dir.to_string())),
+            "{name} in {found:?}"
+        );
+    }
+    assert_eq!(found.len(), 6, "{found:?}");
+
+    let (out, plugins) = discover("tag", "login-defs/v0.1.0");
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(
+        plugins.unwrap(),
+        serde_json::json!([{ "dir": "plugins-examples/python/login-defs", "toolchain": "python", "name": "login-defs", "tag": "login-defs/v0.1.0" }])
+    );
+    let (out, plugins) = discover("tag", "nothing-here/v1.0.0");
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("names no plugin"),
+        "{}",
+        output_text(&out)
+    );
+    assert!(plugins.is_none());
+}
+
+/// A directory laid out as the audit job leaves it: the component of
+/// kernel-params, a capability diff of `verdict`, and a plugin directory
+/// declaring `read` (or nothing, which the audit rejects).
+fn audit_job_dir(diff_verdict: &str, declares_read: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let audited = dir.path().join("audited");
+    std::fs::create_dir_all(&audited).unwrap();
+    std::fs::copy(
+        assessment_e2e::guest("kernel_params"),
+        audited.join("component.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        audited.join("component.wasm.toolchain"),
+        "rustc=rustc 1.95.0 (59807616e 2026-04-14)\ncargo=cargo 1.95.0 (f2d3ce0bd 2026-03-21)\n",
+    )
+    .unwrap();
+    let widened = diff_verdict == "widened";
+    std::fs::write(
+        audited.join("capability-diff.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schema": "assessment-runtime/capability-diff@1",
+            "plugin": "kernel-params",
+            "version": "0.1.0",
+            "previous_version": "0.0.9",
+            "previous_tag": "kernel-params/v0.0.9",
+            "verdict": diff_verdict,
+            "flagged": widened,
+            "widenings": if widened {
+                serde_json::json!([{ "kind": "read", "old": null, "new": "/proc/sys" }])
+            } else {
+                serde_json::json!([])
+            },
+            "narrowings": [],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        audited.join("capability-diff.md"),
+        "### Capabilities\n\nnothing new\n",
+    )
+    .unwrap();
+    let plugin = dir.path().join("plugin");
+    std::fs::create_dir_all(&plugin).unwrap();
+    std::fs::write(
+        plugin.join("plugin.toml"),
+        format!(
+            "name = \"kernel-params\"\nversion = \"0.1.0\"\ndescription = \"d\"\n[capabilities]\n{}",
+            if declares_read { "read = [\"/proc/sys\"]\n" } else { "" }
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// The audit job's Audit step, as written: its verdict output, the
+/// annotations on plugin.toml and the job summary, for an accepted, a
+/// flagged (a capability widening) and a rejected component; then the
+/// release job's digest check and packaging with that report.
+#[test]
+fn the_audit_and_release_steps_enforce_the_verdict_as_written() {
+    let text = workflow("plugin-release.yml");
+    let audit = step_script(&text, "Audit");
+    let rejected_fails = step_script(&text, "A rejected component fails the workflow");
+    let digest = step_script(&text, "The audited component, checked against its report");
+    let package = step_script(&text, "Sign and package the audited component");
+    let verify = step_script(&text, "Check the signatures with the registry key");
+
+    let run_audit = |dir: &Path| {
+        let output = dir.join("github-output");
+        let summary = dir.join("summary.md");
+        let out = run_step(
+            &audit,
+            dir,
+            &[
+                ("PLUGIN_DIR", "plugin"),
+                ("GITHUB_OUTPUT", output.to_str().unwrap()),
+                ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "the step records the verdict: {}",
+            output_text(&out)
+        );
+        (
+            std::fs::read_to_string(output).unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            std::fs::read_to_string(summary).unwrap(),
+        )
+    };
+
+    let accepted = audit_job_dir("unchanged", true);
+    let (output, stdout, summary) = run_audit(accepted.path());
+    assert_eq!(output, "verdict=accepted\n");
+    assert!(
+        !stdout.contains("::warning") && !stdout.contains("::error"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("::notice title=plugin audit::audited/component.wasm: accepted"),
+        "{stdout}"
+    );
+    assert!(summary.contains("**Verdict: accepted**"), "{summary}");
+
+    let flagged = audit_job_dir("widened", true);
+    let (output, stdout, summary) = run_audit(flagged.path());
+    assert_eq!(output, "verdict=flagged\n");
+    assert!(
+        stdout.contains("::warning file=plugin/plugin.toml,title=plugin audit%3A capability-widening::audited/component.wasm: declares more than kernel-params/v0.0.9: read + /proc/sys"),
+        "{stdout}"
+    );
+    assert!(
+        summary.contains("**Verdict: flagged**") && summary.contains("`capability-widening`"),
+        "{summary}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(flagged.path().join("audited/audit.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["verdict"], "flagged");
+
+    let rejected = audit_job_dir("unchanged", false);
+    let (output, stdout, summary) = run_audit(rejected.path());
+    assert_eq!(output, "verdict=rejected\n");
+    assert!(
+        stdout.contains(
+            "::error file=plugin/plugin.toml,title=plugin audit%3A undeclared-capability::"
+        ),
+        "{stdout}"
+    );
+    assert!(summary.contains("**Verdict: rejected**"), "{summary}");
+    let out = run_step(&rejected_fails, rejected.path(), &[]);
+    assert!(!out.status.success());
+    assert!(output_text(&out).contains("::error::the audit rejected the component"));
+
+    // The release job, with the flagged report: the digest check, then
+    // package, which needs --reviewed (set from the review job's result).
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public) = key_pair(keys.path(), "plugin-pw");
+    let d = flagged.path();
+    let out = run_step(&digest, d, &[]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let kernel_params = repo().join("plugins-examples/kernel-params");
+    let packaging = |reviewed: &str| {
+        run_step(
+            &package,
+            d,
+            &[
+                ("PLUGIN_DIR", kernel_params.to_str().unwrap()),
+                ("TAG", "kernel-params/v0.1.0"),
+                ("REVIEWED", reviewed),
+                ("PLUGIN_REGISTRY_SECRET_KEY", &secret),
+                ("PLUGIN_REGISTRY_PASSWORD", "plugin-pw"),
+                ("GITHUB_SERVER_URL", "https://github.example"),
+                ("GITHUB_REPOSITORY", "acme/plugins"),
+            ],
+        )
+    };
+    let out = packaging("false");
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("it is signed only after a person approves it"),
+        "{}",
+        output_text(&out)
+    );
+    assert!(!d.join("dist").exists(), "nothing signed before the review");
+    let out = packaging("true");
+    assert!(out.status.success(), "{}", output_text(&out));
+    let mut dist: Vec<String> = std::fs::read_dir(d.join("dist"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    dist.sort();
+    assert_eq!(
+        dist,
+        [
+            "kernel-params-0.1.0.audit.json",
+            "kernel-params-0.1.0.audit.json.minisig",
+            "kernel-params-0.1.0.manifest.json",
+            "kernel-params-0.1.0.manifest.json.minisig",
+            "kernel-params-0.1.0.wasm",
+        ]
+    );
+    let report_bytes = std::fs::read(d.join("audited/audit.json")).unwrap();
+    assert_eq!(
+        std::fs::read(d.join("dist/kernel-params-0.1.0.audit.json")).unwrap(),
+        report_bytes,
+        "the report released is the audit job's"
+    );
+    assert_eq!(
+        std::fs::read(d.join("dist/kernel-params-0.1.0.wasm")).unwrap(),
+        std::fs::read(d.join("audited/component.wasm")).unwrap(),
+        "the component released is the audited one"
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.join("dist/kernel-params-0.1.0.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["audit"],
+        serde_json::json!({
+            "verdict": "flagged",
+            "reviewed": true,
+            "report": "kernel-params-0.1.0.audit.json",
+            "report_sha256": hex::encode(Sha256::digest(&report_bytes)),
+        })
+    );
+    assert_eq!(
+        manifest["toolchain"]["rustc"],
+        "rustc 1.95.0 (59807616e 2026-04-14)"
+    );
+    assert_eq!(
+        manifest["source"]["repository"],
+        "https://github.example/acme/plugins"
+    );
+    let out = run_step(
+        &verify,
+        d,
+        &[
+            ("PUBLIC_KEY", &public),
+            ("PUBLIC_KEY_FILE", "none"),
+            ("RUNNER_TEMP", keys.path().to_str().unwrap()),
+        ],
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(
+        output_text(&out)
+            .matches("signature and comment signature verified")
+            .count(),
+        2
+    );
+
+    // A component that is not the audited one: the digest check and
+    // package both refuse it.
+    let accepted_dir = accepted.path();
+    let mut other = std::fs::read(accepted_dir.join("audited/component.wasm")).unwrap();
+    other.extend_from_slice(b"\0\0");
+    std::fs::write(accepted_dir.join("audited/component.wasm"), &other).unwrap();
+    let out = run_step(&digest, accepted_dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("not the audited component"),
+        "{}",
+        output_text(&out)
+    );
+    let out = run_step(
+        &package,
+        accepted_dir,
+        &[
+            ("PLUGIN_DIR", kernel_params.to_str().unwrap()),
+            ("TAG", "kernel-params/v0.1.0"),
+            ("REVIEWED", "false"),
+            ("PLUGIN_REGISTRY_SECRET_KEY", &secret),
+            ("PLUGIN_REGISTRY_PASSWORD", "plugin-pw"),
+            ("GITHUB_SERVER_URL", "https://github.example"),
+            ("GITHUB_REPOSITORY", "acme/plugins"),
+        ],
+    );
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("only the audited component is signed"),
+        "{}",
+        output_text(&out)
+    );
+    assert!(!accepted_dir.join("dist").exists());
 }

@@ -8,7 +8,9 @@
 //! - an error is one of the typed errors that parser documents;
 //! - what parses serializes back to text that parses to the same value.
 
-use assessment_registry::audit::{AuditReport, DEFAULT_MAX_BYTES, Level, abi_compatible, audit};
+use assessment_registry::audit::{
+    AuditReport, DEFAULT_MAX_BYTES, Level, Verdict, abi_compatible, audit,
+};
 use assessment_registry::manifest::{Manifest, sha256_hex};
 use assessment_registry::minisign::{KdfCost, MinisignError, PublicKey, SecretKey, SignatureBox};
 
@@ -127,14 +129,8 @@ pub fn manifest(data: &[u8]) {
 fn check_report(report: &AuditReport, data: &[u8], max_bytes: u64) {
     assert_eq!(report.sha256, sha256_hex(data));
     assert_eq!(report.size, data.len() as u64);
-    assert_eq!(
-        report.verdict,
-        if report.accepted() {
-            "accepted"
-        } else {
-            "rejected"
-        }
-    );
+    assert_eq!(report.verdict, Verdict::of(&report.findings));
+    assert_eq!(report.accepted(), report.verdict != Verdict::Rejected);
     assert_eq!(report.accepted(), report.first_rejection().is_none());
     if data.len() as u64 > max_bytes {
         let rules: Vec<_> = report.findings.iter().map(|f| f.rule).collect();

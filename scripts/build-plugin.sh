@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Builds one plugin into a WebAssembly component, reproducibly: the same
+# sources and toolchain give the same bytes wherever they are checked out.
+# The reusable workflow .github/workflows/plugin-release.yml builds with it
+# (from its checkout of this repository), and rebuilds with it in another
+# directory to check that the audited component is reproducible; the suite
+# does the same (tests/tests/reproducible.rs).
+#
+#   scripts/build-plugin.sh --toolchain rust|python|javascript \
+#       --plugin-dir DIR --out FILE.wasm [--target-dir DIR] [--wit DIR]
+#
+# Run it from the root of the plugin's repository (DIR is relative to it).
+# It writes FILE.wasm and FILE.wasm.toolchain, the versions of the tools
+# that built it (NAME=VERSION lines, for `plugin-registry package
+# --toolchain`).
+#
+# - rust: `cargo build --locked --release --target wasm32-wasip2` (the
+#   toolchain is whatever rustup selects: the workflow installs a pinned
+#   version), with the checkout and cargo's home remapped out of every path
+#   the compiler records (`--remap-path-prefix`); the crate's Cargo.lock (or
+#   its workspace's) must be committed.
+# - python: componentize-py on PATH (the workflow installs a pinned
+#   version); the plugin directory holds one module `<name>.py` (name with
+#   `_`), and a world `imports` in wit/ naming what it imports.
+# - javascript: componentize-js as the plugin's package-lock.json pins it
+#   (`npm ci`); the entry is `<name>.js`, the world `imports` in wit/, with
+#   the plugin ABI's WIT under wit/deps/assessment-plugin (linked to --wit
+#   when missing).
+#
+# SOURCE_DATE_EPOCH is passed through (the workflow sets it to the commit's
+# time) for tools that record a time.
+set -euo pipefail
+
+toolchain="" plugin_dir="" out="" target_dir="" wit=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --toolchain) toolchain="$2" ;;
+    --plugin-dir) plugin_dir="$2" ;;
+    --out) out="$2" ;;
+    --target-dir) target_dir="$2" ;;
+    --wit) wit="$2" ;;
+    *)
+        echo "build-plugin: unknown argument $1" >&2
+        exit 2
+        ;;
+    esac
+    shift 2
+done
+if [ -z "$toolchain" ] || [ -z "$plugin_dir" ] || [ -z "$out" ]; then
+    echo "usage: build-plugin.sh --toolchain rust|python|javascript --plugin-dir DIR --out FILE.wasm [--target-dir DIR] [--wit DIR]" >&2
+    exit 2
+fi
+
+root="$PWD"
+mkdir -p "$(dirname "$out")"
+out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
+versions="$out.toolchain"
+
+# The plugin's name as plugin.toml gives it (Python, JavaScript).
+plugin_name() {
+    sed -n 's/^name[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$plugin_dir/plugin.toml" | head -n 1
+}
+
+case "$toolchain" in
+rust)
+    cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+    cargo_home="$(cd "$cargo_home" && pwd)"
+    target_dir="${target_dir:-$root/target}"
+    # Every path rustc records (panic locations, debug info) starts with the
+    # checkout, cargo's home (the registry's sources) or the toolchain's
+    # own sources (already /rustc/<commit>): the first two are remapped.
+    export RUSTFLAGS="--remap-path-prefix=$root=/build --remap-path-prefix=$cargo_home=/cargo"
+    export CARGO_INCREMENTAL=0
+    cargo build --locked --release --target wasm32-wasip2 \
+        --manifest-path "$plugin_dir/Cargo.toml" --target-dir "$target_dir"
+    # `path+file:///…/dir#name@1.2.3`, or `…/name#1.2.3` when the directory
+    # is named after the crate.
+    id="$(cargo pkgid --manifest-path "$plugin_dir/Cargo.toml")"
+    fragment="${id##*#}"
+    case "$fragment" in
+    *@*) crate="${fragment%@*}" ;;
+    *)
+        crate="${id%#*}"
+        crate="${crate##*/}"
+        ;;
+    esac
+    cp "$target_dir/wasm32-wasip2/release/${crate//-/_}.wasm" "$out"
+    {
+        echo "rustc=$(rustc -V)"
+        echo "cargo=$(cargo -V)"
+    } >"$versions"
+    ;;
+python)
+    name="$(plugin_name)"
+    world="$(sed -n 's/^package[[:space:]]*\([^;@]*\).*;.*/\1/p' "$plugin_dir"/wit/*.wit | head -n 1)"
+    if [ -z "$wit" ] || [ -z "$name" ] || [ -z "$world" ]; then
+        echo "build-plugin: python needs --wit, a name in plugin.toml and a WIT package in $plugin_dir/wit" >&2
+        exit 2
+    fi
+    (
+        cd "$plugin_dir"
+        export PYTHONDONTWRITEBYTECODE=1
+        componentize-py --quiet -d "$wit" -d wit -w assessment:plugin/assessment@0.2.0 \
+            componentize -i "$world/imports" -p . "${name//-/_}" -o "$out"
+    )
+    {
+        echo "componentize-py=$(componentize-py --version)"
+        echo "python=$(python3 --version)"
+    } >"$versions"
+    ;;
+javascript)
+    name="$(plugin_name)"
+    if [ -z "$name" ]; then
+        echo "build-plugin: javascript needs a name in $plugin_dir/plugin.toml" >&2
+        exit 2
+    fi
+    (
+        cd "$plugin_dir"
+        if [ ! -e wit/deps/assessment-plugin ]; then
+            if [ -z "$wit" ]; then
+                echo "build-plugin: $plugin_dir/wit/deps/assessment-plugin is missing; pass --wit" >&2
+                exit 2
+            fi
+            mkdir -p wit/deps
+            ln -s "$wit" wit/deps/assessment-plugin
+        fi
+        npm ci --no-audit --no-fund --loglevel=error >&2
+        npx --no-install componentize-js "$name.js" --wit wit --world-name imports \
+            --disable http fetch-event -o "$out"
+    )
+    {
+        echo "componentize-js=$(cd "$plugin_dir" && node -p 'require("./node_modules/@bytecodealliance/componentize-js/package.json").version')"
+        echo "node=$(node --version)"
+    } >"$versions"
+    ;;
+*)
+    echo "build-plugin: --toolchain is rust, python or javascript, not $toolchain" >&2
+    exit 2
+    ;;
+esac
+echo "build-plugin: $out ($(stat -c %s "$out") bytes, sha256 $(sha256sum "$out" | cut -d' ' -f1))" >&2
