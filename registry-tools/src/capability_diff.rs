@@ -249,7 +249,7 @@ impl Outcome {
         let mut out = String::from("### Capabilities\n\n");
         match (&self.previous, self.verdict) {
             (None, _) => out.push_str(&format!(
-                "First release of `{}`: everything it declares is new and was reviewed.\n\n",
+                "First release of `{}`: everything it declares is new (flagged for review).\n\n",
                 self.new.name
             )),
             (Some(p), Verdict::Unchanged) => out.push_str(&format!(
