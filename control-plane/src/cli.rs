@@ -37,12 +37,16 @@ pub struct Cli {
     /// (`postgres://USER@HOST/DB`, `postgresql:///DB?host=/run/postgresql`)
     /// whose schema is migrated on start. Replicas share a PostgreSQL
     /// database; prefer the environment variable for a URL with a password.
+    /// TLS follows libpq's `sslmode` (`disable`, `prefer`, `require`,
+    /// `verify-ca`, `verify-full`), always verifying the server against
+    /// `sslrootcert=PATH` or the system's roots.
     #[arg(
         long,
         global = true,
         env = "ACP_DATABASE",
         value_name = "PATH|URL",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = DatabaseParser
     )]
     pub database: Option<Database>,
     /// What is logged: a level (error, warn, info, debug, trace) or
@@ -84,6 +88,36 @@ pub enum LogFormat {
 }
 
 /// Checks a log filter (the value of `--log-level`).
+/// Reads `--database` without quoting it in its error, as clap's parsers
+/// do: a URL may hold a password.
+#[derive(Clone, Debug)]
+struct DatabaseParser;
+
+impl clap::builder::TypedValueParser for DatabaseParser {
+    type Value = Database;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Database, clap::Error> {
+        let arg = arg.map_or_else(|| "--database".to_string(), ToString::to_string);
+        let invalid = |message: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{arg}': {message}\n"),
+            )
+            .with_cmd(command)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| invalid("not UTF-8".to_string()))?;
+        text.parse()
+            .map_err(|e: crate::error::StoreError| invalid(e.to_string()))
+    }
+}
+
 fn parse_log_filter(text: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::builder()
         .parse(text)
@@ -628,10 +662,9 @@ fn with_backend<T>(
                 .with_context(|| format!("cannot open the database {}", path.display()))?;
             command(&mut db)
         }
-        Database::Postgres(config) => {
-            let mut client = config
-                .connect(postgres::NoTls)
-                .map_err(crate::error::StoreError::from)
+        Database::Postgres(settings) => {
+            let mut client = settings
+                .connect()
                 .and_then(|mut client| {
                     crate::db::postgres::migrate(&mut client)?;
                     Ok(client)

@@ -169,6 +169,47 @@ async fn serve_refuses_to_start_without_admin_token_or_with_bad_tls_settings() {
     assert!(!db.exists(), "nothing was created by refused commands");
 }
 
+/// The admin commands reach PostgreSQL on another host over TLS: the
+/// user is let in only with TLS, the server's certificate is verified
+/// against `sslrootcert`, and the password is never printed.
+#[tokio::test]
+async fn admin_commands_use_verified_tls_to_postgres() {
+    use test_postgres::{TLS_ONLY_USER, TestDatabase, cluster};
+    let database = TestDatabase::create();
+    let user = format!("{TLS_ONLY_USER}:s3cret");
+    let run_on = |query: String| {
+        let url = database.tcp_url(&user, &query);
+        async move {
+            let output = command(None)
+                .arg("--database")
+                .arg(url)
+                .args(["enrollment-token", "create", "--group", "prod"])
+                .output()
+                .await
+                .unwrap();
+            let stderr = String::from_utf8(output.stderr).unwrap();
+            assert!(!stderr.contains("s3cret"), "{stderr}");
+            (output.status.success(), stderr)
+        }
+    };
+    let ca = cluster().ca_certificate.display().to_string();
+    let (ok, stderr) = run_on(format!("sslmode=verify-full&sslrootcert={ca}")).await;
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = run_on("sslmode=disable".to_string()).await;
+    assert!(!ok && stderr.contains("pg_hba.conf rejects"), "{stderr}");
+    let (ok, stderr) = run_on("sslmode=require".to_string()).await;
+    assert!(!ok && stderr.contains("UnknownIssuer"), "{stderr}");
+    let missing = format!("{ca}.missing");
+    let (ok, stderr) = run_on(format!("sslmode=require&sslrootcert={missing}")).await;
+    assert!(
+        !ok && stderr.contains(&format!("sslrootcert={missing}")),
+        "{stderr}"
+    );
+    // Refused while reading the arguments, without quoting the URL.
+    let (ok, stderr) = run_on("sslmode=bogus".to_string()).await;
+    assert!(!ok && stderr.contains("sslmode=\"bogus\""), "{stderr}");
+}
+
 #[tokio::test]
 async fn admin_commands_and_serve_share_the_database() {
     let dir = tempfile::tempdir().unwrap();

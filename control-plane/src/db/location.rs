@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use super::postgres::{describe, parse_url};
+use super::postgres::{PgSettings, describe};
 use crate::error::StoreError;
 
 /// The database the control plane uses.
@@ -15,7 +15,7 @@ pub enum Database {
     /// An SQLite file (created, with its schema, if missing).
     Sqlite(PathBuf),
     /// A PostgreSQL database, shared by every replica given the same URL.
-    Postgres(Box<postgres::Config>),
+    Postgres(Box<PgSettings>),
 }
 
 impl Database {
@@ -39,7 +39,7 @@ impl FromStr for Database {
             ));
         }
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            return parse_url(text).map(|config| Self::Postgres(Box::new(config)));
+            return PgSettings::from_url(text).map(|settings| Self::Postgres(Box::new(settings)));
         }
         // `sqlite://PATH` or `sqlite:PATH`; `sqlite:///abs` keeps its slash.
         let path = text
@@ -60,7 +60,7 @@ impl fmt::Display for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "{}", path.display()),
-            Self::Postgres(config) => f.write_str(&describe(config)),
+            Self::Postgres(settings) => f.write_str(&describe(settings.config())),
         }
     }
 }
@@ -101,7 +101,12 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(socket.to_string(), "postgresql://acp@/run/postgresql/acp");
-        for bad in ["", "sqlite:", "postgres://acp@db/acp?sslmode=bogus"] {
+        for bad in [
+            "",
+            "sqlite:",
+            "postgres://acp@db/acp?sslmode=bogus",
+            "postgres://acp@db/acp?sslmode=allow",
+        ] {
             assert!(bad.parse::<Database>().is_err(), "{bad}");
         }
     }

@@ -406,8 +406,8 @@ impl Store {
         let database = database.clone();
         tokio::task::spawn_blocking(move || match database {
             Database::Sqlite(path) => Db::open(&path).map(Self::new),
-            Database::Postgres(config) => {
-                postgres::open_pool(&config, pool_size).map(Self::postgres)
+            Database::Postgres(settings) => {
+                postgres::open_pool(&settings, pool_size).map(Self::postgres)
             }
         })
         .await
@@ -553,8 +553,8 @@ mod tests {
         // for it and find nothing left to do.
         let racers: Vec<_> = (0..4)
             .map(|_| {
-                let config = database.config();
-                std::thread::spawn(move || crate::db::postgres::open_pool(&config, 2).map(|_| ()))
+                let settings = database.config().into();
+                std::thread::spawn(move || crate::db::postgres::open_pool(&settings, 2).map(|_| ()))
             })
             .collect();
         for racer in racers {
@@ -573,7 +573,9 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(
-            crate::db::postgres::open_pool(&database.config(), 1).unwrap_err(),
+            crate::db::postgres::open_pool(&database.config().into(), 1)
+                .map(|_| ())
+                .unwrap_err(),
             StoreError::SchemaTooNew {
                 found: 99,
                 supported: 3
@@ -614,9 +616,10 @@ mod tests {
     #[tokio::test]
     async fn a_postgres_store_serves_calls_from_its_pool() {
         let database = test_postgres::TestDatabase::create();
-        let store = Store::open_database(&Database::Postgres(Box::new(database.config())), 2)
-            .await
-            .unwrap();
+        let store =
+            Store::open_database(&Database::Postgres(Box::new(database.config().into())), 2)
+                .await
+                .unwrap();
         store_serves_calls(store.clone()).await;
         // More calls at once than connections: they wait their turn.
         let calls: Vec<_> = (0..8)

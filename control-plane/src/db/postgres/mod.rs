@@ -13,11 +13,14 @@
 //! records (`retention.rs`).
 //!
 //! Migrations are refinery's (`migrations/`, its history table), run by
-//! the first process to start under an advisory lock. [`PgDb`] is one
+//! the first process to start under an advisory lock. Connections, the
+//! pool's and the admin commands', are made by [`PgSettings`]
+//! (`connect.rs`: the URL read as libpq reads it, TLS with rustls). [`PgDb`] is one
 //! connection checked out of the pool; its reads and writes are
 //! `impl PgDb` blocks, one file per aggregate as for SQLite.
 
 mod configuration;
+mod connect;
 mod credentials;
 mod enrollment;
 mod evidence;
@@ -30,13 +33,16 @@ mod runtimes;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use postgres::{Client, NoTls};
+use postgres::Client;
 use r2d2_postgres::PostgresConnectionManager;
 use refinery::{Migration, Runner};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::backend::delegate_backend;
 use crate::error::StoreError;
 use crate::model::{NewEvidence, StoreStats};
+
+pub use connect::{PgSettings, RootCertificates};
 
 /// The schema's migrations, oldest first: refinery's names (`V<n>__<what>`)
 /// and their SQL.
@@ -64,25 +70,26 @@ pub const DEFAULT_POOL_SIZE: u32 = 16;
 
 impl From<postgres::Error> for StoreError {
     fn from(error: postgres::Error) -> Self {
-        // The server's message is in the source; the error alone says only
-        // "db error".
-        match error.as_db_error() {
-            Some(db) => StoreError::Postgres(format!("{error}: {}", db.message())),
-            None => StoreError::Postgres(error.to_string()),
-        }
+        StoreError::Postgres(message(&error))
     }
 }
 
-/// Reads a `postgres://` or `postgresql://` URL (or libpq's `key=value`
-/// form), without connecting.
-pub fn parse_url(url: &str) -> Result<postgres::Config, StoreError> {
-    let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
-        StoreError::Invalid(format!("invalid PostgreSQL URL: {e}"))
-    })?;
-    if config.get_application_name().is_none() {
-        config.application_name("assessment-control-plane");
+/// What went wrong, with the causes: the client library's error alone says
+/// only "db error", "error performing TLS handshake" or "invalid connection
+/// string"; the server's message, the certificate's fault or the parameter
+/// is in its sources.
+fn message(error: &postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{error}: {}", db.message());
     }
-    Ok(config)
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The URL's user, hosts and database, without its password: what logs and
@@ -105,17 +112,19 @@ pub fn describe(config: &postgres::Config) -> String {
 }
 
 /// Connections to one PostgreSQL database, shared by async tasks.
-pub type PgPool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+pub type PgPool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
 
 /// Brings the schema up to date (once, whoever else starts at the same
-/// time) and opens a pool of at most `size` connections.
-pub fn open_pool(config: &postgres::Config, size: u32) -> Result<PgPool, StoreError> {
+/// time) and opens a pool of at most `size` connections, each with the
+/// TLS of `settings`.
+pub fn open_pool(settings: &PgSettings, size: u32) -> Result<PgPool, StoreError> {
     if size == 0 {
         return Err(StoreError::Invalid(
             "the database pool needs at least one connection".to_string(),
         ));
     }
-    let mut client = config.connect(NoTls)?;
+    let tls = settings.tls_connector()?;
+    let mut client = settings.config().connect(tls.clone())?;
     migrate(&mut client)?;
     drop(client);
     r2d2::Pool::builder()
@@ -125,7 +134,10 @@ pub fn open_pool(config: &postgres::Config, size: u32) -> Result<PgPool, StoreEr
         // A broken connection shows itself on use and is then dropped; a
         // check before every checkout would cost a round trip per call.
         .test_on_check_out(false)
-        .build(PostgresConnectionManager::new(config.clone(), NoTls))
+        .build(PostgresConnectionManager::new(
+            settings.config().clone(),
+            tls,
+        ))
         .map_err(|e| StoreError::Pool(e.to_string()))
 }
 
