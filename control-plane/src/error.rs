@@ -18,7 +18,7 @@ pub enum StoreError {
     /// No PostgreSQL connection could be had from the pool.
     #[error("no database connection is available: {0}")]
     Pool(String),
-    /// The PostgreSQL schema could not be migrated.
+    /// The schema (SQLite or PostgreSQL) could not be migrated.
     #[error("the database schema could not be migrated: {0}")]
     Migration(String),
     /// A JSON column could not be read or written.

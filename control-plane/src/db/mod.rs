@@ -10,9 +10,9 @@
 //! pool.
 //!
 //! [`Db`] is one synchronous SQLite connection (WAL mode, busy timeout).
-//! This file holds it, its schema and its migrations (counted by `PRAGMA
-//! user_version`); the reads and writes are `impl Db` blocks, one file per
-//! aggregate:
+//! This file holds it, its schema and its migrations (rusqlite_migration's,
+//! counted by `PRAGMA user_version`); the reads and writes are `impl Db`
+//! blocks, one file per aggregate:
 //! `enrollment.rs` (enrollment tokens), `credentials.rs` (client secrets,
 //! certificates, access tokens), `runtimes.rs` (the runtime list,
 //! revocation), `configuration.rs`, `heartbeats.rs`, `evidence.rs`, `results.rs` (the
@@ -41,7 +41,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite_migration::{HookError, M, Migrations};
 
 pub use backend::{Backend, Certify};
 pub use location::Database;
@@ -63,7 +64,10 @@ pub use retention::{RETENTION_BATCH, RetentionOutcome, RetentionPolicy, Retentio
 /// How long a connection waits for another writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Schema migrations; `PRAGMA user_version` counts those applied.
+/// Schema migrations, oldest first, applied by rusqlite_migration, which
+/// counts those applied in `PRAGMA user_version` as this program's own
+/// migrations did before it: a database of any earlier version goes on
+/// from where it is. Never change or reorder one; add new ones at the end.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE enrollment_tokens (
@@ -248,16 +252,14 @@ impl Db {
 
     /// The schema version of the database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))?)
+        user_version(&self.conn)
     }
 
     /// Whether the database can serve: it answers a query on a table the
     /// API reads, and its schema is still the one this program knows (a
     /// newer control plane may have migrated it since it was opened).
     pub fn check_ready(&self) -> Result<(), StoreError> {
-        let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+        let supported = supported_version();
         let found = self.schema_version()?;
         if found > supported {
             return Err(StoreError::SchemaTooNew { found, supported });
@@ -325,23 +327,98 @@ fn duration_millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if found > supported {
-        return Err(StoreError::SchemaTooNew { found, supported });
+/// The schema version this program knows.
+fn supported_version() -> i64 {
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
+
+/// How many times a migration is tried again after another connection
+/// migrated the same file first.
+const MIGRATION_ATTEMPTS: u32 = 3;
+
+/// The migrations of `sqls`, each checking in its transaction that no
+/// other connection applied it meanwhile.
+fn migrations(sqls: &'static [&'static str]) -> Migrations<'static> {
+    Migrations::new(
+        sqls.iter()
+            .enumerate()
+            .map(|(index, sql)| {
+                M::up_with_hook(sql, move |tx: &Transaction| not_applied_yet(tx, index))
+            })
+            .collect(),
+    )
+}
+
+/// rusqlite_migration reads the version before its transaction begins: a
+/// second process migrating the same file may commit in between. In the
+/// transaction (which holds the write lock: see [`migrate`]), the version
+/// is the committed one; past `index`, this migration was applied by the
+/// other process, so the transaction is rolled back, before anything is
+/// applied twice.
+fn not_applied_yet(tx: &Transaction, index: usize) -> Result<(), HookError> {
+    let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if usize::try_from(version).map_or(true, |version| version > index) {
+        return Err(HookError::Hook(format!(
+            "migration {} was applied meanwhile by another connection",
+            index + 1
+        )));
     }
-    for (index, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(found).unwrap_or(0))
-    {
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", index + 1)?;
-    }
-    tx.commit()?;
     Ok(())
+}
+
+/// Brings the schema up to date, refusing a database of a newer version.
+/// All pending migrations run in one transaction: a failure leaves the
+/// database as it was.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_with(conn, MIGRATIONS)
+}
+
+fn migrate_with(conn: &mut Connection, sqls: &'static [&'static str]) -> Result<(), StoreError> {
+    // rusqlite_migration's transaction begins as the connection's do:
+    // IMMEDIATE takes the write lock at BEGIN, so a second writer waits
+    // (busy timeout) rather than failing midway.
+    conn.set_transaction_behavior(TransactionBehavior::Immediate);
+    let result = migrate_to_latest(conn, sqls);
+    conn.set_transaction_behavior(TransactionBehavior::Deferred);
+    result
+}
+
+fn migrate_to_latest(
+    conn: &mut Connection,
+    sqls: &'static [&'static str],
+) -> Result<(), StoreError> {
+    let migrations = migrations(sqls);
+    let supported = i64::try_from(sqls.len()).unwrap_or(i64::MAX);
+    let mut attempt = 1;
+    loop {
+        let found = user_version(conn)?;
+        if found > supported {
+            return Err(StoreError::SchemaTooNew { found, supported });
+        }
+        match migrations.to_latest(conn) {
+            Ok(()) => return Ok(()),
+            // Another connection migrated since `found` was read (our
+            // transaction was rolled back): go on from where it left.
+            Err(_) if attempt < MIGRATION_ATTEMPTS && user_version(conn)? != found => {
+                attempt += 1;
+            }
+            Err(error) => return Err(migration_error(error)),
+        }
+    }
+}
+
+/// The failure without the migration's SQL (which rusqlite_migration's
+/// message quotes whole).
+fn migration_error(error: rusqlite_migration::Error) -> StoreError {
+    StoreError::Migration(match error {
+        rusqlite_migration::Error::RusqliteError { err, .. } => err.to_string(),
+        rusqlite_migration::Error::Hook(message) => message,
+        other => other.to_string(),
+    })
+}
+
+fn user_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.pragma_query_value(None, "user_version", |row| row.get(0))?)
 }
 
 /// The store shared by async tasks; every call runs on the blocking pool.
@@ -492,6 +569,203 @@ mod tests {
         let e = enrolled(&mut db, "default");
         db.rotate_secret(Uuid::parse_str(&e.runtime_id).unwrap(), Some("aaa"))
             .unwrap();
+    }
+
+    /// Migrates as this program did before rusqlite_migration, up to
+    /// `version`: the same SQL, counted in `user_version`, in one
+    /// transaction.
+    fn migrate_as_before(conn: &mut Connection, version: usize) {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        let found: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        for (index, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .take(version)
+            .skip(usize::try_from(found).unwrap())
+        {
+            tx.execute_batch(sql).unwrap();
+            tx.pragma_update(None, "user_version", index + 1).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
+    /// A file left at version 3 by the earlier code, with rows of its
+    /// schema: a token, a runtime, a group's configuration and evidence
+    /// (two records of one stream, one of another).
+    fn version_3_database(path: &Path) {
+        let mut conn = wal_database(path);
+        migrate_as_before(&mut conn, 3);
+        conn.execute_batch(
+            r#"
+INSERT INTO enrollment_tokens VALUES ('tokenhash', 'prod', 1, 9999999999999, NULL, NULL);
+INSERT INTO runtimes (id, name, group_name, secret_hash, enrolled_at, next_secret_hash, cert_sha256)
+    VALUES ('00000000-0000-4000-8000-000000000001', 'web-1', 'prod', 'secrethash', 1, NULL, 'certhash');
+INSERT INTO configs VALUES ('prod', 2, '{"runtime": {}, "plugin": []}', 'etag-2', 1);
+INSERT INTO evidence (idempotency_key, runtime_id, uuid, plugin, check_id, status, body, received_at)
+VALUES
+    ('k1', '00000000-0000-4000-8000-000000000001', 'stream-a', 'p', 'c', 'satisfied',
+     '{"title": "old a"}', 10),
+    ('k2', '00000000-0000-4000-8000-000000000001', 'stream-a', 'p', 'c', 'not-satisfied',
+     '{"title": "new a", "labels": {"severity": "high"}, "props": [{"name": "reference", "value": "CIS 1"}]}', 20),
+    ('k3', '00000000-0000-4000-8000-000000000001', 'stream-b', 'p', 'd', 'satisfied',
+     '{"title": "b"}', 30);
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            conn.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))
+                .unwrap(),
+            3
+        );
+    }
+
+    /// A file in WAL mode, as every opener leaves it (the mode is kept in
+    /// the file).
+    fn wal_database(path: &Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+            .unwrap();
+        conn
+    }
+
+    #[test]
+    fn a_database_left_midway_by_the_earlier_migrations_is_migrated_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        version_3_database(&path);
+        let mut db = Db::open(&path).unwrap();
+        assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        db.check_ready().unwrap();
+        let rows = |db: &mut Db, sql: &str| db.query_texts(sql).unwrap();
+        assert_eq!(
+            rows(
+                &mut db,
+                "SELECT group_name || ' ' || expires_at FROM enrollment_tokens"
+            ),
+            ["prod 9999999999999"]
+        );
+        assert_eq!(
+            rows(&mut db, "SELECT name || ' ' || cert_sha256 FROM runtimes"),
+            ["web-1 certhash"]
+        );
+        assert_eq!(
+            rows(
+                &mut db,
+                "SELECT etag FROM configs WHERE group_name = 'prod'"
+            ),
+            ["etag-2"]
+        );
+        assert_eq!(
+            rows(&mut db, "SELECT idempotency_key FROM evidence ORDER BY seq"),
+            ["k1", "k2", "k3"]
+        );
+        // Migration 5 counted the bytes stored, 6 found each stream's latest.
+        assert_eq!(
+            rows(
+                &mut db,
+                "SELECT stored_bytes = (SELECT SUM(length(body)) FROM evidence) FROM runtimes"
+            ),
+            ["1"]
+        );
+        assert_eq!(
+            rows(
+                &mut db,
+                "SELECT uuid || ' ' || idempotency_key || ' ' || COALESCE(severity, '-') FROM evidence_latest ORDER BY uuid"
+            ),
+            ["stream-a k2 high", "stream-b k3 -"]
+        );
+        let latest = db
+            .latest_results(&ResultFilter {
+                reference: Some("CIS 1".to_string()),
+                ..ResultFilter::default()
+            })
+            .unwrap();
+        assert_eq!(latest.results.len(), 1);
+        assert_eq!(latest.results[0].title.as_deref(), Some("new a"));
+        // And the runtime goes on working: its secret rotated (migration 2).
+        db.rotate_secret(
+            Uuid::parse_str("00000000-0000-4000-8000-000000000001").unwrap(),
+            Some("aaa"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn processes_opening_one_file_at_once_migrate_it_once() {
+        for version in [0, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("cp.db");
+            // Switching a new file to WAL mode at once can fail busy (a
+            // race of its own, not the migrations'): the file is in WAL
+            // mode already, as every opener leaves it.
+            if version == 3 {
+                version_3_database(&path);
+            } else {
+                wal_database(&path);
+            }
+            let start = Arc::new(std::sync::Barrier::new(4));
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Db::open(&path).map(|db| db.schema_version())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                assert_eq!(
+                    opener.join().unwrap().unwrap().unwrap(),
+                    MIGRATIONS.len() as i64,
+                    "from version {version}"
+                );
+            }
+            let mut db = Db::open(&path).unwrap();
+            db.check_ready().unwrap();
+            if version == 3 {
+                let latest = db
+                    .query_texts("SELECT uuid FROM evidence_latest ORDER BY uuid")
+                    .unwrap();
+                assert_eq!(latest, ["stream-a", "stream-b"]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_migration_another_connection_applied_meanwhile_is_not_applied_again() {
+        // The second migration would do harm twice (no error shows it).
+        const SQLS: &[&str] = &["CREATE TABLE t (x INTEGER)", "INSERT INTO t VALUES (1)"];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("race.db");
+        let mut first = wal_database(&path);
+        migrate_with(&mut first, &SQLS[..1]).unwrap();
+        // Another connection applies the second one, not yet committed.
+        let tx = first
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        tx.execute_batch(SQLS[1]).unwrap();
+        tx.pragma_update(None, "user_version", 2).unwrap();
+        // This one reads version 1, then waits for the write lock.
+        let racer = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let mut conn = Connection::open(&path).unwrap();
+                conn.busy_timeout(BUSY_TIMEOUT).unwrap();
+                migrate_with(&mut conn, SQLS)
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        tx.commit().unwrap();
+        racer.join().unwrap().unwrap();
+        let rows: i64 = first
+            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+        assert_eq!(user_version(&first).unwrap(), 2);
     }
 
     #[test]
