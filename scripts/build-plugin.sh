@@ -64,18 +64,49 @@ plugin_name() {
 case "$toolchain" in
 rust)
     cargo_home="${CARGO_HOME:-$HOME/.cargo}"
-    cargo_home="$(cd "$cargo_home" && pwd)"
     target_dir="${target_dir:-$root/target}"
+    mkdir -p "$target_dir"
+    target_dir="$(cd "$target_dir" && pwd)"
     # Every path rustc records (panic locations, debug info) starts with the
-    # checkout, cargo's home (the registry's sources) or the toolchain's
-    # own sources (already /rustc/<commit>): the first two are remapped.
-    export RUSTFLAGS="--remap-path-prefix=$root=/build --remap-path-prefix=$cargo_home=/cargo"
+    # checkout, cargo's home (the registry's sources), the target directory
+    # (generated code) or the toolchain's own sources (already
+    # /rustc/<commit>): the first three are remapped, as written and with
+    # links resolved; the last match wins, so the target directory (which
+    # may be inside the checkout) comes last. The flags go through a
+    # wrapper, not RUSTFLAGS: cargo hashes RUSTFLAGS into every crate's
+    # symbol names (-C metadata), and paths there would reorder the
+    # component's functions from one checkout to another.
+    # Cargo hashes the absolute path of a path dependency outside the
+    # workspace's directory (plugins-examples/ depends on ../sdk) into its
+    # symbol names (-C metadata), which reorders the component's functions
+    # from one checkout to another: the build goes through one fixed path,
+    # a link to the checkout (cargo does not resolve links in paths it is
+    # given), one build at a time.
+    build_root=/tmp/assessment-plugin-build
+    mkdir -p "$build_root"
+    exec 8>"$build_root/.lock"
+    flock 8
+    ln -sfn "$root" "$build_root/source"
+    case "$plugin_dir" in
+    /*) manifest="$plugin_dir/Cargo.toml" ;;
+    *) manifest="$build_root/source/$plugin_dir/Cargo.toml" ;;
+    esac
+    flags=()
+    for path in "$root" "$(cd "$root" && pwd -P)" "$build_root/source"; do flags+=("--remap-path-prefix=$path=/build"); done
+    for path in "$(cd "$cargo_home" && pwd)" "$(cd "$cargo_home" && pwd -P)"; do flags+=("--remap-path-prefix=$path=/cargo"); done
+    for path in "$target_dir" "$(cd "$target_dir" && pwd -P)"; do flags+=("--remap-path-prefix=$path=/target"); done
+    wrapper="$(mktemp -d)"
+    trap 'rm -rf "$wrapper"' EXIT
+    printf '#!/usr/bin/env bash\nexec "$@" %s\n' "$(printf '%q ' "${flags[@]}")" >"$wrapper/rustc"
+    chmod +x "$wrapper/rustc"
+    export RUSTC_WRAPPER="$wrapper/rustc"
+    unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS RUSTC_WORKSPACE_WRAPPER
     export CARGO_INCREMENTAL=0
     cargo build --locked --release --target wasm32-wasip2 \
-        --manifest-path "$plugin_dir/Cargo.toml" --target-dir "$target_dir"
+        --manifest-path "$manifest" --target-dir "$target_dir"
     # `path+file:///…/dir#name@1.2.3`, or `…/name#1.2.3` when the directory
     # is named after the crate.
-    id="$(cargo pkgid --manifest-path "$plugin_dir/Cargo.toml")"
+    id="$(cargo pkgid --manifest-path "$manifest")"
     fragment="${id##*#}"
     case "$fragment" in
     *@*) crate="${fragment%@*}" ;;
@@ -85,6 +116,7 @@ rust)
         ;;
     esac
     cp "$target_dir/wasm32-wasip2/release/${crate//-/_}.wasm" "$out"
+    rm -f "$build_root/source"
     {
         echo "rustc=$(rustc -V)"
         echo "cargo=$(cargo -V)"

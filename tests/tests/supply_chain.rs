@@ -943,3 +943,110 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// The host verifies and runs manifests with the audit record and the
+/// toolchain `package` now writes (a flagged release, reviewed, with its
+/// signed audit report), and manifests made before they existed (without
+/// either field), signed as they were then.
+#[test]
+fn manifests_with_and_without_the_audit_record_are_verified_and_run() {
+    let publisher = Publisher::new();
+    let component = guest("kernel_params");
+    let sk = publisher.dir.path().join("publisher.key");
+    // The audit job's report, flagged (a capability widening).
+    let report = publisher.dir.path().join("audit.json");
+    let out = tool(&[
+        "audit",
+        component.to_str().unwrap(),
+        "--plugin-dir",
+        kernel_params_dir().to_str().unwrap(),
+        "--json-report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut flagged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    flagged["verdict"] = "flagged".into();
+    flagged["findings"] = serde_json::json!([{ "rule": "capability-widening", "level": "warn", "message": "read + /proc/sys" }]);
+    std::fs::write(&report, serde_json::to_vec_pretty(&flagged).unwrap()).unwrap();
+    ok(tool(&[
+        "package",
+        component.to_str().unwrap(),
+        "--plugin-dir",
+        kernel_params_dir().to_str().unwrap(),
+        "--out",
+        publisher.dist().to_str().unwrap(),
+        "--secret-key",
+        sk.to_str().unwrap(),
+        "--audit-report",
+        report.to_str().unwrap(),
+        "--reviewed",
+        "--toolchain",
+        "rustc=rustc 1.95.0 (59807616e 2026-04-14)",
+    ]));
+    let manifest_name = "kernel-params-0.1.0.manifest.json";
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&publisher.asset(manifest_name)).unwrap();
+    assert_eq!(manifest["audit"]["verdict"], "flagged");
+    assert_eq!(manifest["audit"]["reviewed"], true);
+    assert_eq!(
+        manifest["toolchain"]["rustc"],
+        "rustc 1.95.0 (59807616e 2026-04-14)"
+    );
+
+    let server = registry(&publisher, vec![]);
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    let out = agent.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.status("kernel-params", "kernel-aslr"), "pass");
+    drop(server);
+
+    // The same release as package wrote it before: no audit record, no
+    // toolchain, signed by the same key.
+    let mut old = manifest.clone();
+    let object = old.as_object_mut().unwrap();
+    object.remove("audit");
+    object.remove("toolchain");
+    let mut bytes = serde_json::to_vec_pretty(&old).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(publisher.dist().join(manifest_name), &bytes).unwrap();
+    ok(tool(&[
+        "sign",
+        publisher.dist().join(manifest_name).to_str().unwrap(),
+        "--secret-key",
+        sk.to_str().unwrap(),
+    ]));
+    let server = registry(&publisher, vec![]);
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    let out = agent.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.status("kernel-params", "kernel-aslr"), "pass");
+
+    // A manifest claiming a flagged release nobody reviewed is refused,
+    // signature or not.
+    let mut unreviewed = manifest.clone();
+    unreviewed["audit"]["reviewed"] = false.into();
+    let mut bytes = serde_json::to_vec_pretty(&unreviewed).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(publisher.dist().join(manifest_name), &bytes).unwrap();
+    ok(tool(&[
+        "sign",
+        publisher.dist().join(manifest_name).to_str().unwrap(),
+        "--secret-key",
+        sk.to_str().unwrap(),
+    ]));
+    let server = registry(&publisher, vec![]);
+    let agent = agent_for(&publisher, &server, "0.1.0");
+    let out = agent.run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_message("kernel-params").contains("not reviewed"),
+        "{}",
+        out.error_message("kernel-params")
+    );
+}
