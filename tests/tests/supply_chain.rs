@@ -772,8 +772,10 @@ fn publish_uploads_release_assets_and_never_overwrites() {
     let publisher = Publisher::new();
     publisher.package(&guest("kernel_params"), &kernel_params_dir(), "0.1.0");
     let uploaded = Arc::new(std::sync::Mutex::new(Vec::<(String, Vec<u8>)>::new()));
+    let created = Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
     let server = {
         let uploaded = uploaded.clone();
+        let created = created.clone();
         Server::start(move |req: &Request| {
             let auth_ok =
                 req.headers.get("authorization").map(String::as_str) == Some("Bearer test-token");
@@ -804,7 +806,7 @@ fn publish_uploads_release_assets_and_never_overwrites() {
                 }
                 ("POST", "/repos/acme/plugins/releases") => {
                     let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
-                    assert_eq!(body["tag_name"], "kernel-params/v0.1.0");
+                    created.lock().unwrap().push(body);
                     Reply::json(201, release)
                 }
                 ("POST", t)
@@ -826,6 +828,9 @@ fn publish_uploads_release_assets_and_never_overwrites() {
     .iter()
     .map(|a| publisher.dist().join(a).display().to_string())
     .collect();
+    // The capability diff's Markdown, as the release workflow passes it.
+    let notes = publisher.dir.path().join("capability-diff.md");
+    std::fs::write(&notes, "### Capabilities\n\n- read + /proc/sys\n").unwrap();
     let publish = |token: &str| {
         let mut cmd = Command::new(registry_bin());
         cmd.arg("publish")
@@ -837,6 +842,8 @@ fn publish_uploads_release_assets_and_never_overwrites() {
                 "kernel-params/v0.1.0",
                 "--api-url",
                 &server.url(),
+                "--notes",
+                notes.to_str().unwrap(),
             ])
             .env("GITHUB_TOKEN", token);
         cmd.output().unwrap()
@@ -844,6 +851,15 @@ fn publish_uploads_release_assets_and_never_overwrites() {
     assert!(!publish("wrong").status.success(), "bad credentials fail");
     let printed = ok(publish("test-token"));
     assert!(printed.contains("published 3 asset(s)"), "{printed}");
+    {
+        let created = created.lock().unwrap();
+        assert_eq!(created.len(), 1);
+        assert_eq!(created[0]["tag_name"], "kernel-params/v0.1.0");
+        assert_eq!(
+            created[0]["body"],
+            "### Capabilities\n\n- read + /proc/sys\n"
+        );
+    }
     {
         let uploaded = uploaded.lock().unwrap();
         assert_eq!(uploaded.len(), 3);
