@@ -134,7 +134,11 @@ fn the_plugin_workflow_runs_the_tested_registry_commands() {
     ] {
         assert!(plugins.contains(needle), "plugins.yml lacks {needle:?}");
     }
-    for command in ["plugin-registry audit", "plugin-registry package", "cargo build"] {
+    for command in [
+        "plugin-registry audit",
+        "plugin-registry package",
+        "cargo build",
+    ] {
         assert!(
             !plugins.contains(command),
             "{command}: steps belong in plugin-release.yml"
@@ -1459,4 +1463,184 @@ fn the_audit_and_release_steps_enforce_the_verdict_as_written() {
         output_text(&out)
     );
     assert!(!accepted_dir.join("dist").exists());
+}
+
+/// kernel-params' plugin directory at `version` declaring `read`, and its
+/// component describing itself as `version` (the version is written once
+/// in its data; the same length keeps it valid).
+fn kernel_params_release(
+    parent: &Path,
+    version: &str,
+    read: &[&str],
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = parent.join(format!("kernel-params-{version}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!("[package]\nname = \"kernel-params\"\nversion = \"{version}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("plugin.toml"),
+        format!("description = \"kernel parameters\"\n[capabilities]\nread = {read:?}\n"),
+    )
+    .unwrap();
+    let mut bytes = std::fs::read(assessment_e2e::guest("kernel_params")).unwrap();
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"0.1.0")
+        .expect("the version in the component");
+    bytes[at..at + 5].copy_from_slice(version.as_bytes());
+    let component = parent.join(format!("kernel_params-{version}.wasm"));
+    std::fs::write(&component, bytes).unwrap();
+    (dir, component)
+}
+
+/// The release of a plugin that widens what its published release declares,
+/// through plugin-release.yml's steps as written against a local release
+/// server: the capability diff (the previous release downloaded and
+/// verified) flags it, the audit's verdict is flagged with the widening as
+/// an annotation, package refuses it until the review, and the published
+/// release carries the signed audit report and the diff as its notes.
+#[test]
+fn a_widened_release_comes_out_flagged_and_is_published_only_after_review() {
+    use assessment_e2e::release_server::ReleaseServer;
+    let text = workflow("plugin-release.yml");
+    let diff = step_script(&text, "Capability diff against the latest release");
+    let audit = step_script(&text, "Audit");
+    let digest = step_script(&text, "The audited component, checked against its report");
+    let package = step_script(&text, "Sign and package the audited component");
+    let publish = step_script(&text, "Publish the release");
+
+    let server = ReleaseServer::start("acme/plugins");
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public) = key_pair(keys.path(), "plugin-pw");
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let env = |extra: &[(&'static str, String)]| {
+        let mut env: Vec<(&'static str, String)> = vec![
+            ("GITHUB_REPOSITORY", "acme/plugins".into()),
+            ("GITHUB_API_URL", server.url()),
+            ("GITHUB_SERVER_URL", server.url()),
+            ("GITHUB_TOKEN", "test-token".into()),
+            ("GITHUB_OUTPUT", w.join("output").display().to_string()),
+            (
+                "GITHUB_STEP_SUMMARY",
+                w.join("summary.md").display().to_string(),
+            ),
+            ("RUNNER_TEMP", keys.path().display().to_string()),
+            ("PUBLIC_KEY", public.clone()),
+            ("PUBLIC_KEY_FILE", "plugin-registry.pub".into()),
+            ("PLUGIN_REGISTRY_SECRET_KEY", secret.clone()),
+            ("PLUGIN_REGISTRY_PASSWORD", "plugin-pw".into()),
+        ];
+        env.extend(extra.iter().cloned());
+        env
+    };
+    let step = |script: &str, dir: &Path, extra: &[(&'static str, String)]| {
+        let env = env(extra);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_step(script, dir, &env)
+    };
+
+    // Released as each version's workflow run would: 0.1.0 reads /proc/sys
+    // (its first release: flagged, reviewed), 0.2.0 reads /etc/sysctl.d too.
+    let mut published_notes = Vec::new();
+    for (version, read) in [
+        ("0.1.0", &["/proc/sys"][..]),
+        ("0.2.0", &["/proc/sys", "/etc/sysctl.d"][..]),
+    ] {
+        let run = w.join(format!("run-{version}"));
+        std::fs::create_dir_all(run.join("audited")).unwrap();
+        let (plugin, component) = kernel_params_release(&run, version, read);
+        std::fs::copy(&component, run.join("audited/component.wasm")).unwrap();
+        std::fs::write(
+            run.join("audited/component.wasm.toolchain"),
+            "rustc=rustc 1.95.0 (59807616e 2026-04-14)\n",
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(w.join("output"));
+        let tag = format!("kernel-params/v{version}");
+        let ours = [
+            ("PLUGIN_DIR", plugin.display().to_string()),
+            ("TAG", tag.clone()),
+        ];
+        let out = step(&diff, &run, &ours);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let out = step(&audit, &run, &ours);
+        assert!(out.status.success(), "{}", output_text(&out));
+        assert_eq!(
+            std::fs::read_to_string(w.join("output")).unwrap(),
+            "verdict=flagged\n",
+            "{version}: {}",
+            output_text(&out)
+        );
+        let annotations = String::from_utf8_lossy(&out.stdout).into_owned();
+        let expected = if version == "0.1.0" {
+            "the plugin's first release".to_string()
+        } else {
+            "declares more than kernel-params/v0.1.0: read + /etc/sysctl.d".to_string()
+        };
+        assert!(
+            annotations.contains("title=plugin audit%3A capability-widening::")
+                && annotations.contains(&expected),
+            "{annotations}"
+        );
+        let out = step(&digest, &run, &[]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        // Flagged: refused before the review, signed after it.
+        let mut with_review = ours.to_vec();
+        with_review.push(("REVIEWED", "false".into()));
+        let out = step(&package, &run, &with_review);
+        assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+        assert!(!run.join("dist").exists());
+        with_review.pop();
+        with_review.push(("REVIEWED", "true".into()));
+        let out = step(&package, &run, &with_review);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let out = step(&publish, &run, &ours);
+        assert!(out.status.success(), "{}", output_text(&out));
+        published_notes
+            .push(std::fs::read_to_string(run.join("audited/capability-diff.md")).unwrap());
+    }
+
+    let releases = server.releases();
+    assert_eq!(releases.len(), 2);
+    let latest = &releases[1];
+    assert_eq!(latest.tag, "kernel-params/v0.2.0");
+    assert_eq!(
+        latest.body, published_notes[1],
+        "the diff is the release notes"
+    );
+    assert!(latest.body.contains("/etc/sysctl.d"), "{}", latest.body);
+    let names: BTreeSet<&str> = latest.assets.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "kernel-params-0.2.0.wasm",
+            "kernel-params-0.2.0.manifest.json",
+            "kernel-params-0.2.0.manifest.json.minisig",
+            "kernel-params-0.2.0.audit.json",
+            "kernel-params-0.2.0.audit.json.minisig",
+        ])
+    );
+    let asset = |name: &str| {
+        latest
+            .assets
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.clone())
+            .unwrap()
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&asset("kernel-params-0.2.0.manifest.json")).unwrap();
+    assert_eq!(manifest["audit"]["verdict"], "flagged");
+    assert_eq!(manifest["audit"]["reviewed"], true);
+    assert_eq!(
+        manifest["audit"]["report_sha256"],
+        hex::encode(Sha256::digest(asset("kernel-params-0.2.0.audit.json")))
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&asset("kernel-params-0.2.0.audit.json")).unwrap();
+    assert_eq!(report["findings"][0]["rule"], "capability-widening");
 }
