@@ -8,40 +8,36 @@ cd "$(dirname "$0")/.."
 
 scripts/prerequisites.sh
 
-# minisign proves signature interoperability; install it where the system's
-# package manager has it (the tests then require it). rpm reads the .rpm
-# packages the suite builds, as an RPM system would (tests/tests/packages.rs).
+# Debian's packages the tests need, none of them the build: installed in
+# one apt-get in the background while the build runs (a second apt-get at
+# once would wait on dpkg's lock), and awaited before the tests.
+# - minisign proves signature interoperability; where the package manager
+#   has it, the tests then require it.
+# - rpm reads the .rpm packages the suite builds, as an RPM system would
+#   (tests/tests/packages.rs).
+# - PostgreSQL's server for the control plane's PostgreSQL backend: its
+#   tests start a throwaway cluster of their own (control-plane/test-postgres)
+#   and fail, never skip, without it.
+# - Headless Chromium and its WebDriver for the web view's browser test
+#   (control-plane/tests/web_view.rs); an image that ships Chrome and
+#   chromedriver, as GitHub's Ubuntu runners do with CHROMEWEBDRIVER, needs
+#   none. The test requires them (REQUIRE_CHROMIUM), so a failed install
+#   fails it.
+mkdir -p target
+apt_log=target/apt-install.log
 apt_missing=()
 command -v minisign >/dev/null 2>&1 || apt_missing+=(minisign)
 command -v rpm >/dev/null 2>&1 || apt_missing+=(rpm)
-# PostgreSQL's server for the control plane's PostgreSQL backend: its tests
-# start a throwaway cluster of their own (control-plane/test-postgres) and
-# fail, never skip, without it.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_missing+=(postgresql)
+if ! command -v chromedriver >/dev/null 2>&1 && [ -z "${CHROMEWEBDRIVER:-}" ]; then
+    apt_missing+=(chromium chromium-driver)
+fi
+apt_pid=""
 if [ ${#apt_missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo -n"; fi
-    { $sudo apt-get update -qq && $sudo apt-get install -y -qq "${apt_missing[@]}" >/dev/null; } ||
-        echo "warning: could not install ${apt_missing[*]}; the minisign interoperability test will say SKIPPED, the packages and PostgreSQL tests will fail" >&2
-fi
-if command -v minisign >/dev/null 2>&1; then export REQUIRE_MINISIGN=1; fi
-
-# Headless Chromium and its WebDriver for the web view's browser test
-# (control-plane/tests/web_view.rs), from Debian's packages: installed in
-# the background while the build runs, awaited before the tests (an image
-# that ships Chrome and chromedriver, as GitHub's Ubuntu runners do with
-# CHROMEWEBDRIVER, needs none). The test requires them (REQUIRE_CHROMIUM),
-# so a failed install fails it.
-chromium_log=target/chromium-install.log
-mkdir -p target
-if ! command -v chromedriver >/dev/null 2>&1 && [ -z "${CHROMEWEBDRIVER:-}" ] &&
-    command -v apt-get >/dev/null 2>&1; then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo -n"; fi
-    { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >"$chromium_log" 2>&1 &
-    chromium_pid=$!
-else
-    chromium_pid=""
+    { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}"; } >"$apt_log" 2>&1 &
+    apt_pid=$!
 fi
 export REQUIRE_CHROMIUM=1
 
@@ -140,10 +136,11 @@ fi
 cat "$foreign_log"
 trap 'kill "$component_pid" "$packaging_pid" 2>/dev/null || true; stop_test_postgres' EXIT
 
-if [ -n "$chromium_pid" ] && ! wait "$chromium_pid"; then
-    cat "$chromium_log"
-    echo "warning: installing chromium and chromium-driver failed (log above); the web view's browser test will fail" >&2
+if [ -n "$apt_pid" ] && ! wait "$apt_pid"; then
+    cat "$apt_log"
+    echo "warning: could not install ${apt_missing[*]} (log above): the minisign interoperability test will say SKIPPED; the packages, PostgreSQL and browser tests will fail" >&2
 fi
+if command -v minisign >/dev/null 2>&1; then export REQUIRE_MINISIGN=1; fi
 
 echo "== host and end-to-end tests, guests built for wasm32-wasip2 (all linted as they are built)"
 if cargo nextest --version >/dev/null 2>&1; then
