@@ -320,7 +320,11 @@ fn widening_finding(report: &[u8]) -> anyhow::Result<Option<AuditFinding>> {
     let message = match (diff.verdict.as_str(), &diff.previous_tag) {
         ("first-release", _) | (_, None) => format!(
             "the plugin's first release: everything it declares is new and needs a review ({})",
-            if changes.is_empty() { "nothing declared" } else { &changes }
+            if changes.is_empty() {
+                "nothing declared"
+            } else {
+                &changes
+            }
         ),
         (_, Some(tag)) => format!("declares more than {tag}: {changes}"),
     };
@@ -552,7 +556,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .with_context(|| audit_report.display().to_string())?;
             let digest = sha256_hex(&bytes);
             if digest == report.sha256 {
-                println!("{}: sha256 {digest}, the audited component", component.display());
+                println!(
+                    "{}: sha256 {digest}, the audited component",
+                    component.display()
+                );
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!(
@@ -592,9 +599,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         .split_once('=')
                         .filter(|(name, version)| !name.is_empty() && !version.trim().is_empty())
                         .map(|(name, version)| (name.to_string(), version.trim().to_string()))
-                        .with_context(|| {
-                            format!("--toolchain {entry:?}: expected NAME=VERSION")
-                        })
+                        .with_context(|| format!("--toolchain {entry:?}: expected NAME=VERSION"))
                 })
                 .collect::<anyhow::Result<_>>()?;
             let provenance = release::Provenance {
