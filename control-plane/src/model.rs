@@ -269,6 +269,20 @@ impl NewEvidence {
                 "{at}: evidence must be a JSON object (an EvidenceCreateRequest)"
             )));
         }
+        // PostgreSQL's text and jsonb cannot hold U+0000, and the runtime
+        // escapes control characters in what plugins write: a NUL is
+        // refused on every backend alike, rather than failing only on
+        // PostgreSQL, and only when it is stored.
+        if idempotency_key.contains('\0') {
+            return Err(StoreError::Invalid(format!(
+                "{at}: idempotency_key contains a NUL character (U+0000), which this control plane does not store"
+            )));
+        }
+        if let Some(path) = nul_at(&body, "evidence") {
+            return Err(StoreError::Invalid(format!(
+                "{at}: {path} contains a NUL character (U+0000), which this control plane does not store"
+            )));
+        }
         let text = serde_json::to_string(&body)?;
         if text.len() > rules.max_record_bytes {
             return Err(StoreError::TooLarge(format!(
@@ -319,6 +333,26 @@ impl NewEvidence {
             text,
             body,
         })
+    }
+}
+
+/// Where in `value` (a path from `path`) a string or a key holds U+0000.
+/// serde_json's nesting limit bounds the recursion.
+fn nul_at(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(text) => text.contains('\0').then(|| path.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(index, item)| nul_at(item, &format!("{path}[{index}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                Some(format!("a key of {path}"))
+            } else {
+                nul_at(item, &format!("{path}.{key}"))
+            }
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
     }
 }
 
@@ -542,6 +576,47 @@ mod tests {
             );
         }
         from_body("k", json!({ "uuid": id }), "body").unwrap();
+    }
+
+    #[test]
+    fn a_nul_character_anywhere_in_a_record_is_refused_and_named() {
+        let uuid = "6f6b1e3c-4a0f-4d8e-9b1a-5c2e7d3f8a90";
+        for (body, path) in [
+            (
+                json!({"uuid": uuid, "labels": {"check": "root\u{0}login"}}),
+                "evidence.labels.check",
+            ),
+            (json!({"uuid": uuid, "title": "a\u{0}"}), "evidence.title"),
+            (
+                json!({"uuid": uuid, "links": [{"href": "x"}, {"href": "\u{0}"}]}),
+                "evidence.links[1].href",
+            ),
+            (
+                json!({"uuid": uuid, "props": {"\u{0}": "v"}}),
+                "a key of evidence.props",
+            ),
+        ] {
+            let err = from_body("k", body, "records[4]").unwrap_err();
+            assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "records[4]: {path} contains a NUL character (U+0000), which this control plane does not store"
+                )
+            );
+        }
+        let err = from_body("k\u{0}", json!({"uuid": uuid}), "records[0]").unwrap_err();
+        assert!(
+            err.to_string().contains("idempotency_key contains a NUL"),
+            "{err}"
+        );
+        // Other control characters are text PostgreSQL stores.
+        from_body(
+            "k",
+            json!({"uuid": uuid, "title": "tab\tand\u{1b}"}),
+            "body",
+        )
+        .unwrap();
     }
 
     #[test]
