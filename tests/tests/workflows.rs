@@ -1644,3 +1644,71 @@ fn a_widened_release_comes_out_flagged_and_is_published_only_after_review() {
         serde_json::from_slice(&asset("kernel-params-0.2.0.audit.json")).unwrap();
     assert_eq!(report["findings"][0]["rule"], "capability-widening");
 }
+
+/// A pull request (no tag) in a repository, or a fork, without the registry
+/// public key: the capability diff step skips with a warning instead of
+/// failing the build, and the audit runs without a diff; a release tag
+/// without the key still fails, since a release is always compared.
+#[test]
+fn without_a_registry_key_a_pull_request_skips_the_capability_diff_and_a_release_fails() {
+    let text = workflow("plugin-release.yml");
+    let diff = step_script(&text, "Capability diff against the latest release");
+    let audit = step_script(&text, "Audit");
+    let dir = audit_job_dir("unchanged", true);
+    let d = dir.path();
+    // What the diff step would find from an earlier run is not there.
+    std::fs::remove_file(d.join("audited/capability-diff.json")).unwrap();
+    std::fs::remove_file(d.join("audited/capability-diff.md")).unwrap();
+    let runner_temp = tempfile::tempdir().unwrap();
+    let summary = d.join("summary.md");
+    let output = d.join("github-output");
+    let env = |tag: &'static str| {
+        vec![
+            ("PLUGIN_DIR", "plugin".to_string()),
+            ("TAG", tag.to_string()),
+            ("PUBLIC_KEY", String::new()),
+            ("PUBLIC_KEY_FILE", "plugin-registry.pub".to_string()),
+            ("GITHUB_REPOSITORY", "acme/plugins".to_string()),
+            // Nothing listens here: a diff that ran would fail.
+            ("GITHUB_API_URL", "http://127.0.0.1:9".to_string()),
+            ("GITHUB_SERVER_URL", "http://127.0.0.1:9".to_string()),
+            ("RUNNER_TEMP", runner_temp.path().display().to_string()),
+            ("GITHUB_STEP_SUMMARY", summary.display().to_string()),
+            ("GITHUB_OUTPUT", output.display().to_string()),
+        ]
+    };
+    let run = |script: &str, tag: &'static str| {
+        let env = env(tag);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_step(script, d, &env)
+    };
+
+    let out = run(&diff, "");
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("::warning title=capability diff::skipped: no registry public key"),
+        "{}",
+        output_text(&out)
+    );
+    assert!(!d.join("audited/capability-diff.json").exists());
+    assert!(
+        std::fs::read_to_string(&summary)
+            .unwrap()
+            .contains("Not compared with the latest release")
+    );
+    let out = run(&audit, "");
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "verdict=accepted\n"
+    );
+
+    let out = run(&diff, "kernel-params/v0.1.0");
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("::error::no registry public key"),
+        "{}",
+        output_text(&out)
+    );
+}
