@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the example plugins written in Python and JavaScript into
+# Builds the example plugins written in Python and JavaScript (with
+# scripts/build-plugin.sh, as plugin-release.yml builds them) into
 # WebAssembly components for the `assessment` world of
 # `assessment:plugin@0.2.0` (the repository's wit/ directory):
 #
@@ -109,20 +110,13 @@ if fresh "$py_out" "$py_stamp"; then
 else
     say "building login_defs.wasm (componentize-py)"
     started=$SECONDS
-    # The plugin targets the `assessment` world; intersecting it with the
-    # plugin's `imports` world keeps only the interfaces it uses (see
+    # As plugin-release.yml builds a Python plugin: the plugin targets the
+    # `assessment` world, intersected with the plugin's `imports` world so
+    # that only the interfaces it uses are imported (see
     # docs/plugin-author-guide.md, "Python").
-    (
-        cd "$py_dir"
-        # Python caches of the build stay out of the source tree.
-        export PYTHONDONTWRITEBYTECODE=1
-        "$componentize_py" --quiet \
-            -d "$repo/wit" -d wit \
-            -w assessment:plugin/assessment@0.2.0 \
-            componentize -i example:login-defs/imports \
-            -p . login_defs \
-            -o "$py_out.tmp"
-    )
+    PATH="$venv/bin:$PATH" scripts/build-plugin.sh --toolchain python \
+        --plugin-dir "$py_dir" --out "$py_out.tmp" --wit "$repo/wit"
+    rm -f "$py_out.tmp.toolchain"
     check_imports "$py_out.tmp"
     mv -f "$py_out.tmp" "$py_out"
     echo "$py_stamp" >"$py_out.inputs"
@@ -143,16 +137,13 @@ if fresh "$js_out" "$js_stamp"; then
 else
     say "building passwd_accounts.wasm (componentize-js)"
     started=$SECONDS
-    # `--disable http fetch-event`: no `wasi:http` import (fetch() is gone).
-    # The `imports` world (wit/world.wit, with the repository's wit/ linked
-    # as wit/deps/assessment-plugin) names only the interfaces it uses.
-    (
-        cd "$js_dir"
-        "$componentize_js" passwd-accounts.js \
-            --wit wit --world-name imports \
-            --disable http fetch-event \
-            -o "$js_out.tmp"
-    )
+    # As plugin-release.yml builds a JavaScript plugin, with the
+    # componentize-js installed above: the `imports` world (wit/world.wit,
+    # with the repository's wit/ linked as wit/deps/assessment-plugin) names
+    # only the interfaces it uses, and no `wasi:http`.
+    COMPONENTIZE_JS="$componentize_js" scripts/build-plugin.sh --toolchain javascript \
+        --plugin-dir "$js_dir" --out "$js_out.tmp" --wit "$repo/wit"
+    rm -f "$js_out.tmp.toolchain"
     check_imports "$js_out.tmp"
     mv -f "$js_out.tmp" "$js_out"
     echo "$js_stamp" >"$js_out.inputs"

@@ -23,9 +23,11 @@
 #   version); the plugin directory holds one module `<name>.py` (name with
 #   `_`), and a world `imports` in wit/ naming what it imports.
 # - javascript: componentize-js as the plugin's package-lock.json pins it
-#   (`npm ci`); the entry is `<name>.js`, the world `imports` in wit/, with
-#   the plugin ABI's WIT under wit/deps/assessment-plugin (linked to --wit
-#   when missing).
+#   (`npm ci`), or the one COMPONENTIZE_JS names, installed from that lock
+#   elsewhere (scripts/build-foreign-plugins.sh does, to keep node_modules
+#   out of the source tree); the entry is `<name>.js`, the world `imports`
+#   in wit/, with the plugin ABI's WIT under wit/deps/assessment-plugin
+#   (linked to --wit when missing).
 #
 # SOURCE_DATE_EPOCH is passed through (the workflow sets it to the commit's
 # time) for tools that record a time.
@@ -156,12 +158,18 @@ javascript)
             mkdir -p wit/deps
             ln -s "$wit" wit/deps/assessment-plugin
         fi
-        npm ci --no-audit --no-fund --loglevel=error >&2
-        npx --no-install componentize-js "$name.js" --wit wit --world-name imports \
+        if [ -z "${COMPONENTIZE_JS:-}" ]; then
+            npm ci --no-audit --no-fund --loglevel=error >&2
+        fi
+        # `--disable http fetch-event`: no `wasi:http` import (fetch() is gone).
+        "${COMPONENTIZE_JS:-node_modules/.bin/componentize-js}" "$name.js" --wit wit --world-name imports \
             --disable http fetch-event -o "$out"
     )
+    # node_modules/.bin/componentize-js is a link into its package.
+    package="$(cd "$plugin_dir" && realpath "${COMPONENTIZE_JS:-node_modules/.bin/componentize-js}")"
+    package="${package%/node_modules/@bytecodealliance/componentize-js/*}/node_modules/@bytecodealliance/componentize-js/package.json"
     {
-        echo "componentize-js=$(cd "$plugin_dir" && node -p 'require("./node_modules/@bytecodealliance/componentize-js/package.json").version')"
+        echo "componentize-js=$(node -p "require(process.argv[1]).version" "$package")"
         echo "node=$(node --version)"
     } >"$versions"
     ;;
