@@ -8,6 +8,7 @@ pub mod http;
 pub mod oscal;
 pub mod proxy;
 pub mod release_server;
+pub mod workflow;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

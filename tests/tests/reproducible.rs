@@ -21,33 +21,7 @@ use sha2::{Digest, Sha256};
 fn step_script(name: &str) -> String {
     let text =
         std::fs::read_to_string(repo().join(".github/workflows/plugin-release.yml")).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let indent = |line: &str| line.len() - line.trim_start().len();
-    let start = lines
-        .iter()
-        .position(|l| l.trim() == format!("- name: {name}"))
-        .unwrap_or_else(|| panic!("no step named {name:?}"));
-    let run = (start + 1..lines.len())
-        .find(|&i| lines[i].trim() == "run: |")
-        .unwrap();
-    let keys = indent(lines[run]);
-    let body: Vec<&str> = lines[run + 1..]
-        .iter()
-        .take_while(|l| l.trim().is_empty() || indent(l) > keys)
-        .copied()
-        .collect();
-    let margin = body
-        .iter()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| indent(l))
-        .min()
-        .unwrap();
-    let script: String = body
-        .iter()
-        .map(|l| l.get(margin..).unwrap_or("").to_string() + "\n")
-        .collect();
-    assert!(!script.contains("${{"), "{name}: inputs come from env");
-    script
+    assessment_e2e::workflow::step_script(&text, name)
 }
 
 /// The guest workspace's tracked files (sources, Cargo.lock, the WIT the
