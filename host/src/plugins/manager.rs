@@ -302,14 +302,7 @@ fn stored_declaration(
     let path = store.blob_path(&manifest.component.sha256);
     let bytes = std::fs::read(&path)
         .map_err(|e| ResolveError::Verify(format!("{}: {e}", path.display())))?;
-    let digest = sha256_hex(&bytes);
-    if digest != manifest.component.sha256 {
-        return Err(ResolveError::Verify(format!(
-            "{}: sha256 {digest} does not match the signed manifest's {}",
-            path.display(),
-            manifest.component.sha256
-        )));
-    }
+    let digest = signed_digest(&path, &bytes, &manifest)?;
     let known = assessment_registry::audit::Known {
         sha256: Some(&digest),
         validated: true,
@@ -320,6 +313,20 @@ fn stored_declaration(
         imports: report.imports.into_iter().collect(),
         component_size: Some(manifest.component.size),
     })
+}
+
+/// The SHA-256 of `bytes` (read from `path`), if it is the one `manifest`
+/// signs.
+fn signed_digest(path: &Path, bytes: &[u8], manifest: &Manifest) -> Result<String, ResolveError> {
+    let digest = sha256_hex(bytes);
+    if digest != manifest.component.sha256 {
+        return Err(ResolveError::Verify(format!(
+            "{}: sha256 {digest} does not match the signed manifest's {}",
+            path.display(),
+            manifest.component.sha256
+        )));
+    }
+    Ok(digest)
 }
 
 /// Size, digest, then the full audit against the manifest.
@@ -337,14 +344,7 @@ fn verify_component(
             manifest.component.size
         )));
     }
-    let digest = sha256_hex(&bytes);
-    if digest != manifest.component.sha256 {
-        return Err(ResolveError::Verify(format!(
-            "{}: sha256 {digest} does not match the signed manifest's {}",
-            path.display(),
-            manifest.component.sha256
-        )));
-    }
+    let digest = signed_digest(path, &bytes, manifest)?;
     let known = assessment_registry::audit::Known {
         sha256: Some(&digest),
         validated: false,
